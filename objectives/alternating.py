@@ -1,0 +1,255 @@
+"""The alternating loop: two coupled models, B consumes A's output, each with its own optimizer.
+
+Read top to bottom. With ``z = A(x)`` and ``y_hat = B(z)`` the objective is
+
+    L = w_a · loss_a(z, t_a) + w_b · loss_b(y_hat, y) [+ w_c · mean((y_hat − B(t_a))²)]
+
+and the ``mode`` says which model learns from which terms:
+
+``alternate``
+    per cycle ``steps_a`` optimizer steps on A, then ``steps_b`` on B. An A step back-propagates L
+    into A only (B is frozen: no gradient reaches B's parameters); a B step computes z without
+    gradient (A gets nothing) and back-propagates L into B. Every step draws a fresh batch and runs a
+    fresh forward pass after the previous step: there is never a backward through a graph built
+    before an optimizer step (the ``retain_graph=True`` pattern, which applies stale gradients or
+    fails with "modified by an inplace operation").
+``b_on_detached``
+    every step updates both: A on its own loss only, B on L computed from ``z.detach()``.
+``joint``
+    one optimizer over both models, one parameter group per model (own LR, weight decay), one
+    backward of L.
+
+Metrics reported each epoch: ``train_a_loss``, ``train_b_loss`` (and ``train_consistency_loss``),
+``train_weighted_loss``, ``val_a_loss``, ``val_b_loss`` (and ``val_consistency_loss``),
+``val_total_loss`` = val_a_loss + val_b_loss, ``val_b_<metric>`` on the final output, ``weight_a``,
+``weight_b`` (``weight_consistency``: the epoch's mean effective weights, i.e. static weight × weight
+schedule × weighting strategy), ``lr_a``, ``lr_b`` and ``opt_steps_a``/``opt_steps_b``, the
+optimizer steps each model has taken so far.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from objectives.config import AlternatingConfig, ModelConfig
+from objectives.helpers import (
+    Reporter,
+    build_optimizer,
+    check_finite,
+    check_running_losses,
+    chunked_means,
+    derive_seed,
+    epoch_batches,
+    frozen,
+    param_group,
+    to_floats,
+)
+from objectives.lr_schedules import LRSchedule
+from objectives.problems import CoupledProblem, prepare
+from objectives.weight_schedules import weight_table
+from objectives.weighting import make as make_weighting
+
+TERMS = ("a", "b", "consistency")
+
+
+def losses(
+    problem: CoupledProblem,
+    model_b: torch.nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    consistency: bool,
+) -> torch.Tensor:
+    """The unweighted loss terms ``[loss_a, loss_b(, consistency)]`` for A's output ``z``, stacked."""
+    out = model_b(z)
+    terms = [problem.loss_a(z, t), problem.loss_b(out, y)]
+    if consistency:
+        terms.append(torch.mean((out - model_b(t)) ** 2))
+    return torch.stack(terms)
+
+
+def _clip(model: torch.nn.Module, cfg: ModelConfig) -> None:
+    if cfg.grad_clip is not None:  # no host sync: clip_grad_norm_ scales by a clamped device tensor
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+
+
+@torch.no_grad()
+def evaluate(
+    problem: CoupledProblem,
+    model_a: torch.nn.Module,
+    model_b: torch.nn.Module,
+    consistency: bool,
+    chunk: int,
+) -> dict[str, torch.Tensor]:
+    """Validation losses and B's metrics as 0-d device tensors (no host sync here)."""
+    model_a.eval()
+    model_b.eval()
+    x, y, t = problem.val
+
+    def batch_means(rows: slice) -> dict[str, torch.Tensor]:
+        z = model_a(x[rows])
+        terms = losses(problem, model_b, z, y[rows], t[rows], consistency)
+        out = model_b(z)
+        means = {f"val_{name}_loss": value for name, value in zip(TERMS, terms, strict=False)}
+        means.update({f"val_b_{key}": fn(out, y[rows]) for key, fn in problem.metrics.items()})
+        return means
+
+    results = chunked_means(len(x), chunk, batch_means)
+    results["val_total_loss"] = results["val_a_loss"] + results["val_b_loss"]
+    model_a.train()
+    model_b.train()
+    return results
+
+
+def train(
+    cfg: AlternatingConfig, report: Reporter | None = None, problem: CoupledProblem | None = None
+) -> dict[str, float]:
+    """Train one configuration of two coupled models and return the last epoch's metrics.
+
+    Args:
+        cfg: Resolved config: ``seed``, ``data_seed`` set and ``device`` not ``auto``.
+        report: Called after every epoch with that epoch's metrics; may raise to stop (pruning).
+        problem: The coupled problem, already built; built from ``cfg.problem`` when omitted.
+
+    Raises:
+        objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
+    """
+    # 1. Data goes to the device once; every batch below is an index into these tensors.
+    device, problem = prepare(cfg, problem)
+    x, y, t = problem.train
+
+    # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
+    torch.manual_seed(cfg.seed)
+    model_a = problem.make_model_a().to(device)
+    model_b = problem.make_model_b().to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    # 3. Optimizers: one per model, or one with a parameter group per model for joint training.
+    if cfg.mode == "joint":
+        joint = build_optimizer(
+            [param_group(model_a, cfg.model_a.optimizer), param_group(model_b, cfg.model_b.optimizer)],
+            cfg.model_a.optimizer,
+        )
+        opt_a = opt_b = joint
+    else:
+        opt_a = build_optimizer(model_a.parameters(), cfg.model_a.optimizer)
+        opt_b = build_optimizer(model_b.parameters(), cfg.model_b.optimizer)
+
+    consistency = len(cfg.weights) == 3
+    n_losses = len(cfg.weights)
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    cycle = cfg.steps_a + cfg.steps_b
+    total = cfg.epochs * steps_per_epoch
+
+    # 4. Loss weights: every step's static weights (after the weight schedule) in one device table,
+    #    and the weighting strategy; learned weights (uncertainty) join A's optimizer (A is the model
+    #    every loss reaches), before the LR schedules are built so they drive them too.
+    table = weight_table(cfg.weight_schedule, cfg.weights, TERMS[:n_losses], total, device)
+    strategy = make_weighting(cfg.weighting, n_losses, device, derive_seed(cfg.seed, "weighting"))
+    if strategy.parameters():
+        opt_a.add_param_group({"params": strategy.parameters(), "weight_decay": 0.0})
+    params_a, params_b = list(model_a.parameters()), list(model_b.parameters())
+
+    # 5. LR schedules run on each optimizer's own step count (in alternate mode A and B step in turn;
+    #    joint mode has one optimizer and one schedule for both parameter groups).
+    a_steps = sum(1 for s in range(total) if s % cycle < cfg.steps_a) if cfg.mode == "alternate" else total
+    b_steps = total - a_steps if cfg.mode == "alternate" else total
+    sched_a = LRSchedule(opt_a, cfg.model_a.optimizer.schedule, a_steps, math.ceil(a_steps / cfg.epochs))
+    sched_b = (
+        sched_a
+        if cfg.mode == "joint"
+        else LRSchedule(opt_b, cfg.model_b.optimizer.schedule, b_steps, math.ceil(b_steps / cfg.epochs))
+    )
+    step = 0
+    opt_steps = {"a": 0, "b": 0}
+
+    def full_losses(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # the step's losses with the updated models (FAMO's after-step view)
+            return losses(problem, model_b, model_a(xb), yb, tb, consistency)
+
+    metrics: dict[str, float] = {}
+    for epoch in range(cfg.epochs):
+        # 6. Running sums stay on the device: no .item() inside the step loop (one sync per epoch).
+        loss_sums, weight_sums = torch.zeros(n_losses, device=device), torch.zeros(n_losses, device=device)
+        weighted_sum = torch.zeros((), device=device)
+        for idx in epoch_batches(len(x), cfg.batch_size, steps_per_epoch, generator, device):
+            xb, yb, tb = x[idx], y[idx], t[idx]
+            base = table[step]
+            if cfg.mode == "alternate" and step % cycle < cfg.steps_a:
+                # 7a. A step: a fresh forward; L reaches A only, B is frozen (no grads, no update).
+                with frozen(model_b):
+                    terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
+                    opt_a.zero_grad(set_to_none=True)
+                    w = strategy.backward(terms, base, params_a)
+                _clip(model_a, cfg.model_a)
+                opt_a.step()
+                sched_a.after_step()
+                opt_steps["a"] += 1
+            elif cfg.mode == "alternate":
+                # 7b. B step: A's output without gradient, so A gets nothing from B's steps.
+                with torch.no_grad():
+                    z = model_a(xb)
+                terms = losses(problem, model_b, z, yb, tb, consistency)
+                opt_b.zero_grad(set_to_none=True)
+                w = strategy.backward(terms, base, params_b)
+                _clip(model_b, cfg.model_b)
+                opt_b.step()
+                sched_b.after_step()
+                opt_steps["b"] += 1
+            elif cfg.mode == "b_on_detached":
+                # 7c. One forward of A, two disjoint graphs: A learns from its own loss, B from L on
+                #     the detached code; one backward of their sum fills both models' gradients.
+                z = model_a(xb)
+                terms_b = losses(problem, model_b, z.detach(), yb, tb, consistency)
+                terms = torch.cat([problem.loss_a(z, tb).unsqueeze(0), terms_b[1:]])
+                opt_a.zero_grad(set_to_none=True)
+                opt_b.zero_grad(set_to_none=True)
+                w = strategy.backward(terms, base, params_a + params_b)
+                _clip(model_a, cfg.model_a)
+                _clip(model_b, cfg.model_b)
+                opt_a.step()
+                opt_b.step()
+                sched_a.after_step()
+                sched_b.after_step()
+                opt_steps["a"] += 1
+                opt_steps["b"] += 1
+            else:
+                # 7d. Joint: one backward of L, one step of the shared optimizer (both groups).
+                terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
+                joint.zero_grad(set_to_none=True)
+                w = strategy.backward(terms, base, params_a + params_b)
+                _clip(model_a, cfg.model_a)
+                _clip(model_b, cfg.model_b)
+                joint.step()
+                sched_a.after_step()
+                opt_steps["a"] += 1
+                opt_steps["b"] += 1
+            # 8. Strategies that learn from the step's effect (FAMO) recompute its losses; others don't.
+            strategy.after_step(lambda xb=xb, yb=yb, tb=tb: full_losses(xb, yb, tb))
+            loss_sums += terms.detach()
+            weight_sums += w
+            weighted_sum += (w * terms.detach()).sum()
+            check_running_losses(loss_sums, step, epoch)
+            step += 1
+
+        # 9. Validate, then sync once: everything for the epoch in one transfer.
+        train_means = loss_sums / steps_per_epoch
+        strategy.end_epoch(train_means)
+        weight_means = weight_sums / steps_per_epoch
+        epoch_values = {f"train_{name}_loss": value for name, value in zip(TERMS, train_means, strict=False)}
+        epoch_values["train_weighted_loss"] = weighted_sum / steps_per_epoch
+        epoch_values.update({f"weight_{name}": value for name, value in zip(TERMS, weight_means, strict=False)})
+        metrics = to_floats({**epoch_values, **evaluate(problem, model_a, model_b, consistency, cfg.eval_batch_size)})
+        metrics["lr_a"] = opt_a.param_groups[0]["lr"]
+        metrics["lr_b"] = opt_b.param_groups[1 if cfg.mode == "joint" else 0]["lr"]
+        metrics["opt_steps_a"], metrics["opt_steps_b"] = float(opt_steps["a"]), float(opt_steps["b"])
+
+        # 10. A NaN/Inf loss ends the trial now: further epochs would only burn time.
+        check_finite(metrics, epoch)
+        for schedule in {id(sched_a): sched_a, id(sched_b): sched_b}.values():
+            schedule.after_epoch(metrics["val_total_loss"])  # reduce-on-plateau steps with the validation loss
+        if report is not None:
+            report(epoch, metrics)
+    return metrics

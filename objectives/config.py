@@ -1,0 +1,214 @@
+"""Resolved (fixed) training configs, shared by every loop.
+
+The same models describe the ``objective:`` section of a study file. In a study file some values
+may still be searched (``search:``) and ``seed``/``data_seed``/``device`` may be left to the runner;
+the runner fills them in, so a loop always receives a config in which every value is fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from objectives import weight_schedules, weighting
+from objectives.frozen import Frozen
+from objectives.lr_schedules import LRScheduleConfig, constant
+from objectives.weight_schedules import WeightScheduleConfig
+from objectives.weighting import WeightingConfig
+
+
+class OptimizerConfig(Frozen):
+    """One optimizer and its LR schedule. ``momentum`` applies to ``sgd`` only; ``betas`` to ``adam``/``adamw``.
+
+    ``schedule`` is one of :mod:`objectives.lr_schedules` (``{type: cosine}``...); ``constant`` by default.
+    """
+
+    type: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: NonNegativeFloat = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: LRScheduleConfig = constant.Config()
+
+
+class ProblemRef(Frozen):
+    """Which problem to train: a built-in name or a ``module:function`` path (runs that code)."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+LOSS_NAMES = {"dual_loss": ("a", "b"), "alternating": ("a", "b", "consistency")}
+
+
+class LoopCommon(Frozen):
+    """Fields every loop has: the problem, the data/epoch sizes, how losses are weighted, the device
+    and the seeds.
+
+    Attributes:
+        weighting: The weighting strategy (:mod:`objectives.weighting`): ``static`` (the weights as
+            given) or a dynamic method (``uncertainty``, ``dwa``, ``rlw``, ``gradnorm``, ``pcgrad``,
+            ``famo``).
+        weight_schedule: How one loss's weight moves over training (:mod:`objectives.weight_schedules`);
+            ``constant`` by default.
+    """
+
+    problem: ProblemRef
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    weighting: WeightingConfig = weighting.static.Config()
+    weight_schedule: WeightScheduleConfig = weight_schedules.constant.Config()
+    eval_batch_size: PositiveInt = 4096
+    device: str = "auto"
+    seed: int | None = None
+    data_seed: int | None = None
+
+    @model_validator(mode="after")
+    def _schedule_target_is_a_loss(self) -> LoopCommon:
+        names = LOSS_NAMES[self.loop][: len(self.weights)]  # type: ignore[attr-defined]
+        if self.weight_schedule.target not in names:
+            raise ValueError(
+                f"weight_schedule.target {self.weight_schedule.target!r} is not one of this loop's losses {list(names)}"
+            )
+        return self
+
+    @field_validator("problem", mode="before")
+    @classmethod
+    def _problem_shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and not (v == "cpu" or v == "mps" or v == "cuda" or v.startswith("cuda:")):
+            raise ValueError(f"unknown device {v!r}: use auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("weights", check_fields=False)
+    @classmethod
+    def _not_all_zero(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if sum(v) <= 0:
+            raise ValueError("at least one loss weight must be positive")
+        return v
+
+
+class DualLossConfig(LoopCommon):
+    """One model, two datasets (or two heads), two losses combined with weights.
+
+    Attributes:
+        loop: Discriminator, always ``dual_loss``.
+        problem: The problem to train.
+        epochs: Passes over the epoch plan (see ``mixing``).
+        batch_size: Batch size of task a (and of task b unless ``batch_size_b`` is set).
+        batch_size_b: Batch size of task b; ``None`` means ``batch_size``.
+        mixing: How batches of the two datasets are paired: ``zip`` stops at the shorter set,
+            ``cycle`` re-shuffles and repeats the shorter set until the longer is seen once,
+            ``accumulate`` pairs like ``cycle`` but runs one backward pass per task (gradients summed,
+            one optimizer step), so only one task's graph is alive at a time.
+        optimizer: Optimizer of the model.
+        weights: Loss weights (w_a, w_b) applied to the two training losses.
+        eval_batch_size: Chunk size for validation (no gradients).
+        device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``...
+        seed: Seed of model init and batch order; ``None`` in a study file = derived per trial.
+        data_seed: Seed of the problem's data; ``None`` in a study file = derived from the study seed,
+            the same for every trial so trials are compared on the same data.
+    """
+
+    loop: Literal["dual_loss"] = "dual_loss"
+    batch_size_b: PositiveInt | None = None
+    mixing: Literal["zip", "cycle", "accumulate"] = "cycle"
+    optimizer: OptimizerConfig = OptimizerConfig()
+    weights: tuple[NonNegativeFloat, NonNegativeFloat] = (0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _accumulate_needs_fixed_weights(self) -> DualLossConfig:
+        if self.mixing == "accumulate" and self.weighting.type not in ("static", "dwa", "rlw"):
+            raise ValueError(
+                f"mixing accumulate runs one backward per task, so it needs weights known before the step: "
+                f"weighting static, dwa or rlw, not {self.weighting.type}"
+            )
+        return self
+
+
+class ModelConfig(Frozen):
+    """Per-model training settings of the alternating loop.
+
+    Attributes:
+        optimizer: The model's optimizer (its own LR, weight decay, momentum).
+        grad_clip: Clip the model's gradient norm to this value before each of its steps.
+    """
+
+    optimizer: OptimizerConfig = OptimizerConfig()
+    grad_clip: PositiveFloat | None = None
+
+
+class AlternatingConfig(LoopCommon):
+    """Two models, B consumes A's output (``y = B(A(x))``), each with its own optimizer settings.
+
+    Attributes:
+        loop: Discriminator, always ``alternating``.
+        problem: A coupled problem (model A, model B, targets for both).
+        mode: ``alternate``: per cycle ``steps_a`` optimizer steps on A (B frozen) then ``steps_b`` on
+            B (A's output computed without gradient), each step on a fresh batch and a fresh forward
+            pass. ``b_on_detached``: every step updates A on its own loss only and B on A's detached
+            output. ``joint``: one optimizer over both models with per-model parameter groups.
+        steps_a: A's optimizer steps per cycle (``alternate`` only).
+        steps_b: B's optimizer steps per cycle (``alternate`` only).
+        epochs: Passes over the training set (one batch per optimizer step).
+        batch_size: Batch size.
+        model_a: A's optimizer and clipping.
+        model_b: B's optimizer and clipping.
+        weights: ``[w_a, w_b]`` for A's own loss and B's loss, or ``[w_a, w_b, w_consistency]``: a third
+            weight adds the consistency term ``mean((B(A(x)) − B(t_a))²)`` (B's answer on A's output
+            against its answer on A's target).
+        eval_batch_size: Chunk size for validation.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        seed: Model-init and batch-order seed (``None`` in a study file = derived per trial).
+        data_seed: The problem's data seed (``None`` = derived from the study seed).
+    """
+
+    loop: Literal["alternating"] = "alternating"
+    mode: Literal["alternate", "b_on_detached", "joint"] = "alternate"
+    steps_a: PositiveInt = 1
+    steps_b: PositiveInt = 1
+    model_a: ModelConfig = ModelConfig()
+    model_b: ModelConfig = ModelConfig()
+    weights: Annotated[tuple[NonNegativeFloat, ...], Field(min_length=2, max_length=3)] = (0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _joint_needs_one_optimizer_type(self) -> AlternatingConfig:
+        if self.mode == "joint" and self.model_a.optimizer.schedule != self.model_b.optimizer.schedule:
+            raise ValueError(
+                "mode joint drives both parameter groups with one LR schedule: model_b.optimizer.schedule "
+                "must equal model_a.optimizer.schedule"
+            )
+        if self.mode == "joint" and self.model_a.optimizer.type != self.model_b.optimizer.type:
+            raise ValueError(
+                "mode joint uses one optimizer with a parameter group per model: model_a.optimizer.type "
+                f"({self.model_a.optimizer.type}) and model_b.optimizer.type ({self.model_b.optimizer.type}) "
+                "must match"
+            )
+        return self
+
+
+def _loop_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("loop", "dual_loss"))
+    return str(getattr(value, "loop", "dual_loss"))
+
+
+# Every loop's config, chosen by its ``loop`` name (``dual_loss`` when omitted).
+LoopConfig = Annotated[
+    Annotated[DualLossConfig, Tag("dual_loss")] | Annotated[AlternatingConfig, Tag("alternating")],
+    Discriminator(_loop_tag),
+]

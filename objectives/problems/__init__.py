@@ -1,0 +1,140 @@
+"""Problems: what a loop trains. A closed registry of built-ins plus one explicit user path.
+
+A problem is built from its options and a data seed and supplies a model factory, two tasks
+(train and validation tensors, a loss, optional metrics). Built-ins are one file each plus one line
+in :data:`BUILTINS`. A user problem is named ``package.module:function``; that function is imported
+and called (it runs the user's code) with the problem's ``options`` as keyword arguments plus
+``seed``, and must return a :class:`Problem`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from objectives.problems import digits_codes, digits_pair, linear_pair
+from objectives.problems.base import PROBLEM_TYPES, Builtin, CoupledProblem, LossFn, Problem, Task
+
+__all__ = [
+    "BUILTINS",
+    "Builtin",
+    "CoupledProblem",
+    "LossFn",
+    "Problem",
+    "ProblemError",
+    "Task",
+    "build_problem",
+    "check_problem",
+    "prepare",
+]
+
+BUILTINS: dict[str, Builtin] = {
+    "linear_pair": linear_pair.BUILTIN,
+    "digits_pair": digits_pair.BUILTIN,
+    "digits_codes": digits_codes.BUILTIN,
+}
+
+
+class ProblemError(ValueError):
+    """A problem reference or its options are invalid. ``key`` is the offending options key, if any."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def is_user_path(name: str) -> bool:
+    return ":" in name
+
+
+def load_user_function(path: str) -> Callable[..., Problem]:
+    """Import ``module:function`` (runs that module's code) and return the function."""
+    module_name, _, func_name = path.partition(":")
+    if not module_name or not func_name:
+        raise ProblemError(f"{path!r} is not of the form package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ProblemError(f"cannot import module {module_name!r} ({e})") from e
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ProblemError(f"module {module_name!r} has no function {func_name!r}")
+    return func
+
+
+def check_problem(name: str, options: Mapping[str, Any], loop: str = "dual_loss") -> tuple[str, ...] | None:
+    """Validate a problem reference for a loop without building it.
+
+    Returns:
+        The metric names its tasks report for a built-in, ``None`` for a user problem (unknown until
+        it is built).
+
+    Raises:
+        ProblemError: unknown name, bad options, or a user path that does not import.
+    """
+    if is_user_path(name):
+        func = load_user_function(name)
+        if "seed" in options:
+            raise ProblemError("'seed' is passed by sweep (objective.data_seed), not an option", key="seed")
+        params = inspect.signature(func).parameters
+        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for key in options:
+            if key not in params and not takes_kwargs:
+                raise ProblemError(f"{name} takes no option {key!r}", key=key)
+        return None
+    builtin = BUILTINS.get(name)
+    if builtin is None or builtin.loop != loop:
+        known = ", ".join(sorted(n for n, b in BUILTINS.items() if b.loop == loop))
+        if builtin is not None:
+            raise ProblemError(f"problem {name!r} is for the {builtin.loop} loop; built-ins for {loop} are {known}")
+        raise ProblemError(f"unknown problem {name!r}: built-ins are {known}, or give package.module:function")
+    try:
+        builtin.options.model_validate(options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ProblemError(f"{err['msg']}", key=key) from e
+    return builtin.metrics
+
+
+def build_problem(
+    name: str, options: Mapping[str, Any], seed: int, loop: str = "dual_loss"
+) -> Problem | CoupledProblem:
+    """Build a problem (tensors on the CPU) from its name, options and data seed, for ``loop``."""
+    check_problem(name, options, loop)
+    if is_user_path(name):
+        problem = load_user_function(name)(seed=seed, **options)
+    else:
+        builtin = BUILTINS[name]
+        problem = builtin.build(builtin.options.model_validate(options), seed)
+    wanted = PROBLEM_TYPES[loop]
+    if not isinstance(problem, wanted):
+        raise ProblemError(
+            f"{name} returned {type(problem).__name__}, not objectives.problems.{wanted.__name__} "
+            f"(what the {loop} loop trains)"
+        )
+    return problem
+
+
+def prepare(cfg: Any, problem: Problem | CoupledProblem | None) -> tuple[torch.device, Any]:
+    """What every loop does first: refuse an unresolved config, build the problem if it was not given,
+    check it is the kind the loop trains, and move its data to the device (once).
+
+    Args:
+        cfg: A resolved loop config (``seed``, ``data_seed`` set, a concrete ``device``).
+        problem: The problem already built (the runner caches it across trials), or ``None``.
+    """
+    if cfg.seed is None or cfg.data_seed is None or cfg.device == "auto":
+        raise ValueError("train() needs a resolved config: seed, data_seed and a concrete device")
+    device = torch.device(cfg.device)
+    if problem is None:
+        problem = build_problem(cfg.problem.name, cfg.problem.options, cfg.data_seed, cfg.loop)
+    wanted = PROBLEM_TYPES[cfg.loop]
+    if not isinstance(problem, wanted):
+        raise TypeError(f"the {cfg.loop} loop trains a {wanted.__name__}, got {type(problem).__name__}")
+    return device, problem.to(device)

@@ -1,0 +1,24 @@
+"""``linear``: a linear ramp (warm-up) of the target weight from ``start`` to 1 over ``ramp_fraction`` of training.
+
+m(t) = start + (1 − start) · min(1, t / (ramp_fraction · T)).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from objectives.frozen import Frozen
+
+
+class Config(Frozen):
+    type: Literal["linear"] = "linear"
+    target: str = "a"
+    start: Annotated[float, Field(ge=0, le=1)] = 0.0
+    ramp_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
+
+
+def multiplier(cfg: Config, step: int, total: int) -> float:
+    x = min(1.0, step / (cfg.ramp_fraction * total))
+    return cfg.start + (1.0 - cfg.start) * x

@@ -1,0 +1,71 @@
+"""What every weighting strategy is (a protocol) and the two backward passes strategies share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+
+class Weighting(Protocol):
+    """A weighting strategy: a small object with its own state that turns the per-loss values of a
+    step into the gradient the optimizer applies.
+
+    ``losses`` are the unweighted per-loss values of the step (a ``(k,)`` tensor with its graph);
+    ``base`` the static weights at this step (after the loss-weight schedule). Nothing outside sets
+    attributes on a strategy: its state changes only through these methods.
+    """
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Learned parameters the model's optimizer must also update (uncertainty's log-variances)."""
+        ...
+
+    def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The effective weights of this step, ``(k,)``."""
+        ...
+
+    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fill ``.grad`` of ``params`` for this step; return the effective weights (detached)."""
+        ...
+
+    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
+        """Called after the optimizer step; ``losses_after()`` recomputes the step's losses (FAMO only)."""
+        ...
+
+    def end_epoch(self, mean_losses: torch.Tensor) -> None:
+        """Called once per epoch with the epoch's mean training losses (DWA)."""
+        ...
+
+
+def weighted_backward(weights: torch.Tensor, losses: torch.Tensor, extra: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``(weights · losses).sum() + extra`` back-propagated; returns the weights, detached."""
+    ((weights * losses).sum() + extra).backward()
+    return weights.detach()
+
+
+def task_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Each loss's gradient w.r.t. ``params``, flattened into one vector per loss (zeros where a loss
+    does not reach a parameter, or has no graph at all). Costs one backward pass per loss."""
+    flat = []
+    for i in range(len(losses)):
+        if not losses[i].requires_grad:
+            flat.append(torch.cat([torch.zeros_like(p).reshape(-1) for p in params]))
+            continue
+        grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+        flat.append(
+            torch.cat(
+                [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)]
+            )
+        )
+    return flat
+
+
+def assign_gradient(flat: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+    """Write one flat gradient vector into ``params``' ``.grad`` (accumulating, like ``backward``)."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        g = flat[offset : offset + n].view_as(p)
+        p.grad = g.clone() if p.grad is None else p.grad + g
+        offset += n

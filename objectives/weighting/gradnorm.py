@@ -1,0 +1,94 @@
+"""``gradnorm``: GradNorm, Chen et al. (2018), "GradNorm: Gradient Normalization for Adaptive Loss
+Balancing in Deep Multitask Networks" (ICML).
+
+Learned task weights ω_i (start at 1) scale the static weights. Each step, with G_i = ω_i ‖∇_W L_i‖
+over the parameters W that every loss reaches (the shared ones; the paper uses the last shared
+layer), r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)) and the target Ḡ r_i^α (held constant), ω takes
+one step of its own Adam on Σ_i |G_i − Ḡ r_i^α| and is renormalised to sum to K. The model trains on
+Σ_i w_i ω_i L_i. Costs one extra backward pass per loss each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+
+from objectives.frozen import Frozen
+from objectives.weighting.base import weighted_backward
+
+
+class Config(Frozen):
+    type: Literal["gradnorm"] = "gradnorm"
+    alpha: Annotated[float, Field(ge=0)] = 1.5
+    lr: Annotated[float, Field(gt=0)] = 0.025
+
+
+class GradNorm:
+    def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
+        self.alpha = cfg.alpha
+        self.omega = torch.ones(n_losses, device=device, requires_grad=True)
+        self.optimizer = torch.optim.Adam([self.omega], lr=cfg.lr)
+        self.initial: torch.Tensor | None = None
+        self._structure: dict[tuple[int, ...], tuple[list[int], list[int], torch.Tensor]] = {}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []  # ω has its own optimizer
+
+    def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return base * self.omega.detach()
+
+    def _which(self, losses: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[list[int], list[int], torch.Tensor]:
+        """For this parameter set (the alternating loop's A and B steps differ), found once from the graph:
+        the losses that reach it, the parameters every one of them reaches, and the former as an index."""
+        key = tuple(id(p) for p in params)
+        if key not in self._structure:
+            reach: list[set[int]] = []
+            for i in range(len(losses)):
+                grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+                # A slice of stacked losses sends zeros (not None) into parameters it does not reach.
+                reach.append({j for j, g in enumerate(grads) if g is not None and bool(g.ne(0).any())})
+            active = [i for i, r in enumerate(reach) if r]
+            shared = sorted(set.intersection(*(reach[i] for i in active))) if len(active) > 1 else []
+            self._structure[key] = (active, shared, torch.tensor(active, dtype=torch.long, device=losses.device))
+        return self._structure[key]
+
+    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        weights = self.weights(losses, base)  # this step trains with ω(t); ω(t+1) is for the next (Alg. 1)
+        params = [p for p in params if p.requires_grad]
+        active, shared_idx, index = self._which(losses, params) if losses.requires_grad else ([], [], None)
+        if shared_idx and len(active) > 1:
+            detached = losses.detach()
+            if self.initial is None:
+                self.initial = detached.clamp_min(1e-12)
+            shared = [params[j] for j in shared_idx]
+            norms = torch.stack(
+                [
+                    torch.linalg.vector_norm(
+                        torch.cat(
+                            [g.reshape(-1) for g in torch.autograd.grad(base[i] * losses[i], shared, retain_graph=True)]
+                        )
+                    )
+                    for i in active
+                ]
+            )
+            g = self.omega.index_select(0, index) * norms  # G_i, differentiable in ω
+            ratio = detached.index_select(0, index) / self.initial.index_select(0, index)
+            target = (g.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
+            self.optimizer.zero_grad(set_to_none=True)
+            (g - target).abs().sum().backward(inputs=[self.omega])
+            self.optimizer.step()
+            with torch.no_grad():
+                self.omega.mul_(len(self.omega) / self.omega.sum())
+        return weighted_backward(weights, losses)
+
+    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
+        pass
+
+    def end_epoch(self, mean_losses: torch.Tensor) -> None:
+        pass
+
+
+build = GradNorm

@@ -1,0 +1,200 @@
+"""``python -m sweep.export STUDY.yaml`` — the best trial (or trial N) as a study file that replays it.
+
+The written file has the same schema as any study file, every searched value fixed and no search
+space: ``objective`` is the trial's resolved config (seeds included), so ``python -m sweep.run
+best.yaml`` trains exactly that configuration as a one-trial study, logged to MLflow beside the
+original. A ``provenance`` section records where it came from. Storage and tracking URLs are copied
+as the original file wrote them (``${VAR}`` references stay references); a password written into a
+URL is replaced by ``${SWEEP_PASSWORD}``, so no secret reaches the exported file.
+
+Multi-objective studies list their Pareto front; the trial is chosen by ``--trial N``, by
+``--prefer METRIC`` (the front's best on that metric) or, by default, by the knee point: the front
+trial closest to the ideal point once each objective is scaled to [0, 1] over the front.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from sweep.cli import EXIT_CONFIG, load_or_report, study_parser
+from sweep.config import StudyFile, parse_study
+from sweep.urls import redact
+
+PASSWORD_PLACEHOLDER = "${SWEEP_PASSWORD}"
+
+
+class ExportError(Exception):
+    """The requested trial cannot be exported (one line)."""
+
+
+def knee(trials: list[optuna.trial.FrozenTrial], directions: list[str]) -> optuna.trial.FrozenTrial:
+    """The Pareto trial closest to the ideal point, each objective scaled to [0, 1] (0 = best) over the front."""
+    scaled = []
+    for i, direction in enumerate(directions):
+        values = [t.values[i] for t in trials]
+        lo, hi = min(values), max(values)
+        span = (hi - lo) or 1.0
+        scaled.append([((v - lo) if direction == "minimize" else (hi - v)) / span for v in values])
+    distances = [math.sqrt(sum(axis[j] ** 2 for axis in scaled)) for j in range(len(trials))]
+    return trials[min(range(len(trials)), key=lambda j: (distances[j], trials[j].number))]
+
+
+def choose(
+    study: optuna.Study, sf: StudyFile, number: int | None, prefer: str | None
+) -> tuple[optuna.trial.FrozenTrial, str]:
+    """The trial to export and the rule that chose it."""
+    complete = {t.number: t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}
+    if number is not None:
+        if number not in complete:
+            raise ExportError(f"trial {number} is not a complete trial of study {study.study_name!r}")
+        return complete[number], f"--trial {number}"
+    if not complete:
+        raise ExportError(f"study {study.study_name!r} has no complete trial yet")
+    metrics, directions = list(sf.study.metric), list(sf.study.directions)
+    if not sf.study.multi_objective:
+        if prefer is not None and prefer != metrics[0]:
+            raise ExportError(f"--prefer {prefer}: the study optimises only {metrics[0]}")
+        return study.best_trial, f"best {metrics[0]} ({directions[0]})"
+    front = sorted(study.best_trials, key=lambda t: t.number)
+    if prefer is not None:
+        if prefer not in metrics:
+            raise ExportError(f"--prefer {prefer}: not one of the study's metrics {metrics}")
+        i = metrics.index(prefer)
+        pick = (min if directions[i] == "minimize" else max)(front, key=lambda t: t.values[i])
+        return pick, f"Pareto front ({len(front)} trials), best {prefer} ({directions[i]})"
+    return knee(front, directions), f"Pareto front ({len(front)} trials), knee point (closest to the ideal)"
+
+
+def _hide_password(url: str) -> str:
+    """Keep ``${VAR}`` references; replace a literal password by the placeholder."""
+    if redact(url) == url or "${" in url.split("@")[0]:
+        return url
+    return redact(url).replace(":***@", f":{PASSWORD_PLACEHOLDER}@")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in ("sweep", "torch", "optuna", "mlflow", "numpy", "pydantic"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def export_document(
+    sf: StudyFile, raw: dict[str, Any], study: optuna.Study, trial: optuna.trial.FrozenTrial, rule: str
+) -> dict[str, Any]:
+    """The replay study file for ``trial`` as a YAML-ready mapping (validated by the caller)."""
+    config = trial.user_attrs.get("config")
+    if config is None:
+        raise ExportError(f"trial {trial.number} has no recorded config (made by an older sweep?)")
+    raw_study = raw.get("study", {}) if isinstance(raw.get("study"), dict) else {}
+    raw_tracking = raw.get("tracking", {}) if isinstance(raw.get("tracking"), dict) else {}
+    study_section: dict[str, Any] = {
+        "name": f"{sf.study.name}-trial{trial.number}",
+        "metric": list(sf.study.metric),
+        "direction": list(sf.study.directions),
+        "n_trials": 1,
+        "seed": sf.study.seed,
+        "sampler": {"type": "random"},
+        "pruner": {"type": "none"},
+    }
+    if "storage" in raw_study:
+        study_section["storage"] = _hide_password(str(raw_study["storage"]))
+    tracking = {k: _hide_password(str(v)) if k == "uri" else v for k, v in raw_tracking.items()}
+    tracking["experiment"] = sf.tracking.experiment or sf.study.name
+    values = trial.values if trial.values is not None else []
+    provenance: dict[str, Any] = {
+        "study": sf.study.name,
+        "storage": redact(sf.study.storage or "sqlite:///.sweep/optuna.db"),
+        "trial": trial.number,
+        "values": {m: v for m, v in zip(sf.study.metric, values, strict=True)},
+        "chosen_by": rule,
+        "device": config.get("device"),
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "versions": _versions(),
+    }
+    # The discriminator first, as people write it; the device as "auto" so a file exported from a GPU
+    # study runs on a CPU machine too (the original device is in the provenance).
+    objective = {"loop": config["loop"], **config, "device": "auto"}
+    return {"study": study_section, "tracking": tracking, "objective": objective, "provenance": _flat(provenance)}
+
+
+def _flat(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Provenance as scalar values (the schema keeps it flat): nested maps become ``a.b`` keys."""
+    out: dict[str, Any] = {}
+    for key, value in provenance.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: never a half-written file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parser() -> argparse.ArgumentParser:
+    p = study_parser(
+        "python -m sweep.export",
+        "Write the best trial (or trial N) of a study as a study file that replays it exactly.",
+        "python -m sweep.export studies/quickstart.yaml -o best.yaml && python -m sweep.run best.yaml",
+    )
+    p.add_argument("--trial", type=int, help="export this trial number instead of the best")
+    p.add_argument("--prefer", metavar="METRIC", help="multi-objective: the Pareto trial best on METRIC")
+    p.add_argument("-o", "--out", type=Path, help="output file (default: <study>-best.yaml)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sf = load_or_report(args)
+    if sf is None:
+        return EXIT_CONFIG
+    from sweep.runner import SweepError, load_existing_study
+
+    try:
+        study = load_existing_study(sf)
+        trial, rule = choose(study, sf, args.trial, args.prefer)
+        raw = yaml.safe_load(args.study_file.read_text()) or {}
+        document = export_document(sf, raw, study, trial, rule)
+    except (SweepError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = args.out or Path(f"{sf.study.name}-best.yaml")
+    parse_study(yaml.safe_load(yaml.safe_dump(document)), out, substitute_env=False)  # loads like any study file
+    header = f"# Run: python -m sweep.run {out}\n# Replays trial {trial.number} of study {sf.study.name!r} ({rule}).\n"
+    write_atomically(out, header + yaml.safe_dump(document, sort_keys=False))
+    if sf.study.multi_objective:
+        print(f"Pareto front of {sf.study.name!r}:")
+        for t in sorted(study.best_trials, key=lambda t: t.number):
+            values = ", ".join(f"{m} = {v:.6g}" for m, v in zip(sf.study.metric, t.values, strict=True))
+            print(f"  {'*' if t.number == trial.number else ' '} #{t.number}: {values}")
+    values = ", ".join(f"{m} = {v:.6g}" for m, v in zip(sf.study.metric, trial.values, strict=True))
+    print(f"Exported trial #{trial.number} ({values}; chosen by {rule}) to {out}")
+    print(f"Replay it with: python -m sweep.run {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""``python -m sweep.report STUDY.yaml`` — top-k table, trials CSV/Parquet and Optuna's plots.
+
+The same files are logged as artifacts of the study's parent MLflow run at the end of every
+``sweep.run``. Plots are Optuna's own: interactive HTML from ``optuna.visualization`` (plotly) and
+static PNG from ``optuna.visualization.matplotlib``, so they show in the MLflow artifact viewer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from sweep.cli import EXIT_CONFIG, load_or_report, study_parser
+from sweep.config import StudyFile
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+def trials_frame(study: optuna.Study, metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per trial: number, state, value(s) named by metric, params, effective weights, duration."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        values = t.values or [None] * len(metrics)
+        row.update({m: v for m, v in zip(metrics, values, strict=True)})
+        row["duration_s"] = t.duration.total_seconds() if t.duration else None
+        row.update({f"param.{k}": v for k, v in t.params.items()})
+        for name, w in zip(("a", "b", "consistency"), t.user_attrs.get("weights", ()), strict=False):
+            row[f"weight.{name}"] = w
+        row["fail_reason"] = t.user_attrs.get("fail_reason")
+        row["mlflow_run_id"] = t.user_attrs.get("mlflow_run_id")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def top_table(frame: pd.DataFrame, metrics: Sequence[str], directions: Sequence[str], k: int) -> str:
+    """The k best complete trials (by the first metric) as text: values, weights, LRs, schedule types."""
+    done = frame[frame["state"] == "COMPLETE"]
+    if done.empty:
+        return "No complete trial yet."
+    ranked = done.sort_values(metrics[0], ascending=directions[0] == "minimize").head(k)
+    columns = ["number", *metrics, *[c for c in ranked.columns if c.startswith("weight.")]]
+    columns += [c for c in ranked.columns if c.startswith("param.") and ("lr" in c or c.endswith(".type"))]
+    columns += ["mode"] if "param.mode" in ranked.columns else []
+    columns += ["state", "duration_s"]
+    shown = ranked[[c for c in columns if c in ranked.columns]].rename(columns=lambda c: c.removeprefix("param."))
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.5g}")
+
+
+def _plots(study: optuna.Study, metrics: Sequence[str]) -> dict[str, tuple[Callable, Callable, dict]]:
+    """Name → (plotly function, matplotlib function, keyword arguments) of the plots this study supports."""
+    vis, mpl = optuna.visualization, optuna.visualization.matplotlib
+    multi = len(metrics) > 1
+    first: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": metrics[0]} if multi else {}
+    plots: dict[str, tuple[Callable, Callable, dict]] = {
+        "optimization_history": (vis.plot_optimization_history, mpl.plot_optimization_history, first),
+        "param_importances": (vis.plot_param_importances, mpl.plot_param_importances, first),
+        "parallel_coordinate": (vis.plot_parallel_coordinate, mpl.plot_parallel_coordinate, first),
+    }
+    params = {p for t in study.get_trials(deepcopy=False) for p in t.params}
+    weight_params = sorted(p for p in params if p.startswith("weights."))
+    if weight_params:
+        plots["weights_vs_objective"] = (vis.plot_slice, mpl.plot_slice, {"params": weight_params, **first})
+    if multi:
+        names = {"target_names": list(metrics)}
+        plots["pareto_front"] = (vis.plot_pareto_front, mpl.plot_pareto_front, names)
+    else:
+        plots["intermediate_values"] = (vis.plot_intermediate_values, mpl.plot_intermediate_values, {})
+    return plots
+
+
+def write_report(study: optuna.Study, sf: StudyFile, out: Path, k: int = 10) -> tuple[list[Path], list[str]]:
+    """Write the trials table (CSV, and Parquet when pyarrow is present), the top-k table and the plots.
+
+    Returns:
+        The files written, and one line per plot that could not be drawn (e.g. importances need two
+        complete trials) — a study that is just starting still gets the rest.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics, directions = list(sf.study.metric), list(sf.study.directions)
+    frame = trials_frame(study, metrics)
+    written = [out / "trials.csv"]
+    frame.to_csv(written[0], index=False)
+    try:
+        frame.to_parquet(out / "trials.parquet", index=False)
+        written.append(out / "trials.parquet")
+    except ImportError:
+        pass  # no pyarrow/fastparquet: CSV only
+    (out / "top.txt").write_text(top_table(frame, metrics, directions, k) + "\n")
+    written.append(out / "top.txt")
+
+    skipped = []
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    for name, (html_fn, png_fn, kwargs) in _plots(study, metrics).items():
+        if not complete:
+            skipped.append(f"{name}: no complete trial yet")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+                html_fn(study, **kwargs).write_html(out / f"{name}.html", include_plotlyjs="cdn")
+                axes = png_fn(study, **kwargs)
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
+            plt.close(figure)
+            written += [out / f"{name}.html", out / f"{name}.png"]
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances with one trial
+            skipped.append(f"{name}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            plt.close("all")
+    return written, skipped
+
+
+def loss_curves_png(history: Sequence[Mapping[str, float]], path: Path) -> Path:
+    """A trial's per-epoch losses (train and validation, each loss) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    keys = [k for k in history[0] if k.endswith("_loss") and k != "train_weighted_loss"]
+    epochs = list(range(len(history)))
+    for key in keys:
+        ax.plot(epochs, [h[key] for h in history], label=key, linestyle="--" if key.startswith("train") else "-")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log" if all(h[k] > 0 for h in history for k in keys) else "linear")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = study_parser(
+        "python -m sweep.report",
+        "Print the best trials of a study and write its trials table and plots.",
+        "python -m sweep.report studies/quickstart.yaml -o reports/quickstart --top 5",
+    )
+    p.add_argument("-o", "--out", type=Path, help="folder for CSV/Parquet/plots (default: .sweep/reports/<study>)")
+    p.add_argument("--top", type=int, default=10, help="rows in the top-k table (default 10)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sf = load_or_report(args)
+    if sf is None:
+        return EXIT_CONFIG
+    from sweep.runner import SweepError, load_existing_study
+
+    try:
+        study = load_existing_study(sf)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = args.out or Path(".sweep") / "reports" / sf.study.name
+    written, skipped = write_report(study, sf, out, args.top)
+    print((out / "top.txt").read_text(), end="")
+    print(f"\nWrote {len(written)} files to {out}/ ({', '.join(p.name for p in written)})")
+    for line in skipped:
+        print(f"  not drawn: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""``python -m sweep.run STUDY.yaml`` — run or resume a study.
+
+Exit status: 0 done, 1 run-time failure (storage/tracking unreachable), 2 invalid study file,
+130 interrupted (Ctrl-C; re-run the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sweep.interrupts import Interrupts
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+EXIT_INTERRUPTED = 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sweep.run",
+        description=(
+            "Run a loss-weight / hyperparameter search described by a study file. Re-running the same "
+            "command resumes the study from its storage, adding trials until it has n_trials finished "
+            "(complete or pruned) trials."
+        ),
+        epilog="Example: python -m sweep.run studies/quickstart.yaml --n-trials 5",
+    )
+    p.add_argument("study_file", type=Path, help="the study YAML file")
+    p.add_argument("--n-trials", type=int, help="finished trials the study should have (overrides study.n_trials)")
+    p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument("--study-name", help="study name (overrides study.name; also the default MLflow experiment)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
+    p.add_argument("--verbose", action="store_true", help="also print Optuna's line per trial")
+    p.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads on CPU (default 1: small models run faster single-threaded, and far "
+        "faster when other processes share the cores; 0 keeps torch's default)",
+    )
+    p.add_argument(
+        "--no-report", action="store_true", help="do not log the report (tables, plots) to the parent run at the end"
+    )
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes on the study's storage (default 1; 'auto' = one per visible GPU). Several "
+        "machines: run the same command on each against a shared postgresql:// storage",
+    )
+    p.add_argument(
+        "--devices",
+        help="GPUs to spread the workers over, e.g. 0,1 (default: all visible GPUs; round robin)",
+    )
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
+    p.add_argument("--quota", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--check", action="store_true", help="validate the study file and exit (writes nothing)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    interrupts = Interrupts()
+    with interrupts.installed():  # from the start: a Ctrl-C during start-up is an orderly exit too
+        try:
+            return _main(argv, interrupts)
+        except KeyboardInterrupt:
+            print("Interrupted before the study started: nothing was run.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
+    args = parser().parse_args(argv)
+    from sweep.config import ConfigError, load_study  # imported under the handler: Ctrl-C here is orderly
+
+    overrides = {
+        "study.n_trials": args.n_trials,
+        "study.timeout": args.timeout,
+        "study.name": args.study_name,
+    }
+    try:
+        sf = load_study(args.study_file, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(f"{args.study_file}: ok")
+        return 0
+
+    from sweep.runner import SweepError, run_study, run_workers, summary  # heavy imports once the file is valid
+
+    if args.cpu_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.cpu_threads)
+
+    workers, devices = _workers(args)
+    try:
+        if workers > 1 and args.worker is None:
+            outcome = run_workers(
+                sf,
+                args.study_file,
+                args.study_file.read_text(),
+                workers,
+                devices,
+                _passthrough(args),
+                progress=not args.no_progress,
+                report=not args.no_report,
+                interrupts=interrupts,
+            )
+        else:
+            outcome = run_study(
+                sf,
+                args.study_file,
+                args.study_file.read_text(),
+                progress=not args.no_progress,
+                verbose=args.verbose,
+                report=not args.no_report and args.worker is None,
+                interrupts=interrupts,
+                worker=args.worker,
+                quota=args.quota,
+            )
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
+    if args.worker is not None:
+        print(f"worker {args.worker}: {outcome.ran} trial(s) run", file=sys.stderr)
+        return EXIT_INTERRUPTED if outcome.interrupted else 0
+    print(summary(outcome, sf))
+    if outcome.interrupted:
+        print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _workers(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """How many worker processes, and the GPUs (CUDA_VISIBLE_DEVICES values) to spread them over."""
+    if args.devices:
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    else:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())]
+    if args.workers == "auto":
+        return max(1, len(devices)), devices
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise SystemExit(f"error: --workers must be a positive integer or auto, not {args.workers!r}")
+    return workers, devices
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    """The options every worker needs to resolve the same study as this process."""
+    out = ["--no-report", "--no-progress", "--cpu-threads", str(args.cpu_threads)]
+    for flag, value in (("--n-trials", args.n_trials), ("--timeout", args.timeout), ("--study-name", args.study_name)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out + (["--verbose"] if args.verbose else [])
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before main() installed its handler (interpreter start-up)
+        print("Interrupted before the study started: nothing was run.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,103 @@
+"""Shared fixtures. Nothing here is mutable state shared between tests: each gets its own tmp_path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Small CPU models run faster on one thread, and far faster when test processes share the cores.
+torch.set_num_threads(1)
+
+
+def tiny_study(name: str = "tiny", **overrides: object) -> dict:
+    """A study that trains in well under a second per trial on CPU."""
+    study = {
+        "study": {"name": name, "n_trials": 3, "seed": 0, "sampler": {"type": "random"}},
+        "tracking": {"uri": "sqlite:///mlflow.db"},
+        "objective": {
+            "loop": "dual_loss",
+            "problem": {"name": "linear_pair", "options": {"dim": 4, "n_a": 64, "n_b": 128, "n_val": 64}},
+            "epochs": 3,
+            "batch_size": 32,
+            "device": "cpu",
+        },
+        "search": {
+            "weights": {"parametrization": "log_ratio", "low": -2, "high": 2},
+            "params": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        },
+    }
+    for section, values in overrides.items():
+        study[section] = {**study.get(section, {}), **values}  # type: ignore[dict-item]
+    return study
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_cli(module: str, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> args`` in ``cwd`` with the project importable, stdin closed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+
+
+def postgres_error() -> str | None:
+    """Why the local PostgreSQL (127.0.0.1:5432, database test, trust auth) cannot be used, or ``None``."""
+    try:
+        import psycopg2
+
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3).close()
+    except ImportError:
+        return "psycopg2 is not installed (pip install -e '.[dev]')"
+    except Exception as e:  # OperationalError: no server answers
+        return f"no PostgreSQL answers at 127.0.0.1:5432/test ({str(e).strip().splitlines()[0]})"
+    return None
+
+
+def run_main(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> args`` in this process (no interpreter start-up), in ``cwd``.
+
+    For the commands' logic; the real-subprocess path is covered by the tests that use :func:`run_cli`.
+    """
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module(module).main
+    out, err = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def study_dict() -> dict:
+    return tiny_study()

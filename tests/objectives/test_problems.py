@@ -1,0 +1,300 @@
+"""Problem registry, built-in problems and user ``module:function`` problems (objectives.problems)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from objectives.dual_loss import _output, evaluate
+from objectives.problems import (
+    BUILTINS,
+    CoupledProblem,
+    Problem,
+    ProblemError,
+    build_problem,
+    check_problem,
+    linear_pair,
+)
+from tests.objectives import user_problem
+
+USER = "tests.objectives.user_problem"
+DUAL = sorted(n for n, b in BUILTINS.items() if b.loop == "dual_loss")
+COUPLED = sorted(n for n, b in BUILTINS.items() if b.loop == "alternating")
+
+
+def _tensors(problem: Problem | CoupledProblem) -> list[torch.Tensor]:
+    if isinstance(problem, CoupledProblem):
+        return [*problem.train, *problem.val]
+    return [*problem.a.train, *problem.a.val, *problem.b.train, *problem.b.val]
+
+
+def _inputs(problem: Problem | CoupledProblem) -> list[torch.Tensor]:
+    if isinstance(problem, CoupledProblem):
+        return [problem.train[0], problem.val[0]]
+    return [problem.a.train[0], problem.a.val[0], problem.b.train[0], problem.b.val[0]]
+
+
+# --- every built-in -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Problem | CoupledProblem]:
+    """Each built-in, built once with default options and data seed 0, for its own loop."""
+    return {name: build_problem(name, {}, 0, b.loop) for name, b in BUILTINS.items()}
+
+
+@pytest.mark.parametrize("name", DUAL)
+def test_builtin_tensors_have_matching_first_dims(name, built):
+    """Inputs and targets of every split have the same, non-zero number of rows."""
+    problem = built[name]
+    for task in (problem.a, problem.b):
+        for x, y in (task.train, task.val):
+            assert len(x) == len(y) > 0
+            assert x.is_floating_point()
+
+
+@pytest.mark.parametrize("name", DUAL)
+def test_builtin_forward_gives_finite_scalar_loss(name, built):
+    """The model's output (or its task head) on a batch gives a finite 0-d loss and metrics."""
+    problem = built[name]
+    torch.manual_seed(0)
+    model = problem.make_model()
+    for task in (problem.a, problem.b):
+        x, y = task.train
+        out = _output(model, task, x[:8])
+        assert len(out) == 8
+        loss = task.loss(out, y[:8])
+        assert loss.dim() == 0
+        assert math.isfinite(loss.item())
+        loss.backward()  # differentiable w.r.t. the model
+        for fn in task.metrics.values():
+            value = fn(out.detach(), y[:8])
+            assert value.dim() == 0 and math.isfinite(value.item())
+
+
+@pytest.mark.parametrize("name", DUAL)
+def test_builtin_declared_metrics_match_tasks(name, built):
+    """Builtin.metrics equals the metric names each built task reports (and what evaluate logs)."""
+    declared = BUILTINS[name].metrics
+    problem = built[name]
+    assert problem.metric_names() == {"a": declared, "b": declared}
+    torch.manual_seed(0)
+    logged = set(evaluate(problem.make_model(), {"a": problem.a, "b": problem.b}, 4096))
+    expected = {"val_a_loss", "val_b_loss", "val_total_loss"} | {f"val_{t}_{m}" for t in "ab" for m in declared}
+    assert logged == expected
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtin_data_is_a_function_of_seed(name, built):
+    """Same seed -> identical tensors; another seed -> different inputs in every split."""
+    loop = BUILTINS[name].loop
+    again = build_problem(name, {}, 0, loop)
+    assert all(torch.equal(x, y) for x, y in zip(_tensors(built[name]), _tensors(again), strict=True))
+    other = build_problem(name, {}, 1, loop)
+    for x, y in zip(_inputs(built[name]), _inputs(other), strict=True):
+        assert not torch.equal(x, y)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_check_problem_returns_builtin_metrics(name):
+    """check_problem(name, {}) returns the built-in's declared metric names."""
+    assert check_problem(name, {}, BUILTINS[name].loop) == BUILTINS[name].metrics
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_check_problem_rejects_unknown_option(name):
+    """An unknown option raises ProblemError whose key is that option."""
+    with pytest.raises(ProblemError) as info:
+        check_problem(name, {"nonexistent_option": 1}, BUILTINS[name].loop)
+    assert info.value.key == "nonexistent_option"
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_build_problem_rejects_unknown_option(name):
+    """build_problem validates built-in options too (same ProblemError)."""
+    with pytest.raises(ProblemError) as info:
+        build_problem(name, {"nonexistent_option": 1}, 0, BUILTINS[name].loop)
+    assert info.value.key == "nonexistent_option"
+
+
+@pytest.mark.parametrize(("name", "key"), [("linear_pair", "n_a"), ("digits_pair", "n_b")])
+def test_check_problem_rejects_bad_value(name, key):
+    """An invalid option value (0 where positive is required) names that key."""
+    with pytest.raises(ProblemError) as info:
+        check_problem(name, {key: 0})
+    assert info.value.key == key
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtin_refused_by_the_other_loop(name):
+    """A built-in named for the wrong loop is refused with the loop it belongs to."""
+    other = "alternating" if BUILTINS[name].loop == "dual_loss" else "dual_loss"
+    with pytest.raises(ProblemError, match=f"is for the {BUILTINS[name].loop} loop"):
+        check_problem(name, {}, other)
+
+
+@pytest.mark.parametrize("name", COUPLED)
+def test_coupled_builtin_shapes_and_losses(name, built):
+    """x, y and A's target line up; B consumes A's output; both losses are finite and differentiable."""
+    problem = built[name]
+    for x, y, t in (problem.train, problem.val):
+        assert len(x) == len(y) == len(t) > 0
+    torch.manual_seed(0)
+    model_a, model_b = problem.make_model_a(), problem.make_model_b()
+    x, y, t = (v[:8] for v in problem.train)
+    z = model_a(x)
+    assert z.shape == t.shape
+    out = model_b(z)
+    loss = problem.loss_a(z, t) + problem.loss_b(out, y)
+    assert loss.dim() == 0 and math.isfinite(loss.item())
+    loss.backward()
+    assert all(p.grad is not None for p in [*model_a.parameters(), *model_b.parameters()])
+    assert problem.metric_names() == {"a": (), "b": BUILTINS[name].metrics}
+    for fn in problem.metrics.values():
+        assert math.isfinite(fn(out.detach(), y).item())
+
+
+def test_digits_codes_target_is_standardised_train_pca():
+    """A's target is the PCA code of the training images with unit variance per component."""
+    problem = build_problem("digits_codes", {"n_train": 400, "code_dim": 3}, 0, "alternating")
+    x, _, t = problem.train
+    assert t.shape == (400, 3)
+    torch.testing.assert_close(t.std(dim=0), torch.ones(3), atol=1e-5, rtol=0)
+    # The codes are a linear function of the centred images (a projection): least squares fits exactly.
+    centred = x - x.mean(dim=0)
+    fit = torch.linalg.pinv(centred.double()) @ t.double()
+    torch.testing.assert_close((centred.double() @ fit), t.double(), atol=1e-4, rtol=0)
+
+
+def test_check_problem_unknown_builtin():
+    """An unknown built-in name raises ProblemError listing the built-ins, with no key."""
+    with pytest.raises(ProblemError, match=r"unknown problem 'nope'.*digits_pair, linear_pair") as info:
+        check_problem("nope", {})
+    assert info.value.key is None
+
+
+def test_builtin_options_are_applied():
+    """Options reach the builder: sizes and dim of linear_pair, sizes of digits_pair."""
+    lp = build_problem("linear_pair", {"dim": 3, "n_a": 5, "n_b": 7, "n_val": 9}, 0)
+    assert lp.a.train[0].shape == (5, 3) and lp.b.train[0].shape == (7, 3)
+    assert lp.a.val[0].shape == (9, 3) and lp.b.val[0].shape == (9, 3)
+    dp = build_problem("digits_pair", {"n_a": 11, "n_b": 6, "n_val": 13}, 0)
+    assert dp.a.train[0].shape == (11, 128) and dp.b.train[0].shape == (6, 128)
+    assert dp.a.val[0].shape == (13, 128)
+
+
+# --- linear_pair closed form ----------------------------------------------------------------------
+
+
+def test_linear_pair_optimum_at_one_is_least_squares_on_a():
+    """optimum(problem, 1.0) is the least-squares fit on dataset a alone."""
+    problem = build_problem("linear_pair", {"dim": 5, "n_a": 40, "n_b": 80}, 3)
+    x, y = (t.double() for t in problem.a.train)
+    lstsq = torch.linalg.lstsq(x, y).solution.squeeze(1)
+    theta = linear_pair.optimum(problem, 1.0)
+    assert theta.dtype == torch.float64 and theta.shape == (5,)
+    torch.testing.assert_close(theta, lstsq, rtol=1e-9, atol=1e-9)
+
+
+def test_linear_pair_optimum_at_zero_is_least_squares_on_b():
+    """optimum(problem, 0.0) is the least-squares fit on dataset b alone."""
+    problem = build_problem("linear_pair", {"dim": 5, "n_a": 40, "n_b": 80}, 3)
+    x, y = (t.double() for t in problem.b.train)
+    torch.testing.assert_close(
+        linear_pair.optimum(problem, 0.0), torch.linalg.lstsq(x, y).solution.squeeze(1), rtol=1e-9, atol=1e-9
+    )
+
+
+def test_linear_pair_optimum_zeroes_weighted_gradient():
+    """At θ(w) the gradient of w·L_a + (1-w)·L_b vanishes (stationarity, in float64)."""
+    problem = build_problem("linear_pair", {"dim": 5, "n_a": 40, "n_b": 80}, 3)
+    w = 0.3
+    theta = linear_pair.optimum(problem, w).clone().requires_grad_(True)
+    loss = sum(
+        wi * torch.nn.functional.mse_loss(t.train[0].double() @ theta, t.train[1].double().squeeze(1))
+        for wi, t in ((w, problem.a), (1 - w, problem.b))
+    )
+    (grad,) = torch.autograd.grad(loss, theta)
+    assert grad.abs().max().item() < 1e-9
+
+
+def test_linear_pair_scale_multiplies_b_targets_by_its_root():
+    """Option scale multiplies only dataset b's targets by sqrt(scale) (so L_b is ~scale times larger)."""
+    opts = {"dim": 3, "n_a": 20, "n_b": 30, "n_val": 10}
+    one = build_problem("linear_pair", {**opts, "scale": 1.0}, 0)
+    hundred = build_problem("linear_pair", {**opts, "scale": 100.0}, 0)
+    torch.testing.assert_close(hundred.b.train[1], 10.0 * one.b.train[1])
+    torch.testing.assert_close(hundred.b.val[1], 10.0 * one.b.val[1])
+    torch.testing.assert_close(hundred.b.train[0], one.b.train[0])
+    assert torch.equal(hundred.a.train[1], one.a.train[1])
+
+
+# --- user problems (module:function) --------------------------------------------------------------
+
+
+def test_user_check_problem_returns_none():
+    """check_problem on a user path with a known option returns None (metrics unknown until built)."""
+    assert check_problem(f"{USER}:make", {"n": 16}) is None
+
+
+def test_user_check_problem_rejects_unknown_option():
+    """An option the user function does not take raises ProblemError naming the key."""
+    with pytest.raises(ProblemError, match="bogus") as info:
+        check_problem(f"{USER}:make", {"n": 16, "bogus": 1})
+    assert info.value.key == "bogus"
+
+
+def test_user_check_problem_accepts_any_option_with_kwargs():
+    """A function taking **options accepts any option name."""
+    assert check_problem(f"{USER}:make_any", {"whatever": 1}) is None
+
+
+def test_user_build_problem_passes_seed_and_options():
+    """build_problem calls the user function with seed= and the options as keywords."""
+    user_problem.CALLS.clear()
+    problem = build_problem(f"{USER}:make", {"n": 16}, 7)
+    assert user_problem.CALLS == [{"seed": 7, "n": 16}]
+    assert isinstance(problem, Problem)
+    assert len(problem.a.train[0]) == 16
+    direct = user_problem.make(seed=7, n=16)
+    assert all(torch.equal(x, y) for x, y in zip(_tensors(problem), _tensors(direct), strict=True))
+
+
+def test_user_missing_module():
+    """A module that does not import raises ProblemError saying which module."""
+    with pytest.raises(ProblemError, match=re.escape("cannot import module 'tests.objectives.no_such_module'")):
+        check_problem("tests.objectives.no_such_module:make", {})
+    with pytest.raises(ProblemError, match="cannot import module"):
+        build_problem("tests.objectives.no_such_module:make", {}, 0)
+
+
+@pytest.mark.parametrize("func", ["no_such_function", "NOT_CALLABLE"])
+def test_user_missing_function(func):
+    """A missing (or non-callable) attribute raises ProblemError naming module and function."""
+    with pytest.raises(ProblemError, match=re.escape(f"module '{USER}' has no function '{func}'")):
+        check_problem(f"{USER}:{func}", {})
+    with pytest.raises(ProblemError, match="has no function"):
+        build_problem(f"{USER}:{func}", {}, 0)
+
+
+@pytest.mark.parametrize("path", [":make", f"{USER}:", ":"])
+def test_user_malformed_path(path):
+    """A path without a module or a function part raises ProblemError explaining the form."""
+    with pytest.raises(ProblemError, match=re.escape("package.module:function")):
+        check_problem(path, {})
+
+
+def test_user_function_returning_non_problem():
+    """A user function that returns something else raises ProblemError naming the returned type."""
+    with pytest.raises(ProblemError, match=re.escape("returned dict, not objectives.problems.Problem")):
+        build_problem(f"{USER}:not_a_problem", {}, 0)
+
+
+def test_user_option_named_seed_is_refused():
+    """An option named 'seed' (the loop passes the seed itself) is refused up front with key 'seed'."""
+    with pytest.raises(ProblemError) as info:
+        check_problem(f"{USER}:make", {"seed": 1})
+    assert info.value.key == "seed"

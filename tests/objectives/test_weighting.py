@@ -1,0 +1,157 @@
+"""Weighting strategies: one shared suite over the registry, and each formula pinned on plain tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pydantic
+import pytest
+import torch
+from torch import nn
+
+from objectives.weighting import STRATEGIES, make
+from objectives.weighting.pcgrad import project
+
+
+def _two_task_losses(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+    out = model(x)
+    return torch.stack([((out[:, i] - (i + 1.0)) ** 2).mean() for i in range(k)])
+
+
+def _run(name: str, k: int, seed: int, steps: int = 4) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A few steps of a strategy on a tiny shared model; the weights and parameters after each step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, k))
+    strategy = make(STRATEGIES[name].Config(), k, torch.device("cpu"), seed)
+    opt = torch.optim.SGD([*model.parameters(), *strategy.parameters()], lr=0.05)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
+    base = torch.full((k,), 1.0 / k)
+    weights, params = [], []
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        losses = _two_task_losses(model, x, k)
+        w = strategy.backward(losses, base, list(model.parameters()))
+        opt.step()
+        strategy.after_step(lambda: _two_task_losses(model, x, k).detach())
+        if step % 2 == 1:
+            strategy.end_epoch(losses.detach())
+        weights.append(w.clone())
+        params.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone())
+    return weights, params
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_shared_contract(name: str, k: int) -> None:
+    """Finite (k,) weights, finite gradients that move the model, deterministic under a seed."""
+    weights, params = _run(name, k, seed=7)
+    assert all(w.shape == (k,) and torch.isfinite(w).all() and not w.requires_grad for w in weights)
+    assert all(torch.isfinite(p).all() for p in params)
+    assert not torch.equal(params[0], params[-1])
+    again_w, again_p = _run(name, k, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(weights, again_w, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(params, again_p, strict=True))
+    cfg = STRATEGIES[name].Config()
+    assert cfg.type == name
+    with pytest.raises(pydantic.ValidationError):
+        STRATEGIES[name].Config(nonexistent=1)
+
+
+@pytest.mark.parametrize("name", ["dwa", "rlw", "gradnorm", "famo", "uncertainty"])
+def test_dynamic_strategies_change_the_weights(name: str) -> None:
+    """Dynamic methods do move the weights over steps (their state advances)."""
+    weights, _ = _run(name, 2, seed=3, steps=6)
+    assert not all(torch.allclose(weights[0], w) for w in weights[1:])
+
+
+def test_static_is_the_weighted_sum() -> None:
+    """static: gradient of Σ w_i L_i."""
+    p = torch.tensor([1.0, 2.0], requires_grad=True)
+    losses = torch.stack([p[0] ** 2, 3 * p[1]])
+    w = make(STRATEGIES["static"].Config(), 2, torch.device("cpu"), 0).backward(losses, torch.tensor([0.25, 2.0]), [p])
+    torch.testing.assert_close(p.grad, torch.tensor([0.25 * 2 * 1.0, 2.0 * 3]))
+    torch.testing.assert_close(w, torch.tensor([0.25, 2.0]))
+
+
+def test_uncertainty_kendall_loss() -> None:
+    """L = Σ w L_i/(2e^{s_i}) + s_i/2 (active losses): weights w/(2e^s), ∂L/∂s_i = −wL_i/(2e^s) + 1/2."""
+    strategy = make(STRATEGIES["uncertainty"].Config(init_log_var=0.5), 3, torch.device("cpu"), 0)
+    (s,) = strategy.parameters()
+    losses = torch.tensor([2.0, 4.0, 1.0], requires_grad=True)
+    base = torch.tensor([1.0, 0.5, 0.0])
+    w = strategy.backward(losses, base, [])
+    torch.testing.assert_close(w, base / (2 * math.exp(0.5)))
+    expected = -base * losses.detach() / (2 * math.exp(0.5)) + 0.5 * (base > 0).float()
+    torch.testing.assert_close(s.grad, expected)
+    torch.testing.assert_close(losses.grad, base / (2 * math.exp(0.5)))
+
+
+def test_dwa_weights_from_loss_history() -> None:
+    """λ = K softmax(r/T), r_i = L_i(t−1)/L_i(t−2); 1 until two epochs are known."""
+    strategy = make(STRATEGIES["dwa"].Config(temperature=2.0), 2, torch.device("cpu"), 0)
+    base = torch.tensor([0.5, 0.5])
+    torch.testing.assert_close(strategy.weights(torch.zeros(2), base), base)
+    strategy.end_epoch(torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(strategy.weights(torch.zeros(2), base), base)
+    strategy.end_epoch(torch.tensor([1.0, 1.0]))  # r = (0.5, 1.0)
+    e = [math.exp(0.25), math.exp(0.5)]
+    expected = [0.5 * 2 * e[0] / sum(e), 0.5 * 2 * e[1] / sum(e)]
+    torch.testing.assert_close(strategy.weights(torch.zeros(2), base), torch.tensor(expected))
+    strategy.end_epoch(torch.tensor([0.5, 1.0]))  # only the last two epochs count: r = (0.5, 1.0) again
+    torch.testing.assert_close(strategy.weights(torch.zeros(2), base), torch.tensor(expected))
+
+
+def test_rlw_draws_softmax_normal() -> None:
+    """λ = K·softmax(z), z ~ N(0, I) from the strategy's seeded generator, times the static weights."""
+    strategy = make(STRATEGIES["rlw"].Config(), 3, torch.device("cpu"), 11)
+    g = torch.Generator().manual_seed(11)
+    base = torch.tensor([0.2, 0.3, 0.5])
+    for _ in range(3):
+        expected = base * 3 * torch.softmax(torch.randn(3, generator=g), dim=0)
+        torch.testing.assert_close(strategy.weights(torch.zeros(3), base), expected)
+
+
+def test_pcgrad_projection() -> None:
+    """Conflicting gradients are projected onto each other's normal plane; agreeing ones are summed."""
+    g1, g2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
+    # g1' = g1 − (g1·g2/‖g2‖²) g2 = (0.5, 0.5); g2' = g2 − (g2·g1/‖g1‖²) g1 = (0, 1)
+    torch.testing.assert_close(project([g1, g2], [[1], [0]]), torch.tensor([0.5, 1.5]))
+    h1, h2 = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
+    torch.testing.assert_close(project([h1, h2], [[1], [0]]), h1 + h2)
+
+
+def test_pcgrad_backward_assigns_projected_gradients() -> None:
+    """backward writes the projected sum of the weighted task gradients into .grad."""
+    p = torch.tensor([0.0, 0.0], requires_grad=True)
+    losses = torch.stack([p[0], -p[0] + p[1]])  # gradients (1, 0) and (−1, 1)
+    strategy = make(STRATEGIES["pcgrad"].Config(), 2, torch.device("cpu"), 0)
+    strategy.backward(losses, torch.tensor([1.0, 1.0]), [p])
+    torch.testing.assert_close(p.grad, torch.tensor([0.5, 1.5]))
+
+
+def test_gradnorm_first_step() -> None:
+    """Step 1: r_i = 1, so the target is the mean G; the task with the larger gradient norm loses
+    weight by Adam's first step (lr·sign) and ω is renormalised to sum to K."""
+    p = torch.tensor([1.0], requires_grad=True)
+    losses = torch.stack([3.0 * p[0], 1.0 * p[0]])  # ‖∇L_1‖ = 3, ‖∇L_2‖ = 1 on the shared p
+    strategy = make(STRATEGIES["gradnorm"].Config(lr=0.1), 2, torch.device("cpu"), 0)
+    w = strategy.backward(losses, torch.tensor([0.5, 0.5]), [p])
+    torch.testing.assert_close(w, torch.tensor([0.5, 0.5]))  # this step trains with the old ω
+    after = strategy.weights(losses, torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(after, torch.tensor([0.9, 1.1]), atol=1e-5, rtol=0)
+
+
+def test_famo_weights_and_update() -> None:
+    """Weights z/(c·L) with c = Σ z/L; after the step ξ moves towards the loss that fell less."""
+    strategy = make(STRATEGIES["famo"].Config(lr=0.025, gamma=0.0), 2, torch.device("cpu"), 0)
+    losses = torch.tensor([1.0, 4.0], requires_grad=True)
+    w = strategy.backward(losses, torch.tensor([0.5, 0.5]), [])
+    inv = torch.tensor([1.0, 0.25])
+    torch.testing.assert_close(w, inv / inv.sum(), rtol=1e-6, atol=1e-7)
+    # ∂/∂L_i of Σ z_i log L_i / c = z_i/(c L_i): the same as the reported weights
+    torch.testing.assert_close(losses.grad, w, rtol=1e-6, atol=1e-7)
+    strategy.after_step(lambda: torch.tensor([0.5, 3.6]))  # task 1 fell by log 2, task 2 by log(4/3.6)
+    z = strategy.weights(torch.tensor([1.0, 1.0]), torch.ones(2))
+    assert z[1] > z[0]  # equal losses now: the weight follows softmax(ξ), which favours task 2
+    # Adam's first step moves each logit by lr against the sign of its gradient.
+    torch.testing.assert_close(torch.log(z[1] / z[0]), torch.tensor(0.05), atol=1e-6, rtol=0)

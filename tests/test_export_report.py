@@ -1,0 +1,161 @@
+"""Export → replay → same value; reports; the UI command; secrets stay out of exported and logged files."""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState, create_trial
+
+from sweep.config import load_study, parse_study
+from sweep.export import knee
+from tests.conftest import postgres_error, run_cli, run_main, tiny_study, write_yaml
+
+
+def _storage(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
+
+
+def test_export_replays_the_trial(tmp_path: Path) -> None:
+    """The exported best trial validates, has no search space, and replays to the same value (CPU)."""
+    path = write_yaml(tmp_path / "tiny.yaml", tiny_study("replay", study={"n_trials": 4}))
+    assert run_cli("sweep.run", str(path), "--no-report", cwd=tmp_path).returncode == 0
+    exported = run_main("sweep.export", str(path), "-o", "best.yaml", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    study = optuna.load_study(study_name="replay", storage=_storage(tmp_path))
+    best = study.best_trial
+    assert f"Exported trial #{best.number}" in exported.stdout
+
+    sf = load_study(tmp_path / "best.yaml")
+    assert sf.search.is_empty and sf.study.n_trials == 1
+    assert sf.objective.seed == best.user_attrs["seed"]
+    assert sf.provenance["trial"] == best.number and sf.provenance["mlflow_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert (tmp_path / "best.yaml").read_text().startswith("# Run: python -m sweep.run best.yaml")
+
+    replay = run_main("sweep.run", "best.yaml", "--no-report", cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    again = optuna.load_study(study_name=f"replay-trial{best.number}", storage=_storage(tmp_path))
+    assert again.trials[0].value == pytest.approx(best.value, rel=1e-6)
+    # the replay is logged like any trial, in the same experiment, under its own parent run
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(again.trials[0].user_attrs["mlflow_run_id"])
+    assert run.info.experiment_id == client.get_experiment_by_name("replay").experiment_id
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["sweep.provenance.trial"] == str(best.number)
+
+    other = next(t.number for t in study.trials if t.number != best.number and t.state == TrialState.COMPLETE)
+    by_number = run_main("sweep.export", str(path), "--trial", str(other), "-o", "other.yaml", cwd=tmp_path)
+    assert by_number.returncode == 0 and load_study(tmp_path / "other.yaml").provenance["trial"] == other
+    missing = run_main("sweep.export", str(path), "--trial", "99", "-o", "x.yaml", cwd=tmp_path)
+    assert missing.returncode == 1 and "trial 99" in missing.stderr and not (tmp_path / "x.yaml").exists()
+
+
+def test_export_before_any_run_creates_nothing(tmp_path: Path) -> None:
+    """Export/report on a study that was never run: one error line, exit 1, no storage created."""
+    path = write_yaml(tmp_path / "tiny.yaml", tiny_study("never"))
+    for module in ("sweep.export", "sweep.report"):
+        result = run_main(module, str(path), cwd=tmp_path)
+        assert result.returncode == 1 and "run python -m sweep.run" in result.stderr
+    assert not (tmp_path / ".sweep").exists()
+
+
+def _trial(number: int, values: list[float]) -> optuna.trial.FrozenTrial:
+    t = create_trial(values=values, params={}, distributions={})
+    t.number = number
+    return t
+
+
+def test_knee_point() -> None:
+    """The knee is the front point nearest the ideal after scaling each objective to [0, 1]."""
+    front = [_trial(0, [0.0, 0.0]), _trial(1, [0.2, 0.5]), _trial(2, [1.0, 1.0])]  # minimise, maximise
+    assert knee(front, ["minimize", "maximize"]).number == 1  # (0.2, 0.5) vs ideal (0, 1)
+    assert knee([_trial(0, [0.0, 1.0]), _trial(1, [0.45, 0.45]), _trial(2, [1.0, 0.0])], ["minimize"] * 2).number == 1
+
+
+def test_multi_objective_export_rules(tmp_path: Path) -> None:
+    """A multi-objective export lists the front and picks by --prefer or the knee, recording the rule."""
+    doc = tiny_study("mo", study={"metrics": ["val_a_loss", "val_b_loss"], "n_trials": 6})
+    path = write_yaml(tmp_path / "mo.yaml", doc)
+    assert run_main("sweep.run", str(path), cwd=tmp_path).returncode == 0
+    study = optuna.load_study(study_name="mo", storage=_storage(tmp_path))
+    knee_out = run_main("sweep.export", str(path), "-o", "knee.yaml", cwd=tmp_path)
+    assert knee_out.returncode == 0 and "Pareto front of 'mo'" in knee_out.stdout
+    assert "knee point" in load_study(tmp_path / "knee.yaml").provenance["chosen_by"]
+    prefer = run_main("sweep.export", str(path), "--prefer", "val_b_loss", "-o", "b.yaml", cwd=tmp_path)
+    assert prefer.returncode == 0
+    chosen = load_study(tmp_path / "b.yaml").provenance["trial"]
+    assert chosen == min(study.best_trials, key=lambda t: t.values[1]).number
+    bad = run_main("sweep.export", str(path), "--prefer", "val_total_loss", cwd=tmp_path)
+    assert bad.returncode == 1 and "not one of" in bad.stderr
+
+
+def test_report_files_and_parent_artifacts(tmp_path: Path) -> None:
+    """sweep.report writes one CSV row per trial with its state, plots as PNG and HTML; the parent run has them too."""
+    doc = tiny_study(
+        "rep",
+        study={"n_trials": 6, "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}},
+        objective={"epochs": 4},
+    )
+    doc["search"]["params"]["optimizer.lr"] = {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}
+    path = write_yaml(tmp_path / "rep.yaml", doc)
+    assert run_main("sweep.run", str(path), cwd=tmp_path).returncode == 0
+    result = run_main("sweep.report", str(path), "-o", "out", "--top", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "val_total_loss" in result.stdout and "weight.a" in result.stdout
+    study = optuna.load_study(study_name="rep", storage=_storage(tmp_path))
+    with open(tmp_path / "out" / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(int(r["number"]), r["state"]) for r in rows] == [(t.number, t.state.name) for t in study.trials]
+    for name in ("optimization_history", "param_importances", "weights_vs_objective", "intermediate_values"):
+        for ext in ("png", "html"):
+            assert (tmp_path / "out" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
+    assert (tmp_path / "out" / "trials.parquet").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/trials.csv", "report/weights_vs_objective.png", "report/optimization_history.html"} <= logged
+    child = study.trials[0].user_attrs["mlflow_run_id"]
+    assert "loss_curves.png" in {a.path for a in client.list_artifacts(child)}
+
+
+def test_ui_command(tmp_path: Path) -> None:
+    """sweep.ui prints the loopback URL of the study's runs; without a tracked study it says so."""
+    path = write_yaml(tmp_path / "tiny.yaml", tiny_study("ui", study={"n_trials": 1}))
+    assert run_main("sweep.run", str(path), cwd=tmp_path).returncode == 0
+    shown = run_main("sweep.ui", str(path), "--port", "5123", "--print-only", cwd=tmp_path)
+    assert shown.returncode == 0
+    assert "http://127.0.0.1:5123/#/experiments/1/runs" in shown.stdout and "--host 127.0.0.1" in shown.stdout
+    other = write_yaml(tmp_path / "other.yaml", tiny_study("not-run"))
+    missing = run_main("sweep.ui", str(other), "--print-only", cwd=tmp_path)
+    assert missing.returncode == 1 and "run the study first" in missing.stderr
+
+
+@pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
+def test_no_password_in_exports_or_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password in the storage URL (trust auth ignores it) appears in no output, MLflow file or export."""
+    password = f"pw{uuid.uuid4().hex[:12]}"
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    url = f"postgresql+psycopg2://postgres:{password}@127.0.0.1:5432/test"
+    path = write_yaml(tmp_path / "s.yaml", tiny_study(name, study={"storage": url, "n_trials": 2}))
+    try:
+        outputs = [run_cli("sweep.run", str(path), cwd=tmp_path)]  # with the report: its files are checked too
+        outputs.append(run_main("sweep.export", str(path), "-o", "best.yaml", cwd=tmp_path))
+        outputs.append(run_main("sweep.report", str(path), "-o", "rep", cwd=tmp_path))
+        assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
+        for o in outputs:
+            assert password not in o.stdout and password not in o.stderr
+        for file in tmp_path.rglob("*"):
+            if file.is_file() and file.name != "s.yaml":
+                assert password.encode() not in file.read_bytes(), file
+        exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+        assert exported["study"]["storage"] == url.replace(password, "${SWEEP_PASSWORD}")
+        monkeypatch.setenv("SWEEP_PASSWORD", password)
+        assert load_study(tmp_path / "best.yaml").study.storage == url  # replays once the variable is set
+        parse_study(exported, "best.yaml", substitute_env=False)
+    finally:
+        optuna.delete_study(study_name=name, storage=url)

@@ -1,0 +1,120 @@
+"""Faults and bad input: NaN mid-epoch, CUDA OOM, Ctrl-C, unreachable services, 45+ malformed files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from objectives import dual_loss
+from objectives.config import DualLossConfig
+from objectives.helpers import NonFiniteLossError
+from objectives.problems import build_problem
+from tests.conftest import ROOT, run_main, tiny_study, write_yaml
+from tests.sweep.test_config import BAD
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), BAD.values(), ids=BAD.keys())
+def test_bad_file_through_the_cli(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    """Every malformed file: exit 2, one stderr line naming file and key, no traceback, nothing created."""
+    (tmp_path / "bad.yaml").write_text(text)
+    result = run_main("sweep.run", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: bad.yaml: {key}"), lines
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no storage, no MLflow store
+
+
+def test_nan_stops_within_the_epoch() -> None:
+    """A loss that becomes infinite mid-epoch stops the trial within 32 steps, not at the epoch's end."""
+    from tests import fault_problems
+
+    problem = fault_problems.explodes(0)
+    cfg = DualLossConfig(problem="x:y", seed=0, data_seed=0, device="cpu", epochs=1, batch_size=16)
+    with pytest.raises(NonFiniteLossError, match="step 31"):
+        dual_loss.train(cfg, None, problem=problem)  # 128 steps per epoch; the first check is at step 31
+    assert fault_problems._Explodes.calls < 128
+
+
+def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path) -> None:
+    """A CUDA OOM ends its trial FAILED (reason recorded in both systems); the next trial runs."""
+    doc = tiny_study("oom", study={"sampler": {"type": "grid"}, "n_trials": 2})
+    doc["objective"]["problem"] = {"name": "tests.fault_problems:oom", "options": {"fail": True}}
+    doc["search"] = {"params": {"problem.options.fail": {"type": "categorical", "choices": [True, False]}}}
+    path = write_yaml(tmp_path / "oom.yaml", doc)
+    result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="oom", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    states = {t.params["problem.options.fail"]: t for t in study.trials}
+    assert states[True].state.name == "FAIL" and states[False].state.name == "COMPLETE"
+    assert "out of memory" in states[True].user_attrs["fail_reason"]
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(states[True].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "out of memory" in run.data.tags["sweep.fail_reason"]
+
+
+def test_unreachable_tracking_server_writes_nothing(tmp_path: Path) -> None:
+    """An MLflow server that does not answer: one line, exit 1, no Optuna storage created."""
+    doc = tiny_study("down", tracking={"uri": "http://127.0.0.1:9"})
+    path = write_yaml(tmp_path / "down.yaml", doc)
+    start = time.monotonic()
+    result = run_main("sweep.run", str(path), cwd=tmp_path)
+    assert result.returncode == 1 and time.monotonic() - start < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach MLflow tracking http://127.0.0.1:9")
+    assert not (tmp_path / ".sweep").exists()
+
+
+def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path) -> None:
+    """SIGINT mid-trial: exit 130 promptly with a message, the trial FAIL/FAILED, the parent KILLED;
+    re-running resumes to n_trials with the same parent run."""
+    doc = tiny_study("ctrlc", study={"n_trials": 4, "pruner": "none"}, objective={"epochs": 400})
+    path = write_yaml(tmp_path / "c.yaml", doc)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", str(path), "--no-report"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
+    # Wait for the first trial's MLflow run without opening either database from here (a reader here
+    # could hold SQLite locks the worker then waits on): its artifact folder appears when it starts.
+    deadline = time.monotonic() + 120
+    while not any((tmp_path / "mlartifacts").glob("*/artifacts/config.yaml")):
+        time.sleep(0.5)
+        assert proc.poll() is None and time.monotonic() < deadline
+    time.sleep(1.0)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    # 130 from our handler; in rare runs (~1 in 30 seen) the interpreter re-raises the signal at exit
+    # after the orderly shutdown below has completed, which reads as -SIGINT.
+    assert proc.returncode in (130, -signal.SIGINT) and time.monotonic() - sent < 20
+    assert "Interrupted" in err and "run the same command again to resume" in err
+    study = optuna.load_study(study_name="ctrlc", storage=storage)
+    last = study.trials[-1]
+    assert last.state.name == "FAIL" and "interrupted" in last.user_attrs["fail_reason"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(last.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    assert client.get_run(parent).info.status == "KILLED"
+
+    doc["objective"]["epochs"] = 2
+    write_yaml(path, doc)  # same study, quicker trials, to finish
+    resumed = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="ctrlc", storage=storage)
+    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 4
+    assert study.user_attrs["mlflow_parent_run_id"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_build_problem_for_fault_module() -> None:
+    """The fault problems are importable by path (what the tests above rely on)."""
+    assert build_problem("tests.fault_problems:oom", {"fail": False}, 0).a.train[0].shape == (64, 4)

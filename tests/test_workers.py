@@ -1,0 +1,114 @@
+"""Several worker processes on one study: SQLite locally, PostgreSQL for real, and a real SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import PG_URL, ROOT, postgres_error, run_cli, tiny_study, write_yaml
+
+PG = PG_URL
+
+
+needs_postgres = pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
+
+
+def _children(study: optuna.Study, tmp_path: Path) -> dict[str, object]:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study.study_name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    return {r.info.run_id: r for r in runs if r.data.tags.get("sweep.role") == "trial"}
+
+
+def _assert_exact(study: optuna.Study, tmp_path: Path, n: int) -> None:
+    """Exactly n finished trials, numbered 0..n-1 once each, no failure, one child run per trial."""
+    assert [t.number for t in study.trials] == list(range(n))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    children = _children(study, tmp_path)
+    assert sorted(children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+
+
+def test_local_workers_on_sqlite(tmp_path: Path) -> None:
+    """--workers 2 on the default SQLite storage: exactly n_trials, one MLflow child run each."""
+    doc = tiny_study("local-workers", study={"n_trials": 5, "pruner": "none"})
+    path = write_yaml(tmp_path / "w.yaml", doc)
+    result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "worker 0: 3 trial(s) run" in result.stderr and "worker 1: 2 trial(s) run" in result.stderr
+    study = optuna.load_study(study_name="local-workers", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    _assert_exact(study, tmp_path, 5)
+
+
+@needs_postgres
+def test_four_workers_on_postgres(tmp_path: Path) -> None:
+    """4 workers × 8 trials on the real PostgreSQL: exactly 8 finished trials, no duplicates, no errors."""
+    name = f"pg4-{uuid.uuid4().hex[:8]}"
+    path = write_yaml(tmp_path / "w.yaml", tiny_study(name, study={"n_trials": 8, "storage": PG, "pruner": "none"}))
+    try:
+        result = run_cli("sweep.run", str(path), "--workers", "4", "--no-report", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "warning" not in result.stderr and "failed" not in result.stderr
+        _assert_exact(optuna.load_study(study_name=name, storage=PG), tmp_path, 8)
+    finally:
+        optuna.delete_study(study_name=name, storage=PG)
+
+
+@needs_postgres
+def test_killed_worker_is_recovered(tmp_path: Path) -> None:
+    """SIGKILL one worker mid-trial: its trial goes FAIL (heartbeat) in Optuna and FAILED in MLflow, is
+    re-queued and run by another worker, and the study still reaches n_trials finished trials."""
+    name = f"pgkill-{uuid.uuid4().hex[:8]}"
+    study_cfg = {"n_trials": 6, "storage": PG, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
+    path = write_yaml(tmp_path / "k.yaml", tiny_study(name, study=study_cfg, objective={"epochs": 150}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "sweep.run", str(path), "--workers", "3", "--no-report", "--no-progress"]
+    coordinator = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # a worker's trial is training (its MLflow run exists)
+            time.sleep(0.5)
+            assert coordinator.poll() is None and time.monotonic() < deadline
+            try:
+                running = optuna.load_study(study_name=name, storage=PG).get_trials(
+                    states=[optuna.trial.TrialState.RUNNING]
+                )
+            except KeyError:
+                continue
+            if len(running) == 3 and all("mlflow_run_id" in t.user_attrs for t in running):
+                break
+        workers = subprocess.run(["pgrep", "-P", str(coordinator.pid)], capture_output=True, text=True)
+        victim = int(workers.stdout.split()[0])
+        os.kill(victim, signal.SIGKILL)
+        _, err = coordinator.communicate(timeout=240)
+        assert coordinator.returncode == 0, err
+        assert "exited with code -9" in err
+
+        study = optuna.load_study(study_name=name, storage=PG)
+        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+        assert 6 <= len(finished) <= 7  # 7 only if two workers top up at once after the loss
+        assert len(failed) == 1
+        dead = failed[0]
+        retried = [t for t in finished if t.system_attrs.get("failed_trial") == dead.number]
+        assert len(retried) == 1 and retried[0].params == dead.params
+        children = _children(study, tmp_path)
+        assert len(children) == len(study.trials)
+        dead_run = children[dead.user_attrs["mlflow_run_id"]]
+        assert dead_run.info.status == "FAILED" and "worker died" in dead_run.data.tags["sweep.fail_reason"]
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+        optuna.delete_study(study_name=name, storage=PG)
