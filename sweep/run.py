@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     p.add_argument("--quota", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--first-trial", type=int, help=argparse.SUPPRESS)  # the coordinator's first trial number
     p.add_argument("--check", action="store_true", help="validate the study file and exit (writes nothing)")
     return p
 
@@ -119,6 +120,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
                 interrupts=interrupts,
                 worker=args.worker,
                 quota=args.quota,
+                first_trial=args.first_trial,
             )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -130,6 +132,9 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         print(f"worker {args.worker}: {outcome.ran} trial(s) run", file=sys.stderr)
         return EXIT_INTERRUPTED if outcome.interrupted else 0
     print(summary(outcome, sf))
+    if outcome.incomplete:
+        print(f"error: {outcome.incomplete}", file=sys.stderr)
+        return EXIT_RUNTIME
     if outcome.interrupted:
         print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -194,13 +194,26 @@ def _one_line(e: BaseException, with_type: bool = True) -> str:
 class Objective:
     """The Optuna objective for one study file, plus the callback that closes MLflow runs."""
 
-    def __init__(self, sf: StudyFile, tracker: Tracker, problems: ProblemCache, interrupts: Interrupts) -> None:
+    def __init__(
+        self,
+        sf: StudyFile,
+        tracker: Tracker,
+        problems: ProblemCache,
+        interrupts: Interrupts,
+        beat: optuna.storages.RDBStorage | None = None,
+    ) -> None:
         self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
+        self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
         self.runs: dict[int, TrialRun] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         sf = self.sf
         history: list[dict[str, float]] = []
+        # 0. Optuna's heartbeat thread writes its first beat concurrently with this call; a worker
+        # killed before that write leaves a trial no one can see as stale (RUNNING for ever). Beat
+        # once here, synchronously, so every trial that gets an MLflow run can be recovered.
+        if self.beat is not None and self.beat.heartbeat_interval:
+            self.beat.record_heartbeat(trial._trial_id)  # Optuna has no public trial id
         run = self.tracker.start_trial(trial)  # 1.
         self.runs[trial.number] = run
         try:
@@ -349,6 +362,7 @@ class Outcome:
     storage: str
     ran: int
     interrupted: bool = False
+    incomplete: str = ""  # why the study is short of n_trials when workers failed (run.py exits 1)
 
 
 @dataclass
@@ -359,6 +373,34 @@ class Session:
     tracker: Tracker
     storage: str
     problems: ProblemCache
+    rdb: optuna.storages.RDBStorage
+
+
+class DeadTrials:
+    """Optuna's stale-trial callback: a dead worker's trial (its heartbeat stopped) is re-queued, then its
+    MLflow run is closed FAILED with the reason."""
+
+    def __init__(self, max_retry: int | None, grace_period: int) -> None:
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.reason = f"worker died (no heartbeat for {grace_period} s); re-queued"
+        self.tracker: Tracker | None = None
+
+    def bind(self, tracker: Tracker) -> None:
+        """Close MLflow runs through ``tracker`` from now on (the storage, which calls this, opens first)."""
+        self.tracker = tracker
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.retry(study, trial)  # first: the re-queue must not depend on the tracking store answering
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if run_id is None or self.tracker is None:
+            return
+        try:
+            TrialRun(self.tracker.client, run_id).end(optuna.trial.TrialState.FAIL, self.reason)
+        except Exception as e:  # busy or unreachable store: the trial is safe; say which run stays open
+            print(
+                f"warning: could not close MLflow run {run_id} of dead trial {trial.number}: {redact(_one_line(e))}",
+                file=sys.stderr,
+            )
 
 
 def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0) -> Session:
@@ -372,18 +414,8 @@ def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0)
     preflight(sf, source, problems)
     check_tracking(sf.tracking.uri)  # before the study is created: an unreachable server writes nothing
     url = storage_url(sf)
-    holder: dict[str, Tracker] = {}
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=sf.study.max_retry)
-
-    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """A dead worker's trial (its heartbeat stopped): close its MLflow run, then re-queue it."""
-        run_id = trial.user_attrs.get(RUN_ATTR)
-        if run_id and "tracker" in holder:
-            reason = f"worker died (no heartbeat for {sf.study.grace_period} s); re-queued"
-            TrialRun(holder["tracker"].client, run_id).end(optuna.trial.TrialState.FAIL, reason)
-        retry(study, trial)
-
-    storage = open_storage(url, (sf.study.heartbeat_interval, sf.study.grace_period, on_stale))
+    dead = DeadTrials(sf.study.max_retry, sf.study.grace_period)
+    storage = open_storage(url, (sf.study.heartbeat_interval, sf.study.grace_period, dead))
     study = open_study(sf, storage, worker)
     try:
         with sqlite_init_lock(sf.tracking.uri):
@@ -400,7 +432,7 @@ def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0)
             )
     except Exception as e:
         raise SweepError(f"cannot open MLflow tracking {redact(sf.tracking.uri)}: {redact(_one_line(e))}") from None
-    holder["tracker"] = tracker
+    dead.bind(tracker)
     if worker == 0:
         tracker.log_study_params(
             {
@@ -415,7 +447,7 @@ def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0)
         )
         tracker.log_parent_text(redact(source_text), "study.yaml")  # no password from a URL in the file
         study.set_user_attr("sweep.metric", list(sf.study.metric))
-    return Session(study=study, tracker=tracker, storage=url, problems=problems)
+    return Session(study=study, tracker=tracker, storage=url, problems=problems, rdb=storage)
 
 
 class QuotaStop:
@@ -481,11 +513,13 @@ def run_study(
     interrupts: Interrupts | None = None,
     worker: int | None = None,
     quota: int | None = None,
+    first_trial: int | None = None,
 ) -> Outcome:
     """Run (or resume) a study until it has ``study.n_trials`` finished trials or times out.
 
     As a worker of :func:`run_workers` (``worker`` set), run ``quota`` trials and leave the parent
-    run and the report to the coordinator.
+    run and the report to the coordinator; ``first_trial`` is the number the coordinator's run starts
+    at (counted here, a worker that starts late would also count trials its siblings already began).
 
     Raises:
         ConfigError: the problem's metrics do not include the target (user problems).
@@ -503,11 +537,13 @@ def run_study(
     remaining = sf.study.n_trials - count_finished(study)
     quota = remaining if quota is None else quota
     interrupts = interrupts or Interrupts()
-    objective = Objective(sf, tracker, session.problems, interrupts)
+    objective = Objective(sf, tracker, session.problems, interrupts, beat=session.rdb)
     bar = Progress(study, sf.study.n_trials, progress and worker is None)
     before = len(study.get_trials(deepcopy=False))
     beat = (sf.study.heartbeat_interval, sf.study.grace_period)
-    stop = QuotaStop(sf.study.n_trials, quota, *beat, interrupts, first_trial=before)
+    stop = QuotaStop(
+        sf.study.n_trials, quota, *beat, interrupts, first_trial=before if first_trial is None else first_trial
+    )
     optuna_logger = logging.getLogger("optuna")
     quiet = _QuietFailures()
     optuna_logger.addFilter(quiet)
@@ -536,13 +572,13 @@ def run_study(
     return Outcome(study=study, tracker=tracker, storage=session.storage, ran=ran, interrupted=interrupted)
 
 
-def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool) -> None:
+def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> None:
     """Log the study's report (tables and plots) to the parent run and close it."""
     if report and not interrupted:
         with tempfile.TemporaryDirectory() as tmp:
             write_report(session.study, sf, Path(tmp))
             session.tracker.log_parent_dir(tmp, "report")
-    session.tracker.finish("KILLED" if interrupted else "FINISHED")
+    session.tracker.finish("KILLED" if interrupted else "FAILED" if failed else "FINISHED")
 
 
 def run_workers(
@@ -576,6 +612,7 @@ def run_workers(
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
         command = [sys.executable, "-m", "sweep.run", str(source), "--worker", str(i), "--quota", str(quota)]
+        command += ["--first-trial", str(before)]
         procs.append((i, subprocess.Popen([*command, *passthrough], env=env, start_new_session=True)))
     bar = Progress(study, sf.study.n_trials, progress)
     forwarded = 0
@@ -596,13 +633,29 @@ def run_workers(
             p.wait()
     bar.refresh(study)
     bar.close()
+    failed = [i for i, p in procs if p.returncode not in (0, 130, -signal.SIGINT)]
     for i, p in procs:
-        if p.returncode not in (0, 130, -signal.SIGINT):
+        if i in failed:
             print(f"warning: worker {i} exited with code {p.returncode}", file=sys.stderr)
     interrupted = interrupts.requested
-    finish(session, sf, report, interrupted)
+    incomplete = ""
+    finished = count_finished(study)
+    if failed and not interrupted and finished < sf.study.n_trials:
+        # The living workers top up a dead one's trials; here none was left to do it.
+        incomplete = (
+            f"the study has {finished} of {sf.study.n_trials} finished trials after worker(s) "
+            f"{', '.join(map(str, failed))} failed: run the same command again to add the rest"
+        )
+    finish(session, sf, report, interrupted, failed=bool(incomplete))
     ran = len(study.get_trials(deepcopy=False)) - before
-    return Outcome(study=study, tracker=session.tracker, storage=session.storage, ran=ran, interrupted=interrupted)
+    return Outcome(
+        study=study,
+        tracker=session.tracker,
+        storage=session.storage,
+        ran=ran,
+        interrupted=interrupted,
+        incomplete=incomplete,
+    )
 
 
 def _fmt(v: Any) -> str:

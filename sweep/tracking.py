@@ -188,10 +188,18 @@ class Tracker:
 
     def log_study_params(self, params: Mapping[str, Any]) -> None:
         """Study settings on the parent run; params are immutable in MLflow, so only new keys are sent."""
-        existing = self.client.get_run(self.parent_id).data.params
-        new = {k: str(v) for k, v in params.items() if k not in existing}
-        if new:
-            self.client.log_batch(self.parent_id, params=[Param(k, v[:_MAX_PARAM]) for k, v in new.items()])
+        for attempt in range(3):
+            existing = self.client.get_run(self.parent_id).data.params
+            new = {k: str(v) for k, v in params.items() if k not in existing}
+            if not new:
+                return
+            try:
+                self.client.log_batch(self.parent_id, params=[Param(k, v[:_MAX_PARAM]) for k, v in new.items()])
+                return
+            except MlflowException:
+                # Another process starting the same study wrote them between our read and write.
+                if attempt == 2:
+                    raise
 
     def log_parent_text(self, text: str, name: str) -> None:
         self.client.log_text(self.parent_id, text, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -42,3 +44,15 @@ def explodes(seed: int) -> Problem:
     g = torch.Generator().manual_seed(seed)
     _Explodes.calls = 0
     return Problem(make_model=lambda: _Explodes(4, 1), a=_task(g, 2048), b=_task(g, 2048))
+
+
+class _Crashes(nn.Linear):
+    """Kills its process at the first forward pass (a segfault or an OOM kill, as a worker sees it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        os._exit(3)
+
+
+def crashes(seed: int) -> Problem:
+    g = torch.Generator().manual_seed(seed)
+    return Problem(make_model=lambda: _Crashes(4, 1), a=_task(g), b=_task(g))

@@ -180,7 +180,10 @@ def test_concurrent_starts_share_one_parent_run(tmp_path: Path) -> None:
     from tests.conftest import ROOT
 
     path = write_yaml(tmp_path / "w.yaml", tiny_study("workers", study={"n_trials": 4}))
+    import os
+
     env = {"PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
+    env["HOME"] = os.environ.get("HOME", str(tmp_path))  # keeps Matplotlib's font cache between processes
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "sweep.run", str(path), "--no-report"],

@@ -62,7 +62,10 @@ def test_study_on_mariadb(tmp_path: Path) -> None:
     """The same study on a mysql:// storage (the local MariaDB) with two workers."""
     url = "mysql+pymysql://root@127.0.0.1:3306/test"
     name = f"my-{uuid.uuid4().hex[:10]}"
-    path = write_yaml(tmp_path / "my.yaml", tiny_study(name, study={"storage": url, "n_trials": 3, "pruner": "none"}))
+    path = write_yaml(
+        tmp_path / "my.yaml",
+        tiny_study(name, study={"storage": url, "n_trials": 3, "pruner": "none", "grace_period": 120}),
+    )
     try:
         result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
         assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from pathlib import Path
 
 import optuna
 import pytest
@@ -11,11 +12,12 @@ import torch
 from torch import nn
 
 from objectives.weighting import STRATEGIES, make
-from sweep.config import parse_study
+from sweep.config import load_study, parse_study
 from sweep.interrupts import Interrupts
-from sweep.runner import QuotaStop, check_tracking
+from sweep.runner import DeadTrials, Objective, ProblemCache, QuotaStop, check_tracking
 from sweep.space import resolve
 from sweep.urls import redact
+from tests.conftest import tiny_study, write_yaml
 
 
 def test_searching_the_weight_schedule_type_keeps_its_target() -> None:
@@ -98,3 +100,113 @@ def test_gradnorm_in_alternate_mode_with_a_deeper_than_b() -> None:
     )  # fmt: skip
     metrics = alternating.train(cfg, None, problem=problem)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def _dead_trial_requeued(study: optuna.Study) -> None:
+    """Trial 0 as a killed worker leaves it: FAIL, re-queued by Optuna's retry callback."""
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+
+
+def test_topping_up_counts_a_dead_trial_from_the_runs_first_trial() -> None:
+    """A worker whose own quota was spent on a dead sibling's re-queued trial tops up the sibling's lost
+    trials. Regression (CI flake): each worker counted its first trial itself, so a worker that started
+    after trial 0 began took the retry of trial 0 for an older run's and stopped with the study short."""
+    study = optuna.create_study()
+    _dead_trial_requeued(study)
+    stop = QuotaStop(target=4, quota=1, interval=1, grace=1, interrupts=Interrupts(), first_trial=0)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=20, callbacks=[stop])
+    complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(complete) == 4 and complete[0].system_attrs["failed_trial"] == 0
+
+
+def test_workers_get_the_coordinators_first_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_workers hands its own first trial number to every worker (not each worker's own count)."""
+    from sweep import runner
+
+    path = write_yaml(tmp_path / "w.yaml", tiny_study("first", study={"n_trials": 4}))
+    monkeypatch.chdir(tmp_path)
+    sf = load_study(path)
+    study = optuna.create_study(study_name="first", storage=runner.open_storage(runner.storage_url(sf)))
+    study.optimize(lambda t: t.suggest_float("weights.log10_ratio", -2, 2), n_trials=1)
+    commands: list[list[str]] = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, command: list[str], **_: object) -> None:
+            commands.append(command)
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", Done)
+    runner.run_workers(sf, path, path.read_text(), 3, [], [], progress=False, report=False)
+    assert len(commands) == 3  # 3 trials left, one each
+    assert all(c[c.index("--first-trial") + 1] == "1" for c in commands)
+
+
+def test_dead_trial_is_requeued_even_when_its_mlflow_run_cannot_be_closed(capsys: pytest.CaptureFixture) -> None:
+    """The stale-trial callback re-queues first; a tracking store that fails afterwards costs a warning only."""
+
+    class Broken:
+        client = None  # TrialRun on it raises
+
+    study = optuna.create_study()
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("mlflow_run_id", "abc")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    dead = DeadTrials(max_retry=2, grace_period=3)
+    dead.bind(Broken())  # type: ignore[arg-type]
+    dead(study, study.trials[0])
+    assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"]
+    assert "could not close MLflow run abc of dead trial 0" in capsys.readouterr().err
+
+
+def test_trial_beats_before_its_mlflow_run_exists(tmp_path: Path) -> None:
+    """The objective records a heartbeat before anything else, so a worker killed at any point after
+    its MLflow run exists leaves a trial the others see as stale (Optuna's own first beat is racy)."""
+    calls: list[str] = []
+
+    class Beat:
+        heartbeat_interval = 1
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            calls.append(f"beat {trial_id}")
+
+    class Tracker:
+        def start_trial(self, trial: optuna.Trial) -> None:
+            calls.append("run")
+            raise RuntimeError("stop here")
+
+    sf = parse_study(tiny_study("beat"), "b.yaml")
+    objective = Objective(sf, Tracker(), ProblemCache(), Interrupts(), beat=Beat())  # type: ignore[arg-type]
+    study = optuna.create_study()
+    study.optimize(objective, n_trials=1, catch=(RuntimeError,))
+    assert calls == [f"beat {study.trials[0]._trial_id}", "run"]
+
+
+def test_study_params_written_by_a_concurrent_start_are_not_an_error(tmp_path: Path) -> None:
+    """Two processes starting the same study both find the parent's params missing and both write them;
+    the loser's write fails (params are immutable) and it re-reads instead of crashing (seen in review)."""
+    from mlflow.exceptions import MlflowException
+
+    from sweep.config import TrackingSection
+    from sweep.tracking import Tracker
+
+    study = optuna.create_study(study_name="twice")
+    tracker = Tracker(TrackingSection(uri=f"sqlite:///{tmp_path / 'm.db'}"), study, parent_tags={})
+    real = tracker.client.log_batch
+    raced: list[bool] = []
+
+    def other_process_first(run_id: str, **kwargs: object) -> None:
+        if not raced:
+            raced.append(True)
+            real(run_id, **kwargs)  # the other process's write lands first ...
+            raise MlflowException("UNIQUE constraint failed: params.key")  # ... so ours fails
+        real(run_id, **kwargs)
+
+    tracker.client.log_batch = other_process_first  # type: ignore[method-assign]
+    tracker.log_study_params({"seed": 0, "loop": "dual_loss"})
+    assert raced and tracker.client.get_run(tracker.parent_id).data.params == {"seed": "0", "loop": "dual_loss"}

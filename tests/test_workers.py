@@ -19,6 +19,10 @@ from tests.conftest import PG_URL, ROOT, postgres_error, run_cli, tiny_study, wr
 PG = PG_URL
 
 
+# Nothing is killed in these tests: beat often (a worker past its share waits one interval at a time)
+# but allow a long silence, so a worker starved by a loaded machine is not taken for dead.
+CALM = {"heartbeat_interval": 1, "grace_period": 120}
+
 needs_postgres = pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 
 
@@ -41,7 +45,7 @@ def _assert_exact(study: optuna.Study, tmp_path: Path, n: int) -> None:
 
 def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     """--workers 2 on the default SQLite storage: exactly n_trials, one MLflow child run each."""
-    doc = tiny_study("local-workers", study={"n_trials": 5, "pruner": "none"})
+    doc = tiny_study("local-workers", study={"n_trials": 5, "pruner": "none", **CALM})
     path = write_yaml(tmp_path / "w.yaml", doc)
     result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -54,7 +58,9 @@ def test_local_workers_on_sqlite(tmp_path: Path) -> None:
 def test_four_workers_on_postgres(tmp_path: Path) -> None:
     """4 workers × 8 trials on the real PostgreSQL: exactly 8 finished trials, no duplicates, no errors."""
     name = f"pg4-{uuid.uuid4().hex[:8]}"
-    path = write_yaml(tmp_path / "w.yaml", tiny_study(name, study={"n_trials": 8, "storage": PG, "pruner": "none"}))
+    path = write_yaml(
+        tmp_path / "w.yaml", tiny_study(name, study={"n_trials": 8, "storage": PG, "pruner": "none", **CALM})
+    )
     try:
         result = run_cli("sweep.run", str(path), "--workers", "4", "--no-report", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -99,8 +105,9 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
         study = optuna.load_study(study_name=name, storage=PG)
         finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-        assert 6 <= len(finished) <= 7  # 7 only if two workers top up at once after the loss
-        assert len(failed) == 1
+        states = [(t.number, t.state.name, t.system_attrs.get("failed_trial")) for t in study.trials]
+        assert 6 <= len(finished) <= 7, (states, err)  # 7 only if two workers top up at once after the loss
+        assert len(failed) == 1, (states, err)
         dead = failed[0]
         retried = [t for t in finished if t.system_attrs.get("failed_trial") == dead.number]
         assert len(retried) == 1 and retried[0].params == dead.params
@@ -112,3 +119,18 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
         if coordinator.poll() is None:
             coordinator.kill()
         optuna.delete_study(study_name=name, storage=PG)
+
+
+def test_workers_that_all_crash_fail_the_run(tmp_path: Path) -> None:
+    """Every worker dies (none left to top up): the coordinator says how short the study is, exits 1,
+    and closes the parent run FAILED; the trials stay in storage for a re-run to pick up."""
+    doc = tiny_study("crash", study={"n_trials": 3, "pruner": "none"})
+    doc["objective"]["problem"] = {"name": "tests.fault_problems:crashes"}
+    path = write_yaml(tmp_path / "c.yaml", doc)
+    result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "worker 0 exited with code 3" in result.stderr and "worker 1 exited with code 3" in result.stderr
+    assert "error: the study has 0 of 3 finished trials after worker(s) 0, 1 failed" in result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.search_runs([client.get_experiment_by_name("crash").experiment_id], "tags.`sweep.role` = 'parent'")
+    assert [r.info.status for r in parent] == ["FAILED"]
