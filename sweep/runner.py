@@ -490,7 +490,7 @@ class QuotaStop:
             if waiting:
                 return  # a re-queued trial of a dead worker: run it
             if running and time.monotonic() < deadline:
-                time.sleep(self.interval)  # others still running (or a dead one not yet stale)
+                time.sleep(min(self.interval, 1.0))  # others still running (or a dead one not yet stale)
                 continue
             lost = any(t.system_attrs.get("failed_trial", -1) >= self.first_trial for t in trials)
             if lost and finished + running < self.target:
