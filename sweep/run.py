@@ -7,6 +7,7 @@ Exit status: 0 done, 1 run-time failure (storage/tracking unreachable), 2 invali
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--devices",
-        help="GPUs to spread the workers over, e.g. 0,1 (default: all visible GPUs; round robin)",
+        help="GPUs to spread the workers over, round robin, as CUDA_VISIBLE_DEVICES entries (e.g. 0,1 or GPU "
+        "UUIDs; default: the entries of CUDA_VISIBLE_DEVICES if set, else every GPU torch sees)",
     )
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     p.add_argument("--quota", type=int, help=argparse.SUPPRESS)
@@ -143,8 +145,13 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
 
 def _workers(args: argparse.Namespace) -> tuple[int, list[str]]:
     """How many worker processes, and the GPUs (CUDA_VISIBLE_DEVICES values) to spread them over."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    elif visible is not None:
+        # Already narrowed (e.g. CUDA_VISIBLE_DEVICES=2,3): hand on those entries, not 0..n-1, which
+        # in a child's CUDA_VISIBLE_DEVICES would name other physical GPUs.
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
     else:
         import torch
 

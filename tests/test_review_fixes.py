@@ -210,3 +210,44 @@ def test_study_params_written_by_a_concurrent_start_are_not_an_error(tmp_path: P
     tracker.client.log_batch = other_process_first  # type: ignore[method-assign]
     tracker.log_study_params({"seed": 0, "loop": "dual_loss"})
     assert raced and tracker.client.get_run(tracker.parent_id).data.params == {"seed": "0", "loop": "dual_loss"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "visible", "expected"),
+    [
+        (["--workers", "auto"], "2,3", (2, ["2", "3"])),  # narrowed already: hand on its entries
+        (["--workers", "3", "--devices", "0, 1"], "2,3", (3, ["0", "1"])),  # --devices wins
+        (["--workers", "auto"], "", (1, [])),  # no GPU visible: one in-process worker
+    ],
+)
+def test_worker_devices(
+    argv: list[str], visible: str, expected: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which CUDA_VISIBLE_DEVICES entries the workers get. Regression: with CUDA_VISIBLE_DEVICES=2,3 the
+    workers were given 0 and 1, i.e. other physical GPUs."""
+    from sweep import run
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert run._workers(run.parser().parse_args(["s.yaml", *argv])) == expected
+
+
+def test_workers_are_spread_over_devices_round_robin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker process gets one device as its CUDA_VISIBLE_DEVICES, in turn."""
+    from sweep import runner
+
+    path = write_yaml(tmp_path / "d.yaml", tiny_study("spread", study={"n_trials": 3}))
+    monkeypatch.chdir(tmp_path)
+    envs: list[str] = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, command: list[str], env: dict[str, str], **_: object) -> None:
+            envs.append(env["CUDA_VISIBLE_DEVICES"])
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", Done)
+    runner.run_workers(load_study(path), path, path.read_text(), 3, ["2", "3"], [], progress=False, report=False)
+    assert envs == ["2", "3", "2"]
