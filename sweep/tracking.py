@@ -12,6 +12,7 @@ Agreement with Optuna: the child run's status follows the trial's final state
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,11 @@ from mlflow.exceptions import MlflowException
 
 from sweep.config import TrackingSection
 from sweep.urls import absolute_sqlite, redact, sqlite_path
+
+# MLflow prints "View run ... at: <tracking URI>" on stdout whenever a run ends against a server:
+# the URI as given, password included, and a line per trial through the progress bar. We print
+# our own (redacted) pointers at the end instead.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 STATUS = {
     optuna.trial.TrialState.COMPLETE: "FINISHED",

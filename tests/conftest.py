@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -101,3 +107,54 @@ def run_main(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[
 @pytest.fixture
 def study_dict() -> dict:
     return tiny_study()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(server: subprocess.Popen, port: int) -> bool:
+    """Wait for a server to answer on ``port`` (True), or to exit (False, e.g. the port was taken)."""
+    deadline = time.monotonic() + 90
+    while server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            os.killpg(server.pid, signal.SIGTERM)
+            raise AssertionError(f"nothing answered on port {port} in 90 s")
+        time.sleep(0.5)
+    return False
+
+
+@contextlib.contextmanager
+def serving(command: Callable[[int], list[str]], cwd: Path) -> Iterator[int]:
+    """Run ``command(port)`` (an MLflow server or UI) on a free loopback port until the block ends.
+
+    The port can be taken between our probe and the server's bind, so a server that exits is
+    retried on another port; the whole process group is stopped at the end.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    for attempt in range(3):
+        port = _free_port()
+        server = subprocess.Popen(
+            command(port),
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if _answers(server, port):
+            break
+        assert attempt < 2, "the server exited three times"
+    try:
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
