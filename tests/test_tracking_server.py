@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli, serving, tiny_study, write_yaml
+from tests.conftest import run_cli, run_main, serving, tiny_study, write_yaml
 
 
 def test_study_on_a_tracking_server_keeps_its_password(tmp_path: Path) -> None:
@@ -31,9 +31,9 @@ def test_study_on_a_tracking_server_keeps_its_password(tmp_path: Path) -> None:
         path = write_yaml(work / "s.yaml", tiny_study("served", tracking={"uri": uri}, study={"n_trials": 2}))
         outputs = [
             run_cli("sweep.run", str(path), cwd=work),  # with the report: artifacts uploaded through the server
-            run_cli("sweep.ui", str(path), cwd=work),
-            run_cli("sweep.report", str(path), "-o", str(work / "report"), cwd=work),
-            run_cli("sweep.export", str(path), "-o", str(work / "best.yaml"), cwd=work),
+            run_main("sweep.ui", str(path), cwd=work),
+            run_main("sweep.report", str(path), "-o", str(work / "report"), cwd=work),
+            run_main("sweep.export", str(path), "-o", str(work / "best.yaml"), cwd=work),
         ]
         for o in outputs:
             assert o.returncode == 0, o.stderr

@@ -134,3 +134,43 @@ def test_workers_that_all_crash_fail_the_run(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = client.search_runs([client.get_experiment_by_name("crash").experiment_id], "tags.`sweep.role` = 'parent'")
     assert [r.info.status for r in parent] == ["FAILED"]
+
+
+def test_ctrl_c_reaches_every_worker(tmp_path: Path) -> None:
+    """SIGINT to the coordinator of --workers 2: it is forwarded, both running trials end FAIL/FAILED,
+    the parent run KILLED, the coordinator exits 130 with no worker left (resuming: the single-process test)."""
+    doc = tiny_study("ctrlc-workers", study={"n_trials": 2, "pruner": "none", **CALM}, objective={"epochs": 20000})
+    path = write_yaml(tmp_path / "c.yaml", doc)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress"]
+    coordinator = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        # Both workers are training once both trials' MLflow runs have their config artifact (no
+        # database is opened from here while they run).
+        while len(list((tmp_path / "mlartifacts").glob("*/artifacts/config.yaml"))) < 2:
+            time.sleep(0.5)
+            assert coordinator.poll() is None and time.monotonic() < deadline
+        workers = subprocess.run(["pgrep", "-P", str(coordinator.pid)], capture_output=True, text=True)
+        pids = [int(p) for p in workers.stdout.split()]
+        assert len(pids) == 2
+        time.sleep(1.0)
+        sent = time.monotonic()
+        coordinator.send_signal(signal.SIGINT)
+        _, err = coordinator.communicate(timeout=60)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+    assert coordinator.returncode in (130, -signal.SIGINT) and time.monotonic() - sent < 30, err
+    assert "Interrupted" in err and "warning" not in err
+    for pid in pids:  # no worker left behind
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    study = optuna.load_study(study_name="ctrlc-workers", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in study.trials} == {"FAILED"}
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    assert client.get_run(parent).info.status == "KILLED"
