@@ -172,6 +172,16 @@ def test_study_name_override(tmp_path: Path) -> None:
     assert_agree(study, client, runs)
 
 
+def test_timeout_override_stops_starting_trials(tmp_path: Path) -> None:
+    """--timeout (seconds) ends a study of 10,000 trials early, cleanly, with everything it ran agreeing."""
+    path = write_yaml(tmp_path / "tiny.yaml", tiny_study("timed", study={"n_trials": 10000}))
+    result = run_main("sweep.run", str(path), "--timeout", "2", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study, client, _, runs = load(tmp_path, "timed")
+    assert 1 <= len(study.trials) < 10000
+    assert_agree(study, client, runs)
+
+
 def test_concurrent_starts_share_one_parent_run(tmp_path: Path) -> None:
     """Two workers starting on the same study at once end up with one parent run, not two."""
     import subprocess

@@ -52,6 +52,8 @@ def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     assert "worker 0: 3 trial(s) run" in result.stderr and "worker 1: 2 trial(s) run" in result.stderr
     study = optuna.load_study(study_name="local-workers", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
     _assert_exact(study, tmp_path, 5)
+    # Each worker seeds its sampler with its index: the same seed would replay the same points.
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5
 
 
 @needs_postgres

@@ -81,3 +81,23 @@ def test_uncertainty_parameters_are_trained() -> None:
     torch.manual_seed(0)
     m = _dual(weighting={"type": "uncertainty"}, optimizer={"type": "adam", "lr": 0.05})
     assert m["weight_a"] != pytest.approx(0.25, abs=1e-4)
+
+
+def test_objectives_import_neither_optuna_nor_mlflow() -> None:
+    """Every module of objectives/ imports in a fresh interpreter without pulling in optuna or mlflow
+    (the loops take a resolved config and a reporter; sweep/ binds them)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import importlib, pkgutil, sys, objectives\n"
+        "names = [m.name for m in pkgutil.walk_packages(objectives.__path__, 'objectives.')]\n"
+        "[importlib.import_module(n) for n in names]\n"
+        "print(len(names), sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'mlflow'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, leaked = done.stdout.strip().split(" ", 1)
+    assert int(count) > 30 and leaked == "[]"
