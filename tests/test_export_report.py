@@ -35,6 +35,9 @@ def test_export_replays_the_trial(tmp_path: Path) -> None:
     assert sf.search.is_empty and sf.study.n_trials == 1
     assert sf.objective.seed == best.user_attrs["seed"]
     assert sf.provenance["trial"] == best.number and sf.provenance["mlflow_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert sf.provenance["study"] == "replay" and sf.provenance["storage"] == "sqlite:///.sweep/optuna.db"
+    assert sf.provenance["values.val_total_loss"] == best.value and "best val_total_loss" in sf.provenance["chosen_by"]
+    assert {"versions.sweep", "versions.torch", "versions.optuna", "versions.mlflow"} <= set(sf.provenance)
     assert (tmp_path / "best.yaml").read_text().startswith("# Run: python -m sweep.run best.yaml")
 
     replay = run_main("sweep.run", "best.yaml", "--no-report", cwd=tmp_path)
@@ -92,6 +95,9 @@ def test_multi_objective_export_rules(tmp_path: Path) -> None:
     assert chosen == min(study.best_trials, key=lambda t: t.values[1]).number
     bad = run_main("sweep.export", str(path), "--prefer", "val_total_loss", cwd=tmp_path)
     assert bad.returncode == 1 and "not one of" in bad.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(study.user_attrs["mlflow_parent_run_id"], "report")}
+    assert {"report/pareto_front.png", "report/pareto_front.html"} <= logged  # the run's own report
 
 
 def test_report_files_and_parent_artifacts(tmp_path: Path) -> None:
@@ -106,12 +112,15 @@ def test_report_files_and_parent_artifacts(tmp_path: Path) -> None:
     assert run_main("sweep.run", str(path), cwd=tmp_path).returncode == 0
     result = run_main("sweep.report", str(path), "-o", "out", "--top", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "val_total_loss" in result.stdout and "weight.a" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if "val_total_loss" in line)
+    for column in ("weight.a", "weight.b", "optimizer.lr", "state", "duration_s"):
+        assert column in header, (column, header)
     study = optuna.load_study(study_name="rep", storage=_storage(tmp_path))
     with open(tmp_path / "out" / "trials.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [(int(r["number"]), r["state"]) for r in rows] == [(t.number, t.state.name) for t in study.trials]
-    for name in ("optimization_history", "param_importances", "weights_vs_objective", "intermediate_values"):
+    plots = ("optimization_history", "param_importances", "weights_vs_objective", "intermediate_values")
+    for name in (*plots, "parallel_coordinate"):
         for ext in ("png", "html"):
             assert (tmp_path / "out" / f"{name}.{ext}").stat().st_size > 1000, (name, ext)
     assert (tmp_path / "out" / "trials.parquet").exists()
