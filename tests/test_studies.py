@@ -23,3 +23,21 @@ def test_study_file_validates(path: Path) -> None:
     load_study(path)
     first = path.read_text().splitlines()[0]
     assert first == f"# Run: python -m sweep.run {path.relative_to(ROOT)}"
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[str(p.relative_to(ROOT)) for p in STUDIES])
+def test_study_file_runs_unmodified(path: Path, tmp_path: Path) -> None:
+    """One trial of the file as shipped (only --n-trials is overridden), in a temp dir: it runs, and
+    the trial completes or, where a search may pick a diverging setting, fails with that reason."""
+    import optuna
+
+    from tests.conftest import run_main
+
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text())
+    result = run_main("sweep.run", str(copy), "--n-trials", "1", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    sf = load_study(copy)
+    study = optuna.load_study(study_name=sf.study.name, storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    (trial,) = study.trials
+    assert trial.state.name == "COMPLETE" or "NonFiniteLossError" in trial.user_attrs.get("fail_reason", ""), trial
