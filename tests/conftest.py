@@ -158,3 +158,35 @@ def serving(command: Callable[[int], list[str]], cwd: Path) -> Iterator[int]:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def start_cli(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    """``python -m <module> args`` in the background in ``cwd`` (output piped, stdin closed)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for_training(proc: subprocess.Popen[str], folder: Path, trials: int, timeout: float = 180) -> None:
+    """Until ``trials`` trials have started training under ``folder``: their MLflow runs' config artifacts
+    exist. Nothing is opened from here meanwhile (a reader could hold SQLite locks the runs wait on)."""
+    deadline = time.monotonic() + timeout
+    while len(list((folder / "mlartifacts").glob("*/artifacts/config.yaml"))) < trials:
+        time.sleep(0.5)
+        assert proc.poll() is None and time.monotonic() < deadline
+
+
+def interrupt(proc: subprocess.Popen[str]) -> tuple[str, float]:
+    """Ctrl-C ``proc`` a second into its training; its stderr and how long it took to exit."""
+    time.sleep(1.0)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    return err, time.monotonic() - sent

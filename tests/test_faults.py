@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.helpers import NonFiniteLossError
 from objectives.problems import build_problem
-from tests.conftest import ROOT, run_main, tiny_study, write_yaml
+from tests.conftest import interrupt, run_main, start_cli, tiny_study, wait_for_training, write_yaml
 from tests.sweep.test_config import BAD
 
 
@@ -78,29 +75,17 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path) -> None:
     # Long enough that the signal lands mid-training on any machine; the resume below shortens it.
     doc = tiny_study("ctrlc", study={"n_trials": 4, "pruner": "none"}, objective={"epochs": 20000})
     path = write_yaml(tmp_path / "c.yaml", doc)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep.run", str(path), "--no-report"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
     storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
-    # Wait for the first trial's MLflow run without opening either database from here (a reader here
-    # could hold SQLite locks the worker then waits on): its artifact folder appears when it starts.
     try:
-        deadline = time.monotonic() + 120
-        while not any((tmp_path / "mlartifacts").glob("*/artifacts/config.yaml")):
-            time.sleep(0.5)
-            assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(1.0)
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        wait_for_training(proc, tmp_path, 1)
+        err, took = interrupt(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
     # 130 from our handler; in rare runs (~1 in 30 seen) the interpreter re-raises the signal at exit
     # after the orderly shutdown below has completed, which reads as -SIGINT.
-    assert proc.returncode in (130, -signal.SIGINT) and time.monotonic() - sent < 20
+    assert proc.returncode in (130, -signal.SIGINT) and took < 20
     assert "Interrupted" in err and "run the same command again to resume" in err
     study = optuna.load_study(study_name="ctrlc", storage=storage)
     last = study.trials[-1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,16 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import PG_URL, ROOT, postgres_error, run_cli, tiny_study, write_yaml
+from tests.conftest import (
+    PG_URL,
+    interrupt,
+    postgres_error,
+    run_cli,
+    start_cli,
+    tiny_study,
+    wait_for_training,
+    write_yaml,
+)
 
 PG = PG_URL
 
@@ -79,11 +87,7 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
     name = f"pgkill-{uuid.uuid4().hex[:8]}"
     study_cfg = {"n_trials": 6, "storage": PG, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
     path = write_yaml(tmp_path / "k.yaml", tiny_study(name, study=study_cfg, objective={"epochs": 150}))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, "-m", "sweep.run", str(path), "--workers", "3", "--no-report", "--no-progress"]
-    coordinator = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    coordinator = start_cli("sweep.run", str(path), "--workers", "3", "--no-report", "--no-progress", cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         while True:  # a worker's trial is training (its MLflow run exists)
@@ -143,29 +147,17 @@ def test_ctrl_c_reaches_every_worker(tmp_path: Path) -> None:
     the parent run KILLED, the coordinator exits 130 with no worker left (resuming: the single-process test)."""
     doc = tiny_study("ctrlc-workers", study={"n_trials": 2, "pruner": "none", **CALM}, objective={"epochs": 20000})
     path = write_yaml(tmp_path / "c.yaml", doc)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    command = [sys.executable, "-m", "sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress"]
-    coordinator = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        # Both workers are training once both trials' MLflow runs have their config artifact (no
-        # database is opened from here while they run).
-        while len(list((tmp_path / "mlartifacts").glob("*/artifacts/config.yaml"))) < 2:
-            time.sleep(0.5)
-            assert coordinator.poll() is None and time.monotonic() < deadline
+        wait_for_training(coordinator, tmp_path, 2)  # both workers are training
         workers = subprocess.run(["pgrep", "-P", str(coordinator.pid)], capture_output=True, text=True)
         pids = [int(p) for p in workers.stdout.split()]
         assert len(pids) == 2
-        time.sleep(1.0)
-        sent = time.monotonic()
-        coordinator.send_signal(signal.SIGINT)
-        _, err = coordinator.communicate(timeout=60)
+        err, took = interrupt(coordinator)
     finally:
         if coordinator.poll() is None:
             coordinator.kill()
-    assert coordinator.returncode in (130, -signal.SIGINT) and time.monotonic() - sent < 30, err
+    assert coordinator.returncode in (130, -signal.SIGINT) and took < 30, err
     assert "Interrupted" in err and "warning" not in err
     for pid in pids:  # no worker left behind
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
