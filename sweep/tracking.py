@@ -28,8 +28,8 @@ from sweep.urls import absolute_sqlite, redact, sqlite_path
 
 # MLflow prints "View run ... at: <tracking URI>" on stdout whenever a run ends against a server:
 # the URI as given, password included, and a line per trial through the progress bar. We print
-# our own (redacted) pointers at the end instead.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# our own (redacted) pointers at the end instead. Set, not defaulted: no setting may print a password.
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 STATUS = {
     optuna.trial.TrialState.COMPLETE: "FINISHED",

@@ -121,6 +121,25 @@ def test_topping_up_counts_a_dead_trial_from_the_runs_first_trial() -> None:
     assert len(complete) == 4 and complete[0].system_attrs["failed_trial"] == 0
 
 
+def _record_workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:
+    """Replace the worker processes run_workers starts by records of (command, env); each 'exits' 0 at once."""
+    from sweep import runner
+
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, command: list[str], env: dict[str, str], **_: object) -> None:
+            started.append((command, env))
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", Done)
+    return started
+
+
 def test_workers_get_the_coordinators_first_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run_workers hands its own first trial number to every worker (not each worker's own count)."""
     from sweep import runner
@@ -130,21 +149,10 @@ def test_workers_get_the_coordinators_first_trial(tmp_path: Path, monkeypatch: p
     sf = load_study(path)
     study = optuna.create_study(study_name="first", storage=runner.open_storage(runner.storage_url(sf)))
     study.optimize(lambda t: t.suggest_float("weights.log10_ratio", -2, 2), n_trials=1)
-    commands: list[list[str]] = []
-
-    class Done:
-        returncode = 0
-
-        def __init__(self, command: list[str], **_: object) -> None:
-            commands.append(command)
-
-        def poll(self) -> int:
-            return 0
-
-    monkeypatch.setattr(runner.subprocess, "Popen", Done)
+    started = _record_workers(monkeypatch)
     runner.run_workers(sf, path, path.read_text(), 3, [], [], progress=False, report=False)
-    assert len(commands) == 3  # 3 trials left, one each
-    assert all(c[c.index("--first-trial") + 1] == "1" for c in commands)
+    assert len(started) == 3  # 3 trials left, one each
+    assert all(c[c.index("--first-trial") + 1] == "1" for c, _ in started)
 
 
 def test_dead_trial_is_requeued_even_when_its_mlflow_run_cannot_be_closed(capsys: pytest.CaptureFixture) -> None:
@@ -237,17 +245,6 @@ def test_workers_are_spread_over_devices_round_robin(tmp_path: Path, monkeypatch
 
     path = write_yaml(tmp_path / "d.yaml", tiny_study("spread", study={"n_trials": 3}))
     monkeypatch.chdir(tmp_path)
-    envs: list[str] = []
-
-    class Done:
-        returncode = 0
-
-        def __init__(self, command: list[str], env: dict[str, str], **_: object) -> None:
-            envs.append(env["CUDA_VISIBLE_DEVICES"])
-
-        def poll(self) -> int:
-            return 0
-
-    monkeypatch.setattr(runner.subprocess, "Popen", Done)
+    started = _record_workers(monkeypatch)
     runner.run_workers(load_study(path), path, path.read_text(), 3, ["2", "3"], [], progress=False, report=False)
-    assert envs == ["2", "3", "2"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["2", "3", "2"]
