@@ -30,6 +30,8 @@ optimizer steps each model has taken so far.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 
@@ -51,7 +53,10 @@ from objectives.problems import CoupledProblem, prepare
 from objectives.weight_schedules import weight_table
 from objectives.weighting import make as make_weighting
 
-TERMS = ("a", "b", "consistency")
+TERMS = AlternatingConfig.LOSSES
+
+StepResult = tuple[torch.Tensor, torch.Tensor]  # the step's unweighted loss terms and effective weights
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], StepResult]  # (x, y, t, base) → result
 
 
 def losses(
@@ -117,7 +122,7 @@ def train(
         objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
     """
     # 1. Data goes to the device once; every batch below is an index into these tensors.
-    device, problem = prepare(cfg, problem)
+    cfg, device, problem = prepare(cfg, problem, CoupledProblem)
     x, y, t = problem.train
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
@@ -162,72 +167,91 @@ def train(
         if cfg.mode == "joint"
         else LRSchedule(opt_b, cfg.model_b.optimizer.schedule, b_steps, math.ceil(b_steps / cfg.epochs))
     )
-    step = 0
     opt_steps = {"a": 0, "b": 0}
+
+    # 6. One step function per mode, picked once below. Each runs a fresh forward pass of the batch,
+    #    fills the gradients, steps its optimizer(s) and returns the step's terms and effective weights.
+    def step_a(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+        # 6a. A step (alternate): L reaches A only, B is frozen (no grads, no update).
+        with frozen(model_b):
+            terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
+            opt_a.zero_grad(set_to_none=True)
+            w = strategy.backward(terms, base, params_a)
+        _clip(model_a, cfg.model_a)
+        opt_a.step()
+        sched_a.after_step()
+        opt_steps["a"] += 1
+        return terms, w
+
+    def step_b(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+        # 6b. B step (alternate): A's output without gradient, so A gets nothing from B's steps.
+        with torch.no_grad():
+            z = model_a(xb)
+        terms = losses(problem, model_b, z, yb, tb, consistency)
+        opt_b.zero_grad(set_to_none=True)
+        w = strategy.backward(terms, base, params_b)
+        _clip(model_b, cfg.model_b)
+        opt_b.step()
+        sched_b.after_step()
+        opt_steps["b"] += 1
+        return terms, w
+
+    def step_b_on_detached(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+        # 6c. One forward of A, two disjoint graphs: A learns from its own loss, B from L on the
+        #     detached code; one backward of their sum fills both models' gradients.
+        z = model_a(xb)
+        terms_b = losses(problem, model_b, z.detach(), yb, tb, consistency)
+        terms = torch.cat([problem.loss_a(z, tb).unsqueeze(0), terms_b[1:]])
+        opt_a.zero_grad(set_to_none=True)
+        opt_b.zero_grad(set_to_none=True)
+        w = strategy.backward(terms, base, params_a + params_b)
+        _clip(model_a, cfg.model_a)
+        _clip(model_b, cfg.model_b)
+        opt_a.step()
+        opt_b.step()
+        sched_a.after_step()
+        sched_b.after_step()
+        opt_steps["a"] += 1
+        opt_steps["b"] += 1
+        return terms, w
+
+    def step_joint(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+        # 6d. Joint: one backward of L, one step of the shared optimizer (both groups).
+        terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
+        joint.zero_grad(set_to_none=True)
+        w = strategy.backward(terms, base, params_a + params_b)
+        _clip(model_a, cfg.model_a)
+        _clip(model_b, cfg.model_b)
+        joint.step()
+        sched_a.after_step()
+        opt_steps["a"] += 1
+        opt_steps["b"] += 1
+        return terms, w
+
+    # Alternate mode: per cycle, steps_a A steps then steps_b B steps; the other modes: one kind of step.
+    step_for: Callable[[int], Step] = {
+        "alternate": lambda step: step_a if step % cycle < cfg.steps_a else step_b,
+        "b_on_detached": lambda step: step_b_on_detached,
+        "joint": lambda step: step_joint,
+    }[cfg.mode]
 
     def full_losses(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # the step's losses with the updated models (FAMO's after-step view)
             return losses(problem, model_b, model_a(xb), yb, tb, consistency)
 
+    losses_after_step = strategy.losses_after_step
     metrics: dict[str, float] = {}
+    step = 0
     for epoch in range(cfg.epochs):
-        # 6. Running sums stay on the device: no .item() inside the step loop (one sync per epoch).
+        # 7. Running sums stay on the device: no .item() inside the step loop (one sync per epoch).
         loss_sums, weight_sums = torch.zeros(n_losses, device=device), torch.zeros(n_losses, device=device)
         weighted_sum = torch.zeros((), device=device)
         for idx in epoch_batches(len(x), cfg.batch_size, steps_per_epoch, generator, device):
             xb, yb, tb = x[idx], y[idx], t[idx]
-            base = table[step]
-            if cfg.mode == "alternate" and step % cycle < cfg.steps_a:
-                # 7a. A step: a fresh forward; L reaches A only, B is frozen (no grads, no update).
-                with frozen(model_b):
-                    terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
-                    opt_a.zero_grad(set_to_none=True)
-                    w = strategy.backward(terms, base, params_a)
-                _clip(model_a, cfg.model_a)
-                opt_a.step()
-                sched_a.after_step()
-                opt_steps["a"] += 1
-            elif cfg.mode == "alternate":
-                # 7b. B step: A's output without gradient, so A gets nothing from B's steps.
-                with torch.no_grad():
-                    z = model_a(xb)
-                terms = losses(problem, model_b, z, yb, tb, consistency)
-                opt_b.zero_grad(set_to_none=True)
-                w = strategy.backward(terms, base, params_b)
-                _clip(model_b, cfg.model_b)
-                opt_b.step()
-                sched_b.after_step()
-                opt_steps["b"] += 1
-            elif cfg.mode == "b_on_detached":
-                # 7c. One forward of A, two disjoint graphs: A learns from its own loss, B from L on
-                #     the detached code; one backward of their sum fills both models' gradients.
-                z = model_a(xb)
-                terms_b = losses(problem, model_b, z.detach(), yb, tb, consistency)
-                terms = torch.cat([problem.loss_a(z, tb).unsqueeze(0), terms_b[1:]])
-                opt_a.zero_grad(set_to_none=True)
-                opt_b.zero_grad(set_to_none=True)
-                w = strategy.backward(terms, base, params_a + params_b)
-                _clip(model_a, cfg.model_a)
-                _clip(model_b, cfg.model_b)
-                opt_a.step()
-                opt_b.step()
-                sched_a.after_step()
-                sched_b.after_step()
-                opt_steps["a"] += 1
-                opt_steps["b"] += 1
-            else:
-                # 7d. Joint: one backward of L, one step of the shared optimizer (both groups).
-                terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
-                joint.zero_grad(set_to_none=True)
-                w = strategy.backward(terms, base, params_a + params_b)
-                _clip(model_a, cfg.model_a)
-                _clip(model_b, cfg.model_b)
-                joint.step()
-                sched_a.after_step()
-                opt_steps["a"] += 1
-                opt_steps["b"] += 1
-            # 8. Strategies that learn from the step's effect (FAMO) recompute its losses; others don't.
-            strategy.after_step(lambda xb=xb, yb=yb, tb=tb: full_losses(xb, yb, tb))
+            terms, w = step_for(step)(xb, yb, tb, table[step])
+            # 8. Strategies that learn from the step's effect (FAMO) get its losses recomputed; others don't.
+            if losses_after_step:
+                strategy.after_step(partial(full_losses, xb, yb, tb))
             loss_sums += terms.detach()
             weight_sums += w
             weighted_sum += (w * terms.detach()).sum()
@@ -253,3 +277,11 @@ def train(
         if report is not None:
             report(epoch, metrics)
     return metrics
+
+
+def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int) -> tuple[str, ...]:
+    """Every metric :func:`train` logs per epoch with ``n_losses`` losses, given B's extra metric names."""
+    terms = AlternatingConfig.LOSSES[:n_losses]
+    names = [*(f"train_{t}_loss" for t in terms), "train_weighted_loss", *(f"weight_{t}" for t in terms)]
+    names += [*(f"val_{t}_loss" for t in terms), *(f"val_b_{m}" for m in task_metrics.get("b", ()))]
+    return (*names, "val_total_loss", "lr_a", "lr_b", "opt_steps_a", "opt_steps_b")

@@ -7,15 +7,15 @@ the runner fills them in, so a loop always receives a config in which every valu
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    Discriminator,
     Field,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    Tag,
+    ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -48,9 +48,6 @@ class ProblemRef(Frozen):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-LOSS_NAMES = {"dual_loss": ("a", "b"), "alternating": ("a", "b", "consistency")}
-
-
 class LoopCommon(Frozen):
     """Fields every loop has: the problem, the data/epoch sizes, how losses are weighted, the device
     and the seeds.
@@ -62,6 +59,8 @@ class LoopCommon(Frozen):
         weight_schedule: How one loss's weight moves over training (:mod:`objectives.weight_schedules`);
             ``constant`` by default.
     """
+
+    LOSSES: ClassVar[tuple[str, ...]] = ()  # the loop's losses, in the order of ``weights``
 
     problem: ProblemRef
     epochs: PositiveInt = 10
@@ -75,7 +74,7 @@ class LoopCommon(Frozen):
 
     @model_validator(mode="after")
     def _schedule_target_is_a_loss(self) -> LoopCommon:
-        names = LOSS_NAMES[self.loop][: len(self.weights)]  # type: ignore[attr-defined]
+        names = self.LOSSES[: len(self.weights)]  # type: ignore[attr-defined]
         if self.weight_schedule.target not in names:
             raise ValueError(
                 f"weight_schedule.target {self.weight_schedule.target!r} is not one of this loop's losses {list(names)}"
@@ -124,6 +123,8 @@ class DualLossConfig(LoopCommon):
             the same for every trial so trials are compared on the same data.
     """
 
+    LOSSES: ClassVar[tuple[str, ...]] = ("a", "b")
+
     loop: Literal["dual_loss"] = "dual_loss"
     batch_size_b: PositiveInt | None = None
     mixing: Literal["zip", "cycle", "accumulate"] = "cycle"
@@ -132,10 +133,11 @@ class DualLossConfig(LoopCommon):
 
     @model_validator(mode="after")
     def _accumulate_needs_fixed_weights(self) -> DualLossConfig:
-        if self.mixing == "accumulate" and self.weighting.type not in ("static", "dwa", "rlw"):
+        allowed = weighting.names_with(weights_before_step=True)
+        if self.mixing == "accumulate" and self.weighting.type not in allowed:
             raise ValueError(
                 f"mixing accumulate runs one backward per task, so it needs weights known before the step: "
-                f"weighting static, dwa or rlw, not {self.weighting.type}"
+                f"weighting {', '.join(allowed[:-1])} or {allowed[-1]}, not {self.weighting.type}"
             )
         return self
 
@@ -177,6 +179,8 @@ class AlternatingConfig(LoopCommon):
         data_seed: The problem's data seed (``None`` = derived from the study seed).
     """
 
+    LOSSES: ClassVar[tuple[str, ...]] = ("a", "b", "consistency")
+
     loop: Literal["alternating"] = "alternating"
     mode: Literal["alternate", "b_on_detached", "joint"] = "alternate"
     steps_a: PositiveInt = 1
@@ -201,14 +205,47 @@ class AlternatingConfig(LoopCommon):
         return self
 
 
-def _loop_tag(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("loop", "dual_loss"))
-    return str(getattr(value, "loop", "dual_loss"))
+class Resolved:
+    """Marker of a resolved config: ``seed`` and ``data_seed`` set, ``device`` concrete (not ``auto``).
+
+    A loop trains only a resolved config; :func:`resolved` makes one (and checks it) from any loop config.
+    """
 
 
-# Every loop's config, chosen by its ``loop`` name (``dual_loss`` when omitted).
-LoopConfig = Annotated[
-    Annotated[DualLossConfig, Tag("dual_loss")] | Annotated[AlternatingConfig, Tag("alternating")],
-    Discriminator(_loop_tag),
-]
+_RESOLVED: dict[type, type] = {}
+
+
+def resolved_type(config: type[LoopCommon]) -> type[LoopCommon]:
+    """The resolved twin of a loop config class: same fields, but seeds required and the device concrete."""
+    if issubclass(config, Resolved):
+        return config
+    if config not in _RESOLVED:
+
+        def concrete(cls: type, v: str) -> str:
+            if v == "auto":
+                raise ValueError("a resolved config needs a concrete device, not auto")
+            return v
+
+        _RESOLVED[config] = create_model(
+            f"Resolved{config.__name__}",
+            __base__=(config, Resolved),
+            __validators__={"_concrete_device": field_validator("device")(concrete)},
+            seed=(int, ...),
+            data_seed=(int, ...),
+        )
+    return _RESOLVED[config]
+
+
+def resolved(cfg: LoopCommon) -> LoopCommon:
+    """``cfg`` as its resolved type (unchanged when it already is one).
+
+    Raises:
+        ValueError: a seed is missing or the device is ``auto``.
+    """
+    if isinstance(cfg, Resolved):
+        return cfg
+    try:
+        return resolved_type(type(cfg)).model_validate(cfg.model_dump())
+    except ValidationError as e:
+        unset = ", ".join(str(err["loc"][0]) for err in e.errors())
+        raise ValueError(f"train() needs a resolved config: seed, data_seed and a concrete device ({unset})") from None

@@ -18,10 +18,12 @@ reporter; it imports neither optuna nor mlflow. Metrics reported each epoch:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from functools import partial
 
 import torch
 
-from objectives.config import LOSS_NAMES, DualLossConfig
+from objectives.config import DualLossConfig
 from objectives.helpers import (
     Reporter,
     build_optimizer,
@@ -37,11 +39,6 @@ from objectives.lr_schedules import LRSchedule
 from objectives.problems import Problem, Task, prepare
 from objectives.weight_schedules import weight_table
 from objectives.weighting import make as make_weighting
-
-
-def _no_grad(fn, *args):  # type: ignore[no-untyped-def]
-    with torch.no_grad():
-        return fn(*args)
 
 
 def _output(model: torch.nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +78,7 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
         objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
     """
     # 1. Data goes to the device once; every batch below is an index into these tensors.
-    device, problem = prepare(cfg, problem)
+    cfg, device, problem = prepare(cfg, problem, Problem)
     tasks = {"a": problem.a, "b": problem.b}
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
@@ -106,7 +103,7 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
     #    and the weighting strategy; learned weights (uncertainty) join the optimizer before the LR
     #    schedule is built, so the schedule drives them too.
     total_steps = cfg.epochs * plan.steps
-    table = weight_table(cfg.weight_schedule, cfg.weights, LOSS_NAMES["dual_loss"], total_steps, device)
+    table = weight_table(cfg.weight_schedule, cfg.weights, cfg.LOSSES, total_steps, device)
     strategy = make_weighting(cfg.weighting, 2, device, derive_seed(cfg.seed, "weighting"))
     if strategy.parameters():
         optimizer.add_param_group({"params": strategy.parameters(), "weight_decay": 0.0})
@@ -117,6 +114,12 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
         loss_a = problem.a.loss(_output(model, problem.a, xa), ya)
         return torch.stack([loss_a, problem.b.loss(_output(model, problem.b, xb), yb)])
 
+    @torch.no_grad()
+    def losses_after(xa: torch.Tensor, ya: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The step's losses again with the updated model, without a graph (FAMO's after-step view)."""
+        return step_losses(xa, ya, xb, yb)
+
+    losses_after_step = strategy.losses_after_step
     metrics: dict[str, float] = {}
     step = 0
     for epoch in range(cfg.epochs):
@@ -132,7 +135,7 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
             xb, yb = problem.b.train[0][idx_b], problem.b.train[1][idx_b]
             if cfg.mixing == "accumulate":
                 # 6a. One backward per task: only one graph alive at a time; gradients add up in .grad.
-                #     (The config allows only strategies whose weights do not depend on the step's losses.)
+                #     (The config allows only strategies whose weights are known before it: weights_before_step.)
                 w = strategy.weights(table[step], table[step]).detach()
                 loss_a = problem.a.loss(_output(model, problem.a, xa), ya)
                 (w[0] * loss_a).backward()
@@ -145,8 +148,9 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
                 w = strategy.backward(losses, table[step], params)
             optimizer.step()
             schedule.after_step()
-            # 7. Strategies that learn from the step's effect (FAMO) recompute its losses; others don't.
-            strategy.after_step(lambda xa=xa, ya=ya, xb=xb, yb=yb: _no_grad(step_losses, xa, ya, xb, yb))
+            # 7. Strategies that learn from the step's effect (FAMO) get its losses recomputed; others don't.
+            if losses_after_step:
+                strategy.after_step(partial(losses_after, xa, ya, xb, yb))
             loss_sums += losses.detach()
             weight_sums += w
             weighted_sum += (w * losses.detach()).sum()
@@ -175,3 +179,12 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
         if report is not None:
             report(epoch, metrics)
     return metrics
+
+
+def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int = 2) -> tuple[str, ...]:
+    """Every metric :func:`train` logs per epoch, given each task's extra metric names (see module docstring)."""
+    names = [*(f"train_{t}_loss" for t in DualLossConfig.LOSSES), "train_weighted_loss"]
+    names += [f"weight_{t}" for t in DualLossConfig.LOSSES]
+    for task in DualLossConfig.LOSSES:
+        names += [f"val_{task}_loss", *(f"val_{task}_{m}" for m in task_metrics.get(task, ()))]
+    return (*names, "val_total_loss", "lr")

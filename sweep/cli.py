@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from sweep.config import ConfigError, StudyFile, load_study
-
-EXIT_CONFIG = 2
+from sweep.config import StudyFile, load_study
+from sweep.console import print_error
+from sweep.errors import ConfigError
 
 
 def study_parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:
@@ -24,5 +23,5 @@ def load_or_report(args: argparse.Namespace) -> StudyFile | None:
     try:
         return load_study(args.study_file, {"study.name": args.study_name})
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return None

@@ -27,8 +27,11 @@ from typing import Any
 import optuna
 import yaml
 
-from sweep.cli import EXIT_CONFIG, load_or_report, study_parser
+from sweep.cli import load_or_report, study_parser
 from sweep.config import StudyFile, parse_study
+from sweep.console import print_error
+from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, SweepError
+from sweep.storage import Attr, load_existing_study, storage_url
 from sweep.urls import redact
 
 PASSWORD_PLACEHOLDER = "${SWEEP_PASSWORD}"
@@ -95,7 +98,7 @@ def export_document(
     sf: StudyFile, raw: dict[str, Any], study: optuna.Study, trial: optuna.trial.FrozenTrial, rule: str
 ) -> dict[str, Any]:
     """The replay study file for ``trial`` as a YAML-ready mapping (validated by the caller)."""
-    config = trial.user_attrs.get("config")
+    config = trial.user_attrs.get(Attr.CONFIG)
     if config is None:
         raise ExportError(f"trial {trial.number} has no recorded config (made by an older sweep?)")
     raw_study = raw.get("study", {}) if isinstance(raw.get("study"), dict) else {}
@@ -116,12 +119,12 @@ def export_document(
     values = trial.values if trial.values is not None else []
     provenance: dict[str, Any] = {
         "study": sf.study.name,
-        "storage": redact(sf.study.storage or "sqlite:///.sweep/optuna.db"),
+        "storage": redact(storage_url(sf.study.storage)),
         "trial": trial.number,
         "values": {m: v for m, v in zip(sf.study.metric, values, strict=True)},
         "chosen_by": rule,
         "device": config.get("device"),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "mlflow_run_id": trial.user_attrs.get(Attr.RUN),
         "versions": _versions(),
     }
     # The discriminator first, as people write it; the device as "auto" so a file exported from a GPU
@@ -171,16 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     sf = load_or_report(args)
     if sf is None:
         return EXIT_CONFIG
-    from sweep.runner import SweepError, load_existing_study
-
     try:
-        study = load_existing_study(sf)
+        study = load_existing_study(sf.study.name, sf.study.storage)
         trial, rule = choose(study, sf, args.trial, args.prefer)
         raw = yaml.safe_load(args.study_file.read_text()) or {}
         document = export_document(sf, raw, study, trial, rule)
     except (SweepError, ExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print_error(e)
+        return EXIT_RUNTIME
     out = args.out or Path(f"{sf.study.name}-best.yaml")
     parse_study(yaml.safe_load(yaml.safe_dump(document)), out, substitute_env=False)  # loads like any study file
     header = f"# Run: python -m sweep.run {out}\n# Replays trial {trial.number} of study {sf.study.name!r} ({rule}).\n"
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     values = ", ".join(f"{m} = {v:.6g}" for m, v in zip(sf.study.metric, trial.values, strict=True))
     print(f"Exported trial #{trial.number} ({values}; chosen by {rule}) to {out}")
     print(f"Replay it with: python -m sweep.run {out}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

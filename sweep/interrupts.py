@@ -23,12 +23,10 @@ class Interrupts:
     def __init__(self) -> None:
         self.requested = False
         self._interruptible = False
-        self.signal_name = ""
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = not self.requested
         self.requested = True
-        self.signal_name = signal.Signals(signum).name
         if self._interruptible or not first:
             raise KeyboardInterrupt
 

@@ -17,27 +17,37 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from sweep.cli import EXIT_CONFIG, load_or_report, study_parser
-from sweep.config import StudyFile
+from objectives.loops import LOOPS
+from sweep.cli import load_or_report, study_parser
+from sweep.console import print_error
+from sweep.errors import EXIT_CONFIG, EXIT_RUNTIME, SweepError
+from sweep.storage import Attr, load_existing_study
 
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
-
-def trials_frame(study: optuna.Study, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per trial: number, state, value(s) named by metric, params, effective weights, duration."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        values = t.values or [None] * len(metrics)
-        row.update({m: v for m, v in zip(metrics, values, strict=True)})
-        row["duration_s"] = t.duration.total_seconds() if t.duration else None
-        row.update({f"param.{k}": v for k, v in t.params.items()})
-        for name, w in zip(("a", "b", "consistency"), t.user_attrs.get("weights", ()), strict=False):
-            row[f"weight.{name}"] = w
-        row["fail_reason"] = t.user_attrs.get("fail_reason")
-        row["mlflow_run_id"] = t.user_attrs.get("mlflow_run_id")
-        rows.append(row)
-    return pd.DataFrame(rows)
+def trials_frame(study: optuna.Study, metrics: Sequence[str], losses: Sequence[str]) -> pd.DataFrame:
+    """One row per trial (Optuna's ``trials_dataframe``, columns named for people): number, state, the
+    value(s) named by metric, duration, ``param.*``, the effective weights by loss name (``weight.a``),
+    the failure reason and the MLflow run id."""
+    frame = study.trials_dataframe(attrs=("number", "state", "values", "duration", "params", "user_attrs"))
+    out = pd.DataFrame({"number": frame["number"], "state": frame["state"].astype(str)})
+    for i, metric in enumerate(metrics):
+        for column in (f"value_{metric}", f"values_{metric}", "value" if i == 0 else "", f"values_{i}"):
+            if column in frame:
+                out[metric] = frame[column]
+                break
+        else:
+            out[metric] = None
+    out["duration_s"] = frame["duration"].dt.total_seconds() if "duration" in frame else None
+    for column in frame.columns:
+        if column.startswith("params_"):
+            out[f"param.{column.removeprefix('params_')}"] = frame[column]
+    weights = frame.get(f"user_attrs_{Attr.WEIGHTS}")
+    for i, name in enumerate(losses):
+        if weights is not None and any(isinstance(w, list) and len(w) > i for w in weights):
+            out[f"weight.{name}"] = [w[i] if isinstance(w, list) and len(w) > i else None for w in weights]
+    for attr in (Attr.FAIL, Attr.RUN):
+        out[attr] = frame.get(f"user_attrs_{attr}")
+    return out
 
 
 def top_table(frame: pd.DataFrame, metrics: Sequence[str], directions: Sequence[str], k: int) -> str:
@@ -76,7 +86,14 @@ def _plots(study: optuna.Study, metrics: Sequence[str]) -> dict[str, tuple[Calla
     return plots
 
 
-def write_report(study: optuna.Study, sf: StudyFile, out: Path, k: int = 10) -> tuple[list[Path], list[str]]:
+def write_report(
+    study: optuna.Study,
+    metrics: Sequence[str],
+    directions: Sequence[str],
+    losses: Sequence[str],
+    out: Path,
+    k: int = 10,
+) -> tuple[list[Path], list[str]]:
     """Write the trials table (CSV, and Parquet when pyarrow is present), the top-k table and the plots.
 
     Returns:
@@ -89,8 +106,8 @@ def write_report(study: optuna.Study, sf: StudyFile, out: Path, k: int = 10) -> 
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    metrics, directions = list(sf.study.metric), list(sf.study.directions)
-    frame = trials_frame(study, metrics)
+    metrics, directions = list(metrics), list(directions)
+    frame = trials_frame(study, metrics, losses)
     written = [out / "trials.csv"]
     frame.to_csv(written[0], index=False)
     try:
@@ -161,15 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     sf = load_or_report(args)
     if sf is None:
         return EXIT_CONFIG
-    from sweep.runner import SweepError, load_existing_study
-
     try:
-        study = load_existing_study(sf)
+        study = load_existing_study(sf.study.name, sf.study.storage)
     except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print_error(e)
+        return EXIT_RUNTIME
     out = args.out or Path(".sweep") / "reports" / sf.study.name
-    written, skipped = write_report(study, sf, out, args.top)
+    losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
+    written, skipped = write_report(study, sf.study.metric, sf.study.directions, losses, out, args.top)
     print((out / "top.txt").read_text(), end="")
     print(f"\nWrote {len(written)} files to {out}/ ({', '.join(p.name for p in written)})")
     for line in skipped:

@@ -1,21 +1,17 @@
 """``python -m sweep.run STUDY.yaml`` — run or resume a study.
 
-Exit status: 0 done, 1 run-time failure (storage/tracking unreachable), 2 invalid study file,
-130 interrupted (Ctrl-C; re-run the same command to resume).
+Exit status (:mod:`sweep.errors`): 0 done, 1 run-time failure (storage/tracking unreachable), 2 invalid
+study file, 130 interrupted (Ctrl-C; re-run the same command to resume).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME
 from sweep.interrupts import Interrupts
-
-EXIT_CONFIG = 2
-EXIT_RUNTIME = 1
-EXIT_INTERRUPTED = 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -74,36 +70,45 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     args = parser().parse_args(argv)
-    from sweep.config import ConfigError, load_study  # imported under the handler: Ctrl-C here is orderly
+    # Imported under the handler (Ctrl-C here is orderly), and only what a valid file needs next.
+    from sweep.config import load_study
+    from sweep.console import print_error
+    from sweep.errors import ConfigError, SweepError
 
-    overrides = {
-        "study.n_trials": args.n_trials,
-        "study.timeout": args.timeout,
-        "study.name": args.study_name,
-    }
+    overrides = {"study.n_trials": args.n_trials, "study.timeout": args.timeout, "study.name": args.study_name}
     try:
         sf = load_study(args.study_file, overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return EXIT_CONFIG
     if args.check:
         print(f"{args.study_file}: ok")
-        return 0
+        return EXIT_OK
 
-    from sweep.runner import SweepError, run_study, run_workers, summary  # heavy imports once the file is valid
+    from sweep.console import summary  # heavy imports (optuna, mlflow) once the file is valid
+    from sweep.runner import run_study
+    from sweep.workers import run_workers, worker_devices
 
     if args.cpu_threads > 0:
         import torch
 
         torch.set_num_threads(args.cpu_threads)
-
-    workers, devices = _workers(args)
+    try:
+        workers, devices = worker_devices(args.workers, args.devices)
+    except ValueError as e:
+        print_error(e)
+        return EXIT_CONFIG
+    if sf.study.multi_objective and args.worker is None:
+        print(
+            "note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)", file=sys.stderr
+        )
+    source_text = args.study_file.read_text()
     try:
         if workers > 1 and args.worker is None:
             outcome = run_workers(
                 sf,
                 args.study_file,
-                args.study_file.read_text(),
+                source_text,
                 workers,
                 devices,
                 _passthrough(args),
@@ -115,7 +120,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
             outcome = run_study(
                 sf,
                 args.study_file,
-                args.study_file.read_text(),
+                source_text,
                 progress=not args.no_progress,
                 verbose=args.verbose,
                 report=not args.no_report and args.worker is None,
@@ -125,46 +130,22 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
                 first_trial=args.first_trial,
             )
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return EXIT_CONFIG
     except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return EXIT_RUNTIME
     if args.worker is not None:
         print(f"worker {args.worker}: {outcome.ran} trial(s) run", file=sys.stderr)
-        return EXIT_INTERRUPTED if outcome.interrupted else 0
-    print(summary(outcome, sf))
+        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+    print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf))
     if outcome.incomplete:
-        print(f"error: {outcome.incomplete}", file=sys.stderr)
+        print_error(outcome.incomplete)
         return EXIT_RUNTIME
     if outcome.interrupted:
         print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
-
-
-def _workers(args: argparse.Namespace) -> tuple[int, list[str]]:
-    """How many worker processes, and the GPUs (CUDA_VISIBLE_DEVICES values) to spread them over."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if args.devices:
-        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-    elif visible is not None:
-        # Already narrowed (e.g. CUDA_VISIBLE_DEVICES=2,3): hand on those entries, not 0..n-1, which
-        # in a child's CUDA_VISIBLE_DEVICES would name other physical GPUs.
-        devices = [d.strip() for d in visible.split(",") if d.strip()]
-    else:
-        import torch
-
-        devices = [str(i) for i in range(torch.cuda.device_count())]
-    if args.workers == "auto":
-        return max(1, len(devices)), devices
-    try:
-        workers = int(args.workers)
-    except ValueError:
-        workers = 0
-    if workers < 1:
-        raise SystemExit(f"error: --workers must be a positive integer or auto, not {args.workers!r}")
-    return workers, devices
+    return EXIT_OK
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:

@@ -1,36 +1,125 @@
-"""Optuna samplers and pruners from their study-file configs (Optuna's own classes, nothing re-implemented)."""
+"""Optuna samplers and pruners: their study-file schemas beside the builders (Optuna's own classes,
+nothing re-implemented; options are passed through by name)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
 import optuna
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from sweep.config import (
-    GP,
-    NSGA2,
-    QMC,
-    TPE,
-    CmaEs,
-    Grid,
-    Hyperband,
-    Median,
-    NoPruner,
-    Patient,
-    PrunerConfig,
-    RandomS,
-    SamplerConfig,
-    StudyFile,
-    SuccessiveHalving,
-)
-from sweep.space import grid_space
+from objectives.frozen import Frozen
+
+# --- samplers -------------------------------------------------------------------------------------
 
 
-def _options(cfg: object) -> dict[str, object]:
-    return {k: v for k, v in cfg.model_dump().items() if k != "type"}  # type: ignore[attr-defined]
+class TPE(Frozen):
+    type: Literal["tpe"] = "tpe"
+    n_startup_trials: NonNegativeInt = 10
+    n_ei_candidates: PositiveInt = 24
+    multivariate: bool = True
+    group: bool = False
+    constant_liar: bool = True
 
 
-def build_sampler(sf: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler a study file names, seeded with ``seed``."""
-    cfg: SamplerConfig = sf.study.sampler
+class RandomS(Frozen):
+    type: Literal["random"]
+
+
+class GP(Frozen):
+    type: Literal["gp"]
+    n_startup_trials: NonNegativeInt = 10
+    deterministic_objective: bool = False
+
+
+class CmaEs(Frozen):
+    type: Literal["cmaes"]
+    n_startup_trials: NonNegativeInt = 1
+    sigma0: PositiveFloat | None = None
+    restart_strategy: Literal["ipop", "bipop"] | None = None
+    popsize: PositiveInt | None = None
+    use_separable_cma: bool = False
+    with_margin: bool = False
+    lr_adapt: bool = False
+
+
+class QMC(Frozen):
+    type: Literal["qmc"]
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+
+
+class Grid(Frozen):
+    type: Literal["grid"]
+
+
+class NSGA2(Frozen):
+    type: Literal["nsga2"]
+    population_size: Annotated[int, Field(ge=2)] = 50
+    mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None
+    crossover_prob: Annotated[float, Field(ge=0, le=1)] = 0.9
+    swapping_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+
+SamplerConfig = Annotated[TPE | RandomS | GP | CmaEs | QMC | Grid | NSGA2, Field(discriminator="type")]
+
+
+# --- pruners --------------------------------------------------------------------------------------
+
+
+class NoPruner(Frozen):
+    type: Literal["none"]
+
+
+class Median(Frozen):
+    type: Literal["median"]
+    n_startup_trials: NonNegativeInt = 5
+    n_warmup_steps: NonNegativeInt = 0
+    interval_steps: PositiveInt = 1
+    n_min_trials: PositiveInt = 1
+
+
+class Hyperband(Frozen):
+    type: Literal["hyperband"]
+    min_resource: PositiveInt = 1
+    max_resource: PositiveInt | Literal["auto"] = "auto"
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+
+
+class SuccessiveHalving(Frozen):
+    type: Literal["successive_halving"]
+    min_resource: PositiveInt | Literal["auto"] = "auto"
+    reduction_factor: Annotated[int, Field(ge=2)] = 4
+    min_early_stopping_rate: NonNegativeInt = 0
+
+
+class Patient(Frozen):
+    type: Literal["patient"]
+    patience: NonNegativeInt
+    min_delta: NonNegativeFloat = 0.0
+    wrapped: Annotated[Median | Hyperband | SuccessiveHalving, Field(discriminator="type")] | None = None
+
+
+PrunerConfig = Annotated[NoPruner | Median | Hyperband | SuccessiveHalving | Patient, Field(discriminator="type")]
+
+
+def type_shorthand(v: Any) -> Any:
+    """``sampler: random`` is short for ``sampler: {type: random}``."""
+    return {"type": v} if isinstance(v, str) else v
+
+
+# --- builders -------------------------------------------------------------------------------------
+
+
+def _options(cfg: Frozen) -> dict[str, Any]:
+    return {k: v for k, v in cfg.model_dump().items() if k != "type"}
+
+
+def build_sampler(
+    cfg: SamplerConfig, seed: int, grid: Mapping[str, Sequence[Any]] | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler ``study.sampler`` names, seeded with ``seed``; ``grid`` is the grid sampler's space."""
     match cfg:
         case TPE():
             return optuna.samplers.TPESampler(seed=seed, **_options(cfg))
@@ -43,7 +132,7 @@ def build_sampler(sf: StudyFile, seed: int) -> optuna.samplers.BaseSampler:
         case QMC():
             return optuna.samplers.QMCSampler(seed=seed, warn_asynchronous_seeding=False, **_options(cfg))
         case Grid():
-            return optuna.samplers.GridSampler(grid_space(sf), seed=seed)
+            return optuna.samplers.GridSampler(dict(grid or {}), seed=seed)
         case NSGA2():
             return optuna.samplers.NSGAIISampler(seed=seed, **_options(cfg))
     raise AssertionError(cfg)
@@ -65,10 +154,10 @@ def _pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     raise AssertionError(cfg)
 
 
-def build_pruner(sf: StudyFile) -> optuna.pruners.BasePruner:
-    """The pruner a study file names: median by default, none for multi-objective studies."""
-    if sf.study.pruner is None:
-        if sf.study.multi_objective:
+def build_pruner(cfg: PrunerConfig | None, multi_objective: bool = False) -> optuna.pruners.BasePruner:
+    """The pruner ``study.pruner`` names: median by default, none for multi-objective studies."""
+    if cfg is None:
+        if multi_objective:
             return optuna.pruners.NopPruner()
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    return _pruner(sf.study.pruner)
+    return _pruner(cfg)

@@ -1,4 +1,5 @@
-"""The search space: study-file specs → Optuna's public ``trial.suggest_*`` → a resolved config.
+"""The search space: its study-file schema (``search:``), the checks it must pass, and sampling
+through Optuna's public ``trial.suggest_*`` into a resolved config.
 
 Bounds are inclusive, exactly as in Optuna. Parameter names are the dotted objective paths
 (``optimizer.lr``) plus ``weights.log10_ratio`` or ``weights.u0``/``weights.u1`` for the loss weights.
@@ -6,16 +7,144 @@ Bounds are inclusive, exactly as in Optuna. Parameter names are the dotted objec
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import optuna
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
-from objectives.config import LoopConfig
+from objectives.config import LoopCommon, resolved_type
+from objectives.frozen import Frozen
 from objectives.helpers import derive_seed, resolve_device, weights_from_log10_ratios, weights_from_uniforms
-from sweep.config import CategoricalParam, FloatParam, IntParam, SearchSection, StudyFile, WeightsSearch, set_path
+from objectives.loops import LOOPS
+from objectives.problems import BUILTINS, ProblemError, check_problem
+from sweep.errors import ConfigError, pydantic_message
+
+Scalar = None | bool | int | float | str
+When = dict[str, Scalar | list[Scalar]]
 
 
-def suggest(trial: optuna.Trial, name: str, spec: FloatParam | IntParam | CategoricalParam) -> Any:
+def _check_bounds(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) must not exceed high ({high})")
+    if log and low <= 0:
+        raise ValueError(f"log scale needs low > 0 (got {low})")
+
+
+class FloatParam(Frozen):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: PositiveFloat | None = None
+    grid: tuple[float, ...] | None = None
+    when: When | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FloatParam:
+        _check_bounds(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna does not support it)")
+        return self
+
+
+class IntParam(Frozen):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: PositiveInt = 1
+    grid: tuple[int, ...] | None = None
+    when: When | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> IntParam:
+        _check_bounds(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be combined (Optuna does not support it)")
+        return self
+
+
+class CategoricalParam(Frozen):
+    type: Literal["categorical"]
+    choices: Annotated[tuple[Scalar, ...], Field(min_length=1)]
+    when: When | None = None
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+Spec = FloatParam | IntParam | CategoricalParam
+
+
+class WeightsSearch(Frozen):
+    """``search.weights`` — how the loss weights are sampled.
+
+    ``log_ratio`` samples ``log10(w_a / w_b)`` uniformly in ``[low, high]`` (inclusive) and normalises
+    the weights to sum to 1; ``simplex`` samples a flat Dirichlet (one U(0,1) per loss, Optuna FAQ
+    recipe); ``fixed`` keeps ``objective.weights``.
+    """
+
+    parametrization: Literal["log_ratio", "simplex", "fixed"] = "log_ratio"
+    low: float = -4.0
+    high: float = 4.0
+    grid: tuple[float, ...] | None = None
+    when: When | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WeightsSearch:
+        _check_bounds(self.low, self.high, log=False)
+        return self
+
+
+class SearchSection(Frozen):
+    """``search:`` — the space. ``params`` keys are dotted paths into ``objective`` (``optimizer.lr``)."""
+
+    weights: WeightsSearch = WeightsSearch(parametrization="fixed")
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.params and self.weights.parametrization == "fixed"
+
+
+# --- paths into the objective ---------------------------------------------------------------------
+
+# Config nodes that are discriminated unions: choosing another ``type`` drops the old type's options.
+UNION_KEYS = ("schedule", "weighting", "weight_schedule")
+UNION_SHARED = ("target",)
+
+
+def get_path(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """``(found, value)`` of the dotted ``path`` in nested ``data``."""
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of nested ``data`` with the dotted ``path`` set to ``value``.
+
+    Setting ``<union>.type`` (e.g. ``optimizer.schedule.type``) to a different type replaces that node
+    with ``{type: value}``: the previous type's options do not apply to the new one.
+    """
+    head, _, rest = path.partition(".")
+    out = dict(data)
+    child = out.get(head)
+    if rest == "type" and head in UNION_KEYS and isinstance(child, dict) and child.get("type") != value:
+        # Keys every type of the union has (a weight schedule's target loss) are not the old type's options.
+        out[head] = {"type": value, **{k: child[k] for k in UNION_SHARED if k in child}}
+        return out
+    out[head] = set_path(dict(child or {}), rest, value) if rest else value
+    return out
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+
+def suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
     """One ``trial.suggest_*`` call, mapped one-to-one from a spec."""
     if isinstance(spec, FloatParam):
         return trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
@@ -24,19 +153,18 @@ def suggest(trial: optuna.Trial, name: str, spec: FloatParam | IntParam | Catego
     return trial.suggest_categorical(name, list(spec.choices))
 
 
-def _active(spec: FloatParam | IntParam | CategoricalParam | WeightsSearch, sampled: dict[str, Any] | None) -> bool:
+def _active(spec: Spec | WeightsSearch, sampled: Mapping[str, Any] | None) -> bool:
     """A conditional parameter is sampled only when every parameter it names took a wanted value."""
     for ref, wanted in (spec.when or {}).items():
         if sampled is None or ref not in sampled:
             return False
-        values = wanted if isinstance(wanted, list) else [wanted]
-        if sampled[ref] not in values:
+        if sampled[ref] not in (wanted if isinstance(wanted, list) else [wanted]):
             return False
     return True
 
 
 def suggest_weights(
-    trial: optuna.Trial, search: SearchSection, fixed: tuple[float, ...], sampled: dict[str, Any] | None = None
+    trial: optuna.Trial, search: SearchSection, fixed: tuple[float, ...], sampled: Mapping[str, Any] | None = None
 ) -> tuple[float, ...]:
     """Loss weights per the weight parametrization, as many as ``fixed`` has (``fixed`` for ``fixed``).
 
@@ -58,43 +186,47 @@ def suggest_weights(
     return fixed
 
 
-def sample(trial: optuna.Trial, sf: StudyFile) -> tuple[dict[str, Any], tuple[float, ...]]:
+def sample(
+    trial: optuna.Trial, search: SearchSection, fixed_weights: tuple[float, ...]
+) -> tuple[dict[str, Any], tuple[float, ...]]:
     """Sample every active parameter, in file order, then the weights.
 
     Returns:
         The sampled objective values by path, and the loss weights.
     """
     sampled: dict[str, Any] = {}
-    for path, spec in sf.search.params.items():
+    for path, spec in search.params.items():
         if _active(spec, sampled):
             sampled[path] = suggest(trial, path, spec)
-    weights = suggest_weights(trial, sf.search, tuple(sf.objective.weights), sampled)
-    return sampled, weights
+    return sampled, suggest_weights(trial, search, fixed_weights, sampled)
 
 
-def resolve(sf: StudyFile, trial_number: int, sampled: dict[str, Any], weights: tuple[float, ...]) -> LoopConfig:
-    """The fully fixed config one trial trains: sampled values, weights, seeds and device filled in.
+def resolve(
+    objective: LoopCommon, study_seed: int, trial_number: int, sampled: Mapping[str, Any], weights: tuple[float, ...]
+) -> LoopCommon:
+    """The fully fixed config one trial trains (its loop's resolved type): sampled values, weights,
+    seeds and device filled in.
 
     The model/batch seed is derived from the study seed and the trial number (so a trial replays);
     the data seed from the study seed alone (so every trial sees the same data). Seeds given in the
     file win.
     """
-    data = sf.objective.model_dump(mode="json")
+    data = objective.model_dump(mode="json")
     for path, value in sampled.items():
         data = set_path(data, path, value)
     data["weights"] = list(weights)
     if data.get("seed") is None:
-        data["seed"] = derive_seed(sf.study.seed, "trial", trial_number)
+        data["seed"] = derive_seed(study_seed, "trial", trial_number)
     if data.get("data_seed") is None:
-        data["data_seed"] = derive_seed(sf.study.seed, "data")
+        data["data_seed"] = derive_seed(study_seed, "data")
     data["device"] = resolve_device(data["device"])
-    return type(sf.objective).model_validate(data)
+    return resolved_type(type(objective)).model_validate(data)
 
 
-def grid_space(sf: StudyFile) -> dict[str, list[Any]]:
-    """The GridSampler search space (config checks guarantee every parameter has a finite grid)."""
+def grid_space(search: SearchSection, n_weights: int) -> dict[str, list[Any]]:
+    """The GridSampler search space (:func:`check_search` guarantees every parameter has a finite grid)."""
     space: dict[str, list[Any]] = {}
-    for path, spec in sf.search.params.items():
+    for path, spec in search.params.items():
         if isinstance(spec, CategoricalParam):
             space[path] = list(spec.choices)
         elif spec.grid is not None:
@@ -105,8 +237,96 @@ def grid_space(sf: StudyFile) -> dict[str, list[Any]]:
             assert spec.step is not None
             n = round((spec.high - spec.low) / spec.step)
             space[path] = [spec.low + i * spec.step for i in range(n + 1)]
-    if sf.search.weights.parametrization == "log_ratio":
-        space["weights.log10_ratio"] = list(sf.search.weights.grid or ())
-        if len(sf.objective.weights) == 3:
-            space["weights.log10_ratio_consistency"] = list(sf.search.weights.grid or ())
+    if search.weights.parametrization == "log_ratio":
+        space["weights.log10_ratio"] = list(search.weights.grid or ())
+        if n_weights == 3:
+            space["weights.log10_ratio_consistency"] = list(search.weights.grid or ())
     return space
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+_NOT_SEARCHABLE = {"loop", "seed", "data_seed", "device", "weights", "problem", "problem.name"}
+
+
+def _probe_values(spec: Spec) -> list[Any]:
+    if isinstance(spec, CategoricalParam):
+        return list(spec.choices)
+    return [spec.low, spec.high, *(spec.grid or ())]
+
+
+def _check_when(when: When | None, declared: Mapping[str, Spec], file: str | Path, key: str, what: str) -> None:
+    """A condition names searched parameters (declared before it) and, for categoricals, their choices."""
+    for ref, wanted in (when or {}).items():
+        if ref not in declared:
+            raise ConfigError(file, f"{key}.when.{ref}", f"{ref!r} is not {what}")
+        ref_spec = declared[ref]
+        if isinstance(ref_spec, CategoricalParam):
+            for v in wanted if isinstance(wanted, list) else [wanted]:
+                if v not in ref_spec.choices:
+                    raise ConfigError(file, f"{key}.when.{ref}", f"{v!r} is not one of {list(ref_spec.choices)}")
+
+
+def _check_param(path: str, spec: Spec, objective: LoopCommon, declared: Mapping[str, Spec], file: str | Path) -> None:
+    """One searched path exists in the objective (or may exist once a union's type is chosen), its
+    conditions name parameters declared before it, and every probe value (bounds, grid points,
+    choices) validates there."""
+    key = f"search.params.{path}"
+    if path in _NOT_SEARCHABLE or path.startswith(("weights.", "seed.")):
+        hint = " (use search.weights)" if path.startswith("weights") else ""
+        raise ConfigError(file, key, f"{path} cannot be searched{hint}")
+    option = path.removeprefix("problem.options.")
+    builtin = BUILTINS.get(objective.problem.name)
+    if path.startswith("problem.options.") and builtin is not None and option not in builtin.model_options:
+        allowed = ", ".join(builtin.model_options) or "none"
+        raise ConfigError(
+            file,
+            key,
+            f"{option} changes the data the trials are validated on, so their values would not be comparable "
+            f"(the search could reward an easier problem); searchable options of {objective.problem.name}: "
+            f"{allowed}",
+        )
+    base = objective.model_dump(mode="json")
+    exists, _ = get_path(base, path)
+    under_union = any(f"{u}." in f".{path}" for u in UNION_KEYS)  # options of a type chosen by search
+    if not exists and not path.startswith("problem.options.") and not under_union:
+        raise ConfigError(file, key, f"objective has no key {path!r}")
+    _check_when(spec.when, declared, file, key, f"a searched parameter declared before {path!r}")
+    # Probe in the context the parameter is sampled in: its conditions' values applied first.
+    context = base
+    for ref, wanted in (spec.when or {}).items():
+        context = set_path(context, ref, wanted[0] if isinstance(wanted, list) else wanted)
+    for value in _probe_values(spec):
+        try:
+            cfg = type(objective).model_validate(set_path(context, path, value))
+            if path.startswith("problem.options."):
+                check_problem(cfg.problem.name, cfg.problem.options, cfg.loop, LOOPS[cfg.loop].problem)
+        except ValidationError as e:
+            raise ConfigError(file, key, f"value {value!r}: {pydantic_message(e.errors()[0])}") from None
+        except ProblemError as e:
+            raise ConfigError(file, key, f"value {value!r}: {e}") from None
+
+
+def check_search(search: SearchSection, objective: LoopCommon, grid: bool, file: str | Path) -> None:
+    """Every searched path and condition is valid for ``objective``; a grid sampler gets finite grids.
+
+    Raises:
+        ConfigError: naming the ``search.…`` key.
+    """
+    declared: dict[str, Spec] = {}
+    for path, spec in search.params.items():
+        _check_param(path, spec, objective, declared, file)
+        declared[path] = spec
+    _check_when(search.weights.when, declared, file, "search.weights", "a searched parameter")
+    if not grid:
+        return
+    for path, spec in search.params.items():
+        if spec.when:
+            raise ConfigError(file, f"search.params.{path}.when", "the grid sampler cannot take conditions")
+        if isinstance(spec, FloatParam) and spec.grid is None and spec.step is None:
+            raise ConfigError(file, f"search.params.{path}", "the grid sampler needs grid: [...] or step")
+    w = search.weights
+    if w.parametrization == "simplex":
+        raise ConfigError(file, "search.weights", "the grid sampler needs log_ratio with grid: [...]")
+    if w.parametrization == "log_ratio" and not w.grid:
+        raise ConfigError(file, "search.weights.grid", "the grid sampler needs a list of log10 ratios")

@@ -4,9 +4,10 @@ Our own tracker (optuna-integration's MLflowCallback is deprecated and logs no i
 no parent run and no run status). It talks to MLflow through ``MlflowClient`` with explicit run ids,
 never the fluent API's global "active run", so nothing depends on process-wide state.
 
-Agreement with Optuna: the child run's status follows the trial's final state
-(COMPLETE→FINISHED, PRUNED→KILLED, FAIL→FAILED), the run id is stored as the trial's
-``mlflow_run_id`` user attribute, and the trial number and state are tags of the run.
+Agreement with Optuna is kept in one place, :func:`close_run`: the child run's status follows the
+trial's final state (COMPLETE→FINISHED, PRUNED→KILLED, FAIL→FAILED) with the state and failure
+reason as tags; the run id is the trial's ``mlflow_run_id`` user attribute and the trial number a
+tag of the run (:meth:`TrialRun.open`).
 """
 
 from __future__ import annotations
@@ -14,36 +15,66 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from sweep.config import TrackingSection
+from sweep.errors import SweepError
+from sweep.storage import Attr, trial_id
 from sweep.urls import absolute_sqlite, redact, sqlite_path
-
-# MLflow prints "View run ... at: <tracking URI>" on stdout whenever a run ends against a server:
-# the URI as given, password included, and a line per trial through the progress bar. We print
-# our own (redacted) pointers at the end instead. Set, not defaulted: no setting may print a password.
-os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 STATUS = {
     optuna.trial.TrialState.COMPLETE: "FINISHED",
     optuna.trial.TrialState.PRUNED: "KILLED",
     optuna.trial.TrialState.FAIL: "FAILED",
 }
-PARENT_ATTR = "mlflow_parent_run_id"
-RUN_ATTR = "mlflow_run_id"
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _MAX_PARAM = 6000  # MLflow's limit of characters per param value
 
-# MLflow and alembic announce schema creation at INFO; it is noise next to our progress bar.
-logging.getLogger("alembic").setLevel(logging.WARNING)
-logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+def quiet_mlflow() -> None:
+    """What a tracked run sets once, before its first MLflow call.
+
+    MLflow prints "View run ... at: <tracking URI>" on stdout whenever a run ends against a server: the
+    URI as given, password included, and a line per trial through the progress bar; we print our own
+    (redacted) pointers at the end instead. Set, not defaulted: no setting may print a password.
+    MLflow and alembic announce schema creation at INFO: noise next to the progress bar.
+    """
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when an MLflow tracking server does not answer, before anything is written.
+
+    MLflow's client would otherwise retry for minutes; a local database URI needs no check.
+
+    Raises:
+        SweepError: the server does not answer.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    bare = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()  # no user:pass
+    try:
+        with urllib.request.urlopen(f"{bare.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered (an auth or routing error shows up on the first real call)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SweepError(f"cannot reach MLflow tracking {redact(uri)}: {redact(str(reason))}") from None
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -59,18 +90,65 @@ def default_artifact_location(uri: str) -> str | None:
     return (root / "mlartifacts").as_uri()
 
 
+def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
+    return [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+
+
+def close_run(client: MlflowClient, run_id: str, state: optuna.trial.TrialState, reason: str | None = None) -> None:
+    """Close a trial's run to agree with its Optuna state: tag the state (and the failure reason), set
+    the matching status. The one mapping from a trial's outcome to MLflow, for every path that ends
+    a run (normal end, interrupt, a dead worker's trial)."""
+    tags = {"sweep.trial_state": state.name, **({"sweep.fail_reason": reason} if reason else {})}
+    client.log_batch(run_id, tags=_tags(tags))
+    client.set_terminated(run_id, status=STATUS.get(state, "FAILED"))
+
+
 class TrialRun:
-    """The child run of one trial: buffers metrics and sends them in batches."""
+    """The tracking of one trial, owned in one place: it opens the child run, links it to the trial both
+    ways, records the config, buffers per-epoch metrics and sends them in batches, logs artifacts, and
+    closes the run to match the trial's final state."""
 
     def __init__(self, client: MlflowClient, run_id: str, flush_every_s: float = 2.0) -> None:
         self.client, self.run_id, self.flush_every_s = client, run_id, flush_every_s
+        self.reason: str | None = None
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
+    @classmethod
+    def open(cls, tracker: Tracker, trial: optuna.Trial, beat: optuna.storages.RDBStorage | None = None) -> TrialRun:
+        """Beat once, then create the trial's child run and link it both ways.
+
+        Optuna's heartbeat thread writes its first beat concurrently with the objective; a worker
+        killed before that write leaves a trial no one can see as stale (RUNNING for ever). Beating
+        here, synchronously, before the run exists makes every trial with a run recoverable.
+        """
+        if beat is not None and beat.heartbeat_interval:
+            beat.record_heartbeat(trial_id(beat, trial.study, trial.number))
+        run = tracker.client.create_run(
+            tracker.experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={
+                "mlflow.parentRunId": tracker.parent_id,
+                "sweep.role": "trial",
+                "sweep.study_name": trial.study.study_name,
+                "sweep.trial_number": str(trial.number),
+                "sweep.trial_state": "RUNNING",
+            },
+        )
+        trial.set_user_attr(Attr.RUN, run.info.run_id)
+        return cls(tracker.client, run.info.run_id)
+
+    def record_config(self, trial: optuna.Trial, config: Mapping[str, Any], tags: Mapping[str, Any]) -> None:
+        """What the trial trains, on both sides: the resolved config (export replays it), the weights and
+        seed as trial attributes; the sampled params, ``config.yaml`` and ``tags`` on the run."""
+        trial.set_user_attr(Attr.WEIGHTS, list(config["weights"]))
+        trial.set_user_attr(Attr.SEED, config["seed"])
+        trial.set_user_attr(Attr.CONFIG, dict(config))
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in trial.params.items()]  # exactly what Optuna stored
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self.client.log_text(self.run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
+        self.set_tags(tags)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Queue one epoch's metrics; send the queue when it is older than ``flush_every_s``."""
@@ -86,41 +164,39 @@ class TrialRun:
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
-
-    def log_text(self, text: str, name: str) -> None:
-        self.client.log_text(self.run_id, text, name)
+        self.client.log_batch(self.run_id, tags=_tags(tags))
 
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
-    def end(self, state: optuna.trial.TrialState, reason: str | None = None) -> None:
-        """Flush, tag the final state (and the failure reason) and close the run with the matching status."""
+    def fail(self, trial: optuna.Trial, reason: str) -> None:
+        """Record why the trial failed: the trial's ``fail_reason`` now, the run's tag when it closes."""
+        self.reason = reason
+        trial.set_user_attr(Attr.FAIL, reason)
+
+    def close(self, state: optuna.trial.TrialState) -> None:
+        """Send what is queued and close the run with the status of the trial's final ``state``."""
         self.flush()
-        tags = {"sweep.trial_state": state.name}
-        if reason:
-            tags["sweep.fail_reason"] = reason
-        self.set_tags(tags)
-        self.client.set_terminated(self.run_id, status=STATUS.get(state, "FAILED"))
+        close_run(self.client, self.run_id, state, self.reason)
 
 
 class Tracker:
     """The MLflow side of one study: its experiment and parent run."""
 
-    def __init__(self, cfg: TrackingSection, study: optuna.Study, parent_tags: Mapping[str, str]) -> None:
+    def __init__(self, cfg: TrackingSection, study: optuna.Study) -> None:
+        quiet_mlflow()
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = MlflowClient(tracking_uri=absolute_sqlite(cfg.uri))
         self.experiment_name = cfg.experiment or study.study_name
-        self.experiment_id = self._experiment(cfg)
-        self.parent_id = self._parent(study, parent_tags)
+        self.experiment_id = self._experiment(cfg.artifact_location or default_artifact_location(cfg.uri))
+        self.parent_id = self._parent(study)
 
-    def _experiment(self, cfg: TrackingSection) -> str:
+    def _experiment(self, location: str | None) -> str:
         found = self.client.get_experiment_by_name(self.experiment_name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             return found.experiment_id
-        location = cfg.artifact_location or default_artifact_location(cfg.uri)
         try:
             return self.client.create_experiment(self.experiment_name, artifact_location=location)
         except MlflowException:  # another worker created it first
@@ -129,15 +205,14 @@ class Tracker:
                 raise
             return found.experiment_id
 
-    def _parent(self, study: optuna.Study, tags: Mapping[str, str]) -> str:
+    def _parent(self, study: optuna.Study) -> str:
         """The study's parent run: found again on resume (by the study's user attribute, then by tag)."""
-        run_id = study.user_attrs.get(PARENT_ATTR)
+        run_id = study.user_attrs.get(Attr.PARENT)
         if run_id:
             try:
                 run = self.client.get_run(run_id)
                 if run.info.experiment_id == self.experiment_id and run.info.lifecycle_stage == "active":
                     self.client.update_run(run_id, status="RUNNING")
-                    self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
                     return run_id
             except MlflowException:
                 pass  # a different tracking store than last time: make a parent run here
@@ -157,8 +232,7 @@ class Tracker:
             if earliest != run_id:
                 self.client.delete_run(run_id)
                 run_id = earliest
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        study.set_user_attr(PARENT_ATTR, run_id)
+        study.set_user_attr(Attr.PARENT, run_id)
         return run_id
 
     def _parents(self, study_name: str) -> list[str]:
@@ -170,21 +244,8 @@ class Tracker:
         )
         return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
-    def start_trial(self, trial: optuna.Trial) -> TrialRun:
-        """Create the trial's child run and link it both ways (run id in the trial, trial number in the run)."""
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{trial.number}",
-            tags={
-                "mlflow.parentRunId": self.parent_id,
-                "sweep.role": "trial",
-                "sweep.study_name": trial.study.study_name,
-                "sweep.trial_number": str(trial.number),
-                "sweep.trial_state": "RUNNING",
-            },
-        )
-        trial.set_user_attr(RUN_ATTR, run.info.run_id)
-        return TrialRun(self.client, run.info.run_id)
+    def set_parent_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.parent_id, tags=_tags(tags))
 
     def trial_finished(self, trial: optuna.trial.FrozenTrial, best: float | None) -> None:
         """Parent-run progress after each trial: the best value so far, by trial number."""

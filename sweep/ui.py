@@ -13,7 +13,9 @@ import os
 import subprocess
 import sys
 
-from sweep.cli import EXIT_CONFIG, load_or_report, study_parser
+from sweep.cli import load_or_report, study_parser
+from sweep.console import print_error
+from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line
 from sweep.urls import absolute_sqlite, redact
 
 
@@ -41,21 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment_name)
         except Exception as e:  # MLflow's errors embed the URL: redact it
-            print(
-                f"error: cannot reach MLflow tracking {redact(uri)}: {redact(str(e).splitlines()[0])}", file=sys.stderr
-            )
-            return 1
+            print_error(f"cannot reach MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
+            return EXIT_RUNTIME
         where = f"#/experiments/{found.experiment_id}/runs" if found else ""
         print(f"The study is tracked by the server {redact(uri)}: open {redact(uri).rstrip('/')}/{where}")
-        return 0
+        return EXIT_OK
     try:
         found = MlflowClient(tracking_uri=absolute_sqlite(uri)).get_experiment_by_name(experiment_name)
     except Exception as e:  # MLflow's errors embed the URL: redact it
-        print(f"error: cannot read MLflow tracking {redact(uri)}: {redact(str(e).splitlines()[0])}", file=sys.stderr)
-        return 1
+        print_error(f"cannot read MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
+        return EXIT_RUNTIME
     if found is None:
-        print(f"error: no MLflow experiment {experiment_name!r} in {redact(uri)}: run the study first", file=sys.stderr)
-        return 1
+        print_error(f"no MLflow experiment {experiment_name!r} in {redact(uri)}: run the study first")
+        return EXIT_RUNTIME
     command = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
         "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     shown = " ".join(redact(part) for part in command)
     print(f"MLflow UI: {url}\n(starting: {shown}; Ctrl-C stops it)", flush=True)
     if args.print_only:
-        return 0
+        return EXIT_OK
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from objectives.config import resolved
 from objectives.problems import digits_codes, digits_pair, linear_pair
-from objectives.problems.base import PROBLEM_TYPES, Builtin, CoupledProblem, LossFn, Problem, Task
+from objectives.problems.base import PROBLEM_KINDS, Builtin, CoupledProblem, LossFn, Problem, Task
 
 __all__ = [
     "BUILTINS",
@@ -67,8 +68,21 @@ def load_user_function(path: str) -> Callable[..., Problem]:
     return func
 
 
-def check_problem(name: str, options: Mapping[str, Any], loop: str = "dual_loss") -> tuple[str, ...] | None:
+def _serves(builtin: Builtin, loop: str, kind: type | None) -> bool:
+    """A built-in serves the loop it was written for, and any other loop that trains its problem type."""
+    return builtin.loop == loop or (kind is not None and issubclass(builtin.kind, kind))
+
+
+def check_problem(
+    name: str, options: Mapping[str, Any], loop: str = "dual_loss", kind: type | None = None
+) -> tuple[str, ...] | None:
     """Validate a problem reference for a loop without building it.
+
+    Args:
+        name: A built-in name or ``module:function``.
+        options: The problem's options.
+        loop: The loop's name.
+        kind: The problem type the loop trains (its record's ``problem``), if known.
 
     Returns:
         The metric names its tasks report for a built-in, ``None`` for a user problem (unknown until
@@ -88,8 +102,8 @@ def check_problem(name: str, options: Mapping[str, Any], loop: str = "dual_loss"
                 raise ProblemError(f"{name} takes no option {key!r}", key=key)
         return None
     builtin = BUILTINS.get(name)
-    if builtin is None or builtin.loop != loop:
-        known = ", ".join(sorted(n for n, b in BUILTINS.items() if b.loop == loop))
+    if builtin is None or not _serves(builtin, loop, kind):
+        known = ", ".join(sorted(n for n, b in BUILTINS.items() if _serves(b, loop, kind)))
         if builtin is not None:
             raise ProblemError(f"problem {name!r} is for the {builtin.loop} loop; built-ins for {loop} are {known}")
         raise ProblemError(f"unknown problem {name!r}: built-ins are {known}, or give package.module:function")
@@ -103,38 +117,47 @@ def check_problem(name: str, options: Mapping[str, Any], loop: str = "dual_loss"
 
 
 def build_problem(
-    name: str, options: Mapping[str, Any], seed: int, loop: str = "dual_loss"
+    name: str, options: Mapping[str, Any], seed: int, loop: str = "dual_loss", kind: type | None = None
 ) -> Problem | CoupledProblem:
-    """Build a problem (tensors on the CPU) from its name, options and data seed, for ``loop``."""
-    check_problem(name, options, loop)
+    """Build a problem (tensors on the CPU) from its name, options and data seed, for ``loop``.
+
+    Args:
+        name: A built-in name or ``module:function``.
+        options: The problem's options.
+        seed: The data seed.
+        loop: The loop it is for (a built-in names the loop it serves).
+        kind: The problem type that loop trains (its :data:`objectives.loops.LOOPS` record's ``problem``);
+            ``None`` accepts any problem type.
+    """
+    check_problem(name, options, loop, kind)
     if is_user_path(name):
         problem = load_user_function(name)(seed=seed, **options)
     else:
         builtin = BUILTINS[name]
         problem = builtin.build(builtin.options.model_validate(options), seed)
-    wanted = PROBLEM_TYPES[loop]
+    wanted = (kind,) if kind is not None else PROBLEM_KINDS
     if not isinstance(problem, wanted):
-        raise ProblemError(
-            f"{name} returned {type(problem).__name__}, not objectives.problems.{wanted.__name__} "
-            f"(what the {loop} loop trains)"
-        )
+        names = " or ".join(f"objectives.problems.{w.__name__}" for w in wanted)
+        raise ProblemError(f"{name} returned {type(problem).__name__}, not {names} (what the {loop} loop trains)")
     return problem
 
 
-def prepare(cfg: Any, problem: Problem | CoupledProblem | None) -> tuple[torch.device, Any]:
+def prepare(cfg: Any, problem: Any, kind: type) -> tuple[Any, torch.device, Any]:
     """What every loop does first: refuse an unresolved config, build the problem if it was not given,
     check it is the kind the loop trains, and move its data to the device (once).
 
     Args:
-        cfg: A resolved loop config (``seed``, ``data_seed`` set, a concrete ``device``).
+        cfg: The loop's config; it must resolve (``seed``, ``data_seed`` set, a concrete ``device``).
         problem: The problem already built (the runner caches it across trials), or ``None``.
+        kind: The problem type the calling loop trains.
+
+    Returns:
+        The config as its resolved type, the device, and the problem on that device.
     """
-    if cfg.seed is None or cfg.data_seed is None or cfg.device == "auto":
-        raise ValueError("train() needs a resolved config: seed, data_seed and a concrete device")
+    cfg = resolved(cfg)
     device = torch.device(cfg.device)
     if problem is None:
-        problem = build_problem(cfg.problem.name, cfg.problem.options, cfg.data_seed, cfg.loop)
-    wanted = PROBLEM_TYPES[cfg.loop]
-    if not isinstance(problem, wanted):
-        raise TypeError(f"the {cfg.loop} loop trains a {wanted.__name__}, got {type(problem).__name__}")
-    return device, problem.to(device)
+        problem = build_problem(cfg.problem.name, cfg.problem.options, cfg.data_seed, cfg.loop, kind)
+    if not isinstance(problem, kind):
+        raise TypeError(f"the {cfg.loop} loop trains a {kind.__name__}, got {type(problem).__name__}")
+    return cfg, device, problem.to(device)

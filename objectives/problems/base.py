@@ -4,11 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from pydantic import BaseModel
+from torch.utils.data import Dataset
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# A split is either tensors — ``(inputs, target)`` (``(inputs, target, a_target)`` for a coupled
+# problem), first dimension = samples, moved to the device once and indexed there (the fast path) —
+# or a ``torch.utils.data.Dataset`` whose items are such tuples for one sample, read through a
+# DataLoader (map-style, or an ``IterableDataset`` for streams). ``inputs`` is a tensor, a tuple/list
+# of tensors (the model is called as ``model(*inputs)``) or a dict of tensors (``model(**inputs)``).
+Split = tuple[Any, ...] | Dataset
+
+
+def move(tree: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """A tensor, or nested tuples/lists/dicts of tensors, on ``device`` (no copy when already there)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.to(device, non_blocking=non_blocking)
+    if isinstance(tree, dict):
+        return {k: move(v, device, non_blocking) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(move(v, device, non_blocking) for v in tree)
+    return tree
+
+
+def _move_split(split: Split, device: torch.device | str) -> Split:
+    return split if isinstance(split, Dataset) else move(tuple(split), device)
 
 
 @dataclass(frozen=True)
@@ -16,27 +40,29 @@ class Task:
     """One task of a dual-loss problem.
 
     Attributes:
-        train: ``(inputs, targets)`` training tensors, first dimension = samples.
-        val: ``(inputs, targets)`` validation tensors.
+        train: The training split: ``(inputs, targets)`` tensors or a Dataset of ``(inputs, target)``
+            samples (see :data:`Split`).
+        val: The validation split, the same way.
         loss: Mean loss over a batch ``loss(prediction, target)``.
         head: When the model returns a tuple, the index of this task's output; ``None`` = the output.
         metrics: Extra validation metrics by name, each a batch mean ``metric(prediction, target)``.
             Logged as ``val_<task>_<name>`` (e.g. ``val_b_acc``).
+        collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
+        steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split (a stream has no
+            length); ``objective.data.steps_per_epoch`` in the study file overrides it.
     """
 
-    train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
+    train: Split
+    val: Split
     loss: LossFn
     head: int | None = None
     metrics: Mapping[str, LossFn] = field(default_factory=dict)
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    steps_per_epoch: int | None = None
 
     def to(self, device: torch.device | str) -> Task:
-        """The same task with its tensors on ``device`` (no copy when already there)."""
-        return replace(
-            self,
-            train=tuple(t.to(device) for t in self.train),  # type: ignore[arg-type]
-            val=tuple(t.to(device) for t in self.val),  # type: ignore[arg-type]
-        )
+        """The same task with its tensor splits on ``device`` (Datasets stay: their batches move per step)."""
+        return replace(self, train=_move_split(self.train, device), val=_move_split(self.val, device))
 
 
 @dataclass(frozen=True)
@@ -54,6 +80,11 @@ class Problem:
         """Extra metric names per task, e.g. ``{"a": ("acc",), "b": ("acc",)}``."""
         return {"a": tuple(self.a.metrics), "b": tuple(self.b.metrics)}
 
+    @staticmethod
+    def declared_metric_names(names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): every task has them."""
+        return {"a": names, "b": names}
+
 
 @dataclass(frozen=True)
 class CoupledProblem:
@@ -62,45 +93,53 @@ class CoupledProblem:
     Attributes:
         make_model_a: Factory of model A (x → z).
         make_model_b: Factory of model B (z → y_hat).
-        train: ``(inputs, targets, a_targets)``: x, the final target y, and A's own target t_a.
+        train: ``(inputs, targets, a_targets)``: x, the final target y, and A's own target t_a — tensors,
+            or a Dataset of such samples (see :data:`Split`).
         val: The same for validation.
         loss_a: A's own loss ``loss_a(z, t_a)`` (batch mean).
         loss_b: The final loss ``loss_b(y_hat, y)`` (batch mean).
         metrics: Extra metrics on the final output, logged as ``val_b_<name>``.
+        collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
+        steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split.
     """
 
     make_model_a: Callable[[], torch.nn.Module]
     make_model_b: Callable[[], torch.nn.Module]
-    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    train: Split
+    val: Split
     loss_a: LossFn
     loss_b: LossFn
     metrics: Mapping[str, LossFn] = field(default_factory=dict)
+    collate_fn: Callable[[list[Any]], Any] | None = None
+    steps_per_epoch: int | None = None
 
     def to(self, device: torch.device | str) -> CoupledProblem:
-        """The same problem with its tensors on ``device`` (no copy when already there)."""
-        return replace(
-            self,
-            train=tuple(t.to(device) for t in self.train),  # type: ignore[arg-type]
-            val=tuple(t.to(device) for t in self.val),  # type: ignore[arg-type]
-        )
+        """The same problem with its tensor splits on ``device`` (Datasets stay: their batches move per step)."""
+        return replace(self, train=_move_split(self.train, device), val=_move_split(self.val, device))
 
     def metric_names(self) -> dict[str, tuple[str, ...]]:
         """Extra metric names per loss: only B's output has them."""
         return {"a": (), "b": tuple(self.metrics)}
 
+    @staticmethod
+    def declared_metric_names(names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+        """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): B's output has them."""
+        return {"a": (), "b": names}
 
-# Which problem type each loop trains.
-PROBLEM_TYPES: dict[str, type] = {"dual_loss": Problem, "alternating": CoupledProblem}
+
+# Every kind of problem a loop trains (a user function must return one of them).
+PROBLEM_KINDS: tuple[type, ...] = (Problem, CoupledProblem)
 
 
 @dataclass(frozen=True)
 class Builtin:
-    """A registered built-in: its options schema, its builder, its loop and the metrics it reports."""
+    """A registered built-in: its options schema, its builder, the metrics it reports, the loop it was
+    written for and the problem type it builds (any loop that trains that type can use it)."""
 
     options: type[BaseModel]
     build: Callable[..., Problem | CoupledProblem]
     metrics: tuple[str, ...]
     summary: str
     loop: str = "dual_loss"
+    kind: type = Problem
     model_options: tuple[str, ...] = ()  # options that shape only the model: the ones a search may vary

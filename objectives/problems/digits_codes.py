@@ -59,4 +59,5 @@ BUILTIN = Builtin(
     model_options=("hidden",),
     summary="digits: A encodes an image to a PCA-like code (its own target), B classifies from the code",
     loop="alternating",
+    kind=CoupledProblem,
 )

@@ -1,9 +1,10 @@
 """Weighting strategies: a closed registry, one file per strategy (each cites its paper).
 
-A strategy file defines ``Config`` (options, with a ``type`` literal) and ``build(cfg, n_losses,
-device, seed)`` returning an object that follows :class:`~objectives.weighting.base.Weighting`.
-Both loops use them the same way, through :func:`make` and the object's methods. Adding a strategy
-is one file plus one line in :data:`STRATEGIES`.
+A strategy file defines ``Config`` (options, with a ``type`` literal) and ``build``, its strategy
+class: a subclass of :class:`~objectives.weighting.base.Weighting` built as ``build(cfg, n_losses,
+device, seed)``. Both loops use them the same way, through :func:`make` and the object's methods;
+what a strategy needs from a loop its class declares (:func:`capabilities`). Adding a strategy is
+one file plus one line in :data:`STRATEGIES`.
 
 Costs per step beyond the static baseline: ``gradnorm`` and ``pcgrad`` one backward pass per loss,
 ``famo`` one extra forward pass; ``uncertainty``, ``dwa`` and ``rlw`` nothing measurable.
@@ -11,6 +12,7 @@ Costs per step beyond the static baseline: ``gradnorm`` and ``pcgrad`` one backw
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Annotated, Union
 
@@ -33,8 +35,35 @@ STRATEGIES: dict[str, ModuleType] = {
 # The config union is derived from the registry, so a new entry is its file plus its line above.
 WeightingConfig = Annotated[Union[tuple(m.Config for m in STRATEGIES.values())], Field(discriminator="type")]  # noqa: UP007
 
-# Strategies that recompute the step's losses after the optimizer step (an extra forward pass).
-NEEDS_LOSSES_AFTER_STEP = frozenset({"famo"})
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a strategy needs from a loop, as its class declares it (see :class:`Weighting`)."""
+
+    weights_before_step: bool
+    losses_after_step: bool
+    own_backward: bool
+
+
+def capabilities(name: str) -> Capabilities:
+    """The declared capabilities of the strategy called ``name``."""
+    cls = STRATEGIES[name].build
+    return Capabilities(**{f.name: getattr(cls, f.name) for f in fields(Capabilities)})
+
+
+def names_with(**caps: bool) -> tuple[str, ...]:
+    """The strategy names, in registry order, whose capabilities match every one given, e.g.
+    ``names_with(weights_before_step=True)`` → ``("static", "dwa", "rlw")``.
+
+    Raises:
+        TypeError: a keyword is not a capability.
+    """
+    unknown = set(caps) - {f.name for f in fields(Capabilities)}
+    if unknown:
+        raise TypeError(f"not a capability: {', '.join(sorted(unknown))}")
+    return tuple(
+        name for name in STRATEGIES if all(getattr(capabilities(name), key) == value for key, value in caps.items())
+    )
 
 
 def make(cfg: object, n_losses: int, device: torch.device, seed: int) -> Weighting:

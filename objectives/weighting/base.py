@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -15,11 +15,29 @@ class Weighting(Protocol):
     ``losses`` are the unweighted per-loss values of the step (a ``(k,)`` tensor with its graph);
     ``base`` the static weights at this step (after the loss-weight schedule). Nothing outside sets
     attributes on a strategy: its state changes only through these methods.
+
+    Strategies subclass this protocol explicitly: only :meth:`weights` is required; the other hooks
+    default to a plain weighted sum with no learned parameters and no state to update. What a
+    strategy needs from the loop it declares in three class variables:
+
+    Attributes:
+        weights_before_step: The step's gradient is exactly ``Σ_i w_i ∇L_i`` with weights that do not
+            depend on the step's losses or gradients, and the strategy learns nothing from the
+            backward pass, so a loop may take :meth:`weights` first and back-propagate each loss on
+            its own (``mixing=accumulate``) instead of calling :meth:`backward`.
+        losses_after_step: :meth:`after_step` needs the step's losses recomputed after the optimizer
+            step (an extra forward pass); loops call it only for such strategies.
+        own_backward: :meth:`backward` computes per-loss gradients itself (one backward pass per
+            loss) rather than one backward of a weighted sum.
     """
+
+    weights_before_step: ClassVar[bool] = True
+    losses_after_step: ClassVar[bool] = False
+    own_backward: ClassVar[bool] = False
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Learned parameters the model's optimizer must also update (uncertainty's log-variances)."""
-        ...
+        return []
 
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """The effective weights of this step, ``(k,)``."""
@@ -27,15 +45,14 @@ class Weighting(Protocol):
 
     def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """Fill ``.grad`` of ``params`` for this step; return the effective weights (detached)."""
-        ...
+        return weighted_backward(self.weights(losses, base), losses)
 
     def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
-        """Called after the optimizer step; ``losses_after()`` recomputes the step's losses (FAMO only)."""
-        ...
+        """Called after the optimizer step when :attr:`losses_after_step` is set; ``losses_after()``
+        recomputes the step's losses (FAMO)."""
 
     def end_epoch(self, mean_losses: torch.Tensor) -> None:
         """Called once per epoch with the epoch's mean training losses (DWA)."""
-        ...
 
 
 def weighted_backward(weights: torch.Tensor, losses: torch.Tensor, extra: torch.Tensor | float = 0.0) -> torch.Tensor:

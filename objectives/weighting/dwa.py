@@ -9,14 +9,13 @@ two epochs; a loss that falls more slowly gets more weight. Here λ multiplies t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
 from objectives.frozen import Frozen
-from objectives.weighting.base import weighted_backward
+from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
@@ -24,23 +23,14 @@ class Config(Frozen):
     temperature: Annotated[float, Field(gt=0)] = 2.0
 
 
-class DWA:
+class DWA(Weighting):
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         self.temperature = cfg.temperature
         self.history: list[torch.Tensor] = []  # the last two epochs' mean losses (device tensors)
         self.lam = torch.ones(n_losses, device=device)
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []
-
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return base * self.lam
-
-    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        return weighted_backward(self.weights(losses, base), losses)
-
-    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
-        pass
 
     def end_epoch(self, mean_losses: torch.Tensor) -> None:
         self.history = [*self.history, mean_losses.detach()][-2:]

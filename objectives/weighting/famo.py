@@ -18,6 +18,7 @@ import torch
 from pydantic import Field, NonNegativeFloat
 
 from objectives.frozen import Frozen
+from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
@@ -29,14 +30,14 @@ class Config(Frozen):
 EPS = 1e-8
 
 
-class FAMO:
+class FAMO(Weighting):
+    weights_before_step = False  # the weights z / (c L_i) depend on the step's losses
+    losses_after_step = True
+
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         self.logits = torch.zeros(n_losses, device=device, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.logits], lr=cfg.lr, weight_decay=cfg.gamma)
+        self.optimizer = torch.optim.Adam([self.logits], lr=cfg.lr, weight_decay=cfg.gamma)  # ξ's own, not the model's
         self.before: torch.Tensor | None = None
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []  # ξ has its own optimizer
 
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         z = torch.softmax(self.logits.detach(), dim=0)
@@ -60,11 +61,6 @@ class FAMO:
         self.optimizer.zero_grad(set_to_none=True)
         self.logits.grad = grad
         self.optimizer.step()
-
-    def end_epoch(self, mean_losses: torch.Tensor) -> None:
-        pass
-
-    needs_losses_after_step = True
 
 
 build = FAMO

@@ -10,14 +10,14 @@ one step of its own Adam on Σ_i |G_i − Ḡ r_i^α| and is renormalised to sum
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
 from objectives.frozen import Frozen
-from objectives.weighting.base import weighted_backward
+from objectives.weighting.base import Weighting, weighted_backward
 
 
 class Config(Frozen):
@@ -26,16 +26,16 @@ class Config(Frozen):
     lr: Annotated[float, Field(gt=0)] = 0.025
 
 
-class GradNorm:
+class GradNorm(Weighting):
+    weights_before_step = False  # backward also moves ω, from the step's per-loss gradient norms
+    own_backward = True
+
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         self.alpha = cfg.alpha
         self.omega = torch.ones(n_losses, device=device, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.omega], lr=cfg.lr)
+        self.optimizer = torch.optim.Adam([self.omega], lr=cfg.lr)  # ω has its own optimizer, not the model's
         self.initial: torch.Tensor | None = None
         self._structure: dict[tuple[int, ...], tuple[list[int], list[int], torch.Tensor]] = {}
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []  # ω has its own optimizer
 
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return base * self.omega.detach()
@@ -83,12 +83,6 @@ class GradNorm:
             with torch.no_grad():
                 self.omega.mul_(len(self.omega) / self.omega.sum())
         return weighted_backward(weights, losses)
-
-    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
-        pass
-
-    def end_epoch(self, mean_losses: torch.Tensor) -> None:
-        pass
 
 
 build = GradNorm

@@ -8,13 +8,13 @@ generator. Costs one backward pass per loss each step. Effective weights are the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from objectives.frozen import Frozen
-from objectives.weighting.base import assign_gradient, task_gradients
+from objectives.weighting.base import Weighting, assign_gradient, task_gradients
 
 
 class Config(Frozen):
@@ -33,13 +33,13 @@ def project(grads: list[torch.Tensor], order: list[list[int]]) -> torch.Tensor:
     return torch.stack(out).sum(dim=0)
 
 
-class PCGrad:
+class PCGrad(Weighting):
+    weights_before_step = False  # the gradient is the projected sum, not Σ w_i ∇L_i
+    own_backward = True
+
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         self.n = n_losses
         self.generator = torch.Generator().manual_seed(seed)
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []
 
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return base
@@ -53,12 +53,6 @@ class PCGrad:
             order.append(others)
         assign_gradient(project(grads, order), params)
         return base.detach()
-
-    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
-        pass
-
-    def end_epoch(self, mean_losses: torch.Tensor) -> None:
-        pass
 
 
 build = PCGrad

@@ -8,40 +8,27 @@ the loop's device: deterministic per seed, no host sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
 
 from objectives.frozen import Frozen
-from objectives.weighting.base import weighted_backward
+from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
     type: Literal["rlw"] = "rlw"
 
 
-class RLW:
+class RLW(Weighting):
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         self.n = n_losses
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.device = device
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        return []
-
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         z = torch.randn(self.n, generator=self.generator, device=self.device)
         return base * self.n * torch.softmax(z, dim=0)
-
-    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        return weighted_backward(self.weights(losses, base), losses)
-
-    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
-        pass
-
-    def end_epoch(self, mean_losses: torch.Tensor) -> None:
-        pass
 
 
 build = RLW

@@ -8,13 +8,13 @@ optimizer (:meth:`parameters`); losses with a zero static weight get no s_i term
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from objectives.frozen import Frozen
-from objectives.weighting.base import weighted_backward
+from objectives.weighting.base import Weighting, weighted_backward
 
 
 class Config(Frozen):
@@ -22,7 +22,9 @@ class Config(Frozen):
     init_log_var: float = 0.0
 
 
-class Uncertainty:
+class Uncertainty(Weighting):
+    weights_before_step = False  # the weights alone are not the step: backward also trains s (the s_i/2 term)
+
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         self.log_var = torch.nn.Parameter(torch.full((n_losses,), cfg.init_log_var, device=device))
 
@@ -35,12 +37,6 @@ class Uncertainty:
     def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
         active = (base > 0).to(losses.dtype)
         return weighted_backward(self.weights(losses, base), losses, (active * self.log_var).sum() / 2.0)
-
-    def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
-        pass
-
-    def end_epoch(self, mean_losses: torch.Tensor) -> None:
-        pass
 
 
 build = Uncertainty

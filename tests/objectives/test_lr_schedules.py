@@ -21,7 +21,8 @@ from objectives.config import AlternatingConfig, DualLossConfig, OptimizerConfig
 from objectives.helpers import plan_epoch
 from objectives.lr_schedules import SCHEDULES, LRSchedule
 from objectives.problems import build_problem
-from sweep.config import ConfigError, parse_study
+from sweep.config import parse_study
+from sweep.errors import ConfigError
 from sweep.space import resolve, sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -385,12 +386,12 @@ def test_searched_schedule_type_resolves_with_conditional_option(choice):
     """Each sampled type resolves to that schedule; warmup_fraction is sampled (and set) only for warmup."""
     sf = parse_study(study_doc(SCHEDULE_SEARCH), "s.yaml")
     fixed = {"optimizer.schedule.type": choice, "optimizer.schedule.warmup_fraction": 0.17}
-    sampled, weights = sample(optuna.trial.FixedTrial(fixed), sf)
+    sampled, weights = sample(optuna.trial.FixedTrial(fixed), sf.search, sf.objective.weights)
     expected = {"optimizer.schedule.type": choice}
     if choice == "warmup":
         expected["optimizer.schedule.warmup_fraction"] = 0.17
     assert sampled == expected
-    cfg = resolve(sf, 0, sampled, weights)
+    cfg = resolve(sf.objective, sf.study.seed, 0, sampled, weights)
     assert isinstance(cfg.optimizer.schedule, SCHEDULES[choice].Config)
     assert cfg.optimizer.lr == 0.01  # the rest of the optimizer is untouched
     if choice == "warmup":
@@ -403,9 +404,9 @@ def test_changing_the_searched_type_drops_the_base_schedules_options():
     """Base {step, every_epochs: 3} searched over [step, cosine]: cosine resolves valid, step keeps its options."""
     params = {"optimizer.schedule.type": {"type": "categorical", "choices": ["step", "cosine"]}}
     sf = parse_study(study_doc(params, schedule={"type": "step", "every_epochs": 3}), "s.yaml")
-    cosine = resolve(sf, 0, {"optimizer.schedule.type": "cosine"}, (0.5, 0.5))
+    cosine = resolve(sf.objective, sf.study.seed, 0, {"optimizer.schedule.type": "cosine"}, (0.5, 0.5))
     assert cosine.optimizer.schedule == SCHEDULES["cosine"].Config()
-    step_cfg = resolve(sf, 0, {"optimizer.schedule.type": "step"}, (0.5, 0.5))
+    step_cfg = resolve(sf.objective, sf.study.seed, 0, {"optimizer.schedule.type": "step"}, (0.5, 0.5))
     assert step_cfg.optimizer.schedule == SCHEDULES["step"].Config(every_epochs=3)
 
 

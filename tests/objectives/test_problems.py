@@ -298,3 +298,16 @@ def test_user_option_named_seed_is_refused():
     with pytest.raises(ProblemError) as info:
         check_problem(f"{USER}:make", {"seed": 1})
     assert info.value.key == "seed"
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtin_builds_its_declared_kind(name, built):
+    """Builtin.kind is the type its builder returns: what decides which loops may train it."""
+    assert type(built[name]) is BUILTINS[name].kind
+
+
+def test_builtin_serves_any_loop_that_trains_its_kind():
+    """A loop other than the one a built-in was written for may use it when it trains the same type."""
+    assert check_problem("linear_pair", {}, "my_loop", Problem) == ()
+    with pytest.raises(ProblemError, match="built-ins for my_loop are digits_codes"):
+        check_problem("linear_pair", {}, "my_loop", CoupledProblem)

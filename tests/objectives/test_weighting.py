@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from objectives.weighting import STRATEGIES, make
+from objectives.weighting import STRATEGIES, Capabilities, capabilities, make, names_with
+from objectives.weighting.base import Weighting
 from objectives.weighting.pcgrad import project
 
 
@@ -155,3 +156,160 @@ def test_famo_weights_and_update() -> None:
     assert z[1] > z[0]  # equal losses now: the weight follows softmax(ξ), which favours task 2
     # Adam's first step moves each logit by lr against the sign of its gradient.
     torch.testing.assert_close(torch.log(z[1] / z[0]), torch.tensor(0.05), atol=1e-6, rtol=0)
+
+
+class _Counted(torch.autograd.Function):
+    """The identity, counting the backward passes through it in ``counter[0]``."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, counter: list[int]) -> torch.Tensor:
+        ctx.counter = counter  # type: ignore[attr-defined]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ctx.counter[0] += 1  # type: ignore[attr-defined]
+        return grad, None
+
+
+# Two positive losses of p, linear, with conflicting gradients: u·v < 0 (so PCGrad projects) and
+# ‖w_1 u‖ ≠ ‖w_2 v‖ under BASE (so GradNorm moves ω).
+U, V = torch.tensor([1.0, 1.0, 0.0]), torch.tensor([-1.0, 0.5, 0.0])
+BASE = torch.tensor([0.6, 0.4])
+
+
+def _conflicting(p: torch.Tensor, counter: list[int]) -> list[torch.Tensor]:
+    q = _Counted.apply(p, counter)
+    return [q @ U + 5.0, q @ V + 3.0]
+
+
+def _twins(name: str) -> tuple[Weighting, Weighting]:
+    """Two strategies built alike (same seed), both past two epochs (so DWA's λ is not 1)."""
+    twins = tuple(make(STRATEGIES[name].Config(), 2, torch.device("cpu"), 5) for _ in range(2))
+    for s in twins:
+        s.end_epoch(torch.tensor([2.0, 1.0]))
+        s.end_epoch(torch.tensor([1.0, 1.0]))
+    return twins  # type: ignore[return-value]
+
+
+def _same_grads(first: Weighting, second: Weighting) -> bool:
+    """The strategies' own learned parameters got the same gradients (or none, on both)."""
+    pairs = zip([q.grad for q in first.parameters()], [q.grad for q in second.parameters()], strict=True)
+    return all((a is None) == (b is None) and (a is None or torch.allclose(a, b)) for a, b in pairs)
+
+
+def _observed(name: str) -> Capabilities:
+    """What the strategy does, probed from outside, in the terms it declares in its class.
+
+    weights_before_step: its weights do not depend on the step's losses, and a step through
+    ``backward`` equals the accumulate path (weights first, then each loss back-propagated alone, as
+    the dual loop does): same weights, same gradients (model and the strategy's own parameters) and
+    the same state afterwards (the next weights). losses_after_step: ``after_step`` calls its
+    argument. own_backward: ``backward`` runs more than one backward pass through the model.
+    """
+    first, second = _twins(name)
+    independent = torch.equal(
+        first.weights(torch.tensor([1.0, 4.0]), BASE), second.weights(torch.tensor([3.0, 0.5]), BASE)
+    )
+
+    first, second = _twins(name)
+    p1, p2 = torch.full((3,), 0.5, requires_grad=True), torch.full((3,), 0.5, requires_grad=True)
+    passes = [0]
+    w1 = first.backward(torch.stack(_conflicting(p1, passes)), BASE, [p1])
+    w2 = second.weights(BASE, BASE).detach()
+    for w_i, loss in zip(w2, _conflicting(p2, [0]), strict=True):
+        (w_i * loss).backward()
+    same_state = torch.equal(
+        first.weights(torch.tensor([2.0, 1.0]), BASE), second.weights(torch.tensor([2.0, 1.0]), BASE)
+    )
+    accumulates = (
+        torch.allclose(w1, w2) and torch.allclose(p1.grad, p2.grad) and _same_grads(first, second) and same_state
+    )
+
+    called = []
+    first.after_step(lambda: called.append(True) or torch.tensor([5.0, 2.0]))
+    return Capabilities(
+        weights_before_step=independent and accumulates, losses_after_step=bool(called), own_backward=passes[0] > 1
+    )
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_declared_capabilities_match_behaviour(name: str) -> None:
+    """Each registry entry's class is a Weighting, and what it declares is what it does."""
+    cls = STRATEGIES[name].build
+    assert Weighting in cls.__mro__
+    assert isinstance(capabilities(name), Capabilities)
+    assert _observed(name) == capabilities(name)
+
+
+def test_capabilities_and_names_with() -> None:
+    """Only FAMO recomputes losses after the step; accumulate-compatible strategies are the static-like ones."""
+    assert capabilities("famo").losses_after_step
+    assert not any(capabilities(name).losses_after_step for name in STRATEGIES if name != "famo")
+    assert names_with(weights_before_step=True) == ("static", "dwa", "rlw")
+    assert names_with(own_backward=True) == ("gradnorm", "pcgrad")
+    assert names_with(losses_after_step=True, weights_before_step=True) == ()
+    with pytest.raises(TypeError, match="not a capability"):
+        names_with(cheap=True)
+
+
+class _Halves(Weighting):
+    """A minimal strategy: only ``weights``; everything else is the protocol's default."""
+
+    def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return base / 2
+
+
+def test_default_hooks_train_a_minimal_strategy() -> None:
+    """The defaults: no parameters, backward of Σ w_i L_i, after_step and end_epoch do nothing."""
+    strategy = _Halves()
+    assert strategy.parameters() == []
+    assert (strategy.weights_before_step, strategy.losses_after_step, strategy.own_backward) == (True, False, False)
+    p = torch.tensor([1.0, 2.0], requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.1)
+    losses = torch.stack([p[0] ** 2, 3 * p[1]])
+    w = strategy.backward(losses, torch.tensor([0.5, 2.0]), [p])
+    torch.testing.assert_close(w, torch.tensor([0.25, 1.0]))
+    assert not w.requires_grad
+    torch.testing.assert_close(p.grad, torch.tensor([0.25 * 2 * 1.0, 1.0 * 3]))
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([1.0 - 0.05, 2.0 - 0.3]))
+    strategy.after_step(lambda: pytest.fail("the default after_step must not recompute losses"))
+    strategy.end_epoch(torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(strategy.weights(losses, torch.tensor([0.5, 2.0])), torch.tensor([0.25, 1.0]))
+
+
+def test_gradnorm_measures_only_shared_parameters() -> None:
+    """GradNorm's W is the parameters every loss reaches, even when losses come stacked (zeros, not None)."""
+    trunk, head_a, head_b = nn.Linear(3, 4), nn.Linear(4, 1), nn.Linear(4, 1)
+    x = torch.randn(8, 3)
+    h = trunk(x)
+    losses = torch.stack([head_a(h).pow(2).mean(), head_b(h).pow(2).mean()])
+    strategy = make(STRATEGIES["gradnorm"].Config(), 2, torch.device("cpu"), 0)
+    params = [*trunk.parameters(), *head_a.parameters(), *head_b.parameters()]
+    active, shared, _ = strategy._which(losses, params)
+    assert active == [0, 1] and shared == [0, 1]  # the trunk's weight and bias only
+
+
+def test_gradnorm_in_alternate_mode_with_a_deeper_than_b() -> None:
+    """A with more parameter tensors than B: A's and B's steps each get their own structure (was IndexError)."""
+    from objectives import alternating
+    from objectives.config import AlternatingConfig
+    from objectives.problems import CoupledProblem
+
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(32, 4, generator=g), torch.randn(32, 3, generator=g), torch.randn(32, 2, generator=g)
+    problem = CoupledProblem(
+        make_model_a=lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 3)),
+        make_model_b=lambda: nn.Linear(3, 2),
+        train=(x, y, t),
+        val=(x, y, t),
+        loss_a=nn.functional.mse_loss,
+        loss_b=nn.functional.mse_loss,
+    )
+    cfg = AlternatingConfig(
+        problem="x:y", mode="alternate", seed=0, data_seed=0, device="cpu", epochs=2, batch_size=8,
+        weighting={"type": "gradnorm"},
+    )  # fmt: skip
+    metrics = alternating.train(cfg, None, problem=problem)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())

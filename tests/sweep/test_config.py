@@ -8,7 +8,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from sweep.config import ConfigError, StudyFile, infer_direction, load_study, parse_study, refuse_reason
+from sweep.config import StudyFile, load_study, parse_study
+from sweep.errors import ConfigError
 
 MIN = "study: {name: s}\nobjective: {problem: linear_pair}\n"
 
@@ -412,28 +413,3 @@ def test_parse_study_accepts_a_dict() -> None:
             },
             "x",
         )
-
-
-@pytest.mark.parametrize(
-    ("metric", "refused"),
-    [
-        ("train_weighted_loss", True),
-        ("val_weighted_loss", True),
-        ("weight_b", True),
-        ("lr", True),
-        ("train_b_loss", True),
-        ("best_value", True),
-        ("val_total_loss", False),
-        ("val_b_acc", False),
-    ],
-)
-def test_refuse_reason(metric: str, refused: bool) -> None:
-    """Metrics computed with the searched weights (or not validation results) are refused."""
-    assert (refuse_reason(metric) is not None) is refused
-
-
-def test_infer_direction() -> None:
-    """Losses are minimised, accuracies maximised, anything else must be stated."""
-    assert infer_direction("val_a_loss") == "minimize"
-    assert infer_direction("val_a_acc") == "maximize"
-    assert infer_direction("val_a_f1") is None

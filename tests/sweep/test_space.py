@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from objectives.helpers import derive_seed
 from sweep.config import parse_study
-from sweep.samplers import build_pruner, build_sampler
+from sweep.samplers import build_sampler
 from sweep.space import grid_space, resolve, sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,7 +44,7 @@ def test_spec_maps_to_distribution(spec: dict, expected: object) -> None:
         path = "batch_size"
     sf = study_file({"params": {path: spec}})
     trial = optuna.create_study().ask()
-    sampled, _ = sample(trial, sf)
+    sampled, _ = sample(trial, sf.search, sf.objective.weights)
     assert trial.distributions[path] == expected
     assert set(sampled) == {path}
 
@@ -52,7 +52,7 @@ def test_spec_maps_to_distribution(spec: dict, expected: object) -> None:
 def test_bounds_are_inclusive() -> None:
     """With low == high the only value Optuna can give is the bound itself."""
     sf = study_file({"params": {"epochs": {"type": "int", "low": 7, "high": 7}}})
-    sampled, _ = sample(optuna.create_study().ask(), sf)
+    sampled, _ = sample(optuna.create_study().ask(), sf.search, sf.objective.weights)
     assert sampled == {"epochs": 7}
 
 
@@ -66,14 +66,16 @@ def test_conditional_parameter_sampled_only_when_active() -> None:
             }
         }
     )
-    off, _ = sample(optuna.trial.FixedTrial({"mixing": "cycle"}), sf)
-    on, _ = sample(optuna.trial.FixedTrial({"mixing": "accumulate", "batch_size_b": 16}), sf)
+    off, _ = sample(optuna.trial.FixedTrial({"mixing": "cycle"}), sf.search, sf.objective.weights)
+    on, _ = sample(
+        optuna.trial.FixedTrial({"mixing": "accumulate", "batch_size_b": 16}), sf.search, sf.objective.weights
+    )
     assert off == {"mixing": "cycle"}
     assert on == {"mixing": "accumulate", "batch_size_b": 16}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
         trial = study.ask()
-        values, _ = sample(trial, sf)
+        values, _ = sample(trial, sf.search, sf.objective.weights)
         assert ("batch_size_b" in trial.params) == (values["mixing"] == "accumulate")
         study.tell(trial, 0.0)
 
@@ -81,17 +83,19 @@ def test_conditional_parameter_sampled_only_when_active() -> None:
 def test_log_ratio_weights() -> None:
     """weights.log10_ratio = r gives (10^r, 1) / (10^r + 1) and is sampled on [low, high]."""
     sf = study_file({"weights": {"parametrization": "log_ratio", "low": -4, "high": 4}})
-    _, weights = sample(optuna.trial.FixedTrial({"weights.log10_ratio": 1.0}), sf)
+    _, weights = sample(optuna.trial.FixedTrial({"weights.log10_ratio": 1.0}), sf.search, sf.objective.weights)
     assert weights == pytest.approx((10 / 11, 1 / 11))
     trial = optuna.create_study().ask()
-    sample(trial, sf)
+    sample(trial, sf.search, sf.objective.weights)
     assert trial.distributions["weights.log10_ratio"] == FloatDistribution(-4, 4)
 
 
 def test_simplex_weights_are_flat_dirichlet() -> None:
     """Simplex weights are -log(u_i) normalised, from one U(0,1) per loss (Optuna FAQ recipe)."""
     sf = study_file({"weights": {"parametrization": "simplex"}})
-    _, weights = sample(optuna.trial.FixedTrial({"weights.u0": 0.2, "weights.u1": 0.7}), sf)
+    _, weights = sample(
+        optuna.trial.FixedTrial({"weights.u0": 0.2, "weights.u1": 0.7}), sf.search, sf.objective.weights
+    )
     a, b = -math.log(0.2), -math.log(0.7)
     assert weights == pytest.approx((a / (a + b), b / (a + b)))
 
@@ -101,15 +105,15 @@ def test_fixed_weights_come_from_the_objective() -> None:
     doc = {"study": {"name": "s"}, "objective": {"problem": "linear_pair", "weights": [0.2, 0.6]}}
     sf = parse_study(doc, "x.yaml")
     trial = optuna.create_study().ask()
-    sampled, weights = sample(trial, sf)
+    sampled, weights = sample(trial, sf.search, sf.objective.weights)
     assert sampled == {} and trial.params == {} and weights == (0.2, 0.6)
 
 
 def test_resolve_fills_every_value() -> None:
     """Resolution sets sampled paths, weights, a per-trial seed, one data seed and a concrete device."""
     sf = study_file({"params": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1}}}, seed=5)
-    c3 = resolve(sf, 3, {"optimizer.lr": 0.02}, (0.3, 0.7))
-    c4 = resolve(sf, 4, {"optimizer.lr": 0.02}, (0.3, 0.7))
+    c3 = resolve(sf.objective, sf.study.seed, 3, {"optimizer.lr": 0.02}, (0.3, 0.7))
+    c4 = resolve(sf.objective, sf.study.seed, 4, {"optimizer.lr": 0.02}, (0.3, 0.7))
     assert c3.optimizer.lr == 0.02 and c3.weights == (0.3, 0.7) and c3.device == "cpu"
     assert c3.seed == derive_seed(5, "trial", 3) and c3.seed != c4.seed
     assert c3.data_seed == c4.data_seed == derive_seed(5, "data")
@@ -119,7 +123,8 @@ def test_resolve_fills_every_value() -> None:
 def test_explicit_seed_wins() -> None:
     """A seed written in the objective (as in an exported file) is used as is."""
     doc = {"study": {"name": "s"}, "objective": {"problem": "linear_pair", "seed": 11, "data_seed": 12}}
-    cfg = resolve(parse_study(doc, "x.yaml"), 9, {}, (0.5, 0.5))
+    sf = parse_study(doc, "x.yaml")
+    cfg = resolve(sf.objective, sf.study.seed, 9, {}, (0.5, 0.5))
     assert (cfg.seed, cfg.data_seed) == (11, 12)
 
 
@@ -136,68 +141,16 @@ def test_grid_sampler_visits_the_whole_grid() -> None:
         },
         sampler="grid",
     )
-    space = grid_space(sf)
+    space = grid_space(sf.search, len(sf.objective.weights))
     assert space["epochs"] == [1, 3] and space["weights.log10_ratio"] == [-1.0, 1.0]
-    study = optuna.create_study(sampler=build_sampler(sf, 0))
-    study.optimize(lambda t: float(len(sample(t, sf)[0])), n_trials=20)
+    study = optuna.create_study(
+        sampler=build_sampler(sf.study.sampler, 0, grid_space(sf.search, len(sf.objective.weights)))
+    )
+    study.optimize(lambda t: float(len(sample(t, sf.search, sf.objective.weights)[0])), n_trials=20)
     seen = {tuple(sorted(t.params.items())) for t in study.trials}
     assert len(study.trials) == 16 == len(seen)  # 2 × 2 × 2 × 2, each once, then the sampler stops
     expected = set(itertools.product(*[sorted(map(str, v)) for v in space.values()]))
     assert len(expected) == 16
-
-
-@pytest.mark.parametrize(
-    ("sampler", "cls"),
-    [
-        ({"type": "tpe"}, optuna.samplers.TPESampler),
-        ({"type": "random"}, optuna.samplers.RandomSampler),
-        ({"type": "gp"}, optuna.samplers.GPSampler),
-        ({"type": "cmaes"}, optuna.samplers.CmaEsSampler),
-        ({"type": "qmc"}, optuna.samplers.QMCSampler),
-        ({"type": "nsga2", "population_size": 4}, optuna.samplers.NSGAIISampler),
-    ],
-)
-def test_build_sampler(sampler: dict, cls: type) -> None:
-    """Every sampler name builds Optuna's own class and runs a few trials on the weight space."""
-    sf = study_file({"weights": {"parametrization": "log_ratio"}}, sampler=sampler)
-    built = build_sampler(sf, 0)
-    assert isinstance(built, cls)
-    study = optuna.create_study(sampler=built)
-    study.optimize(lambda t: sample(t, sf)[1][0], n_trials=4)
-    assert len(study.trials) == 4
-
-
-def test_seeded_sampler_is_deterministic() -> None:
-    """Same seed, same points."""
-    sf = study_file({"weights": {"parametrization": "log_ratio"}}, sampler="random")
-    runs = []
-    for _ in range(2):
-        study = optuna.create_study(sampler=build_sampler(sf, 123))
-        study.optimize(lambda t: sample(t, sf)[1][0], n_trials=3)
-        runs.append([t.params for t in study.trials])
-    assert runs[0] == runs[1]
-
-
-@pytest.mark.parametrize(
-    ("pruner", "cls"),
-    [
-        (None, optuna.pruners.MedianPruner),
-        ("none", optuna.pruners.NopPruner),
-        ({"type": "hyperband", "reduction_factor": 2}, optuna.pruners.HyperbandPruner),
-        ({"type": "successive_halving"}, optuna.pruners.SuccessiveHalvingPruner),
-        ({"type": "patient", "patience": 1}, optuna.pruners.PatientPruner),
-    ],
-)
-def test_build_pruner(pruner: object, cls: type) -> None:
-    """Pruner names build Optuna's classes; the default is the median pruner."""
-    study = {} if pruner is None else {"pruner": pruner}
-    assert isinstance(build_pruner(study_file({}, **study)), cls)
-
-
-def test_multi_objective_defaults_to_no_pruning() -> None:
-    """Optuna cannot prune multi-objective studies, so the default there is no pruner."""
-    sf = study_file({}, metrics=["val_a_loss", "val_b_loss"])
-    assert isinstance(build_pruner(sf), optuna.pruners.NopPruner)
 
 
 def test_three_weights_log_ratio() -> None:
@@ -209,14 +162,14 @@ def test_three_weights_log_ratio() -> None:
     }
     sf = parse_study(doc, "x.yaml")
     trial = optuna.trial.FixedTrial({"weights.log10_ratio": 1.0, "weights.log10_ratio_consistency": -1.0})
-    _, weights = sample(trial, sf)
+    _, weights = sample(trial, sf.search, sf.objective.weights)
     total = 10 + 1 + 0.1
     assert weights == pytest.approx((10 / total, 1 / total, 0.1 / total))
     study = optuna.create_study()
     t = study.ask()
-    sample(t, sf)
+    sample(t, sf.search, sf.objective.weights)
     assert set(t.distributions) == {"weights.log10_ratio", "weights.log10_ratio_consistency"}
-    cfg = resolve(sf, 0, {}, weights)
+    cfg = resolve(sf.objective, sf.study.seed, 0, {}, weights)
     assert cfg.loop == "alternating" and cfg.weights == pytest.approx(weights)
 
 
@@ -234,14 +187,20 @@ def test_weights_conditional_on_strategy() -> None:
         },
     }
     sf = parse_study(doc, "x.yaml")
-    _, w_static = sample(optuna.trial.FixedTrial({"weighting.type": "static", "weights.log10_ratio": 1.0}), sf)
+    _, w_static = sample(
+        optuna.trial.FixedTrial({"weighting.type": "static", "weights.log10_ratio": 1.0}),
+        sf.search,
+        sf.objective.weights,
+    )
     assert w_static == pytest.approx((10 / 11, 1 / 11))
-    sampled, w_famo = sample(optuna.trial.FixedTrial({"weighting.type": "famo"}), sf)
+    sampled, w_famo = sample(optuna.trial.FixedTrial({"weighting.type": "famo"}), sf.search, sf.objective.weights)
     assert w_famo == (0.5, 0.5) and sampled == {"weighting.type": "famo"}
     sampled, _ = sample(
-        optuna.trial.FixedTrial({"weighting.type": "dwa", "weighting.temperature": 3.0, "weights.log10_ratio": 0.0}), sf
+        optuna.trial.FixedTrial({"weighting.type": "dwa", "weighting.temperature": 3.0, "weights.log10_ratio": 0.0}),
+        sf.search,
+        sf.objective.weights,
     )
-    cfg = resolve(sf, 0, sampled, (0.5, 0.5))
+    cfg = resolve(sf.objective, sf.study.seed, 0, sampled, (0.5, 0.5))
     assert cfg.weighting.type == "dwa" and cfg.weighting.temperature == 3.0
 
 
@@ -279,8 +238,26 @@ def test_schedules_and_strategies_searchable_in_alternating_loop() -> None:
         "weight_schedule.type": "sigmoid",
         "weight_schedule.target": "consistency",
     }
-    sampled, weights = sample(optuna.trial.FixedTrial(values), sf)
-    cfg = resolve(sf, 0, sampled, weights)
+    sampled, weights = sample(optuna.trial.FixedTrial(values), sf.search, sf.objective.weights)
+    cfg = resolve(sf.objective, sf.study.seed, 0, sampled, weights)
     assert cfg.model_a.optimizer.schedule.type == "onecycle" and cfg.model_a.optimizer.schedule.pct_start == 0.2
     assert cfg.model_b.optimizer.schedule.type == "plateau"
     assert cfg.weighting.type == "pcgrad" and cfg.weight_schedule.target == "consistency"
+
+
+def test_searching_the_weight_schedule_type_keeps_its_target() -> None:
+    """Choosing another weight-schedule type keeps which loss it moves (target is not a type option)."""
+    doc = {
+        "study": {"name": "s"},
+        "objective": {
+            "loop": "alternating",
+            "problem": "digits_codes",
+            "weights": [1, 1, 1],
+            "weight_schedule": {"type": "linear", "target": "consistency", "ramp_fraction": 0.5},
+        },
+        "search": {"params": {"weight_schedule.type": {"type": "categorical", "choices": ["linear", "sigmoid"]}}},
+    }
+    sf = parse_study(doc, "x.yaml")
+    cfg = resolve(sf.objective, sf.study.seed, 0, {"weight_schedule.type": "sigmoid"}, (1, 1, 1))
+    assert cfg.weight_schedule.type == "sigmoid" and cfg.weight_schedule.target == "consistency"
+    assert cfg.weight_schedule.ramp_fraction == 0.3  # the linear schedule's own option did not carry over

@@ -1,0 +1,144 @@
+"""What the user reads: the progress bar, the end-of-run summary and one-line errors.
+
+All printing of a run happens here or in the CLI modules; the rest of ``sweep`` returns values or
+raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from tqdm.auto import tqdm
+
+from objectives.loops import LOOPS
+from sweep.config import StudyFile
+from sweep.storage import FINISHED, Attr, best_value, count_finished
+from sweep.urls import redact
+
+if TYPE_CHECKING:
+    from sweep.tracking import Tracker
+
+
+def print_error(message: object) -> None:
+    """The one-line error every command prints before a non-zero exit."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _QuietFailures(logging.Filter):
+    """Optuna logs each failed trial with a traceback; we print one line per failure instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Trial ") and " failed " in msg)
+
+
+@contextlib.contextmanager
+def optuna_output(verbose: bool) -> Iterator[None]:
+    """Within the block Optuna prints no per-trial INFO lines (they would tear the progress bar, which
+    shows the same facts) unless ``verbose``, and no failure traceback (:class:`Progress` prints one line)."""
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    logger = logging.getLogger("optuna")
+    quiet = _QuietFailures()
+    targets = [logger, *logger.handlers]
+    for target in targets:
+        target.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for target in targets:
+            target.removeFilter(quiet)
+
+
+class Progress:
+    """A progress bar over finished trials (n/N) showing the best value so far."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool) -> None:
+        self.bar = tqdm(
+            total=total,
+            initial=min(count_finished(study), total),
+            desc=study.study_name,
+            unit="trial",
+            disable=not (enabled and sys.stderr.isatty()),
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state in FINISHED:
+            self.bar.update(1)
+        self._show_best(study)
+        if trial.state == optuna.trial.TrialState.FAIL:
+            tqdm.write(f"trial {trial.number} failed: {trial.user_attrs.get(Attr.FAIL, '?')}", file=sys.stderr)
+
+    def _show_best(self, study: optuna.Study) -> None:
+        best = best_value(study)
+        if best is not None:
+            self.bar.set_postfix(best=f"{best:.5g}", refresh=False)
+
+    def refresh(self, study: optuna.Study) -> None:
+        """Catch up from the storage (the coordinator of several workers has no callbacks)."""
+        self.bar.n = min(count_finished(study), self.bar.total)
+        self._show_best(study)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _named_weights(sf: StudyFile, trial: optuna.trial.FrozenTrial) -> list[tuple[str, float]]:
+    return list(zip(LOOPS[sf.objective.loop].losses, trial.user_attrs.get(Attr.WEIGHTS, ()), strict=False))  # type: ignore[attr-defined]
+
+
+def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: StudyFile) -> str:
+    """What the user reads at the end: counts, the best trial(s), and how to open the MLflow UI."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    lines = [
+        f"Study {study.study_name!r}: {len(trials)} trials "
+        f"({counts[optuna.trial.TrialState.COMPLETE]} complete, {counts[optuna.trial.TrialState.PRUNED]} pruned, "
+        f"{counts[optuna.trial.TrialState.FAIL]} failed; {ran} run now) in {redact(storage)}"
+    ]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        lines.append("No trial completed yet.")
+    elif sf.study.multi_objective:
+        front = sorted(study.best_trials, key=lambda t: t.values[0])
+        lines.append(f"Pareto front: {len(front)} trial(s){' (first 10)' if len(front) > 10 else ''}")
+        for t in front[:10]:
+            values = ", ".join(f"{m} = {fmt(v)}" for m, v in zip(sf.study.metric, t.values, strict=True))
+            weights = ", ".join(f"w_{n} = {w:.4g}" for n, w in _named_weights(sf, t))
+            lines.append(f"    #{t.number}: {values}{f'  ({weights})' if weights else ''}")
+    else:
+        t = study.best_trial
+        lines.append(f"Best trial #{t.number}: {sf.study.metric[0]} = {fmt(t.value)}")
+        lines += [f"    {name} = {fmt(value)}" for name, value in t.params.items()]
+        if Attr.WEIGHTS in t.user_attrs:
+            lines.append(f"    (loss weights: {', '.join(f'{n} = {w:.6g}' for n, w in _named_weights(sf, t))})")
+        if Attr.RUN in t.user_attrs:
+            lines.append(f"    MLflow run: {t.user_attrs[Attr.RUN]}")
+    python = sys.executable
+    try:
+        python = str(Path(python).relative_to(Path.cwd()))
+    except ValueError:
+        python = "python"
+    lines += [
+        f"MLflow: experiment {tracker.experiment_name!r} (id {tracker.experiment_id}), parent run {tracker.parent_id}",
+        "Open the MLflow UI with:",
+        f"    {tracker.ui_command(f'{python} -m mlflow')}",
+        f"  then browse {tracker.ui_url()}",
+    ]
+    return "\n".join(lines)

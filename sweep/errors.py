@@ -1,0 +1,49 @@
+"""The errors every command reports as one line, their exit codes, and the one-line format.
+
+A command prints ``error: <one line>`` on stderr and exits with the code of the error's kind; no
+traceback reaches the user for a mistake in their file or for a storage that cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sweep.urls import redact
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # storage or tracking unreachable, a study that cannot finish
+EXIT_CONFIG = 2  # an invalid study file (or command line)
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: re-run the same command to resume
+
+
+class ConfigError(Exception):
+    """A study file is invalid. ``str()`` is one line: ``FILE: KEY: what is wrong``."""
+
+    def __init__(self, file: str | Path, key: str, message: str) -> None:
+        self.file, self.key, self.message = str(file), key, message
+        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+
+
+class SweepError(Exception):
+    """A run-time problem reported as one line (storage unreachable, study mismatch...)."""
+
+
+def one_line(e: BaseException, with_type: bool = True) -> str:
+    """The first line of an exception's message (with its type), passwords in URLs masked."""
+    text = str(e).strip().splitlines()
+    if not text:
+        return type(e).__name__
+    return redact(f"{type(e).__name__}: {text[0]}" if with_type else text[0])
+
+
+def pydantic_message(err: Mapping[str, Any]) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) in the words a study file's author reads."""
+    if err["type"] == "union_tag_invalid":
+        return f"unknown value {err['ctx']['tag']!r}; expected one of {err['ctx']['expected_tags']}"
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return str(err["msg"]).removeprefix("Value error, ")

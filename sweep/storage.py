@@ -1,0 +1,150 @@
+"""Optuna's side of a study: storage URLs, opening and loading studies, the records trials carry.
+
+Everything here speaks to the Optuna storage only (no MLflow, no training), so the reading commands
+(``sweep.report``, ``sweep.export``) import it without the runner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import optuna
+
+from sweep.errors import SweepError, one_line
+from sweep.urls import redact, sqlite_init_lock, sqlite_path
+
+DEFAULT_STORAGE = "sqlite:///.sweep/optuna.db"
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+T = TypeVar("T")
+
+
+class Attr:
+    """The user-attribute keys sweep writes on trials and studies (defined once, read everywhere)."""
+
+    RUN = "mlflow_run_id"  # trial → its MLflow child run
+    PARENT = "mlflow_parent_run_id"  # study → its MLflow parent run
+    FAIL = "fail_reason"  # trial → why it failed (one line)
+    CONFIG = "config"  # trial → the resolved config export replays
+    WEIGHTS = "weights"  # trial → the effective loss weights, in the loop's loss order
+    SEED = "seed"  # trial → the model/batch seed
+
+
+def storage_url(storage: str | None) -> str:
+    """``study.storage``, or the embedded default (SQLite under ``.sweep/``)."""
+    return storage or DEFAULT_STORAGE
+
+
+def open_storage(url: str, heartbeat: tuple[int, int, Callable] | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage; SQLite gets a busy timeout so several local workers can share it.
+
+    ``heartbeat`` = (interval, grace period, stale-trial callback): a worker that stops beating for the
+    grace period has its trial failed by the next worker that looks, and the callback re-queues it.
+
+    Raises:
+        SweepError: the storage cannot be opened (unreachable server, missing driver, bad URL).
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    beat: dict[str, Any] = {}
+    if heartbeat is not None:
+        beat = {"heartbeat_interval": heartbeat[0], "grace_period": heartbeat[1]}
+        beat["heartbeat_stale_trial_callback"] = heartbeat[2]
+    try:
+        with sqlite_init_lock(url):
+            return retry_schema_race(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat))
+    except Exception as e:  # sqlalchemy errors, missing drivers, bad URLs
+        raise SweepError(f"cannot open Optuna storage {redact(url)}: {one_line(e, with_type=False)}") from None
+
+
+_RACING = ("already exists", "database is locked", "UNIQUE constraint failed", "duplicate key")
+
+
+def retry_schema_race(make: Callable[[], T], attempts: int = 5) -> T:
+    """Call ``make``, retrying while another process is creating the same database schema.
+
+    Workers started together on a new SQLite file (Optuna's or MLflow's) race to create its tables;
+    the losers see "table ... already exists" or a unique-constraint error, and succeed a moment later.
+    """
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception as e:
+            if attempt == attempts - 1 or not any(r in str(e) for r in _RACING):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def load_existing_study(name: str, storage: str | None) -> optuna.Study:
+    """The study ``name`` from its storage, for reading (report, export): creates nothing.
+
+    Raises:
+        SweepError: there is no such storage or study.
+    """
+    url = storage_url(storage)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise SweepError(f"no study storage at {path}: run python -m sweep.run on the study file first")
+    rdb = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        raise SweepError(f"study {name!r} is not in {redact(url)}: run python -m sweep.run first") from None
+
+
+def open_study(
+    name: str,
+    directions: tuple[str, ...],
+    storage: optuna.storages.BaseStorage,
+    sampler: Callable[[int], optuna.samplers.BaseSampler],
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the study or load it to resume.
+
+    ``sampler(n)`` builds the sampler given how many trials the study already has: the caller derives
+    its seed from that (and from its worker), so neither a resume nor a second worker replays the same
+    points.
+
+    Raises:
+        SweepError: the stored study optimises other directions than the file asks for.
+    """
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = summaries.get(name)
+    if existing is not None and tuple(d.name.lower() for d in existing.directions) != directions:
+        raise SweepError(
+            f"study {name!r} in storage optimises {[d.name.lower() for d in existing.directions]}, "
+            f"the file asks for {list(directions)}: use another study name"
+        )
+    return optuna.create_study(
+        storage=storage,
+        study_name=name,
+        directions=list(directions),
+        sampler=sampler(existing.n_trials if existing is not None else 0),
+        pruner=pruner,
+        load_if_exists=True,
+    )
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward ``n_trials``: complete or pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def best_value(study: optuna.Study) -> float | None:
+    """The best value so far of a single-objective study (``None`` before the first complete trial)."""
+    if len(study.directions) > 1:
+        return None
+    try:
+        return study.best_value
+    except ValueError:
+        return None
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """A trial's storage id through the storage's public API (a ``Trial`` does not expose it)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)

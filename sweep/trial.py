@@ -1,0 +1,147 @@
+"""One trial: sample → resolve → train → record. No training code lives here.
+
+One objective call = one trial:
+  1. open the trial's tracking (heartbeat, then its MLflow child run), so even a trial that fails
+     early has a run;
+  2. sample the search space and resolve a fully fixed config (seeds derived, device chosen);
+  3. run the loop with a reporter that queues per-epoch metrics for MLflow and reports the target to
+     Optuna for pruning;
+  4. return the target metric(s) of the last epoch; :meth:`Objective.on_trial_end` then closes the run
+     with the status matching the trial's final state.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from objectives.config import LoopCommon
+from objectives.loops import LOOPS
+from objectives.problems import build_problem
+from sweep.config import StudyFile
+from sweep.errors import one_line
+from sweep.interrupts import Interrupts
+from sweep.report import loss_curves_png
+from sweep.space import resolve, sample
+from sweep.storage import Attr, best_value
+from sweep.tracking import Tracker, TrialRun, close_run
+
+
+@dataclass
+class ProblemCache:
+    """Built problems by (name, options, data seed, device): data goes to the device once per run."""
+
+    _cache: dict[tuple[str, str, int, str], Any] = field(default_factory=dict)
+
+    def get(self, cfg: LoopCommon) -> Any:
+        assert cfg.data_seed is not None
+        options = json.dumps(cfg.problem.options, sort_keys=True)
+        key = (cfg.problem.name, options, cfg.data_seed, cfg.device)
+        if key not in self._cache:
+            cpu_key = (*key[:3], "cpu")
+            if cpu_key not in self._cache:
+                loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
+                self._cache[cpu_key] = build_problem(
+                    cfg.problem.name, cfg.problem.options, cfg.data_seed, loop.name, loop.problem
+                )
+            self._cache[key] = self._cache[cpu_key].to(cfg.device)
+        return self._cache[key]
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+class Objective:
+    """The Optuna objective for one study file, plus the callback that closes MLflow runs."""
+
+    def __init__(
+        self,
+        sf: StudyFile,
+        tracker: Tracker,
+        problems: ProblemCache,
+        interrupts: Interrupts,
+        beat: optuna.storages.RDBStorage | None = None,
+    ) -> None:
+        self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
+        self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
+        self.runs: dict[int, TrialRun] = {}
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        sf = self.sf
+        history: list[dict[str, float]] = []
+        run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat)  # 1.
+        try:
+            fixed = tuple(sf.objective.weights)  # type: ignore[attr-defined]
+            sampled, weights = sample(trial, sf.search, fixed)  # 2.
+            cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
+            run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
+            report = self._reporter(trial, run, history)
+            problem = self.problems.get(cfg)
+            with warnings.catch_warnings(), self.interrupts.training():
+                warnings.simplefilter("once")
+                metrics = LOOPS[cfg.loop].train(cfg, report, problem=problem)  # type: ignore[attr-defined]  # 3.
+            values = [metrics[m] for m in sf.study.metric]  # 4.
+            return values[0] if len(values) == 1 else values
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL and re-raises without calling callbacks: close the run here.
+            run.fail(trial, "interrupted (KeyboardInterrupt)")
+            self.runs.pop(trial.number).close(optuna.trial.TrialState.FAIL)
+            raise
+        except Exception as e:
+            run.fail(trial, one_line(e))
+            if is_out_of_memory(e):
+                # Drop this trial's tensors before the next trial allocates: the exception's traceback
+                # holds the frames, so free after it is recorded, then return the cached blocks.
+                e.__traceback__ = None
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            raise
+        finally:
+            if trial.number in self.runs:
+                run.flush()
+                if history:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        run.log_artifact(loss_curves_png(history, Path(tmp) / "loss_curves.png"))
+
+    def _reporter(
+        self, trial: optuna.Trial, run: TrialRun, history: list[dict[str, float]]
+    ) -> Callable[[int, Mapping[str, float]], None]:
+        target = self.sf.study.metric[0]
+        can_prune = not self.sf.study.multi_objective
+
+        def report(epoch: int, metrics: Mapping[str, float]) -> None:
+            history.append(dict(metrics))
+            with self.interrupts.shielded():  # database writes: an interrupt waits for their end
+                run.log_epoch(epoch, metrics)
+                prune = False
+                if can_prune:
+                    trial.report(metrics[target], epoch)
+                    prune = trial.should_prune()
+                    if prune:
+                        run.set_tags({"sweep.pruned_at_epoch": epoch})
+            if prune:
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        return report
+
+    def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Close the child run with the status of the trial's final state."""
+        run = self.runs.pop(trial.number, None)
+        if run is not None:
+            run.close(trial.state)
+        elif Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
+            close_run(self.tracker.client, trial.user_attrs[Attr.RUN], trial.state, trial.user_attrs.get(Attr.FAIL))
+        self.tracker.trial_finished(trial, best_value(study))

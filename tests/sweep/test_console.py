@@ -1,0 +1,46 @@
+"""The progress bar (sweep/console.py): what a terminal shows, and silence off a terminal."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pytest
+
+from sweep.console import Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_finished_of_total_and_the_best_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal: trials n/N and the best value so far; failures get their own line."""
+    screen = _Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    study = optuna.create_study(study_name="bar")
+    bar = Progress(study, total=3, enabled=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            raise ValueError("boom")
+        return x
+
+    study.optimize(objective, n_trials=4, callbacks=[bar], catch=(ValueError,))
+    bar.close()
+    text = screen.getvalue()
+    assert "bar: " in text and "3/3" in text and f"best={study.best_value:.5g}" in text
+    assert "trial 1 failed" in text
+
+
+def test_progress_bar_is_silent_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped output (CI, logs) gets no bar, so no control characters."""
+    screen = io.StringIO()
+    monkeypatch.setattr("sys.stderr", screen)
+    study = optuna.create_study()
+    bar = Progress(study, total=2, enabled=True)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[bar])
+    bar.close()
+    assert screen.getvalue() == ""

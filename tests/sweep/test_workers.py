@@ -1,0 +1,71 @@
+"""``--workers``: which processes start, with which quota, first trial and device (no training: the
+worker processes are replaced by records)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep import run, workers
+from sweep.config import load_study
+from sweep.storage import open_storage, storage_url
+from tests.conftest import tiny_study, write_yaml
+
+
+def _record_workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:
+    """Replace the worker processes run_workers starts by records of (command, env); each 'exits' 0 at once."""
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, command: list[str], env: dict[str, str], **_: object) -> None:
+            started.append((command, env))
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(workers.subprocess, "Popen", Done)
+    return started
+
+
+def test_workers_get_the_coordinators_first_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_workers hands its own first trial number to every worker (not each worker's own count)."""
+    path = write_yaml(tmp_path / "w.yaml", tiny_study("first", study={"n_trials": 4}))
+    monkeypatch.chdir(tmp_path)
+    sf = load_study(path)
+    study = optuna.create_study(study_name="first", storage=open_storage(storage_url(sf.study.storage)))
+    study.optimize(lambda t: t.suggest_float("weights.log10_ratio", -2, 2), n_trials=1)
+    started = _record_workers(monkeypatch)
+    workers.run_workers(sf, path, path.read_text(), 3, [], [], progress=False, report=False)
+    assert len(started) == 3  # 3 trials left, one each
+    assert all(c[c.index("--first-trial") + 1] == "1" for c, _ in started)
+
+
+@pytest.mark.parametrize(
+    ("argv", "visible", "expected"),
+    [
+        (["--workers", "auto"], "2,3", (2, ["2", "3"])),  # narrowed already: hand on its entries
+        (["--workers", "3", "--devices", "0, 1"], "2,3", (3, ["0", "1"])),  # --devices wins
+        (["--workers", "auto"], "", (1, [])),  # no GPU visible: one in-process worker
+    ],
+)
+def test_worker_devices(
+    argv: list[str], visible: str, expected: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which CUDA_VISIBLE_DEVICES entries the workers get. Regression: with CUDA_VISIBLE_DEVICES=2,3 the
+    workers were given 0 and 1, i.e. other physical GPUs."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    args = run.parser().parse_args(["s.yaml", *argv])
+    assert workers.worker_devices(args.workers, args.devices) == expected
+
+
+def test_workers_are_spread_over_devices_round_robin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker process gets one device as its CUDA_VISIBLE_DEVICES, in turn."""
+    path = write_yaml(tmp_path / "d.yaml", tiny_study("spread", study={"n_trials": 3}))
+    monkeypatch.chdir(tmp_path)
+    started = _record_workers(monkeypatch)
+    workers.run_workers(load_study(path), path, path.read_text(), 3, ["2", "3"], [], progress=False, report=False)
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["2", "3", "2"]
