@@ -32,31 +32,33 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 import torch
 
-from objectives.config import AlternatingConfig, ModelConfig
+from objectives.config import AlternatingConfig
+from objectives.data import Source, call, val_batches, weighted_means
 from objectives.helpers import (
     Reporter,
     build_optimizer,
     check_finite,
     check_running_losses,
-    chunked_means,
     derive_seed,
-    epoch_batches,
     frozen,
     param_group,
     to_floats,
 )
 from objectives.lr_schedules import LRSchedule
+from objectives.numerics import autocast, backward, compiled, peak_memory_mb, reset_peak_memory, scaler
+from objectives.numerics import step as step_optimizer
 from objectives.problems import CoupledProblem, prepare
 from objectives.weight_schedules import weight_table
 from objectives.weighting import make as make_weighting
 
 TERMS = AlternatingConfig.LOSSES
 
-StepResult = tuple[torch.Tensor, torch.Tensor]  # the step's unweighted loss terms and effective weights
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], StepResult]  # (x, y, t, base) → result
+StepResult = tuple[torch.Tensor, torch.Tensor, str]  # the step's loss terms, effective weights, models stepped
+Step = Callable[[tuple[Any, ...], torch.Tensor], StepResult]  # (batch (x, y, t_a), base weights) → result
 
 
 def losses(
@@ -75,33 +77,32 @@ def losses(
     return torch.stack(terms)
 
 
-def _clip(model: torch.nn.Module, cfg: ModelConfig) -> None:
-    if cfg.grad_clip is not None:  # no host sync: clip_grad_norm_ scales by a clamped device tensor
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-
-
 @torch.no_grad()
 def evaluate(
     problem: CoupledProblem,
     model_a: torch.nn.Module,
     model_b: torch.nn.Module,
     consistency: bool,
-    chunk: int,
+    cfg: AlternatingConfig,
+    device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    """Validation losses and B's metrics as 0-d device tensors (no host sync here)."""
+    """Validation losses and B's metrics as 0-d device tensors (no host sync here), averaged over samples
+    in chunks of ``eval_batch_size``."""
     model_a.eval()
     model_b.eval()
-    x, y, t = problem.val
 
-    def batch_means(rows: slice) -> dict[str, torch.Tensor]:
-        z = model_a(x[rows])
-        terms = losses(problem, model_b, z, y[rows], t[rows], consistency)
-        out = model_b(z)
-        means = {f"val_{name}_loss": value for name, value in zip(TERMS, terms, strict=False)}
-        means.update({f"val_b_{key}": fn(out, y[rows]) for key, fn in problem.metrics.items()})
+    def batch_means(batch: tuple[Any, ...]) -> dict[str, torch.Tensor]:
+        x, y, t = batch
+        with autocast(cfg.precision, device):
+            z = call(model_a, x)
+            terms = losses(problem, model_b, z, y, t, consistency)
+            out = model_b(z)
+            means = {f"val_{name}_loss": value for name, value in zip(TERMS, terms, strict=False)}
+            means.update({f"val_b_{key}": fn(out, y) for key, fn in problem.metrics.items()})
         return means
 
-    results = chunked_means(len(x), chunk, batch_means)
+    batches = val_batches(problem.val, cfg.eval_batch_size, cfg.data, device, problem.collate_fn)
+    results = weighted_means(batches, batch_means)
     results["val_total_loss"] = results["val_a_loss"] + results["val_b_loss"]
     model_a.train()
     model_b.train()
@@ -120,16 +121,20 @@ def train(
 
     Raises:
         objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
+        objectives.data.DataError: the data is empty or a stream without a length.
     """
-    # 1. Data goes to the device once; every batch below is an index into these tensors.
+    # 1. Tensor data goes to the device once (every batch is an index into it); a Dataset is read by
+    #    a DataLoader, its batches moved as they come.
     cfg, device, problem = prepare(cfg, problem, CoupledProblem)
-    x, y, t = problem.train
+    reset_peak_memory(device)
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
     torch.manual_seed(cfg.seed)
-    model_a = problem.make_model_a().to(device)
-    model_b = problem.make_model_b().to(device)
+    model_a = compiled(problem.make_model_a().to(device), cfg.compile)
+    model_b = compiled(problem.make_model_b().to(device), cfg.compile)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    source = Source(problem.train, cfg.batch_size, cfg.data, device, generator, derive_seed(cfg.seed, "loader"),
+                    problem.collate_fn, problem.steps_per_epoch)  # fmt: skip
 
     # 3. Optimizers: one per model, or one with a parameter group per model for joint training.
     if cfg.mode == "joint":
@@ -144,7 +149,7 @@ def train(
 
     consistency = len(cfg.weights) == 3
     n_losses = len(cfg.weights)
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    steps_per_epoch = source.per_pass
     cycle = cfg.steps_a + cfg.steps_b
     total = cfg.epochs * steps_per_epoch
 
@@ -156,6 +161,8 @@ def train(
     if strategy.parameters():
         opt_a.add_param_group({"params": strategy.parameters(), "weight_decay": 0.0})
     params_a, params_b = list(model_a.parameters()), list(model_b.parameters())
+    grad_scaler = scaler(cfg.precision, device)
+    clip_a, clip_b = (model_a, cfg.model_a.grad_clip), (model_b, cfg.model_b.grad_clip)
 
     # 5. LR schedules run on each optimizer's own step count (in alternate mode A and B step in turn;
     #    joint mode has one optimizer and one schedule for both parameter groups).
@@ -167,66 +174,58 @@ def train(
         if cfg.mode == "joint"
         else LRSchedule(opt_b, cfg.model_b.optimizer.schedule, b_steps, math.ceil(b_steps / cfg.epochs))
     )
+    schedules = {"a": [sched_a], "b": [sched_b], "ab": [sched_a] if cfg.mode == "joint" else [sched_a, sched_b]}
     opt_steps = {"a": 0, "b": 0}
 
+    def forward(batch: tuple[Any, ...], z: torch.Tensor | None = None) -> torch.Tensor:
+        """The step's loss terms for A's output (computed here unless given), under autocast."""
+        x, y, t = batch
+        with autocast(cfg.precision, device):
+            return losses(problem, model_b, call(model_a, x) if z is None else z, y, t, consistency)
+
     # 6. One step function per mode, picked once below. Each runs a fresh forward pass of the batch,
-    #    fills the gradients, steps its optimizer(s) and returns the step's terms and effective weights.
-    def step_a(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+    #    fills the gradients and steps its optimizer(s); it returns the terms, effective weights and
+    #    which models it stepped.
+    def step_a(batch: tuple[Any, ...], base: torch.Tensor) -> StepResult:
         # 6a. A step (alternate): L reaches A only, B is frozen (no grads, no update).
         with frozen(model_b):
-            terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
+            terms = forward(batch)
             opt_a.zero_grad(set_to_none=True)
-            w = strategy.backward(terms, base, params_a)
-        _clip(model_a, cfg.model_a)
-        opt_a.step()
-        sched_a.after_step()
-        opt_steps["a"] += 1
-        return terms, w
+            w = backward(strategy, grad_scaler, terms, base, params_a)
+        step_optimizer(opt_a, grad_scaler, [clip_a])
+        return terms, w, "a"
 
-    def step_b(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+    def step_b(batch: tuple[Any, ...], base: torch.Tensor) -> StepResult:
         # 6b. B step (alternate): A's output without gradient, so A gets nothing from B's steps.
-        with torch.no_grad():
-            z = model_a(xb)
-        terms = losses(problem, model_b, z, yb, tb, consistency)
+        with torch.no_grad(), autocast(cfg.precision, device):
+            z = call(model_a, batch[0])
+        terms = forward(batch, z)
         opt_b.zero_grad(set_to_none=True)
-        w = strategy.backward(terms, base, params_b)
-        _clip(model_b, cfg.model_b)
-        opt_b.step()
-        sched_b.after_step()
-        opt_steps["b"] += 1
-        return terms, w
+        w = backward(strategy, grad_scaler, terms, base, params_b)
+        step_optimizer(opt_b, grad_scaler, [clip_b])
+        return terms, w, "b"
 
-    def step_b_on_detached(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+    def step_b_on_detached(batch: tuple[Any, ...], base: torch.Tensor) -> StepResult:
         # 6c. One forward of A, two disjoint graphs: A learns from its own loss, B from L on the
         #     detached code; one backward of their sum fills both models' gradients.
-        z = model_a(xb)
-        terms_b = losses(problem, model_b, z.detach(), yb, tb, consistency)
-        terms = torch.cat([problem.loss_a(z, tb).unsqueeze(0), terms_b[1:]])
+        with autocast(cfg.precision, device):
+            z = call(model_a, batch[0])
+            own = problem.loss_a(z, batch[2]).unsqueeze(0)
+        terms = torch.cat([own, forward(batch, z.detach())[1:]])
         opt_a.zero_grad(set_to_none=True)
         opt_b.zero_grad(set_to_none=True)
-        w = strategy.backward(terms, base, params_a + params_b)
-        _clip(model_a, cfg.model_a)
-        _clip(model_b, cfg.model_b)
-        opt_a.step()
-        opt_b.step()
-        sched_a.after_step()
-        sched_b.after_step()
-        opt_steps["a"] += 1
-        opt_steps["b"] += 1
-        return terms, w
+        w = backward(strategy, grad_scaler, terms, base, params_a + params_b)
+        step_optimizer(opt_a, grad_scaler, [clip_a])
+        step_optimizer(opt_b, grad_scaler, [clip_b])
+        return terms, w, "ab"
 
-    def step_joint(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor, base: torch.Tensor) -> StepResult:
+    def step_joint(batch: tuple[Any, ...], base: torch.Tensor) -> StepResult:
         # 6d. Joint: one backward of L, one step of the shared optimizer (both groups).
-        terms = losses(problem, model_b, model_a(xb), yb, tb, consistency)
+        terms = forward(batch)
         joint.zero_grad(set_to_none=True)
-        w = strategy.backward(terms, base, params_a + params_b)
-        _clip(model_a, cfg.model_a)
-        _clip(model_b, cfg.model_b)
-        joint.step()
-        sched_a.after_step()
-        opt_steps["a"] += 1
-        opt_steps["b"] += 1
-        return terms, w
+        w = backward(strategy, grad_scaler, terms, base, params_a + params_b)
+        step_optimizer(joint, grad_scaler, [clip_a, clip_b])
+        return terms, w, "ab"
 
     # Alternate mode: per cycle, steps_a A steps then steps_b B steps; the other modes: one kind of step.
     step_for: Callable[[int], Step] = {
@@ -235,9 +234,10 @@ def train(
         "joint": lambda step: step_joint,
     }[cfg.mode]
 
-    def full_losses(xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # the step's losses with the updated models (FAMO's after-step view)
-            return losses(problem, model_b, model_a(xb), yb, tb, consistency)
+    @torch.no_grad()
+    def full_losses(batch: tuple[Any, ...]) -> torch.Tensor:
+        """The step's losses with the updated models, without a graph (FAMO's after-step view)."""
+        return forward(batch)
 
     losses_after_step = strategy.losses_after_step
     metrics: dict[str, float] = {}
@@ -246,12 +246,16 @@ def train(
         # 7. Running sums stay on the device: no .item() inside the step loop (one sync per epoch).
         loss_sums, weight_sums = torch.zeros(n_losses, device=device), torch.zeros(n_losses, device=device)
         weighted_sum = torch.zeros((), device=device)
-        for idx in epoch_batches(len(x), cfg.batch_size, steps_per_epoch, generator, device):
-            xb, yb, tb = x[idx], y[idx], t[idx]
-            terms, w = step_for(step)(xb, yb, tb, table[step])
+        for batch in source.epoch(steps_per_epoch):
+            terms, w, stepped = step_for(step)(batch, table[step])
+            grad_scaler.update()
+            for schedule in schedules[stepped]:
+                schedule.after_step()
+            for model in stepped:
+                opt_steps[model] += 1
             # 8. Strategies that learn from the step's effect (FAMO) get its losses recomputed; others don't.
             if losses_after_step:
-                strategy.after_step(partial(full_losses, xb, yb, tb))
+                strategy.after_step(partial(full_losses, batch))
             loss_sums += terms.detach()
             weight_sums += w
             weighted_sum += (w * terms.detach()).sum()
@@ -265,10 +269,11 @@ def train(
         epoch_values = {f"train_{name}_loss": value for name, value in zip(TERMS, train_means, strict=False)}
         epoch_values["train_weighted_loss"] = weighted_sum / steps_per_epoch
         epoch_values.update({f"weight_{name}": value for name, value in zip(TERMS, weight_means, strict=False)})
-        metrics = to_floats({**epoch_values, **evaluate(problem, model_a, model_b, consistency, cfg.eval_batch_size)})
+        metrics = to_floats({**epoch_values, **evaluate(problem, model_a, model_b, consistency, cfg, device)})
         metrics["lr_a"] = opt_a.param_groups[0]["lr"]
         metrics["lr_b"] = opt_b.param_groups[1 if cfg.mode == "joint" else 0]["lr"]
         metrics["opt_steps_a"], metrics["opt_steps_b"] = float(opt_steps["a"]), float(opt_steps["b"])
+        metrics["peak_memory_mb"] = peak_memory_mb(device)
 
         # 10. A NaN/Inf loss ends the trial now: further epochs would only burn time.
         check_finite(metrics, epoch)
@@ -284,4 +289,4 @@ def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int) -
     terms = AlternatingConfig.LOSSES[:n_losses]
     names = [*(f"train_{t}_loss" for t in terms), "train_weighted_loss", *(f"weight_{t}" for t in terms)]
     names += [*(f"val_{t}_loss" for t in terms), *(f"val_b_{m}" for m in task_metrics.get("b", ()))]
-    return (*names, "val_total_loss", "lr_a", "lr_b", "opt_steps_a", "opt_steps_b")
+    return (*names, "val_total_loss", "lr_a", "lr_b", "opt_steps_a", "opt_steps_b", "peak_memory_mb")

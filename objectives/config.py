@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import (
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -48,9 +49,41 @@ class ProblemRef(Frozen):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class DataConfig(Frozen):
+    """``objective.data`` — how Dataset splits are read (DataLoader options; tensor splits ignore them).
+
+    Attributes:
+        num_workers: DataLoader worker processes (0: load in the training process).
+        pin_memory: Page-locked host batches for faster copies to the GPU; ``None`` = on when the device
+            is CUDA.
+        persistent_workers: Keep the workers alive between epochs (with ``num_workers`` > 0).
+        prefetch_factor: Batches each worker loads ahead (with ``num_workers`` > 0; torch's default 2).
+        drop_last: Drop a last, smaller training batch of each pass.
+        steps_per_epoch: Batches per epoch of each training split: required for a stream
+            (``IterableDataset``) unless its problem gives it; for a map-style Dataset it replaces a
+            full pass (e.g. a fixed number of steps over a very large dataset).
+    """
+
+    num_workers: NonNegativeInt = 0
+    pin_memory: bool | None = None
+    persistent_workers: bool = False
+    prefetch_factor: PositiveInt | None = None
+    drop_last: bool = False
+    steps_per_epoch: PositiveInt | None = None
+
+
+class CompileConfig(Frozen):
+    """``objective.compile`` as a mapping: the options of ``torch.compile`` (``true`` = all defaults)."""
+
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    backend: str = "inductor"
+    fullgraph: bool = False
+    dynamic: bool | None = None
+
+
 class LoopCommon(Frozen):
-    """Fields every loop has: the problem, the data/epoch sizes, how losses are weighted, the device
-    and the seeds.
+    """Fields every loop has: the problem, the data/epoch sizes, how losses are weighted, numerics, the
+    device and the seeds.
 
     Attributes:
         weighting: The weighting strategy (:mod:`objectives.weighting`): ``static`` (the weights as
@@ -58,6 +91,11 @@ class LoopCommon(Frozen):
             ``famo``).
         weight_schedule: How one loss's weight moves over training (:mod:`objectives.weight_schedules`);
             ``constant`` by default.
+        data: How Dataset splits are loaded (:class:`DataConfig`).
+        precision: ``fp32``; ``bf16`` (``torch.autocast``, CUDA or CPU); ``fp16`` (autocast and a
+            ``GradScaler``, CUDA only, with strategies whose gradient is a plain weighted sum).
+        compile: ``torch.compile`` the model(s): ``false``, ``true`` or its options; a compile error
+            fails the trial with its reason.
     """
 
     LOSSES: ClassVar[tuple[str, ...]] = ()  # the loop's losses, in the order of ``weights``
@@ -68,9 +106,26 @@ class LoopCommon(Frozen):
     weighting: WeightingConfig = weighting.static.Config()
     weight_schedule: WeightScheduleConfig = weight_schedules.constant.Config()
     eval_batch_size: PositiveInt = 4096
+    data: DataConfig = DataConfig()
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool | CompileConfig = False
     device: str = "auto"
     seed: int | None = None
     data_seed: int | None = None
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_plain_weighted_sum(self) -> LoopCommon:
+        if self.precision != "fp16":
+            return self
+        if self.device == "cpu" or self.device == "mps":
+            raise ValueError(f"precision fp16 (with a GradScaler) needs a CUDA device, not {self.device}: use bf16")
+        allowed = weighting.names_with(weights_before_step=True, own_backward=False)
+        if self.weighting.type not in allowed:
+            raise ValueError(
+                f"precision fp16 scales a plain weighted sum of the losses (GradScaler); weighting "
+                f"{self.weighting.type} computes its own gradients: use bf16, or weighting {', '.join(allowed)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _schedule_target_is_a_loss(self) -> LoopCommon:
@@ -115,6 +170,10 @@ class DualLossConfig(LoopCommon):
             ``accumulate`` pairs like ``cycle`` but runs one backward pass per task (gradients summed,
             one optimizer step), so only one task's graph is alive at a time.
         optimizer: Optimizer of the model.
+        grad_accum_steps: One optimizer step every this many batches, each batch's loss scaled so the
+            update equals that of one batch this many times larger (the last group of an epoch may be
+            shorter; its batches are scaled by its own size).
+        grad_clip: Clip the model's gradient norm to this value before each optimizer step.
         weights: Loss weights (w_a, w_b) applied to the two training losses.
         eval_batch_size: Chunk size for validation (no gradients).
         device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``...
@@ -129,7 +188,20 @@ class DualLossConfig(LoopCommon):
     batch_size_b: PositiveInt | None = None
     mixing: Literal["zip", "cycle", "accumulate"] = "cycle"
     optimizer: OptimizerConfig = OptimizerConfig()
+    grad_accum_steps: PositiveInt = 1
+    grad_clip: PositiveFloat | None = None
     weights: tuple[NonNegativeFloat, NonNegativeFloat] = (0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _accumulation_needs_a_plain_weighted_sum(self) -> DualLossConfig:
+        allowed = weighting.names_with(own_backward=False, losses_after_step=False)
+        if self.grad_accum_steps > 1 and self.weighting.type not in allowed:
+            raise ValueError(
+                f"grad_accum_steps adds the gradients of several batches, which equals the large-batch "
+                f"gradient only for a weighted sum of the losses; weighting {self.weighting.type} is not one: "
+                f"use weighting {', '.join(allowed)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _accumulate_needs_fixed_weights(self) -> DualLossConfig:

@@ -12,53 +12,65 @@ reporter; it imports neither optuna nor mlflow. Metrics reported each epoch:
     unweighted validation losses, their sum, and each task's extra metrics (e.g. ``val_b_acc``);
 ``weight_a``, ``weight_b``, ``lr``
     the epoch's mean effective loss weights (static weight × weight schedule × strategy) and the
-    learning rate at the end of the epoch.
+    learning rate at the end of the epoch;
+``peak_memory_mb``
+    peak GPU memory allocated in the trial so far (CUDA), or the process's peak host RSS (CPU).
+
+Data: each task's splits are tensors (indexed on the device) or Datasets (read by DataLoaders), see
+:mod:`objectives.data`; a batch's inputs may be a tensor, a tuple or a dict.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import torch
 
 from objectives.config import DualLossConfig
+from objectives.data import Source, call, val_batches, weighted_means
 from objectives.helpers import (
     Reporter,
     build_optimizer,
     check_finite,
     check_running_losses,
-    chunked_means,
     derive_seed,
-    epoch_batches,
     plan_epoch,
     to_floats,
 )
 from objectives.lr_schedules import LRSchedule
+from objectives.numerics import autocast, backward, compiled, peak_memory_mb, reset_peak_memory, scaler
+from objectives.numerics import step as step_optimizer
 from objectives.problems import Problem, Task, prepare
 from objectives.weight_schedules import weight_table
 from objectives.weighting import make as make_weighting
 
 
-def _output(model: torch.nn.Module, task: Task, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
+def _output(model: torch.nn.Module, task: Task, inputs: Any) -> torch.Tensor:
+    out = call(model, inputs)
     return out if task.head is None else out[task.head]
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, tasks: dict[str, Task], chunk: int) -> dict[str, torch.Tensor]:
-    """Validation loss and metrics of every task, as 0-d device tensors (no host sync here)."""
+def evaluate(
+    model: torch.nn.Module, tasks: dict[str, Task], cfg: DualLossConfig, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Validation loss and metrics of every task, as 0-d device tensors (no host sync here), averaged
+    over samples in chunks of ``eval_batch_size``."""
     model.eval()
     results: dict[str, torch.Tensor] = {}
     for name, task in tasks.items():
-        x, y = task.val
 
-        def batch_means(rows: slice, task: Task = task, x: torch.Tensor = x, y: torch.Tensor = y) -> dict:
-            out = _output(model, task, x[rows])
-            return {key: fn(out, y[rows]) for key, fn in {"loss": task.loss, **task.metrics}.items()}
+        def batch_means(batch: tuple[Any, ...], task: Task = task) -> dict[str, torch.Tensor]:
+            with autocast(cfg.precision, device):
+                out = _output(model, task, batch[0])
+                return {key: fn(out, batch[1]) for key, fn in {"loss": task.loss, **task.metrics}.items()}
 
-        for key, value in chunked_means(len(x), chunk, batch_means).items():
+        batches = val_batches(task.val, cfg.eval_batch_size, cfg.data, device, task.collate_fn)
+        for key, value in weighted_means(batches, batch_means, f"task {name}'s").items():
             results[f"val_{name}_{key}"] = value
     results["val_total_loss"] = sum(results[f"val_{name}_loss"] for name in tasks)
     model.train()
@@ -76,88 +88,107 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
 
     Raises:
         objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
+        objectives.data.DataError: a task's data is empty or a stream without a length.
     """
-    # 1. Data goes to the device once; every batch below is an index into these tensors.
+    # 1. Tensor data goes to the device once (every batch is an index into it); a Dataset is read by
+    #    a DataLoader, its batches moved as they come.
     cfg, device, problem = prepare(cfg, problem, Problem)
     tasks = {"a": problem.a, "b": problem.b}
+    reset_peak_memory(device)
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
     torch.manual_seed(cfg.seed)
-    model = problem.make_model().to(device)
+    model = compiled(problem.make_model().to(device), cfg.compile)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    batch_sizes = (cfg.batch_size, cfg.batch_size_b or cfg.batch_size)
+    sources = [
+        Source(task.train, bs, cfg.data, device, generator, derive_seed(cfg.seed, "loader", name),
+               task.collate_fn, task.steps_per_epoch, f"task {name}'s")
+        for (name, task), bs in zip(tasks.items(), batch_sizes, strict=True)
+    ]  # fmt: skip
 
     # 3. Plan the epoch: how many steps and which dataset repeats. zip drops the longer set's tail,
     #    which silently wastes data, so say so when it is more than 10%.
-    sizes = (len(problem.a.train[0]), len(problem.b.train[0]))
-    batch_sizes = (cfg.batch_size, cfg.batch_size_b or cfg.batch_size)
-    plan = plan_epoch(sizes, batch_sizes, cfg.mixing)
-    unseen = 1.0 - min(plan.seen_fraction)
-    if cfg.mixing == "zip" and unseen > 0.10:
+    sizes = (sources[0].n, sources[1].n)
+    plan = plan_epoch(sizes, batch_sizes, cfg.mixing, (sources[0].per_pass, sources[1].per_pass))
+    short = min((0, 1), key=lambda i: plan.seen_fraction[i])
+    if cfg.mixing == "zip" and plan.seen_fraction[short] < 0.90:
         warnings.warn(
-            f"mixing=zip shows only {min(plan.seen_fraction):.1%} of the larger dataset each epoch "
-            f"(sizes {sizes}, batch sizes {batch_sizes}); use mixing=cycle to see all of it",
+            f"mixing=zip shows only {plan.seen_fraction[short]:.1%} of task {'ab'[short]}'s training data each "
+            f"epoch (sizes {sizes}, batch sizes {batch_sizes}); use mixing=cycle to see all of it",
             stacklevel=2,
         )
+
     # 4. Loss weights: every step's static weights (after the weight schedule) in one device table,
     #    and the weighting strategy; learned weights (uncertainty) join the optimizer before the LR
-    #    schedule is built, so the schedule drives them too.
+    #    schedule is built, so the schedule drives them too. With gradient accumulation the optimizer
+    #    (and its schedule) steps once per group of grad_accum_steps batches.
     total_steps = cfg.epochs * plan.steps
     table = weight_table(cfg.weight_schedule, cfg.weights, cfg.LOSSES, total_steps, device)
     strategy = make_weighting(cfg.weighting, 2, device, derive_seed(cfg.seed, "weighting"))
     if strategy.parameters():
         optimizer.add_param_group({"params": strategy.parameters(), "weight_decay": 0.0})
-    schedule = LRSchedule(optimizer, cfg.optimizer.schedule, total_steps, plan.steps)
+    k = cfg.grad_accum_steps
+    updates_per_epoch = math.ceil(plan.steps / k)
+    schedule = LRSchedule(optimizer, cfg.optimizer.schedule, cfg.epochs * updates_per_epoch, updates_per_epoch)
+    grad_scaler = scaler(cfg.precision, device)
     params = list(model.parameters())
 
-    def step_losses(xa: torch.Tensor, ya: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        loss_a = problem.a.loss(_output(model, problem.a, xa), ya)
-        return torch.stack([loss_a, problem.b.loss(_output(model, problem.b, xb), yb)])
+    def step_losses(batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
+        with autocast(cfg.precision, device):
+            loss_a = problem.a.loss(_output(model, problem.a, batch_a[0]), batch_a[1])
+            return torch.stack([loss_a, problem.b.loss(_output(model, problem.b, batch_b[0]), batch_b[1])])
 
     @torch.no_grad()
-    def losses_after(xa: torch.Tensor, ya: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def losses_after(batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
         """The step's losses again with the updated model, without a graph (FAMO's after-step view)."""
-        return step_losses(xa, ya, xb, yb)
+        return step_losses(batch_a, batch_b)
 
     losses_after_step = strategy.losses_after_step
     metrics: dict[str, float] = {}
     step = 0
     for epoch in range(cfg.epochs):
         model.train()
-        batches_a = epoch_batches(sizes[0], batch_sizes[0], plan.steps, generator, device)
-        batches_b = epoch_batches(sizes[1], batch_sizes[1], plan.steps, generator, device)
+        batches_a, batches_b = sources[0].epoch(plan.steps), sources[1].epoch(plan.steps)
         # 5. Running sums stay on the device: no .item() inside the step loop (one sync per epoch).
         loss_sums, weight_sums = torch.zeros(2, device=device), torch.zeros(2, device=device)
         weighted_sum = torch.zeros((), device=device)
-        for idx_a, idx_b in zip(batches_a, batches_b, strict=True):
-            optimizer.zero_grad(set_to_none=True)
-            xa, ya = problem.a.train[0][idx_a], problem.a.train[1][idx_a]
-            xb, yb = problem.b.train[0][idx_b], problem.b.train[1][idx_b]
+        for i, (batch_a, batch_b) in enumerate(zip(batches_a, batches_b, strict=True)):
+            # 6. Accumulation groups: gradients of a group's batches add up, each scaled by 1/group size,
+            #    so the update equals one over the group's batches together (k = 1: every batch).
+            if i % k == 0:
+                optimizer.zero_grad(set_to_none=True)
+            factor = 1.0 / min(k, plan.steps - i // k * k)
             if cfg.mixing == "accumulate":
-                # 6a. One backward per task: only one graph alive at a time; gradients add up in .grad.
+                # 7a. One backward per task: only one graph alive at a time; gradients add up in .grad.
                 #     (The config allows only strategies whose weights are known before it: weights_before_step.)
                 w = strategy.weights(table[step], table[step]).detach()
-                loss_a = problem.a.loss(_output(model, problem.a, xa), ya)
-                (w[0] * loss_a).backward()
-                loss_b = problem.b.loss(_output(model, problem.b, xb), yb)
-                (w[1] * loss_b).backward()
+                with autocast(cfg.precision, device):
+                    loss_a = problem.a.loss(_output(model, problem.a, batch_a[0]), batch_a[1])
+                grad_scaler.scale(w[0] * loss_a * factor).backward()
+                with autocast(cfg.precision, device):
+                    loss_b = problem.b.loss(_output(model, problem.b, batch_b[0]), batch_b[1])
+                grad_scaler.scale(w[1] * loss_b * factor).backward()
                 losses = torch.stack([loss_a.detach(), loss_b.detach()])
             else:
-                # 6b. Both losses, then the strategy's backward (static: one backward of Σ w_i L_i).
-                losses = step_losses(xa, ya, xb, yb)
-                w = strategy.backward(losses, table[step], params)
-            optimizer.step()
-            schedule.after_step()
-            # 7. Strategies that learn from the step's effect (FAMO) get its losses recomputed; others don't.
+                # 7b. Both losses, then the strategy's backward (static: one backward of Σ w_i L_i).
+                losses = step_losses(batch_a, batch_b)
+                w = backward(strategy, grad_scaler, losses, table[step], params, factor)
+            if (i + 1) % k == 0 or i + 1 == plan.steps:
+                step_optimizer(optimizer, grad_scaler, [(model, cfg.grad_clip)])
+                grad_scaler.update()
+                schedule.after_step()
+            # 8. Strategies that learn from the step's effect (FAMO) get its losses recomputed; others don't.
             if losses_after_step:
-                strategy.after_step(partial(losses_after, xa, ya, xb, yb))
+                strategy.after_step(partial(losses_after, batch_a, batch_b))
             loss_sums += losses.detach()
             weight_sums += w
             weighted_sum += (w * losses.detach()).sum()
             check_running_losses(loss_sums, step, epoch)
             step += 1
 
-        # 8. Validate on every task, then sync once: everything for the epoch in one transfer.
+        # 9. Validate on every task, then sync once: everything for the epoch in one transfer.
         train_means = loss_sums / plan.steps
         strategy.end_epoch(train_means)
         weight_means = weight_sums / plan.steps
@@ -168,12 +199,13 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
                 "train_weighted_loss": weighted_sum / plan.steps,
                 "weight_a": weight_means[0],
                 "weight_b": weight_means[1],
-                **evaluate(model, tasks, cfg.eval_batch_size),
+                **evaluate(model, tasks, cfg, device),
             }
         )
         metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["peak_memory_mb"] = peak_memory_mb(device)
 
-        # 9. A NaN/Inf loss ends the trial now: further epochs would only burn time.
+        # 10. A NaN/Inf loss ends the trial now: further epochs would only burn time.
         check_finite(metrics, epoch)
         schedule.after_epoch(metrics["val_total_loss"])  # reduce-on-plateau steps with the validation loss
         if report is not None:
@@ -187,4 +219,4 @@ def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int = 
     names += [f"weight_{t}" for t in DualLossConfig.LOSSES]
     for task in DualLossConfig.LOSSES:
         names += [f"val_{task}_loss", *(f"val_{task}_{m}" for m in task_metrics.get(task, ()))]
-    return (*names, "val_total_loss", "lr")
+    return (*names, "val_total_loss", "lr", "peak_memory_mb")

@@ -120,12 +120,28 @@ class EpochPlan:
     seen_fraction: tuple[float, float]
 
 
-def plan_epoch(sizes: tuple[int, int], batch_sizes: tuple[int, int], mixing: str) -> EpochPlan:
-    """Steps per epoch for ``zip`` (stop at the shorter) or ``cycle``/``accumulate`` (see all of the longer)."""
-    per_set = tuple(math.ceil(n / b) for n, b in zip(sizes, batch_sizes, strict=True))
-    steps = min(per_set) if mixing == "zip" else max(per_set)
-    cycles = tuple(p < steps for p in per_set)
-    seen = tuple(min(1.0, steps * b / n) for n, b in zip(sizes, batch_sizes, strict=True))
+def plan_epoch(
+    sizes: tuple[int | None, int | None],
+    batch_sizes: tuple[int, int],
+    mixing: str,
+    per_pass: tuple[int, int] | None = None,
+) -> EpochPlan:
+    """Steps per epoch for ``zip`` (stop at the shorter) or ``cycle``/``accumulate`` (see all of the longer).
+
+    Args:
+        sizes: Samples in each training set (``None`` for a stream).
+        batch_sizes: Each set's batch size.
+        mixing: ``zip``, ``cycle`` or ``accumulate``.
+        per_pass: Batches in one pass over each set, when not ``ceil(size / batch size)`` (a DataLoader
+            that drops its last batch, a stream's or a capped steps per epoch).
+    """
+    passes = per_pass or tuple(math.ceil((n or 0) / b) for n, b in zip(sizes, batch_sizes, strict=True))
+    steps = min(passes) if mixing == "zip" else max(passes)
+    cycles = tuple(p < steps for p in passes)
+    seen = tuple(
+        min(1.0, steps * b / n) if n else min(1.0, steps / p)
+        for n, b, p in zip(sizes, batch_sizes, passes, strict=True)
+    )
     return EpochPlan(steps=steps, cycles=(cycles[0], cycles[1]), seen_fraction=(seen[0], seen[1]))
 
 

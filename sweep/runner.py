@@ -15,11 +15,12 @@ from pathlib import Path
 
 import optuna
 
+from objectives.data import DataError, check_data
 from objectives.helpers import derive_seed
 from objectives.loops import LOOPS
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output
-from sweep.errors import SweepError, one_line
+from sweep.errors import ConfigError, SweepError, one_line
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials
 from sweep.report import write_report
@@ -108,10 +109,15 @@ def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> None:
     """Checks that need the built problem (a user problem's metrics), before anything is written.
 
     Raises:
-        ConfigError: the problem's metrics do not include the target.
+        ConfigError: the problem's data is empty (or a stream without steps per epoch), or its metrics
+            do not include the target.
     """
     cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))  # type: ignore[attr-defined]
     problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
+    try:
+        check_data(problem, cfg.data)
+    except DataError as e:
+        raise ConfigError(source, "objective.problem", f"{cfg.problem.name}: {e}") from None
     loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
     check_target(sf.study.metric, sf.study.direction, loop.targets(problem.metric_names(), len(cfg.weights)), source)  # type: ignore[attr-defined]
 

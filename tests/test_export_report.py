@@ -168,3 +168,27 @@ def test_no_password_in_exports_or_logs(tmp_path: Path, monkeypatch: pytest.Monk
         parse_study(exported, "best.yaml", substitute_env=False)
     finally:
         optuna.delete_study(study_name=name, storage=url)
+
+
+def test_export_replays_a_trial_on_the_dataloader_path(tmp_path: Path) -> None:
+    """Datasets with random augmentation read by 2 DataLoader workers per task: the exported best trial
+    replays to the same value bit for bit (loader shuffling and worker RNGs are seeded from the trial)."""
+    doc = tiny_study("loader", study={"n_trials": 3})
+    doc["objective"] = {
+        **doc["objective"],
+        "problem": "tests.fault_problems:augmented",
+        "data": {"num_workers": 2, "persistent_workers": True},
+    }
+    path = write_yaml(tmp_path / "loader.yaml", doc)
+    ran = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    study = optuna.load_study(study_name="loader", storage=_storage(tmp_path))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert len({t.value for t in study.trials}) == 3  # the trials differ
+    exported = run_main("sweep.export", str(path), "-o", "best.yaml", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert load_study(tmp_path / "best.yaml").objective.data.num_workers == 2
+    replay = run_main("sweep.run", "best.yaml", "--no-report", cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    again = optuna.load_study(study_name=f"loader-trial{study.best_trial.number}", storage=_storage(tmp_path))
+    assert again.trials[0].value == study.best_value

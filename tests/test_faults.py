@@ -108,3 +108,25 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path) -> None:
 def test_build_problem_for_fault_module() -> None:
     """The fault problems are importable by path (what the tests above rely on)."""
     assert build_problem("tests.fault_problems:oom", {"fail": False}, 0).a.train[0].shape == (64, 4)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"which": "a_train"}, "task a's training data is empty"),
+        ({"which": "b_val"}, "task b's validation data is empty"),
+        (None, "task a's training data is a stream (IterableDataset): give its steps per epoch"),
+    ],
+)
+def test_unusable_data_is_refused_before_anything_is_created(
+    tmp_path: Path, options: dict | None, fragment: str
+) -> None:
+    """An empty split or a stream without steps per epoch: one line naming the problem, exit 2, nothing written."""
+    name = "tests.fault_problems:empty" if options is not None else "tests.fault_problems:stream_without_length"
+    doc = tiny_study("data", objective={"problem": {"name": name, "options": options or {}}})
+    write_yaml(tmp_path / "bad.yaml", doc)
+    result = run_main("sweep.run", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: bad.yaml: objective.problem: {name}: {fragment}"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no storage, no MLflow store

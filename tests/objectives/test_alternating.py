@@ -465,6 +465,7 @@ BASE_KEYS = {
     "lr_b",
     "opt_steps_a",
     "opt_steps_b",
+    "peak_memory_mb",
 }
 CONSISTENCY_KEYS = {"train_consistency_loss", "val_consistency_loss", "weight_consistency"}
 

@@ -211,6 +211,7 @@ BASE_KEYS = {
     "weight_a",
     "weight_b",
     "lr",
+    "peak_memory_mb",
 }
 
 
@@ -231,6 +232,7 @@ def test_reporter_called_every_epoch_with_consistent_metrics(name, extra):
         )  # float32 on the device: Σ_steps w·L / steps equals w·mean(L) to rounding
         assert (m["weight_a"], m["weight_b"]) == pytest.approx(weights, rel=1e-6)
         assert m["lr"] == 0.01
+        assert m["peak_memory_mb"] > 0  # host RSS here (CPU)
         for key in extra:
             assert 0.0 <= m[key] <= 1.0
     assert final == rec.calls[-1][1]
@@ -317,7 +319,9 @@ def test_evaluate_is_chunk_invariant_and_matches_full_batch():
     torch.manual_seed(0)
     model = problem.make_model()
     tasks = {"a": problem.a, "b": problem.b}
-    small, big = evaluate(model, tasks, 7), evaluate(model, tasks, 4096)
+    cpu = torch.device("cpu")
+    small = evaluate(model, tasks, DualLossConfig(problem="digits_pair", eval_batch_size=7), cpu)
+    big = evaluate(model, tasks, DualLossConfig(problem="digits_pair", eval_batch_size=4096), cpu)
     assert (
         set(small)
         == set(big)

@@ -1,0 +1,216 @@
+"""Batches for the loops, from tensors (the fast path) or from a Dataset through a DataLoader.
+
+Both kinds of split give the loops the same two things: an epoch's training batches (:class:`Source`)
+and the validation batches with their sample counts (:func:`val_batches`). Tensors move to the device
+once and every batch is an index into them, drawn on the device (no host sync). A Dataset is read by
+a ``torch.utils.data.DataLoader`` (worker processes, pinned memory, prefetching as ``objective.data``
+says) whose shuffling and worker RNGs are seeded from the trial's seed, so a config replays. A batch
+is ``(inputs, target[, a_target])``; ``inputs`` is a tensor, a tuple/list (``model(*inputs)``) or a
+dict (``model(**inputs)``), see :func:`call`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from objectives.config import DataConfig
+from objectives.helpers import epoch_batches
+from objectives.problems.base import Split, move
+
+
+class DataError(ValueError):
+    """A problem's data cannot be trained on (empty, a stream without a length, a wrong structure)."""
+
+
+def call(model: torch.nn.Module, inputs: Any) -> Any:
+    """The model on a batch's inputs: ``model(x)``, ``model(*inputs)`` for a tuple/list, ``model(**inputs)``."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, list | tuple):
+        return model(*inputs)
+    return model(inputs)
+
+
+def take(tree: Any, index: torch.Tensor | slice) -> Any:
+    """Rows ``index`` of every tensor in a (nested) batch structure."""
+    if isinstance(tree, torch.Tensor):
+        return tree[index]
+    if isinstance(tree, dict):
+        return {k: take(v, index) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(take(v, index) for v in tree)
+    raise DataError(f"a batch holds a {type(tree).__name__}; expected tensors, tuples, lists or dicts of them")
+
+
+def count(batch: tuple[Any, ...]) -> int:
+    """Samples in a batch: the length of its target (the second element)."""
+    return len(batch[1])
+
+
+def n_samples(split: Split) -> int | None:
+    """Samples in a split (``None`` for a stream, which has no length)."""
+    if isinstance(split, IterableDataset):
+        return None
+    if isinstance(split, Dataset):
+        return len(split)  # type: ignore[arg-type]
+    return len(split[1])
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: torch is seeded per worker from the loader's generator; seed the rest from it."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def loader(
+    dataset: Dataset,
+    batch_size: int,
+    cfg: DataConfig,
+    device: torch.device,
+    seed: int | None,
+    collate_fn: Callable[[list[Any]], Any] | None,
+) -> DataLoader:
+    """The DataLoader ``objective.data`` describes; ``seed`` set = shuffled with a generator seeded by it."""
+    workers = cfg.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=seed is not None and not isinstance(dataset, IterableDataset),
+        generator=torch.Generator().manual_seed(seed) if seed is not None else None,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=cfg.pin_memory if cfg.pin_memory is not None else device.type == "cuda",
+        drop_last=cfg.drop_last,
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+    )
+
+
+class Source:
+    """One training split's batches, epoch by epoch.
+
+    Attributes:
+        n: Samples in the split (``None`` for a stream).
+        per_pass: Batches in one pass over the split (for a stream: the steps of one epoch).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        cfg: DataConfig,
+        device: torch.device,
+        generator: torch.Generator,
+        seed: int,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        steps_per_epoch: int | None = None,
+        name: str = "the",
+    ) -> None:
+        self.split, self.batch_size, self.device, self.generator = split, batch_size, device, generator
+        self.n = n_samples(split)
+        steps = cfg.steps_per_epoch or steps_per_epoch
+        self._loader: DataLoader | None = None
+        self._iterator: Iterator[Any] | None = None
+        if isinstance(split, Dataset):
+            self._loader = loader(split, batch_size, cfg, device, seed, collate_fn)
+            self._non_blocking = self._loader.pin_memory
+            if self.n is None and steps is None:
+                raise DataError(
+                    f"{name} training data is a stream (IterableDataset): give its steps per epoch "
+                    "(Task.steps_per_epoch or objective.data.steps_per_epoch)"
+                )
+        if self.n == 0:
+            raise DataError(f"{name} training data is empty")
+        full = self.n // batch_size if cfg.drop_last and self._loader is not None else None
+        self.per_pass = steps or full or math.ceil((self.n or 0) / batch_size)
+
+    def epoch(self, steps: int) -> Iterator[Any]:
+        """``steps`` batches on the device. Tensors: index batches drawn now, on the device, from the
+        trial's generator (re-shuffled each pass). A DataLoader: a fresh (re-shuffled) pass each epoch,
+        and again whenever a pass runs out before ``steps``; a stream continues where it stopped."""
+        if self._loader is None:
+            order = epoch_batches(self.n or 0, self.batch_size, steps, self.generator, self.device)
+            return (take(self.split, idx) for idx in order)
+        return self._loaded(steps)
+
+    def _loaded(self, steps: int) -> Iterator[Any]:
+        assert self._loader is not None
+        stream = isinstance(self.split, IterableDataset)
+        if not stream or self._iterator is None:
+            self._iterator = iter(self._loader)
+        for _ in range(steps):
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                self._iterator = iter(self._loader)
+                batch = next(self._iterator, None)
+                if batch is None:
+                    raise DataError("the training data ran out of batches (an empty pass)") from None
+            yield move(batch, self.device, self._non_blocking)
+        if not stream:
+            self._iterator = None  # the next epoch starts a fresh pass (and shuts non-persistent workers down)
+
+
+def val_batches(
+    split: Split,
+    chunk: int,
+    cfg: DataConfig,
+    device: torch.device,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> Iterator[tuple[Any, int]]:
+    """Validation batches on the device with their sample counts, in order (no shuffling)."""
+    if isinstance(split, Dataset):
+        for batch in loader(split, chunk, cfg.model_copy(update={"drop_last": False}), device, None, collate_fn):
+            yield move(batch, device, device.type == "cuda"), count(batch)
+        return
+    n = len(split[1])
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        yield take(split, rows), rows.stop - rows.start
+
+
+def weighted_means(
+    batches: Iterator[tuple[Any, int]], batch_means: Callable[[Any], dict[str, torch.Tensor]], name: str = "the"
+) -> dict[str, torch.Tensor]:
+    """Means over every sample from per-batch means, weighted by each batch's sample count (no host sync).
+
+    Batching only bounds memory: the result is the mean over samples, never a mean of batch means.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    total = 0
+    for batch, n in batches:
+        for key, value in batch_means(batch).items():
+            weighted = value * n
+            sums[key] = sums[key] + weighted if key in sums else weighted
+        total += n
+    if total == 0:
+        raise DataError(f"{name} validation data is empty")
+    return {key: value / total for key, value in sums.items()}
+
+
+def check_data(problem: Any, cfg: DataConfig) -> None:
+    """What can be told about a problem's data without reading it: no split is empty, and every stream
+    (``IterableDataset``) used for training says how many steps an epoch has.
+
+    Raises:
+        DataError: naming the split.
+    """
+    tasks = {"task a's": problem.a, "task b's": problem.b} if hasattr(problem, "a") else {"the": problem}
+    for name, task in tasks.items():
+        for kind, split in (("training", task.train), ("validation", task.val)):
+            if n_samples(split) == 0:
+                raise DataError(f"{name} {kind} data is empty")
+        if isinstance(task.train, IterableDataset) and not (cfg.steps_per_epoch or task.steps_per_epoch):
+            raise DataError(
+                f"{name} training data is a stream (IterableDataset): give its steps per epoch "
+                "(Task.steps_per_epoch or objective.data.steps_per_epoch)"
+            )
