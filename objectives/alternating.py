@@ -46,6 +46,7 @@ from objectives.helpers import (
     derive_seed,
     frozen,
     param_group,
+    seed_all,
     to_floats,
 )
 from objectives.lr_schedules import LRSchedule
@@ -129,7 +130,7 @@ def train(
     reset_peak_memory(device)
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
-    torch.manual_seed(cfg.seed)
+    seed_all(cfg.seed)
     model_a = compiled(problem.make_model_a().to(device), cfg.compile)
     model_b = compiled(problem.make_model_b().to(device), cfg.compile)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -12,16 +12,14 @@ dict (``model(**inputs)``), see :func:`call`.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from objectives.config import DataConfig
-from objectives.helpers import epoch_batches
+from objectives.helpers import derive_seed, epoch_batches
 from objectives.problems.base import Split, move
 
 
@@ -63,13 +61,6 @@ def n_samples(split: Split) -> int | None:
     return len(split[1])
 
 
-def _seed_worker(worker_id: int) -> None:
-    """DataLoader workers: torch is seeded per worker from the loader's generator; seed the rest from it."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
 def loader(
     dataset: Dataset,
     batch_size: int,
@@ -78,20 +69,25 @@ def loader(
     seed: int | None,
     collate_fn: Callable[[list[Any]], Any] | None,
 ) -> DataLoader:
-    """The DataLoader ``objective.data`` describes; ``seed`` set = shuffled with a generator seeded by it."""
+    """The DataLoader ``objective.data`` describes; ``seed`` set = shuffled with a generator seeded by it.
+
+    Each worker process is seeded by torch itself from a base seed drawn from that generator (its torch,
+    numpy and ``random`` RNGs: worker ``i`` gets base + i), so augmentation in workers replays too.
+    """
     workers = cfg.num_workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=seed is not None and not isinstance(dataset, IterableDataset),
-        generator=torch.Generator().manual_seed(seed) if seed is not None else None,
+        # Its own generator even unshuffled: a loader draws its workers' base seed from it at every pass,
+        # and would otherwise take it from torch's global RNG (dropout's, in the training process).
+        generator=torch.Generator().manual_seed(seed if seed is not None else 0),
         num_workers=workers,
         collate_fn=collate_fn,
         pin_memory=cfg.pin_memory if cfg.pin_memory is not None else device.type == "cuda",
         drop_last=cfg.drop_last,
         persistent_workers=cfg.persistent_workers and workers > 0,
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
-        worker_init_fn=_seed_worker if workers > 0 else None,
     )
 
 
@@ -117,7 +113,10 @@ class Source:
     ) -> None:
         self.split, self.batch_size, self.device, self.generator = split, batch_size, device, generator
         self.n = n_samples(split)
+        if self.n == 0:
+            raise DataError(f"{name} training data is empty")
         steps = cfg.steps_per_epoch or steps_per_epoch
+        self._seed, self._passes = seed, 0
         self._loader: DataLoader | None = None
         self._iterator: Iterator[Any] | None = None
         if isinstance(split, Dataset):
@@ -128,8 +127,6 @@ class Source:
                     f"{name} training data is a stream (IterableDataset): give its steps per epoch "
                     "(Task.steps_per_epoch or objective.data.steps_per_epoch)"
                 )
-        if self.n == 0:
-            raise DataError(f"{name} training data is empty")
         full = self.n // batch_size if cfg.drop_last and self._loader is not None else None
         self.per_pass = steps or full or math.ceil((self.n or 0) / batch_size)
 
@@ -142,16 +139,24 @@ class Source:
             return (take(self.split, idx) for idx in order)
         return self._loaded(steps)
 
+    def _new_pass(self) -> Iterator[Any]:
+        """A fresh pass whose order (and workers' seeds) depend only on the trial's seed and the pass number:
+        not on how much of the previous pass was read, which ``num_workers`` (prefetching) changes."""
+        assert self._loader is not None and self._loader.generator is not None
+        self._passes += 1
+        self._loader.generator.manual_seed(derive_seed(self._seed, "pass", self._passes))
+        return iter(self._loader)
+
     def _loaded(self, steps: int) -> Iterator[Any]:
         assert self._loader is not None
         stream = isinstance(self.split, IterableDataset)
         if not stream or self._iterator is None:
-            self._iterator = iter(self._loader)
+            self._iterator = self._new_pass()
         for _ in range(steps):
             try:
                 batch = next(self._iterator)
             except StopIteration:
-                self._iterator = iter(self._loader)
+                self._iterator = self._new_pass()
                 batch = next(self._iterator, None)
                 if batch is None:
                     raise DataError("the training data ran out of batches (an empty pass)") from None

@@ -39,6 +39,7 @@ from objectives.helpers import (
     check_running_losses,
     derive_seed,
     plan_epoch,
+    seed_all,
     to_floats,
 )
 from objectives.lr_schedules import LRSchedule
@@ -97,7 +98,7 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
     reset_peak_memory(device)
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
-    torch.manual_seed(cfg.seed)
+    seed_all(cfg.seed)
     model = compiled(problem.make_model().to(device), cfg.compile)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

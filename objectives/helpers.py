@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from objectives.config import OptimizerConfig
@@ -31,6 +33,14 @@ def derive_seed(*keys: object) -> int:
     """A stable 31-bit seed from any keys (same keys → same seed, on every machine and run)."""
     digest = hashlib.sha256(repr(keys).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch, numpy and ``random`` in this process: model init, and a Dataset's augmentation when it
+    runs here (``num_workers: 0``; DataLoader workers are seeded from the loader's generator)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def resolve_device(name: str) -> str:

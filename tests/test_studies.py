@@ -12,6 +12,12 @@ from tests.conftest import ROOT
 STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))
 
 
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Problems that cache data on disk (digits_images) write it under the test's temp folder."""
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def test_there_are_studies() -> None:
     """The glob below is not silently empty."""
     assert any(p.name == "quickstart.yaml" for p in STUDIES)

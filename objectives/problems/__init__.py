@@ -18,7 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from objectives.config import resolved
-from objectives.problems import digits_codes, digits_pair, linear_pair
+from objectives.problems import digits_codes, digits_images, digits_pair, linear_pair
 from objectives.problems.base import PROBLEM_KINDS, Builtin, CoupledProblem, LossFn, Problem, Task
 
 __all__ = [
@@ -38,6 +38,7 @@ BUILTINS: dict[str, Builtin] = {
     "linear_pair": linear_pair.BUILTIN,
     "digits_pair": digits_pair.BUILTIN,
     "digits_codes": digits_codes.BUILTIN,
+    "digits_images": digits_images.BUILTIN,
 }
 
 

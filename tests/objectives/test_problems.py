@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
+from torch.utils.data import Dataset, default_collate
 
+from objectives.config import DualLossConfig
 from objectives.dual_loss import _output, evaluate
 from objectives.problems import (
     BUILTINS,
@@ -18,6 +22,7 @@ from objectives.problems import (
     check_problem,
     linear_pair,
 )
+from objectives.problems.base import Split
 from tests.objectives import user_problem
 
 USER = "tests.objectives.user_problem"
@@ -25,19 +30,53 @@ DUAL = sorted(n for n, b in BUILTINS.items() if b.loop == "dual_loss")
 COUPLED = sorted(n for n, b in BUILTINS.items() if b.loop == "alternating")
 
 
-def _tensors(problem: Problem | CoupledProblem) -> list[torch.Tensor]:
+def n_samples(split: Split) -> int:
+    """Samples in a split: a Dataset's length, or the first dimension of its tensors."""
+    return len(split) if isinstance(split, Dataset) else len(split[0])
+
+
+def _batch(split: Split, n: int, collate: Callable[[list[Any]], Any] | None = None) -> tuple[Any, ...]:
+    """The first ``n`` samples of a split as tensors: rows of its tensors, or ``n`` Dataset items collated
+    (with the task's ``collate_fn``, else torch's)."""
+    if isinstance(split, Dataset):
+        return tuple((collate or default_collate)([split[i] for i in range(n)]))
+    return tuple(v[:n] for v in split)
+
+
+def _split_tensors(split: Split, collate: Callable[[list[Any]], Any] | None = None) -> tuple[Any, ...]:
+    """Every sample of a split as tensors: a tensor split as it is; a Dataset's items drawn under torch
+    seed 0 (augmentation is random), leaving the global RNG as it was."""
+    if not isinstance(split, Dataset):
+        return tuple(split)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _batch(split, n_samples(split), collate)
+
+
+def _splits(problem: Problem | CoupledProblem) -> list[tuple[Any, ...]]:
+    """Every split of a problem (train and val; of a, then b) as tensors."""
     if isinstance(problem, CoupledProblem):
-        return [*problem.train, *problem.val]
-    return [*problem.a.train, *problem.a.val, *problem.b.train, *problem.b.val]
+        return [_split_tensors(s, problem.collate_fn) for s in (problem.train, problem.val)]
+    return [_split_tensors(s, t.collate_fn) for t in (problem.a, problem.b) for s in (t.train, t.val)]
+
+
+def _tensors(problem: Problem | CoupledProblem) -> list[torch.Tensor]:
+    return [tensor for split in _splits(problem) for tensor in split]
 
 
 def _inputs(problem: Problem | CoupledProblem) -> list[torch.Tensor]:
-    if isinstance(problem, CoupledProblem):
-        return [problem.train[0], problem.val[0]]
-    return [problem.a.train[0], problem.a.val[0], problem.b.train[0], problem.b.val[0]]
+    return [split[0] for split in _splits(problem)]
 
 
 # --- every built-in -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Built-ins that cache files (digits_images) write them under a temp folder, not ~/.cache/sweep."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWEEP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +87,17 @@ def built() -> dict[str, Problem | CoupledProblem]:
 
 @pytest.mark.parametrize("name", DUAL)
 def test_builtin_tensors_have_matching_first_dims(name, built):
-    """Inputs and targets of every split have the same, non-zero number of rows."""
+    """Inputs and targets of every tensor split have the same, non-zero number of rows; a Dataset split
+    is non-empty and its items are one sample's (inputs, target)."""
     problem = built[name]
     for task in (problem.a, problem.b):
-        for x, y in (task.train, task.val):
-            assert len(x) == len(y) > 0
+        for split in (task.train, task.val):
+            if isinstance(split, Dataset):
+                assert len(split) > 0
+                x, y = split[0]
+            else:
+                x, y = split
+                assert len(x) == len(y) > 0
             assert x.is_floating_point()
 
 
@@ -63,15 +108,15 @@ def test_builtin_forward_gives_finite_scalar_loss(name, built):
     torch.manual_seed(0)
     model = problem.make_model()
     for task in (problem.a, problem.b):
-        x, y = task.train
-        out = _output(model, task, x[:8])
+        x, y = _batch(task.train, 8, task.collate_fn)
+        out = _output(model, task, x)
         assert len(out) == 8
-        loss = task.loss(out, y[:8])
+        loss = task.loss(out, y)
         assert loss.dim() == 0
         assert math.isfinite(loss.item())
         loss.backward()  # differentiable w.r.t. the model
         for fn in task.metrics.values():
-            value = fn(out.detach(), y[:8])
+            value = fn(out.detach(), y)
             assert value.dim() == 0 and math.isfinite(value.item())
 
 
@@ -82,7 +127,8 @@ def test_builtin_declared_metrics_match_tasks(name, built):
     problem = built[name]
     assert problem.metric_names() == {"a": declared, "b": declared}
     torch.manual_seed(0)
-    logged = set(evaluate(problem.make_model(), {"a": problem.a, "b": problem.b}, 4096))
+    cfg = DualLossConfig(problem=name)
+    logged = set(evaluate(problem.make_model(), {"a": problem.a, "b": problem.b}, cfg, torch.device("cpu")))
     expected = {"val_a_loss", "val_b_loss", "val_total_loss"} | {f"val_{t}_{m}" for t in "ab" for m in declared}
     assert logged == expected
 
@@ -120,7 +166,7 @@ def test_build_problem_rejects_unknown_option(name):
     assert info.value.key == "nonexistent_option"
 
 
-@pytest.mark.parametrize(("name", "key"), [("linear_pair", "n_a"), ("digits_pair", "n_b")])
+@pytest.mark.parametrize(("name", "key"), [("linear_pair", "n_a"), ("digits_pair", "n_b"), ("digits_images", "n_b")])
 def test_check_problem_rejects_bad_value(name, key):
     """An invalid option value (0 where positive is required) names that key."""
     with pytest.raises(ProblemError) as info:
@@ -140,11 +186,11 @@ def test_builtin_refused_by_the_other_loop(name):
 def test_coupled_builtin_shapes_and_losses(name, built):
     """x, y and A's target line up; B consumes A's output; both losses are finite and differentiable."""
     problem = built[name]
-    for x, y, t in (problem.train, problem.val):
+    for x, y, t in _splits(problem):
         assert len(x) == len(y) == len(t) > 0
     torch.manual_seed(0)
     model_a, model_b = problem.make_model_a(), problem.make_model_b()
-    x, y, t = (v[:8] for v in problem.train)
+    x, y, t = _batch(problem.train, 8, problem.collate_fn)
     z = model_a(x)
     assert z.shape == t.shape
     out = model_b(z)

@@ -1,0 +1,104 @@
+"""``digits_images``: scikit-learn's digits as PNG files on disk, read through DataLoaders; two tasks.
+
+On first use the 1,797 bundled 8×8 digits are upscaled (``size``×``size``, bilinear) and written as an
+ImageFolder tree of PNG files to a cache (``cache_dir``, else ``$SWEEP_CACHE_DIR``, else
+``~/.cache/sweep``; subfolder ``digits_png_<size>``), never rewritten afterwards. Every split is an
+:class:`~objectives.problems.images.ImageFolderDataset` that decodes one file per item, so this problem
+exercises the Dataset path of the loops the way a real image dataset does (decoding, augmentation,
+workers). Task a classifies the digit (``n_a`` images, 10 classes), task b its parity (``n_b`` other
+images, 2 classes); both validate on the same ``n_val`` held-out images. Training images are augmented
+(random shift, contrast and brightness), validation images are not. One small CNN with a shared trunk
+and a head per task.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
+
+from objectives.helpers import accuracy
+from objectives.problems.base import Builtin, Problem, Task
+from objectives.problems.common import cross_entropy
+from objectives.problems.images import ImageFolderDataset, TwoHeadCNN, is_complete, upscale_digits, write_png_folder
+
+N_DIGITS = 1797  # images in scikit-learn's bundled digits
+
+
+class Options(BaseModel):
+    """Options of ``digits_images``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    n_a: PositiveInt = 1000
+    n_b: PositiveInt = 400
+    n_val: PositiveInt = Field(default=300, validate_default=True)  # checked against n_a + n_b
+    size: int = Field(default=32, ge=8, le=128)
+    channels: PositiveInt = 16
+    cache_dir: str | None = None
+
+    @field_validator("n_val")
+    @classmethod
+    def _fits(cls, n_val: int, info: ValidationInfo) -> int:
+        total = info.data.get("n_a", 0) + info.data.get("n_b", 0) + n_val
+        if total > N_DIGITS:
+            raise ValueError(f"n_a + n_b + n_val = {total} images, but there are only {N_DIGITS} digits")
+        return n_val
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """Where cached data lives: ``cache_dir``, else ``$SWEEP_CACHE_DIR``, else ``~/.cache/sweep``."""
+    return Path(cache_dir or os.environ.get("SWEEP_CACHE_DIR") or "~/.cache/sweep").expanduser()
+
+
+def digits_png(cache_dir: str | None, size: int) -> Path:
+    """The digits' PNG folder for ``size``, written on first use (atomically; see :func:`write_png_folder`)."""
+    folder = cache_root(cache_dir) / f"digits_png_{size}"
+    if is_complete(folder):
+        return folder
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return write_png_folder(upscale_digits(data.images, size), data.target.tolist(), folder)
+
+
+def parity(digit: int) -> int:
+    """Task b's target: 0 for an even digit, 1 for an odd one (module level, so it pickles)."""
+    return digit % 2
+
+
+def build(options: Options, seed: int) -> Problem:
+    root = digits_png(options.cache_dir, options.size)
+    n = len(ImageFolderDataset(root))
+    if options.n_a + options.n_b + options.n_val > n:
+        raise ValueError(f"{root} holds {n} images, fewer than n_a + n_b + n_val")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    cuts = (options.n_val, options.n_val + options.n_a, options.n_val + options.n_a + options.n_b)
+    val_ids, a_ids, b_ids = (sorted(order[start:stop]) for start, stop in zip((0, *cuts[:2]), cuts, strict=True))
+
+    metrics = {"acc": accuracy}
+    a = Task(
+        train=ImageFolderDataset(root, a_ids, augment=True),
+        val=ImageFolderDataset(root, val_ids),
+        loss=cross_entropy,
+        head=0,
+        metrics=metrics,
+    )
+    b = Task(
+        train=ImageFolderDataset(root, b_ids, target_transform=parity, augment=True),
+        val=ImageFolderDataset(root, val_ids, target_transform=parity),
+        loss=cross_entropy,
+        head=1,
+        metrics=metrics,
+    )
+    return Problem(make_model=lambda: TwoHeadCNN((10, 2), options.channels), a=a, b=b)
+
+
+BUILTIN = Builtin(
+    options=Options,
+    build=build,
+    metrics=("acc",),
+    model_options=("channels",),
+    summary="sklearn digits as PNG files read by DataLoaders: digit (task a, 10-way) and parity (task b)",
+)
