@@ -4,7 +4,8 @@ Read top to bottom. With ``z = A(x)`` and ``y_hat = B(z)`` the objective is
 
     L = w_a · loss_a(z, t_a) + w_b · loss_b(y_hat, y) [+ w_c · mean((y_hat − B(t_a))²)]
 
-and the ``mode`` says which model learns from which terms:
+where the consistency term (third weight) is the problem's own ``consistency(z, y_hat, y, t_a, B)``
+when it gives one, and the ``mode`` says which model learns from which terms:
 
 ``alternate``
     per cycle ``steps_a`` optimizer steps on A, then ``steps_b`` on B. An A step back-propagates L
@@ -21,7 +22,8 @@ and the ``mode`` says which model learns from which terms:
 
 Metrics reported each epoch: ``train_a_loss``, ``train_b_loss`` (and ``train_consistency_loss``),
 ``train_weighted_loss``, ``val_a_loss``, ``val_b_loss`` (and ``val_consistency_loss``),
-``val_total_loss`` = val_a_loss + val_b_loss, ``val_b_<metric>`` on the final output, ``weight_a``,
+``val_total_loss`` = val_a_loss + val_b_loss, ``val_a_<metric>`` on A's output (the problem's
+``metrics_a``), ``val_b_<metric>`` on the final output, ``weight_a``,
 ``weight_b`` (``weight_consistency``: the epoch's mean effective weights, i.e. static weight × weight
 schedule × weighting strategy), ``lr_a``, ``lr_b`` and ``opt_steps_a``/``opt_steps_b``, the
 optimizer steps each model has taken so far.
@@ -39,6 +41,7 @@ import torch
 from objectives.config import AlternatingConfig
 from objectives.data import Source, call, val_batches, weighted_means
 from objectives.helpers import (
+    Checkpoint,
     Reporter,
     build_optimizer,
     check_finite,
@@ -46,6 +49,7 @@ from objectives.helpers import (
     derive_seed,
     frozen,
     param_group,
+    plain,
     seed_all,
     to_floats,
 )
@@ -70,11 +74,22 @@ def losses(
     t: torch.Tensor,
     consistency: bool,
 ) -> torch.Tensor:
-    """The unweighted loss terms ``[loss_a, loss_b(, consistency)]`` for A's output ``z``, stacked."""
+    """The unweighted loss terms ``[loss_a, loss_b(, consistency)]`` for A's output ``z``, stacked.
+
+    The consistency term is the problem's ``consistency(z, y_hat, y, t_a, model_b)`` when it has one,
+    else ``mean((y_hat − B(t_a))²)``.
+    """
     out = model_b(z)
     terms = [problem.loss_a(z, t), problem.loss_b(out, y)]
     if consistency:
-        terms.append(torch.mean((out - model_b(t)) ** 2))
+        if problem.consistency is None:
+            terms.append(torch.mean((out - model_b(t)) ** 2))
+        else:
+            term = problem.consistency(z, out, y, t, model_b)
+            if not isinstance(term, torch.Tensor) or term.ndim != 0:
+                shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
+                raise ValueError(f"CoupledProblem.consistency must return a 0-d tensor (a batch mean), got {shape}")
+            terms.append(term)
     return torch.stack(terms)
 
 
@@ -87,8 +102,8 @@ def evaluate(
     cfg: AlternatingConfig,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    """Validation losses and B's metrics as 0-d device tensors (no host sync here), averaged over samples
-    in chunks of ``eval_batch_size``."""
+    """Validation losses, A's metrics (``val_a_<name>``) and B's (``val_b_<name>``) as 0-d device tensors
+    (no host sync here), averaged over samples in chunks of ``eval_batch_size``."""
     model_a.eval()
     model_b.eval()
 
@@ -99,6 +114,7 @@ def evaluate(
             terms = losses(problem, model_b, z, y, t, consistency)
             out = model_b(z)
             means = {f"val_{name}_loss": value for name, value in zip(TERMS, terms, strict=False)}
+            means.update({f"val_a_{key}": fn(z, t) for key, fn in problem.metrics_a.items()})
             means.update({f"val_b_{key}": fn(out, y) for key, fn in problem.metrics.items()})
         return means
 
@@ -111,7 +127,10 @@ def evaluate(
 
 
 def train(
-    cfg: AlternatingConfig, report: Reporter | None = None, problem: CoupledProblem | None = None
+    cfg: AlternatingConfig,
+    report: Reporter | None = None,
+    problem: CoupledProblem | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, float]:
     """Train one configuration of two coupled models and return the last epoch's metrics.
 
@@ -119,6 +138,7 @@ def train(
         cfg: Resolved config: ``seed``, ``data_seed`` set and ``device`` not ``auto``.
         report: Called after every epoch with that epoch's metrics; may raise to stop (pruning).
         problem: The coupled problem, already built; built from ``cfg.problem`` when omitted.
+        checkpoint: Called every epoch before ``report`` with the metrics and ``{"model_a": A, "model_b": B}``.
 
     Raises:
         objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
@@ -150,8 +170,12 @@ def train(
 
     consistency = len(cfg.weights) == 3
     n_losses = len(cfg.weights)
-    steps_per_epoch = source.per_pass
     cycle = cfg.steps_a + cfg.steps_b
+    # An epoch is one pass (one batch per step), or, with epoch: model_steps in alternate mode, enough
+    # batches that the model with fewer steps per cycle gets a pass's worth of optimizer steps.
+    steps_per_epoch = source.per_pass
+    if cfg.epoch == "model_steps" and cfg.mode == "alternate":
+        steps_per_epoch = math.ceil(source.per_pass * cycle / min(cfg.steps_a, cfg.steps_b))
     total = cfg.epochs * steps_per_epoch
 
     # 4. Loss weights: every step's static weights (after the weight schedule) in one device table,
@@ -280,14 +304,18 @@ def train(
         check_finite(metrics, epoch)
         for schedule in {id(sched_a): sched_a, id(sched_b): sched_b}.values():
             schedule.after_epoch(metrics["val_total_loss"])  # reduce-on-plateau steps with the validation loss
+        if checkpoint is not None:
+            checkpoint(epoch, metrics, {"model_a": plain(model_a), "model_b": plain(model_b)})
         if report is not None:
             report(epoch, metrics)
     return metrics
 
 
 def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int) -> tuple[str, ...]:
-    """Every metric :func:`train` logs per epoch with ``n_losses`` losses, given B's extra metric names."""
+    """Every metric :func:`train` logs per epoch with ``n_losses`` losses, given the extra metric names of
+    A's output (``task_metrics["a"]``) and B's (``task_metrics["b"]``)."""
     terms = AlternatingConfig.LOSSES[:n_losses]
     names = [*(f"train_{t}_loss" for t in terms), "train_weighted_loss", *(f"weight_{t}" for t in terms)]
-    names += [*(f"val_{t}_loss" for t in terms), *(f"val_b_{m}" for m in task_metrics.get("b", ()))]
+    names += [*(f"val_{t}_loss" for t in terms), *(f"val_a_{m}" for m in task_metrics.get("a", ()))]
+    names += [f"val_b_{m}" for m in task_metrics.get("b", ())]
     return (*names, "val_total_loss", "lr_a", "lr_b", "opt_steps_a", "opt_steps_b", "peak_memory_mb")

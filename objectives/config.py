@@ -81,6 +81,14 @@ class CompileConfig(Frozen):
     dynamic: bool | None = None
 
 
+class EarlyStopping(Frozen):
+    """``objective.early_stopping``: stop a trial whose target has not improved by more than ``min_delta``
+    for ``patience`` epochs; it completes with its best value (read by the runner, which knows the target)."""
+
+    patience: PositiveInt
+    min_delta: NonNegativeFloat = 0.0
+
+
 class LoopCommon(Frozen):
     """Fields every loop has: the problem, the data/epoch sizes, how losses are weighted, numerics, the
     device and the seeds.
@@ -96,6 +104,11 @@ class LoopCommon(Frozen):
             ``GradScaler``, CUDA only, with strategies whose gradient is a plain weighted sum).
         compile: ``torch.compile`` the model(s): ``false``, ``true`` or its options; a compile error
             fails the trial with its reason.
+        checkpoint: Which epoch's weights a trial keeps (an MLflow artifact ``weights.pt``): ``best`` (of
+            the study's target), ``last``, ``none``; ``None`` = the epoch whose value the trial reports
+            (``last``, or ``best`` with ``study.score: best`` or early stopping), so the weights always
+            reproduce the trial's value.
+        early_stopping: Stop a trial whose target stalls (:class:`EarlyStopping`).
     """
 
     LOSSES: ClassVar[tuple[str, ...]] = ()  # the loop's losses, in the order of ``weights``
@@ -109,6 +122,8 @@ class LoopCommon(Frozen):
     data: DataConfig = DataConfig()
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool | CompileConfig = False
+    checkpoint: Literal["none", "best", "last"] | None = None
+    early_stopping: EarlyStopping | None = None
     device: str = "auto"
     seed: int | None = None
     data_seed: int | None = None
@@ -236,6 +251,12 @@ class AlternatingConfig(LoopCommon):
             B (A's output computed without gradient), each step on a fresh batch and a fresh forward
             pass. ``b_on_detached``: every step updates A on its own loss only and B on A's detached
             output. ``joint``: one optimizer over both models with per-model parameter groups.
+        epoch: What one epoch is. ``pass``: one pass over the training data, one batch per step, so in
+            ``alternate`` mode each model gets only its share of the steps (about half of ``joint``'s
+            with ``steps_a = steps_b``). ``model_steps``: in ``alternate`` mode, as many batches as it
+            takes for the model with fewer steps per cycle to get one pass's worth of optimizer steps,
+            so modes compare (and prune) at equal optimizer steps per model; the same as ``pass`` in the
+            other modes, where both models step every batch.
         steps_a: A's optimizer steps per cycle (``alternate`` only).
         steps_b: B's optimizer steps per cycle (``alternate`` only).
         epochs: Passes over the training set (one batch per optimizer step).
@@ -255,6 +276,7 @@ class AlternatingConfig(LoopCommon):
 
     loop: Literal["alternating"] = "alternating"
     mode: Literal["alternate", "b_on_detached", "joint"] = "alternate"
+    epoch: Literal["pass", "model_steps"] = "pass"
     steps_a: PositiveInt = 1
     steps_b: PositiveInt = 1
     model_a: ModelConfig = ModelConfig()

@@ -33,11 +33,13 @@ import torch
 from objectives.config import DualLossConfig
 from objectives.data import Source, call, val_batches, weighted_means
 from objectives.helpers import (
+    Checkpoint,
     Reporter,
     build_optimizer,
     check_finite,
     check_running_losses,
     derive_seed,
+    plain,
     plan_epoch,
     seed_all,
     to_floats,
@@ -78,7 +80,12 @@ def evaluate(
     return results
 
 
-def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem | None = None) -> dict[str, float]:
+def train(
+    cfg: DualLossConfig,
+    report: Reporter | None = None,
+    problem: Problem | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> dict[str, float]:
     """Train one configuration and return the last epoch's metrics.
 
     Args:
@@ -86,6 +93,7 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
         report: Called after every epoch with that epoch's metrics; may raise to stop (pruning).
         problem: The problem, already built (the runner caches it across trials); built from
             ``cfg.problem`` when omitted.
+        checkpoint: Called every epoch before ``report`` with the metrics and ``{"model": model}``.
 
     Raises:
         objectives.helpers.NonFiniteLossError: a loss became NaN or infinite.
@@ -209,6 +217,8 @@ def train(cfg: DualLossConfig, report: Reporter | None = None, problem: Problem 
         # 10. A NaN/Inf loss ends the trial now: further epochs would only burn time.
         check_finite(metrics, epoch)
         schedule.after_epoch(metrics["val_total_loss"])  # reduce-on-plateau steps with the validation loss
+        if checkpoint is not None:
+            checkpoint(epoch, metrics, {"model": plain(model)})
         if report is not None:
             report(epoch, metrics)
     return metrics

@@ -25,6 +25,19 @@ class Reporter(Protocol):
     def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None: ...
 
 
+class Checkpoint(Protocol):
+    """Called once per epoch, before the reporter, with that epoch's metrics and the loop's models by name
+    (``{"model": ...}``; ``{"model_a": ..., "model_b": ...}``), the models unwrapped from ``torch.compile``.
+    It decides what to keep (a copy of the weights, or a reference to copy at the end)."""
+
+    def __call__(self, epoch: int, metrics: Mapping[str, float], models: Mapping[str, torch.nn.Module]) -> None: ...
+
+
+def plain(model: torch.nn.Module) -> torch.nn.Module:
+    """The module itself, not its ``torch.compile`` wrapper (whose state_dict keys carry a prefix)."""
+    return getattr(model, "_orig_mod", model)
+
+
 class NonFiniteLossError(FloatingPointError):
     """A training or validation loss became NaN or infinite."""
 

@@ -24,7 +24,9 @@ class Loop:
 
     Attributes:
         name: The ``objective.loop`` value that selects it.
-        train: ``train(cfg, report, problem=...) -> last epoch's metrics``.
+        train: ``train(cfg, report, problem=..., checkpoint=...) -> last epoch's metrics``; ``checkpoint``
+            is called every epoch before ``report`` with the metrics and the models by name
+            (:class:`~objectives.helpers.Checkpoint`).
         config: Its config class (a :class:`~objectives.config.LoopCommon` with ``LOSSES``).
         problem: The problem type it trains (what a problem builder must return for it).
         logged_metrics: ``logged_metrics(task_metrics, n_losses)``: every metric name it logs per epoch,

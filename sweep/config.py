@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -35,7 +35,8 @@ from objectives.loops import LOOPS
 from objectives.problems import ProblemError, check_problem
 from sweep.errors import ConfigError, pydantic_message
 from sweep.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
-from sweep.space import Scalar, SearchSection, check_search, get_path
+from sweep.search_checks import check_search
+from sweep.space import Scalar, SearchSection, get_path, searched_names
 from sweep.targets import Direction, check_target, infer_direction
 
 DEFAULT_LOOP = "dual_loss"
@@ -47,7 +48,9 @@ class StudySection(Frozen):
     ``metric`` (or ``metrics``) names one or more validation metrics the loop logs; ``direction``
     (or ``directions``) defaults from the name (``*_loss`` minimise, ``*_acc`` maximise).
     ``heartbeat_interval``/``grace_period`` (seconds) let Optuna fail the trial of a worker that died;
-    it is then re-queued up to ``max_retry`` times.
+    it is then re-queued up to ``max_retry`` times. ``score``: a trial's value is its ``last`` epoch's
+    target or its ``best`` epoch's. ``enqueue``: baseline points (searched parameter → value) run first,
+    once (Optuna's ``enqueue_trial``).
     """
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -62,6 +65,8 @@ class StudySection(Frozen):
     heartbeat_interval: PositiveInt = 10
     grace_period: PositiveInt = 30
     max_retry: NonNegativeInt = 2
+    score: Literal["last", "best"] = "last"
+    enqueue: tuple[dict[str, Scalar], ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -259,8 +264,34 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
     allowed = None if declared is None else loop.targets(loop.problem.declared_metric_names(declared), n_losses)
     check_target(sf.study.metric, sf.study.direction, allowed, file)
 
-    # Multi-objective studies cannot be pruned (Trial.report raises in Optuna).
+    # Multi-objective studies cannot be pruned (Trial.report raises in Optuna), and have no one best epoch.
     if sf.study.multi_objective and sf.study.pruner is not None and sf.study.pruner.type != "none":
         raise ConfigError(file, "study.pruner", "Optuna cannot prune multi-objective studies; remove the pruner")
+    if sf.study.multi_objective and sf.study.score == "best":
+        raise ConfigError(file, "study.score", "a multi-objective study has no single best epoch; use score: last")
+    if sf.study.multi_objective and objective.early_stopping is not None:
+        raise ConfigError(file, "objective.early_stopping", "a multi-objective study has no single target to stop on")
 
+    _check_device(objective.device, file)
     check_search(sf.search, objective, sf.study.sampler.type == "grid", file)
+    known = searched_names(sf.search, n_losses)
+    for i, point in enumerate(sf.study.enqueue):
+        for name in point:
+            if name not in known:
+                raise ConfigError(
+                    file, f"study.enqueue.{i}.{name}", f"not a searched parameter; searched: {', '.join(known)}"
+                )
+
+
+def _check_device(device: str, file: str | Path) -> None:
+    """A device named explicitly must exist on this machine (``auto`` picks one that does)."""
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ConfigError(file, "objective.device", f"{device}: this machine has {have}; use auto or cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(file, "objective.device", "mps: not available on this machine; use auto or cpu")

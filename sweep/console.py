@@ -139,6 +139,6 @@ def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: S
         f"MLflow: experiment {tracker.experiment_name!r} (id {tracker.experiment_id}), parent run {tracker.parent_id}",
         "Open the MLflow UI with:",
         f"    {tracker.ui_command(f'{python} -m mlflow')}",
-        f"  then browse {tracker.ui_url()}",
+        f"  then browse {tracker.ui_url(target=sf.study, trials=trials)}",
     ]
     return "\n".join(lines)

@@ -111,6 +111,7 @@ def export_document(
         "seed": sf.study.seed,
         "sampler": {"type": "random"},
         "pruner": {"type": "none"},
+        "score": sf.study.score,
     }
     if "storage" in raw_study:
         study_section["storage"] = _hide_password(str(raw_study["storage"]))
@@ -166,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, help="export this trial number instead of the best")
     p.add_argument("--prefer", metavar="METRIC", help="multi-objective: the Pareto trial best on METRIC")
     p.add_argument("-o", "--out", type=Path, help="output file (default: <study>-best.yaml)")
+    p.add_argument("--weights", type=Path, metavar="DIR", help="also copy the trial's kept weights to DIR/weights.pt")
+    p.add_argument(
+        "--register",
+        metavar="NAME",
+        help="also log the trial's model (rebuilt with its weights) with mlflow.pytorch.log_model on its run "
+        "and register it as NAME in the MLflow Model Registry of the study's tracking store",
+    )
     return p
 
 
@@ -194,6 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     values = ", ".join(f"{m} = {v:.6g}" for m, v in zip(sf.study.metric, trial.values, strict=True))
     print(f"Exported trial #{trial.number} ({values}; chosen by {rule}) to {out}")
     print(f"Replay it with: python -m sweep.run {out}")
+    if args.weights is None and args.register is None:
+        return EXIT_OK
+    from sweep import weights  # torch and MLflow's model flavour: only when asked for
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = weights.download(sf.tracking.uri, trial, args.weights or Path(tmp))
+            epoch = trial.user_attrs.get(Attr.CHECKPOINT_EPOCH)
+            if args.weights is not None:
+                print(f"Weights of trial #{trial.number} (epoch {epoch}) in {path}")
+            if args.register is not None:
+                model = weights.rebuild(trial.user_attrs[Attr.CONFIG], path)
+                version = weights.register(sf.tracking.uri, trial, model, args.register)
+                print(f"Registered the model of trial #{trial.number} as {args.register!r} version {version}")
+    except SweepError as e:
+        print_error(e)
+        return EXIT_RUNTIME
     return EXIT_OK
 
 

@@ -51,14 +51,13 @@ def trials_frame(study: optuna.Study, metrics: Sequence[str], losses: Sequence[s
 
 
 def top_table(frame: pd.DataFrame, metrics: Sequence[str], directions: Sequence[str], k: int) -> str:
-    """The k best complete trials (by the first metric) as text: values, weights, LRs, schedule types."""
+    """The k best complete trials (by the first metric) as text: values, weights, every searched parameter."""
     done = frame[frame["state"] == "COMPLETE"]
     if done.empty:
         return "No complete trial yet."
     ranked = done.sort_values(metrics[0], ascending=directions[0] == "minimize").head(k)
     columns = ["number", *metrics, *[c for c in ranked.columns if c.startswith("weight.")]]
-    columns += [c for c in ranked.columns if c.startswith("param.") and ("lr" in c or c.endswith(".type"))]
-    columns += ["mode"] if "param.mode" in ranked.columns else []
+    columns += [c for c in ranked.columns if c.startswith("param.")]  # every searched parameter
     columns += ["state", "duration_s"]
     shown = ranked[[c for c in columns if c in ranked.columns]].rename(columns=lambda c: c.removeprefix("param."))
     return shown.to_string(index=False, float_format=lambda v: f"{v:.5g}")

@@ -51,10 +51,23 @@ def parser() -> argparse.ArgumentParser:
         help="GPUs to spread the workers over, round robin, as CUDA_VISIBLE_DEVICES entries (e.g. 0,1 or GPU "
         "UUIDs; default: the entries of CUDA_VISIBLE_DEVICES if set, else every GPU torch sees)",
     )
+    p.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="add trials to an existing study although the file changed what its trials are compared on "
+        "(the objective, the search space, the targets); without it such a re-run is refused",
+    )
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     p.add_argument("--quota", type=int, help=argparse.SUPPRESS)
     p.add_argument("--first-trial", type=int, help=argparse.SUPPRESS)  # the coordinator's first trial number
-    p.add_argument("--check", action="store_true", help="validate the study file and exit (writes nothing)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the study file and exit without opening storage or tracking. This imports and runs "
+        "the problem's code (a user problem's module and function): it builds the problem and pushes one batch "
+        "through its model(s), losses, metrics and a backward pass on the study's device. sweep writes nothing; "
+        "the problem's own code may (a data cache)",
+    )
     return p
 
 
@@ -82,7 +95,22 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         print_error(e)
         return EXIT_CONFIG
     if args.check:
-        print(f"{args.study_file}: ok")
+        # The preflight of a run (build the problem, one batch through it) without storage or tracking.
+        import torch
+
+        from sweep.runner import preflight
+        from sweep.trial import ProblemCache
+
+        if args.cpu_threads > 0:
+            torch.set_num_threads(args.cpu_threads)
+        try:
+            checked = preflight(sf, args.study_file, ProblemCache())
+        except ConfigError as e:
+            print_error(e)
+            return EXIT_CONFIG
+        name = sf.objective.problem.name
+        what = "one batch through the model(s) and losses" if checked else "the batch check ran out of memory"
+        print(f"{args.study_file}: ok (problem {name} built, {what})")
         return EXIT_OK
 
     from sweep.console import summary  # heavy imports (optuna, mlflow) once the file is valid
@@ -115,6 +143,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
                 progress=not args.no_progress,
                 report=not args.no_report,
                 interrupts=interrupts,
+                allow_changes=args.allow_changes,
             )
         else:
             outcome = run_study(
@@ -128,6 +157,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
                 worker=args.worker,
                 quota=args.quota,
                 first_trial=args.first_trial,
+                allow_changes=args.allow_changes,
             )
     except ConfigError as e:
         print_error(e)
@@ -154,7 +184,7 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--n-trials", args.n_trials), ("--timeout", args.timeout), ("--study-name", args.study_name)):
         if value is not None:
             out += [flag, str(value)]
-    return out + (["--verbose"] if args.verbose else [])
+    return out + (["--verbose"] if args.verbose else []) + (["--allow-changes"] if args.allow_changes else [])
 
 
 if __name__ == "__main__":

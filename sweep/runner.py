@@ -18,18 +18,20 @@ import optuna
 from objectives.data import DataError, check_data
 from objectives.helpers import derive_seed
 from objectives.loops import LOOPS
+from objectives.preflight import PreflightError, check_batch
+from objectives.problems import ProblemError
 from sweep.config import StudyFile
-from sweep.console import Progress, optuna_output
+from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials
 from sweep.report import write_report
 from sweep.samplers import build_pruner, build_sampler
 from sweep.space import grid_space, resolve
-from sweep.storage import FINISHED, count_finished, open_storage, open_study, retry_schema_race, storage_url
+from sweep.storage import FINISHED, Attr, count_finished, open_storage, open_study, retry_schema_race, storage_url
 from sweep.targets import check_target
-from sweep.tracking import Tracker, check_tracking
-from sweep.trial import Objective, ProblemCache
+from sweep.tracking import Tracker, check_tracking, flatten
+from sweep.trial import Objective, ProblemCache, is_out_of_memory
 from sweep.urls import redact, sqlite_init_lock
 
 
@@ -105,24 +107,82 @@ class QuotaStop:
         study.stop()
 
 
-def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> None:
-    """Checks that need the built problem (a user problem's metrics), before anything is written.
+def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
+    """Checks that need the built problem running, before anything is written: build it (this runs a
+    user problem's code), check its data, and push one batch of each task through the model(s), the
+    losses, the metrics and one backward pass on the study's device (:func:`objectives.preflight.check_batch`).
+
+    Returns:
+        Whether the batch check ran to the end: ``False`` when it ran out of memory (said in a warning;
+        trials with other batch sizes or models may fit, and a trial that does not fails on its own).
 
     Raises:
-        ConfigError: the problem's data is empty (or a stream without steps per epoch), or its metrics
-            do not include the target.
+        ConfigError: ``objective.problem``, one line naming the problem and what is wrong: its function
+            raised or returned no problem of the loop's type, its data is empty (or a stream without
+            steps per epoch), or the batch failed a check (a loss that is no finite 0-d tensor, a
+            broadcasting prediction/target pair, a metric that is no 0-d tensor, no gradient...); or
+            the problem's metrics do not include the target.
     """
     cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))  # type: ignore[attr-defined]
-    problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
+    name = cfg.problem.name
+    checked = True
     try:
+        problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
         check_data(problem, cfg.data)
-    except DataError as e:
-        raise ConfigError(source, "objective.problem", f"{cfg.problem.name}: {e}") from None
+        try:
+            check_batch(cfg, problems.get(cfg))  # the copy on the study's device, which the trials reuse
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            warn(f"{name}: one batch on {cfg.device} ran out of memory ({one_line(e, with_type=False)}); not checked")
+            checked = False
+    except (ProblemError, DataError, PreflightError) as e:
+        message = str(e).strip().splitlines()[0].removeprefix(f"{name} ")  # the name once, first
+        raise ConfigError(source, "objective.problem", f"{name}: {message}") from None
+    except Exception as e:  # anything else the user's code raised on the way (moving it to the device...)
+        raise ConfigError(source, "objective.problem", f"{name}: {one_line(e)}") from None
     loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
     check_target(sf.study.metric, sf.study.direction, loop.targets(problem.metric_names(), len(cfg.weights)), source)  # type: ignore[attr-defined]
+    return checked
 
 
-def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0) -> Session:
+def settings(sf: StudyFile) -> dict[str, str]:
+    """What makes a study's trials comparable, flattened: the targets, the objective as written (less its
+    searched paths) and the search space. Not: n_trials, timeout, sampler, pruner, storage, tracking."""
+    study = {"metric": list(sf.study.metric), "direction": list(sf.study.directions), "score": sf.study.score}
+    objective = {k: v for k, v in flatten(sf.objective.model_dump(mode="json")).items() if k not in sf.search.params}
+    search = sf.search.model_dump(mode="json")
+    tree = {"study": {**study, "seed": sf.study.seed}, "objective": objective, "search": search}
+    return {k: str(v) for k, v in flatten(tree).items()}
+
+
+def check_unchanged(study: optuna.Study, sf: StudyFile, source: Path, allow_changes: bool) -> None:
+    """Refuse to add trials to a study whose file changed what its trials are compared on.
+
+    Raises:
+        ConfigError: naming the first setting that differs from the study's first run.
+    """
+    now = settings(sf)
+    stored = study.user_attrs.get(Attr.SETTINGS)
+    if stored is None:
+        study.set_user_attr(Attr.SETTINGS, now)
+        return
+    changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+    if changed and not allow_changes:
+        key = changed[0]
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ConfigError(
+            source,
+            key,
+            f"is {now.get(key, '(absent)')} here but {stored.get(key, '(absent)')} in study {sf.study.name!r}'s "
+            f"earlier runs{more}: its trials would not be comparable; use a new --study-name, or "
+            "--allow-changes to add trials anyway",
+        )
+
+
+def open_session(
+    sf: StudyFile, source: Path, source_text: str, worker: int = 0, allow_changes: bool = False
+) -> Session:
     """Check everything that can fail before writing, then open (or create) the study and its parent run.
 
     Raises:
@@ -147,6 +207,7 @@ def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0)
 
     pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
     study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
+    check_unchanged(study, sf, source, allow_changes)
     try:
         with sqlite_init_lock(sf.tracking.uri):
             tracker = retry_schema_race(lambda: Tracker(sf.tracking, study))
@@ -161,19 +222,22 @@ def open_session(sf: StudyFile, source: Path, source_text: str, worker: int = 0)
         raise SweepError(f"cannot open MLflow tracking {redact(sf.tracking.uri)}: {one_line(e)}") from None
     dead.bind(tracker.client)
     if worker == 0:
-        tracker.log_study_params(
-            {
-                "metric": ",".join(sf.study.metric),
-                "directions": ",".join(sf.study.directions),
-                "sampler": sf.study.sampler.type,
-                "pruner": pruner.__class__.__name__,
-                "loop": sf.objective.loop,  # type: ignore[attr-defined]
-                "problem": sf.objective.problem.name,
-                "seed": sf.study.seed,
-            }
-        )
+        study_params = {
+            "metric": ",".join(sf.study.metric),
+            "directions": ",".join(sf.study.directions),
+            "sampler": sf.study.sampler.type,
+            "pruner": pruner.__class__.__name__,
+            "loop": sf.objective.loop,  # type: ignore[attr-defined]
+            "problem": sf.objective.problem.name,
+            "seed": sf.study.seed,
+            "score": sf.study.score,
+        }
+        fixed = {k: v for k, v in flatten(sf.objective.model_dump(mode="json")).items() if k not in sf.search.params}
+        tracker.log_study_params({**fixed, **study_params})  # the study's fixed settings, as its trials name them
         tracker.log_parent_text(redact(source_text), "study.yaml")  # no password from a URL in the file
         study.set_metric_names(list(sf.study.metric))
+        for point in sf.study.enqueue:  # baselines first; a resume finds them already there
+            study.enqueue_trial(dict(point), skip_if_exists=True)
     return Session(study=study, tracker=tracker, storage=url, problems=problems, rdb=rdb)
 
 
@@ -188,6 +252,7 @@ def run_study(
     worker: int | None = None,
     quota: int | None = None,
     first_trial: int | None = None,
+    allow_changes: bool = False,
 ) -> Outcome:
     """Run (or resume) a study until it has ``study.n_trials`` finished trials or times out.
 
@@ -200,7 +265,7 @@ def run_study(
         ConfigError: the problem's metrics do not include the target (user problems).
         SweepError: storage or tracking cannot be opened, or the stored study does not match.
     """
-    session = open_session(sf, source, source_text, worker or 0)
+    session = open_session(sf, source, source_text, worker or 0, allow_changes)
     study = session.study
     quota = sf.study.n_trials - count_finished(study) if quota is None else quota
     interrupts = interrupts or Interrupts()

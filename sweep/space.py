@@ -7,25 +7,24 @@ Bounds are inclusive, exactly as in Optuna. Parameter names are the dotted objec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import optuna
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from objectives.config import LoopCommon, resolved_type
 from objectives.frozen import Frozen
 from objectives.helpers import derive_seed, resolve_device, weights_from_log10_ratios, weights_from_uniforms
-from objectives.loops import LOOPS
-from objectives.problems import BUILTINS, ProblemError, check_problem
-from sweep.errors import ConfigError, pydantic_message
 
 Scalar = None | bool | int | float | str
 When = dict[str, Scalar | list[Scalar]]
 
 
 def _check_bounds(low: float, high: float, log: bool) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"bounds must be finite numbers (got low {low}, high {high})")
     if low > high:
         raise ValueError(f"low ({low}) must not exceed high ({high})")
     if log and low <= 0:
@@ -44,6 +43,8 @@ class FloatParam(Frozen):
     @model_validator(mode="after")
     def _bounds(self) -> FloatParam:
         _check_bounds(self.low, self.high, self.log)
+        if not all(math.isfinite(v) for v in (*(self.grid or ()), self.step or 0.0)):
+            raise ValueError("grid points and step must be finite numbers")
         if self.log and self.step is not None:
             raise ValueError("log and step cannot be combined (Optuna does not support it)")
         return self
@@ -93,6 +94,8 @@ class WeightsSearch(Frozen):
     @model_validator(mode="after")
     def _bounds(self) -> WeightsSearch:
         _check_bounds(self.low, self.high, log=False)
+        if not all(math.isfinite(v) for v in self.grid or ()):
+            raise ValueError("grid points must be finite numbers")
         return self
 
 
@@ -153,7 +156,7 @@ def suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
     return trial.suggest_categorical(name, list(spec.choices))
 
 
-def _active(spec: Spec | WeightsSearch, sampled: Mapping[str, Any] | None) -> bool:
+def active(spec: Spec | WeightsSearch, sampled: Mapping[str, Any] | None) -> bool:
     """A conditional parameter is sampled only when every parameter it names took a wanted value."""
     for ref, wanted in (spec.when or {}).items():
         if sampled is None or ref not in sampled:
@@ -173,7 +176,7 @@ def suggest_weights(
     reference. ``simplex`` samples ``weights.u0`` ... one per loss.
     """
     w, n = search.weights, len(fixed)
-    if not _active(w, sampled):
+    if not active(w, sampled):
         return fixed
     if w.parametrization == "log_ratio":
         ratios = [trial.suggest_float("weights.log10_ratio", w.low, w.high)]
@@ -196,7 +199,7 @@ def sample(
     """
     sampled: dict[str, Any] = {}
     for path, spec in search.params.items():
-        if _active(spec, sampled):
+        if active(spec, sampled):
             sampled[path] = suggest(trial, path, spec)
     return sampled, suggest_weights(trial, search, fixed_weights, sampled)
 
@@ -223,6 +226,14 @@ def resolve(
     return resolved_type(type(objective)).model_validate(data)
 
 
+def searched_names(search: SearchSection, n_weights: int) -> tuple[str, ...]:
+    """Every parameter name a trial of this space can carry (the objective paths, then the weights')."""
+    w = search.weights.parametrization
+    weights = {"log_ratio": ["weights.log10_ratio"] + (["weights.log10_ratio_consistency"] if n_weights == 3 else []),
+               "simplex": [f"weights.u{i}" for i in range(n_weights)], "fixed": []}[w]  # fmt: skip
+    return (*search.params, *weights)
+
+
 def grid_space(search: SearchSection, n_weights: int) -> dict[str, list[Any]]:
     """The GridSampler search space (:func:`check_search` guarantees every parameter has a finite grid)."""
     space: dict[str, list[Any]] = {}
@@ -242,91 +253,3 @@ def grid_space(search: SearchSection, n_weights: int) -> dict[str, list[Any]]:
         if n_weights == 3:
             space["weights.log10_ratio_consistency"] = list(search.weights.grid or ())
     return space
-
-
-# --- checks ---------------------------------------------------------------------------------------
-
-_NOT_SEARCHABLE = {"loop", "seed", "data_seed", "device", "weights", "problem", "problem.name"}
-
-
-def _probe_values(spec: Spec) -> list[Any]:
-    if isinstance(spec, CategoricalParam):
-        return list(spec.choices)
-    return [spec.low, spec.high, *(spec.grid or ())]
-
-
-def _check_when(when: When | None, declared: Mapping[str, Spec], file: str | Path, key: str, what: str) -> None:
-    """A condition names searched parameters (declared before it) and, for categoricals, their choices."""
-    for ref, wanted in (when or {}).items():
-        if ref not in declared:
-            raise ConfigError(file, f"{key}.when.{ref}", f"{ref!r} is not {what}")
-        ref_spec = declared[ref]
-        if isinstance(ref_spec, CategoricalParam):
-            for v in wanted if isinstance(wanted, list) else [wanted]:
-                if v not in ref_spec.choices:
-                    raise ConfigError(file, f"{key}.when.{ref}", f"{v!r} is not one of {list(ref_spec.choices)}")
-
-
-def _check_param(path: str, spec: Spec, objective: LoopCommon, declared: Mapping[str, Spec], file: str | Path) -> None:
-    """One searched path exists in the objective (or may exist once a union's type is chosen), its
-    conditions name parameters declared before it, and every probe value (bounds, grid points,
-    choices) validates there."""
-    key = f"search.params.{path}"
-    if path in _NOT_SEARCHABLE or path.startswith(("weights.", "seed.")):
-        hint = " (use search.weights)" if path.startswith("weights") else ""
-        raise ConfigError(file, key, f"{path} cannot be searched{hint}")
-    option = path.removeprefix("problem.options.")
-    builtin = BUILTINS.get(objective.problem.name)
-    if path.startswith("problem.options.") and builtin is not None and option not in builtin.model_options:
-        allowed = ", ".join(builtin.model_options) or "none"
-        raise ConfigError(
-            file,
-            key,
-            f"{option} changes the data the trials are validated on, so their values would not be comparable "
-            f"(the search could reward an easier problem); searchable options of {objective.problem.name}: "
-            f"{allowed}",
-        )
-    base = objective.model_dump(mode="json")
-    exists, _ = get_path(base, path)
-    under_union = any(f"{u}." in f".{path}" for u in UNION_KEYS)  # options of a type chosen by search
-    if not exists and not path.startswith("problem.options.") and not under_union:
-        raise ConfigError(file, key, f"objective has no key {path!r}")
-    _check_when(spec.when, declared, file, key, f"a searched parameter declared before {path!r}")
-    # Probe in the context the parameter is sampled in: its conditions' values applied first.
-    context = base
-    for ref, wanted in (spec.when or {}).items():
-        context = set_path(context, ref, wanted[0] if isinstance(wanted, list) else wanted)
-    for value in _probe_values(spec):
-        try:
-            cfg = type(objective).model_validate(set_path(context, path, value))
-            if path.startswith("problem.options."):
-                check_problem(cfg.problem.name, cfg.problem.options, cfg.loop, LOOPS[cfg.loop].problem)
-        except ValidationError as e:
-            raise ConfigError(file, key, f"value {value!r}: {pydantic_message(e.errors()[0])}") from None
-        except ProblemError as e:
-            raise ConfigError(file, key, f"value {value!r}: {e}") from None
-
-
-def check_search(search: SearchSection, objective: LoopCommon, grid: bool, file: str | Path) -> None:
-    """Every searched path and condition is valid for ``objective``; a grid sampler gets finite grids.
-
-    Raises:
-        ConfigError: naming the ``search.…`` key.
-    """
-    declared: dict[str, Spec] = {}
-    for path, spec in search.params.items():
-        _check_param(path, spec, objective, declared, file)
-        declared[path] = spec
-    _check_when(search.weights.when, declared, file, "search.weights", "a searched parameter")
-    if not grid:
-        return
-    for path, spec in search.params.items():
-        if spec.when:
-            raise ConfigError(file, f"search.params.{path}.when", "the grid sampler cannot take conditions")
-        if isinstance(spec, FloatParam) and spec.grid is None and spec.step is None:
-            raise ConfigError(file, f"search.params.{path}", "the grid sampler needs grid: [...] or step")
-    w = search.weights
-    if w.parametrization == "simplex":
-        raise ConfigError(file, "search.weights", "the grid sampler needs log_ratio with grid: [...]")
-    if w.parametrization == "log_ratio" and not w.grid:
-        raise ConfigError(file, "search.weights.grid", "the grid sampler needs a list of log10 ratios")

@@ -29,6 +29,13 @@ class Attr:
     CONFIG = "config"  # trial → the resolved config export replays
     WEIGHTS = "weights"  # trial → the effective loss weights, in the loop's loss order
     SEED = "seed"  # trial → the model/batch seed
+    BEST_EPOCH = "best_epoch"  # trial → the epoch its value comes from (score: best, early stopping)
+    EARLY_STOP = "early_stopped_at_epoch"  # trial → the epoch early stopping ended it
+    CHECKPOINT_EPOCH = "checkpoint_epoch"  # trial → the epoch of the weights it kept (weights.pt)
+    SETTINGS = "sweep.settings"  # study → what its trials are compared on (see sweep.runner.settings)
+
+
+WEIGHTS = "weights.pt"  # the kept weights' artifact name: {model name: state_dict}
 
 
 def storage_url(storage: str | None) -> str:

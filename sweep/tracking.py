@@ -12,13 +12,15 @@ tag of the run (:meth:`TrialRun.open`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweep.config import TrackingSection
+from sweep.config import StudySection, TrackingSection
 from sweep.errors import SweepError
 from sweep.storage import Attr, trial_id
 from sweep.urls import absolute_sqlite, redact, sqlite_path
@@ -40,6 +42,7 @@ STATUS = {
 }
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _MAX_PARAM = 6000  # MLflow's limit of characters per param value
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags under this prefix
 
 
 def quiet_mlflow() -> None:
@@ -51,6 +54,7 @@ def quiet_mlflow() -> None:
     MLflow and alembic announce schema creation at INFO: noise next to the progress bar.
     """
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded weights file
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -88,6 +92,17 @@ def default_artifact_location(uri: str) -> str | None:
     db = sqlite_path(uri)
     root = db.resolve().parent if db is not None else Path.cwd()
     return (root / "mlartifacts").as_uri()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``optimizer.schedule.type``), the names searched params have too."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
@@ -140,11 +155,14 @@ class TrialRun:
 
     def record_config(self, trial: optuna.Trial, config: Mapping[str, Any], tags: Mapping[str, Any]) -> None:
         """What the trial trains, on both sides: the resolved config (export replays it), the weights and
-        seed as trial attributes; the sampled params, ``config.yaml`` and ``tags`` on the run."""
+        seed as trial attributes; on the run every setting as a param (the resolved config flattened to
+        dotted keys, the sampled values as Optuna stored them), ``config.yaml`` and ``tags``."""
         trial.set_user_attr(Attr.WEIGHTS, list(config["weights"]))
         trial.set_user_attr(Attr.SEED, config["seed"])
         trial.set_user_attr(Attr.CONFIG, dict(config))
-        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in trial.params.items()]  # exactly what Optuna stored
+        # Every setting that shaped the trial (flattened config), the sampled values as Optuna stored them.
+        params = {**flatten(config), **trial.params}
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         self.client.log_text(self.run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
@@ -284,5 +302,44 @@ class Tracker:
             "--host 127.0.0.1 --port 5000 --workers 1"
         )
 
-    def ui_url(self, port: int = 5000) -> str:
-        return f"http://127.0.0.1:{port}/#/experiments/{self.experiment_id}/runs"
+    def ui_url(
+        self, port: int = 5000, target: StudySection | None = None, trials: Iterable[optuna.trial.FrozenTrial] = ()
+    ) -> str:
+        """The loopback URL of the runs table; with ``target``, the study's view (:func:`runs_view_url`)."""
+        return runs_view_url(self.client, self.experiment_id, f"http://127.0.0.1:{port}", target, trials)
+
+
+def runs_view_url(
+    client: MlflowClient,
+    experiment_id: str,
+    base: str,
+    target: StudySection | None = None,
+    trials: Iterable[optuna.trial.FrozenTrial] = (),
+) -> str:
+    """The URL of an experiment's runs table in the MLflow UI at ``base``; with ``target``, sorted by the
+    study's (first) target, best first, with the target(s) and the params ``trials`` searched as columns.
+
+    The UI (3.x) reads a sort from the URL (``orderByKey``, ``orderByAsc``) but columns only from a saved
+    view, the experiment tag ``mlflow.sharedViewState.<key>`` that ``?viewStateShareKey=<key>`` opens (alone:
+    the UI ignores a view when the URL sorts too). One view per study, updated; failing that, the URL sorts.
+    """
+    runs = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    if target is None:
+        return runs
+    metric, ascending = target.metric[0], target.directions[0] == "minimize"
+    sort_only = f"{runs}?orderByKey={urllib.parse.quote(f'metrics.`{metric}`')}&orderByAsc={str(ascending).lower()}"
+    params = dict.fromkeys(name for t in trials for name in t.params)  # in the order the trials sampled them
+    names = {f"metrics.`{m}`": m for m in target.metric} | {f"params.`{p}`": p for p in params}
+    widths = {column: max(150, 7 * len(n) + 40) for column, n in names.items()}  # px: the whole name in view
+    view = {"orderByKey": f"metrics.`{metric}`", "orderByAsc": ascending, "selectedColumns": list(names)}
+    state = json.dumps({**view, "columnOrder": list(names), "columnWidths": widths}, separators=(",", ":"))
+    name = f"{target.name}: best {metric} first"
+    key = hashlib.sha256(name.encode()).hexdigest()[:32]
+    try:  # MLflow refuses a tag over 20,000 characters (a view of some 150 params)
+        written = client.get_experiment(experiment_id).tags.get(VIEW_TAG_PREFIX + key)
+        if written is None or json.loads(written).get("state") != state:
+            envelope = {"name": name, "createdAt": int(time.time() * 1000), "state": state}
+            client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
+    except (MlflowException, OSError, ValueError):
+        return sort_only
+    return f"{runs}?{urllib.parse.urlencode({'viewStateShareKey': key})}"

@@ -6,8 +6,9 @@ One objective call = one trial:
   2. sample the search space and resolve a fully fixed config (seeds derived, device chosen);
   3. run the loop with a reporter that queues per-epoch metrics for MLflow and reports the target to
      Optuna for pruning;
-  4. return the target metric(s) of the last epoch; :meth:`Objective.on_trial_end` then closes the run
-     with the status matching the trial's final state.
+  4. return the trial's value (the last epoch's target, or the best epoch's with ``study.score: best``
+     or early stopping) and write the kept weights once; :meth:`Objective.on_trial_end` then closes
+     the run with the status matching the trial's final state.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from sweep.config import StudyFile
 from sweep.errors import one_line
 from sweep.interrupts import Interrupts
 from sweep.report import loss_curves_png
+from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
-from sweep.storage import Attr, best_value
+from sweep.storage import WEIGHTS, Attr, best_value
 from sweep.tracking import Tracker, TrialRun, close_run
 
 
@@ -85,13 +87,24 @@ class Objective:
             sampled, weights = sample(trial, sf.search, fixed)  # 2.
             cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
             run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
-            report = self._reporter(trial, run, history)
+            score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
+            keeper = self._keeper(cfg, score)
+            report = self._reporter(trial, run, history, score)
             problem = self.problems.get(cfg)
-            with warnings.catch_warnings(), self.interrupts.training():
-                warnings.simplefilter("once")
-                metrics = LOOPS[cfg.loop].train(cfg, report, problem=problem)  # type: ignore[attr-defined]  # 3.
-            values = [metrics[m] for m in sf.study.metric]  # 4.
-            return values[0] if len(values) == 1 else values
+            try:
+                with warnings.catch_warnings(), self.interrupts.training():
+                    warnings.simplefilter("once")
+                    metrics = LOOPS[cfg.loop].train(cfg, report, problem=problem, checkpoint=keeper)  # type: ignore[attr-defined]  # 3.
+            except EarlyStop:
+                run.set_tags({"sweep.early_stopped_at_epoch": score.stopped_at})
+                trial.set_user_attr(Attr.EARLY_STOP, score.stopped_at)
+            self._keep_weights(trial, run, keeper)
+            if sf.study.multi_objective:  # 4. the last epoch's values (no single best epoch)
+                return [metrics[m] for m in sf.study.metric]
+            if score.uses_best:
+                run.set_tags({"sweep.best_epoch": score.best_epoch})
+                trial.set_user_attr(Attr.BEST_EPOCH, score.best_epoch)
+            return score.value()
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
@@ -116,8 +129,24 @@ class Objective:
                     with tempfile.TemporaryDirectory() as tmp:
                         run.log_artifact(loss_curves_png(history, Path(tmp) / "loss_curves.png"))
 
+    def _keeper(self, cfg: LoopCommon, score: Score) -> Keeper | None:
+        """The checkpoint callback ``objective.checkpoint`` asks for (by default: the epoch the trial reports)."""
+        mode = cfg.checkpoint or ("best" if score.rule == "best" or cfg.early_stopping else "last")
+        return None if mode == "none" else Keeper(mode, self.sf.study.metric[0], score)
+
+    @staticmethod
+    def _keep_weights(trial: optuna.Trial, run: TrialRun, keeper: Keeper | None) -> None:
+        """Write the kept weights once, at the end, as the run's ``weights.pt`` (a pruned trial keeps none)."""
+        if keeper is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            if keeper.save(Path(tmp) / WEIGHTS) is not None:
+                run.log_artifact(Path(tmp) / WEIGHTS)
+                run.set_tags({"sweep.checkpoint_epoch": keeper.epoch})
+                trial.set_user_attr(Attr.CHECKPOINT_EPOCH, keeper.epoch)
+
     def _reporter(
-        self, trial: optuna.Trial, run: TrialRun, history: list[dict[str, float]]
+        self, trial: optuna.Trial, run: TrialRun, history: list[dict[str, float]], score: Score
     ) -> Callable[[int, Mapping[str, float]], None]:
         target = self.sf.study.metric[0]
         can_prune = not self.sf.study.multi_objective
@@ -134,6 +163,8 @@ class Objective:
                         run.set_tags({"sweep.pruned_at_epoch": epoch})
             if prune:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+            if can_prune:
+                score.add(epoch, metrics[target])  # raises EarlyStop when the target has stalled
 
         return report
 

@@ -3,7 +3,9 @@
 For a ``sqlite:///`` (or other database) tracking URI it starts ``mlflow ui`` on that store (one
 worker, job execution off: it starts in ~9 s instead of ~15 s) and prints the URL of the study's
 runs; Ctrl-C stops it. For an ``http://`` tracking server there is nothing to start: it prints the
-server's URL for the study. ``optuna-dashboard`` on the study's storage works too (see README).
+server's URL for the study. Either URL opens the study's runs sorted by its target, best first, with
+the target and the searched params as columns (a saved view of the experiment, see
+:func:`sweep.tracking.runs_view_url`). ``optuna-dashboard`` on the study's storage works too (see README).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import os
 import subprocess
 import sys
 
+import optuna
+
 from sweep.cli import load_or_report, study_parser
+from sweep.config import StudyFile
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line
 from sweep.urls import absolute_sqlite, redact
@@ -30,6 +35,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _trials(sf: StudyFile) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials (their params are the searched ones), or none when its storage has no such study."""
+    from sweep.storage import load_existing_study
+
+    try:
+        return load_existing_study(sf.study.name, sf.study.storage).get_trials(deepcopy=False)
+    except Exception:  # no storage, no study, a database that does not answer: the target column alone
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     sf = load_or_report(args)
@@ -37,19 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     from mlflow import MlflowClient
 
+    from sweep.tracking import runs_view_url
+
     uri = sf.tracking.uri
     experiment_name = sf.tracking.experiment or sf.study.name
     if uri.startswith(("http://", "https://")):
         try:
-            found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment_name)
+            client = MlflowClient(tracking_uri=uri)
+            found = client.get_experiment_by_name(experiment_name)
         except Exception as e:  # MLflow's errors embed the URL: redact it
             print_error(f"cannot reach MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
             return EXIT_RUNTIME
-        where = f"#/experiments/{found.experiment_id}/runs" if found else ""
-        print(f"The study is tracked by the server {redact(uri)}: open {redact(uri).rstrip('/')}/{where}")
+        base = redact(uri).rstrip("/")
+        url = runs_view_url(client, found.experiment_id, base, sf.study, _trials(sf)) if found else f"{base}/"
+        print(f"The study is tracked by the server {redact(uri)}: open {url}")
         return EXIT_OK
     try:
-        found = MlflowClient(tracking_uri=absolute_sqlite(uri)).get_experiment_by_name(experiment_name)
+        client = MlflowClient(tracking_uri=absolute_sqlite(uri))
+        found = client.get_experiment_by_name(experiment_name)
     except Exception as e:  # MLflow's errors embed the URL: redact it
         print_error(f"cannot read MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
         return EXIT_RUNTIME
@@ -60,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
         "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
     ]  # fmt: skip
-    url = f"http://127.0.0.1:{args.port}/#/experiments/{found.experiment_id}/runs"
+    url = runs_view_url(client, found.experiment_id, f"http://127.0.0.1:{args.port}", sf.study, _trials(sf))
     shown = " ".join(redact(part) for part in command)
     print(f"MLflow UI: {url}\n(starting: {shown}; Ctrl-C stops it)", flush=True)
     if args.print_only:

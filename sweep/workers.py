@@ -66,6 +66,7 @@ def run_workers(
     progress: bool = True,
     report: bool = True,
     interrupts: Interrupts | None = None,
+    allow_changes: bool = False,
 ) -> Outcome:
     """Run a study with ``workers`` processes on its storage.
 
@@ -73,7 +74,7 @@ def run_workers(
     handed out round robin as each worker's CUDA_VISIBLE_DEVICES.
     """
     interrupts = interrupts or Interrupts()
-    session = open_session(sf, source, source_text, 0)
+    session = open_session(sf, source, source_text, 0, allow_changes)
     study = session.study
     before = len(study.get_trials(deepcopy=False))
     remaining = max(0, sf.study.n_trials - count_finished(study))

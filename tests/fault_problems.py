@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import nn
 
-from objectives.problems import Problem, Task
+from objectives.problems import CoupledProblem, Problem, Task
 
 
 def _task(g: torch.Generator, n: int = 64) -> Task:
@@ -48,10 +49,19 @@ def explodes(seed: int) -> Problem:
 
 
 class _Crashes(nn.Linear):
-    """Kills its process at the first forward pass (a segfault or an OOM kill, as a worker sees it)."""
+    """Kills its process at a trial's first forward pass (a segfault or an OOM kill, as a worker sees it).
+    The first model a process builds is the preflight's one-batch check, which runs normally."""
+
+    built = 0
+
+    def __init__(self, *args: int) -> None:
+        super().__init__(*args)
+        type(self).built += 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        os._exit(3)
+        if type(self).built > 1:
+            os._exit(3)
+        return super().forward(x)
 
 
 def crashes(seed: int) -> Problem:
@@ -108,3 +118,124 @@ def augmented(seed: int) -> Problem:
     a, b = _task(g, 96), _task(g, 160)
     a, b = replace(a, train=_Noisy(a.train[0])), replace(b, train=_Noisy(b.train[0]))
     return Problem(make_model=lambda: nn.Linear(4, 1), a=a, b=b)
+
+
+# --- problems the preflight refuses (tests/test_preflight.py), and two it must let through ----------
+
+
+def _regression(g: torch.Generator, n: int = 64, column: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(n, 4, generator=g)
+    return x, x.sum(1, keepdim=column)
+
+
+def _tasks(seed: int, column: bool = True, **task: object) -> tuple[Task, Task]:
+    """Task a (changed by ``task``: loss, metrics...) and a plain task b, both regression on 4 inputs."""
+    g = torch.Generator().manual_seed(seed)
+    (xa, ya), (xv, yv) = _regression(g, column=column), _regression(g, 16, column=column)
+    a = replace(_task(g), train=(xa, ya), val=(xv, yv), **task)
+    return a, _task(g)
+
+
+def loss_none(seed: int) -> Problem:
+    """Task a's loss keeps one value per sample (``reduction='none'``): no batch mean."""
+    a, b = _tasks(seed, loss=partial(nn.functional.mse_loss, reduction="none"))
+    return Problem(make_model=lambda: nn.Linear(4, 1), a=a, b=b)
+
+
+def column_against_vector(seed: int, loss: str = "mse") -> Problem:
+    """Predictions ``(N, 1)`` against targets ``(N,)``: ``mse_loss`` (``loss: mse``) or a hand-written
+    squared error (``loss: manual``) broadcasts them to ``(N, N)`` and trains on a wrong value."""
+    fn = nn.functional.mse_loss if loss == "mse" else _manual_mse
+    a, b = _tasks(seed, column=False, loss=fn)
+    return Problem(make_model=lambda: nn.Linear(4, 1), a=a, b=b)
+
+
+def _manual_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((pred - target) ** 2).mean()
+
+
+def _squeezing_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return ((pred.squeeze(-1) - target) ** 2).mean()
+
+
+def squeezes_itself(seed: int) -> Problem:
+    """Predictions ``(N, 1)`` against targets ``(N,)`` with a loss that squeezes them itself: correct."""
+    a, b = _tasks(seed, column=False, loss=_squeezing_mse, metrics={"mse": _squeezing_mse})
+    return Problem(make_model=lambda: nn.Linear(4, 1), a=a, b=b)
+
+
+def vector_metric(seed: int) -> Problem:
+    """Task b's metric returns one value per sample, not a batch mean."""
+    a, b = _tasks(seed)
+    b = replace(b, metrics={"abs_err": lambda pred, target: (pred - target).abs().squeeze(-1)})
+    return Problem(make_model=lambda: nn.Linear(4, 1), a=a, b=b)
+
+
+def _nan_linear() -> nn.Module:
+    model = nn.Linear(4, 1)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    return model
+
+
+def nan_at_init(seed: int) -> Problem:
+    """A model initialised with NaN weights: every loss is NaN from the first batch."""
+    a, b = _tasks(seed)
+    return Problem(make_model=_nan_linear, a=a, b=b)
+
+
+def returns_none(seed: int) -> None:
+    """Forgets to return the problem."""
+    _tasks(seed)
+
+
+def returns_dict(seed: int) -> dict[str, Task]:
+    """Returns the tasks in a dict instead of a Problem."""
+    a, b = _tasks(seed)
+    return {"a": a, "b": b}
+
+
+def raises(seed: int) -> Problem:
+    """Fails while building, with a message of several lines."""
+    raise ValueError("the data folder /nowhere is missing\n  (a second line that stays out of the error)")
+
+
+def classification(seed: int, classes: int = 3) -> Problem:
+    """Logits ``(N, classes)`` against class indices ``(N,)`` with cross_entropy and accuracy: correct,
+    also when ``classes`` equals the batch size (the shapes then broadcast, to the logits' shape)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 4, generator=g)
+        return x, torch.randint(0, classes, (n,), generator=g)
+
+    def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (logits.argmax(dim=-1) == target).float().mean()
+
+    task = Task(train=split(64), val=split(16), loss=nn.functional.cross_entropy, metrics={"acc": accuracy})
+    return Problem(make_model=lambda: nn.Linear(4, classes), a=task, b=replace(task, train=split(64)))
+
+
+def coupled(seed: int, broken: str = "") -> CoupledProblem:
+    """A small coupled problem (the alternating loop): A maps 4 inputs to a 2-number code, B classifies
+    from it. ``broken: loss_b`` keeps B's loss per sample (``reduction='none'``); ``consistency`` makes
+    the consistency term a vector."""
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.randn(n, 4, generator=g)
+        return x, (x[:, 0] > 0).long(), x[:, :2]
+
+    loss_b = (
+        partial(nn.functional.cross_entropy, reduction="none") if broken == "loss_b" else nn.functional.cross_entropy
+    )
+    term = (lambda z, y_hat, y, t_a, model_b: (z - t_a).pow(2).sum(-1)) if broken == "consistency" else None
+    return CoupledProblem(
+        make_model_a=lambda: nn.Linear(4, 2),
+        make_model_b=lambda: nn.Linear(2, 2),
+        train=split(64),
+        val=split(16),
+        loss_a=nn.functional.mse_loss,
+        loss_b=loss_b,
+        consistency=term,
+    )

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from sweep.tracking import flatten
 from tests.conftest import run_cli, run_main, tiny_study, write_yaml
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -24,12 +25,14 @@ def load(tmp_path: Path, name: str) -> tuple[optuna.Study, MlflowClient, str, li
 
 
 def assert_agree(study: optuna.Study, client: MlflowClient, runs: list) -> None:
-    """One parent run; one child per trial, linked both ways, same params, status following state."""
+    """One parent run; one child per trial, linked both ways, same params (plus every fixed setting),
+    status following state; the parent carries the study's fixed settings."""
     parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
     children = {r.info.run_id: r for r in runs if r.data.tags.get("sweep.role") == "trial"}
     assert len(parents) == 1
     parent = parents[0]
     assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert {"epochs", "batch_size", "problem.name", "metric", "score"} <= set(parent.data.params)
     assert len(children) == len(study.trials)
     assert len({t.number for t in study.trials}) == len(study.trials)
     for trial in study.trials:
@@ -38,7 +41,11 @@ def assert_agree(study: optuna.Study, client: MlflowClient, runs: list) -> None:
         assert run.data.tags["sweep.trial_number"] == str(trial.number)
         assert run.data.tags["sweep.trial_state"] == trial.state.name
         assert run.info.status == STATUS[trial.state.name]
-        assert run.data.params == {k: str(v) for k, v in trial.params.items()}
+        # every setting that shaped the trial (the resolved config, flattened), the sampled values as stored
+        expected = {k: str(v) for k, v in flatten(trial.user_attrs.get("config", {})).items()}
+        assert run.data.params == {**expected, **{k: str(v) for k, v in trial.params.items()}}
+        if "config" in trial.user_attrs:
+            assert {"epochs", "batch_size", "problem.name", "device", "seed"} <= set(run.data.params)
         if trial.state.name == "FAIL":
             assert run.data.tags["sweep.fail_reason"] == trial.user_attrs["fail_reason"]
 

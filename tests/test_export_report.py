@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -192,3 +193,23 @@ def test_export_replays_a_trial_on_the_dataloader_path(tmp_path: Path) -> None:
     assert replay.returncode == 0, replay.stderr
     again = optuna.load_study(study_name=f"loader-trial{study.best_trial.number}", storage=_storage(tmp_path))
     assert again.trials[0].value == study.best_value
+
+
+def test_the_top_table_shows_every_searched_parameter() -> None:
+    """Categorical params such as the alternating mode are columns of the top table, not only LRs/types."""
+    from sweep.report import top_table
+
+    frame = pd.DataFrame(
+        {
+            "number": [0, 1],
+            "state": ["COMPLETE", "COMPLETE"],
+            "val_total_loss": [0.5, 0.4],
+            "param.mode": ["joint", "alternate"],
+            "param.steps_b": [1, 3],
+            "duration_s": [1.0, 2.0],
+        }
+    )
+    table = top_table(frame, ["val_total_loss"], ["minimize"], 5)
+    header, first = table.splitlines()[:2]
+    assert "mode" in header and "steps_b" in header
+    assert first.split()[0] == "1" and "alternate" in first  # best first

@@ -96,8 +96,8 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path) -> None:
     assert client.get_run(parent).info.status == "KILLED"
 
     doc["objective"]["epochs"] = 2
-    write_yaml(path, doc)  # same study, quicker trials, to finish
-    resumed = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    write_yaml(path, doc)  # same study, quicker trials, to finish: a deliberate change, so --allow-changes
+    resumed = run_main("sweep.run", str(path), "--no-report", "--allow-changes", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="ctrlc", storage=storage)
     assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 4

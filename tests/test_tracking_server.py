@@ -33,7 +33,7 @@ def test_study_on_a_tracking_server_keeps_its_password(tmp_path: Path) -> None:
             run_cli("sweep.run", str(path), cwd=work),  # with the report: artifacts uploaded through the server
             run_main("sweep.ui", str(path), cwd=work),
             run_main("sweep.report", str(path), "-o", str(work / "report"), cwd=work),
-            run_main("sweep.export", str(path), "-o", str(work / "best.yaml"), cwd=work),
+            run_main("sweep.export", str(path), "-o", str(work / "best.yaml"), "--register", "served-best", cwd=work),
         ]
         for o in outputs:
             assert o.returncode == 0, o.stderr
@@ -52,6 +52,9 @@ def test_study_on_a_tracking_server_keeps_its_password(tmp_path: Path) -> None:
             assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"config.yaml", "loss_curves.png"}
             assert len(client.get_metric_history(child.info.run_id, "val_total_loss")) == 3  # one per epoch
         assert "report" in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+        # --register: a real registry entry on the server, pointing at the best trial's run
+        (version,) = client.search_model_versions("name = 'served-best'")
+        assert version.run_id == study.best_trial.user_attrs["mlflow_run_id"]
 
     files = [f for f in tmp_path.rglob("*") if f.is_file() and f.name != "s.yaml"]
     assert any(f.name == "optuna.db" for f in files) and any(f.name == "loss_curves.png" for f in files)

@@ -54,6 +54,15 @@ def is_user_path(name: str) -> bool:
     return ":" in name
 
 
+def _first_line(e: BaseException, with_type: bool = True) -> str:
+    """An exception as one line: ``Type: first line of its message`` (a traceback stays out of a ProblemError)."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not with_type:
+        return text or type(e).__name__
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def load_user_function(path: str) -> Callable[..., Problem]:
     """Import ``module:function`` (runs that module's code) and return the function."""
     module_name, _, func_name = path.partition(":")
@@ -62,7 +71,9 @@ def load_user_function(path: str) -> Callable[..., Problem]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ProblemError(f"cannot import module {module_name!r} ({e})") from e
+        raise ProblemError(f"cannot import module {module_name!r} ({_first_line(e, with_type=False)})") from e
+    except Exception as e:  # the module's own code failed while it was imported
+        raise ProblemError(f"cannot import module {module_name!r}: its code raised {_first_line(e)}") from e
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ProblemError(f"module {module_name!r} has no function {func_name!r}")
@@ -90,7 +101,8 @@ def check_problem(
         it is built).
 
     Raises:
-        ProblemError: unknown name, bad options, or a user path that does not import.
+        ProblemError: unknown name, bad options, or a user path that does not import (its module
+            missing, or its code raising while imported: one line, no traceback).
     """
     if is_user_path(name):
         func = load_user_function(name)
@@ -129,17 +141,26 @@ def build_problem(
         loop: The loop it is for (a built-in names the loop it serves).
         kind: The problem type that loop trains (its :data:`objectives.loops.LOOPS` record's ``problem``);
             ``None`` accepts any problem type.
+
+    Raises:
+        ProblemError: what :func:`check_problem` refuses; a user function that raises (``NAME raised
+            ValueError: ...``, its first line) or returns anything but the problem type the loop trains.
     """
     check_problem(name, options, loop, kind)
     if is_user_path(name):
-        problem = load_user_function(name)(seed=seed, **options)
+        func = load_user_function(name)
+        try:
+            problem = func(seed=seed, **options)
+        except Exception as e:  # the user's code: one line naming it, not its traceback
+            raise ProblemError(f"{name} raised {_first_line(e)}") from e
     else:
         builtin = BUILTINS[name]
         problem = builtin.build(builtin.options.model_validate(options), seed)
     wanted = (kind,) if kind is not None else PROBLEM_KINDS
     if not isinstance(problem, wanted):
         names = " or ".join(f"objectives.problems.{w.__name__}" for w in wanted)
-        raise ProblemError(f"{name} returned {type(problem).__name__}, not {names} (what the {loop} loop trains)")
+        got = "None" if problem is None else type(problem).__name__
+        raise ProblemError(f"{name} returned {got}, not {names} (what the {loop} loop trains)")
     return problem
 
 

@@ -12,6 +12,11 @@ from torch.utils.data import Dataset
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+# A coupled problem's consistency term ``consistency(z, y_hat, y, t_a, model_b)``: A's output, B's output
+# on it, the batch's final target and A's target, and model B (to apply it to something else, as the
+# default ``mean((y_hat − model_b(t_a))²)`` does); returns a 0-d tensor (a batch mean).
+ConsistencyFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.nn.Module], torch.Tensor]
+
 # A split is either tensors — ``(inputs, target)`` (``(inputs, target, a_target)`` for a coupled
 # problem), first dimension = samples, moved to the device once and indexed there (the fast path) —
 # or a ``torch.utils.data.Dataset`` whose items are such tuples for one sample, read through a
@@ -98,9 +103,16 @@ class CoupledProblem:
         val: The same for validation.
         loss_a: A's own loss ``loss_a(z, t_a)`` (batch mean).
         loss_b: The final loss ``loss_b(y_hat, y)`` (batch mean).
-        metrics: Extra metrics on the final output, logged as ``val_b_<name>``.
+        metrics: Extra metrics on the final output, ``metric(y_hat, y)`` (batch mean), logged as
+            ``val_b_<name>``.
         collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
         steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split.
+        consistency: The third loss (used when ``weights`` has three entries; ``w_consistency`` weighs
+            it): ``consistency(z, y_hat, y, t_a, model_b)`` → 0-d tensor, a batch mean (see
+            :data:`ConsistencyFn`). It runs inside the loop's forward pass (autocast, B frozen in A's
+            steps), so gradients reach whichever model the mode trains. ``None``: the default
+            ``mean((y_hat − model_b(t_a))²)``, B's answer on A's output against its answer on A's target.
+        metrics_a: Extra metrics on A's output, ``metric(z, t_a)`` (batch mean), logged as ``val_a_<name>``.
     """
 
     make_model_a: Callable[[], torch.nn.Module]
@@ -112,14 +124,22 @@ class CoupledProblem:
     metrics: Mapping[str, LossFn] = field(default_factory=dict)
     collate_fn: Callable[[list[Any]], Any] | None = None
     steps_per_epoch: int | None = None
+    consistency: ConsistencyFn | None = None
+    metrics_a: Mapping[str, LossFn] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, names in (("metrics_a", self.metrics_a), ("metrics", self.metrics)):
+            if "loss" in names:
+                which = "a" if key == "metrics_a" else "b"
+                raise ValueError(f"CoupledProblem.{key}: the name 'loss' would overwrite val_{which}_loss; rename it")
 
     def to(self, device: torch.device | str) -> CoupledProblem:
         """The same problem with its tensor splits on ``device`` (Datasets stay: their batches move per step)."""
         return replace(self, train=_move_split(self.train, device), val=_move_split(self.val, device))
 
     def metric_names(self) -> dict[str, tuple[str, ...]]:
-        """Extra metric names per loss: only B's output has them."""
-        return {"a": (), "b": tuple(self.metrics)}
+        """Extra metric names per model output: A's (``metrics_a``) and B's (``metrics``)."""
+        return {"a": tuple(self.metrics_a), "b": tuple(self.metrics)}
 
     @staticmethod
     def declared_metric_names(names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:

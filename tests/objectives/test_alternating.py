@@ -585,3 +585,22 @@ def test_mode_changes_what_a_learns():
     detached = train(make_cfg(mode="b_on_detached", **common))
     joint = train(make_cfg(mode="joint", **common))
     assert joint["val_a_loss"] > 2 * detached["val_a_loss"]
+
+
+@pytest.mark.parametrize(("steps_a", "steps_b"), [(1, 1), (2, 3)])
+def test_model_steps_epochs_give_each_model_a_pass_of_steps(steps_a, steps_b):
+    """epoch: model_steps in alternate mode: the model with fewer steps per cycle gets at least one pass's
+    worth of optimizer steps per epoch, as joint gives both (the default epoch: only its share)."""
+    problem = build_problem("digits_codes", DIGITS, 0, "alternating")
+    common = {"weights": W3, "epochs": 2, "batch_size": 64, "steps_a": steps_a, "steps_b": steps_b}
+    per_pass = math.ceil(DIGITS["n_train"] / 64)
+    joint = train(make_cfg(mode="joint", **common), problem=problem)
+    assert joint["opt_steps_a"] == joint["opt_steps_b"] == 2 * per_pass
+    passes = train(make_cfg(mode="alternate", **common), problem=problem)
+    assert passes["opt_steps_a"] + passes["opt_steps_b"] == 2 * per_pass  # one batch a step: shares of a pass
+    equal = train(make_cfg(mode="alternate", epoch="model_steps", **common), problem=problem)
+    fewer = min(equal["opt_steps_a"], equal["opt_steps_b"])
+    assert 2 * per_pass <= fewer < 2 * per_pass + max(steps_a, steps_b)
+    assert equal["opt_steps_a"] + equal["opt_steps_b"] == 2 * math.ceil(
+        per_pass * (steps_a + steps_b) / min(steps_a, steps_b)
+    )

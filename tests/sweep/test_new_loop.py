@@ -15,7 +15,7 @@ import yaml
 
 from objectives import dual_loss
 from objectives.config import DualLossConfig
-from objectives.helpers import Reporter
+from objectives.helpers import Checkpoint, Reporter
 from objectives.loops import LOOPS, Loop
 from objectives.problems import Problem
 from sweep.config import parse_study
@@ -30,14 +30,19 @@ class HalvedConfig(DualLossConfig):
     factor: float = 0.5
 
 
-def train(cfg: HalvedConfig, report: Reporter | None = None, problem: Problem | None = None) -> dict[str, float]:
+def train(
+    cfg: HalvedConfig,
+    report: Reporter | None = None,
+    problem: Problem | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> dict[str, float]:
     """Dual-loss training that also logs each validation loss scaled by ``factor``."""
 
     def scaled(epoch: int, metrics: Mapping[str, float]) -> None:
         if report is not None:
             report(epoch, {**metrics, "val_scaled_loss": cfg.factor * metrics["val_total_loss"]})
 
-    last = dual_loss.train(cfg, scaled, problem=problem)
+    last = dual_loss.train(cfg, scaled, problem=problem, checkpoint=checkpoint)
     return {**last, "val_scaled_loss": cfg.factor * last["val_total_loss"]}
 
 
