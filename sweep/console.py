@@ -34,6 +34,11 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def show_traceback(number: int, text: str) -> None:
+    """``--verbose``: a failed trial's traceback, above the progress bar."""
+    tqdm.write(f"trial {number} failed:\n{text.rstrip()}", file=sys.stderr)
+
+
 class _QuietFailures(logging.Filter):
     """Optuna logs each failed trial with a traceback; we print one line per failure instead."""
 
@@ -78,7 +83,8 @@ class Progress:
             self.bar.update(1)
         self._show_best(study)
         if trial.state == optuna.trial.TrialState.FAIL:
-            tqdm.write(f"trial {trial.number} failed: {trial.user_attrs.get(Attr.FAIL, '?')}", file=sys.stderr)
+            first = str(trial.user_attrs.get(Attr.FAIL, "?")).splitlines()[0]
+            tqdm.write(f"trial {trial.number} failed: {first}", file=sys.stderr)
 
     def _show_best(self, study: optuna.Study) -> None:
         best = best_value(study)

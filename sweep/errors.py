@@ -38,6 +38,12 @@ def one_line(e: BaseException, with_type: bool = True) -> str:
     return redact(f"{type(e).__name__}: {text[0]}" if with_type else text[0])
 
 
+def reason(e: BaseException) -> str:
+    """Why a trial failed: the exception's type and its whole message (every line), passwords masked."""
+    text = str(e).strip()
+    return redact(f"{type(e).__name__}: {text}" if text else type(e).__name__)
+
+
 def pydantic_message(err: Mapping[str, Any]) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) in the words a study file's author reads."""
     if err["type"] == "union_tag_invalid":

@@ -29,7 +29,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     p.add_argument("--study-name", help="study name (overrides study.name; also the default MLflow experiment)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
-    p.add_argument("--verbose", action="store_true", help="also print Optuna's line per trial")
+    p.add_argument(
+        "--verbose", action="store_true", help="also print Optuna's line per trial and a failed trial's traceback"
+    )
     p.add_argument(
         "--cpu-threads",
         type=int,
@@ -175,6 +177,12 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     if outcome.interrupted:
         print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if outcome.ran > 0 and outcome.failed == outcome.ran:
+        print_error(
+            f"all {outcome.ran} trial(s) run now failed; each run's error.txt in MLflow has the traceback "
+            "(or re-run with --verbose)"
+        )
+        return EXIT_RUNTIME
     return EXIT_OK
 
 

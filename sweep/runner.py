@@ -56,6 +56,7 @@ class Outcome:
     ran: int
     interrupted: bool = False
     incomplete: str = ""  # why the study is short of n_trials when workers failed (run.py exits 1)
+    failed: int = 0  # of the trials run now, how many FAILED (all of them: run.py exits 1)
 
 
 class QuotaStop:
@@ -269,7 +270,7 @@ def run_study(
     study = session.study
     quota = sf.study.n_trials - count_finished(study) if quota is None else quota
     interrupts = interrupts or Interrupts()
-    objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb)
+    objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose)
     bar = Progress(study, sf.study.n_trials, progress and worker is None)
     before = len(study.get_trials(deepcopy=False))
     beat = (sf.study.heartbeat_interval, sf.study.grace_period)
@@ -293,7 +294,12 @@ def run_study(
         if worker is None:
             finish(session, sf, report, interrupted)
     ran = stop.ran if worker is not None else len(study.get_trials(deepcopy=False)) - before
-    return Outcome(study=study, tracker=session.tracker, storage=session.storage, ran=ran, interrupted=interrupted)
+    return Outcome(study, session.tracker, session.storage, ran, interrupted, failed=failed_since(study, before))
+
+
+def failed_since(study: optuna.Study, first: int) -> int:
+    """Trials numbered from ``first`` on (this run's) that FAILED."""
+    return sum(t.number >= first for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.FAIL]))
 
 
 def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> None:

@@ -12,8 +12,6 @@ tag of the run (:meth:`TrialRun.open`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -34,6 +32,7 @@ from sweep.config import StudySection, TrackingSection
 from sweep.errors import SweepError
 from sweep.storage import Attr, trial_id
 from sweep.urls import absolute_sqlite, redact, sqlite_path
+from sweep.views import runs_view_url
 
 STATUS = {
     optuna.trial.TrialState.COMPLETE: "FINISHED",
@@ -42,7 +41,6 @@ STATUS = {
 }
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 _MAX_PARAM = 6000  # MLflow's limit of characters per param value
-VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags under this prefix
 
 
 def quiet_mlflow() -> None:
@@ -187,10 +185,13 @@ class TrialRun:
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 
-    def fail(self, trial: optuna.Trial, reason: str) -> None:
-        """Record why the trial failed: the trial's ``fail_reason`` now, the run's tag when it closes."""
+    def fail(self, trial: optuna.Trial, reason: str, details: str | None = None) -> None:
+        """Record why the trial failed: the trial's ``fail_reason`` now, the run's tag when it closes, and
+        ``details`` (the traceback) as the run's ``error.txt``."""
         self.reason = reason
         trial.set_user_attr(Attr.FAIL, reason)
+        if details:
+            self.client.log_text(self.run_id, redact(details), "error.txt")
 
     def close(self, state: optuna.trial.TrialState) -> None:
         """Send what is queued and close the run with the status of the trial's final ``state``."""
@@ -307,39 +308,3 @@ class Tracker:
     ) -> str:
         """The loopback URL of the runs table; with ``target``, the study's view (:func:`runs_view_url`)."""
         return runs_view_url(self.client, self.experiment_id, f"http://127.0.0.1:{port}", target, trials)
-
-
-def runs_view_url(
-    client: MlflowClient,
-    experiment_id: str,
-    base: str,
-    target: StudySection | None = None,
-    trials: Iterable[optuna.trial.FrozenTrial] = (),
-) -> str:
-    """The URL of an experiment's runs table in the MLflow UI at ``base``; with ``target``, sorted by the
-    study's (first) target, best first, with the target(s) and the params ``trials`` searched as columns.
-
-    The UI (3.x) reads a sort from the URL (``orderByKey``, ``orderByAsc``) but columns only from a saved
-    view, the experiment tag ``mlflow.sharedViewState.<key>`` that ``?viewStateShareKey=<key>`` opens (alone:
-    the UI ignores a view when the URL sorts too). One view per study, updated; failing that, the URL sorts.
-    """
-    runs = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    if target is None:
-        return runs
-    metric, ascending = target.metric[0], target.directions[0] == "minimize"
-    sort_only = f"{runs}?orderByKey={urllib.parse.quote(f'metrics.`{metric}`')}&orderByAsc={str(ascending).lower()}"
-    params = dict.fromkeys(name for t in trials for name in t.params)  # in the order the trials sampled them
-    names = {f"metrics.`{m}`": m for m in target.metric} | {f"params.`{p}`": p for p in params}
-    widths = {column: max(150, 7 * len(n) + 40) for column, n in names.items()}  # px: the whole name in view
-    view = {"orderByKey": f"metrics.`{metric}`", "orderByAsc": ascending, "selectedColumns": list(names)}
-    state = json.dumps({**view, "columnOrder": list(names), "columnWidths": widths}, separators=(",", ":"))
-    name = f"{target.name}: best {metric} first"
-    key = hashlib.sha256(name.encode()).hexdigest()[:32]
-    try:  # MLflow refuses a tag over 20,000 characters (a view of some 150 params)
-        written = client.get_experiment(experiment_id).tags.get(VIEW_TAG_PREFIX + key)
-        if written is None or json.loads(written).get("state") != state:
-            envelope = {"name": name, "createdAt": int(time.time() * 1000), "state": state}
-            client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
-    except (MlflowException, OSError, ValueError):
-        return sort_only
-    return f"{runs}?{urllib.parse.urlencode({'viewStateShareKey': key})}"

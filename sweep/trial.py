@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import tempfile
+import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,13 +30,15 @@ from objectives.config import LoopCommon
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
 from sweep.config import StudyFile
-from sweep.errors import one_line
+from sweep.console import show_traceback
+from sweep.errors import reason
 from sweep.interrupts import Interrupts
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
 from sweep.storage import WEIGHTS, Attr, best_value
 from sweep.tracking import Tracker, TrialRun, close_run
+from sweep.urls import redact
 
 
 @dataclass
@@ -73,8 +76,10 @@ class Objective:
         problems: ProblemCache,
         interrupts: Interrupts,
         beat: optuna.storages.RDBStorage | None = None,
+        verbose: bool = False,
     ) -> None:
         self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
+        self.verbose = verbose  # print a failed trial's traceback
         self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
         self.runs: dict[int, TrialRun] = {}
 
@@ -113,7 +118,10 @@ class Objective:
             self.runs.pop(trial.number).close(optuna.trial.TrialState.FAIL)
             raise
         except Exception as e:
-            run.fail(trial, one_line(e))
+            details = traceback.format_exc()
+            run.fail(trial, reason(e), details)
+            if self.verbose:
+                show_traceback(trial.number, redact(details))
             if is_out_of_memory(e):
                 # Drop this trial's tensors before the next trial allocates: the exception's traceback
                 # holds the frames, so free after it is recorded, then return the cached blocks.

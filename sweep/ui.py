@@ -5,13 +5,15 @@ worker, job execution off: it starts in ~9 s instead of ~15 s) and prints the UR
 runs; Ctrl-C stops it. For an ``http://`` tracking server there is nothing to start: it prints the
 server's URL for the study. Either URL opens the study's runs sorted by its target, best first, with
 the target and the searched params as columns (a saved view of the experiment, see
-:func:`sweep.tracking.runs_view_url`). ``optuna-dashboard`` on the study's storage works too (see README).
+:func:`sweep.views.runs_view_url`). ``optuna-dashboard`` on the study's storage works too (see README).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     from mlflow import MlflowClient
 
-    from sweep.tracking import runs_view_url
+    from sweep.views import runs_view_url
 
     uri = sf.tracking.uri
     experiment_name = sf.tracking.experiment or sf.study.name
@@ -86,10 +88,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_only:
         return EXIT_OK
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return serve(command, env)
+
+
+def serve(command: list[str], env: dict[str, str]) -> int:
+    """Run the MLflow UI until it exits, or until Ctrl-C or SIGTERM reach this process: then stop its whole
+    process group (``mlflow ui`` starts a server with workers of its own; stopping only the first left
+    them listening), waiting up to 10 s before killing it."""
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return subprocess.call(command, env=env)
+        return server.wait()
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 if __name__ == "__main__":

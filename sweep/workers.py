@@ -18,7 +18,7 @@ from pathlib import Path
 from sweep.config import StudyFile
 from sweep.console import Progress, warn
 from sweep.interrupts import Interrupts
-from sweep.runner import Outcome, finish, open_session
+from sweep.runner import Outcome, failed_since, finish, open_session
 from sweep.storage import count_finished
 
 
@@ -118,7 +118,7 @@ def run_workers(
         )
     finish(session, sf, report, interrupted, failed=bool(incomplete))
     ran = len(study.get_trials(deepcopy=False)) - before
-    return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete)
+    return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed_since(study, before))
 
 
 def _signal_all(procs: list[tuple[int, subprocess.Popen]]) -> None:

@@ -239,3 +239,20 @@ def coupled(seed: int, broken: str = "") -> CoupledProblem:
         loss_b=loss_b,
         consistency=term,
     )
+
+
+class _FailsInTraining(nn.Linear):
+    """Each model raises a two-line error at its 11th forward pass: in a trial's second epoch, after the
+    preflight's one batch (a model of its own, a few passes) went through."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls > 10:
+            raise ValueError("the layer went wrong\nsecond line: the detail that matters")
+        return super().forward(x)
+
+
+def fails_in_training(seed: int) -> Problem:
+    """Every trial fails in its first epoch with a multi-line message (after the preflight passed)."""
+    g = torch.Generator().manual_seed(seed)
+    return Problem(make_model=lambda: _FailsInTraining(4, 1), a=_task(g), b=_task(g))

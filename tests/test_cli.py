@@ -99,12 +99,14 @@ def test_run_resume_and_agree(tmp_path: Path) -> None:
 
 
 def test_failing_trials_end_failed_in_both(tmp_path: Path) -> None:
-    """A diverging trial (NaN/Inf loss) ends FAILED in Optuna and MLflow with the reason; the study goes on."""
+    """A diverging trial (NaN/Inf loss) ends FAILED in Optuna and MLflow with the reason; the study goes on;
+    a command whose every trial failed exits 1."""
     doc = tiny_study("boom", objective={"optimizer": {"type": "sgd", "lr": 1e30, "momentum": 0.0}})
     doc["search"] = {"weights": {"parametrization": "log_ratio"}}
     path = write_yaml(tmp_path / "boom.yaml", doc)
     result = run_cli("sweep.run", str(path), "--n-trials", "2", "--no-report", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # every trial run now failed: said, and not a success
+    assert "error: all 2 trial(s) run now failed" in result.stderr
     assert "No trial completed yet." in result.stdout
     assert "trial 0 failed: NonFiniteLossError" in result.stderr
     study, client, _, runs = load(tmp_path, "boom")

@@ -39,8 +39,9 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return nn.functional.mse_loss(pred, target)
 
 
-def synthetic_problem() -> CoupledProblem:
-    """x: (n, 4); A = Linear(4,3)+Tanh+Linear(3,3) (two layers); B = Linear(3,2); mse for both losses."""
+def synthetic_problem(**options: Any) -> CoupledProblem:
+    """x: (n, 4); A = Linear(4,3)+Tanh+Linear(3,3) (two layers); B = Linear(3,2); mse for both losses.
+    ``options``: further CoupledProblem fields (a user consistency loss, metrics on A's output)."""
     g = torch.Generator().manual_seed(123)
 
     def split(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,6 +57,7 @@ def synthetic_problem() -> CoupledProblem:
         val=split(N_VAL),
         loss_a=mse,
         loss_b=mse,
+        **options,
     )
 
 

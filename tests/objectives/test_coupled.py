@@ -27,6 +27,7 @@ from sweep.config import parse_study
 from sweep.errors import ConfigError
 from sweep.runner import preflight
 from sweep.trial import ProblemCache
+from tests.objectives.test_alternating import synthetic_problem
 
 N, N_VAL = 16, 12  # batch_size = N: every step is full-batch, one step per epoch
 LR_A, LR_B = 0.1, 0.3
@@ -62,27 +63,6 @@ def cos(z: torch.Tensor, t_a: torch.Tensor) -> torch.Tensor:
 
 def l1(z: torch.Tensor, t_a: torch.Tensor) -> torch.Tensor:
     return (z - t_a).abs().mean()
-
-
-def synthetic_problem(**kw: Any) -> CoupledProblem:
-    """x: (n, 4); A = Linear(4,3)+Tanh+Linear(3,3); B = Linear(3,2); mse for both losses."""
-    g = torch.Generator().manual_seed(123)
-
-    def split(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = torch.randn(rows, 4, generator=g)
-        t = torch.tanh(x[:, :3]) + 0.3 * torch.randn(rows, 3, generator=g)
-        y = torch.randn(rows, 2, generator=g)
-        return x, y, t
-
-    return CoupledProblem(
-        make_model_a=lambda: nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 3)),
-        make_model_b=lambda: nn.Linear(3, 2),
-        train=split(N),
-        val=split(N_VAL),
-        loss_a=mse,
-        loss_b=mse,
-        **kw,
-    )
 
 
 def sgd(lr: float) -> dict[str, Any]:

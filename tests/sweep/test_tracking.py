@@ -12,7 +12,8 @@ from pathlib import Path
 import optuna
 
 from sweep.config import StudySection, TrackingSection
-from sweep.tracking import VIEW_TAG_PREFIX, Tracker, check_tracking
+from sweep.tracking import Tracker, check_tracking
+from sweep.views import VIEW_TAG_PREFIX
 
 
 def test_tracking_check_accepts_credentials_in_the_url() -> None:
