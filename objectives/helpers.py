@@ -42,6 +42,19 @@ class NonFiniteLossError(FloatingPointError):
     """A training or validation loss became NaN or infinite."""
 
 
+def first_line(e: BaseException, with_type: bool = True) -> str:
+    """An exception as one line: ``Type: first line of its message`` (the type alone when it has none)."""
+    lines = str(e).strip().splitlines()
+    if not with_type:
+        return lines[0] if lines else type(e).__name__
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A CUDA (or host allocator) out-of-memory error: other settings may fit, so it is told apart."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
 def derive_seed(*keys: object) -> int:
     """A stable 31-bit seed from any keys (same keys → same seed, on every machine and run)."""
     digest = hashlib.sha256(repr(keys).encode()).digest()

@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from objectives.data import DataError, call, take
-from objectives.helpers import seed_all
+from objectives.helpers import first_line, is_out_of_memory, seed_all
 from objectives.numerics import autocast
 from objectives.problems.base import CoupledProblem, Problem, Split, Task, move
 
@@ -50,16 +50,6 @@ _TORCH_BROADCAST_WARNING = "that is different to the input size"
 
 class PreflightError(ValueError):
     """A built problem cannot train as it is: one line naming the task (or model) and what is wrong."""
-
-
-def first_line(e: BaseException) -> str:
-    """``Type: first line of the message`` (the type alone when the message is empty)."""
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
-
-
-def is_out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 def _run(what: str, fn: Callable[[], Any]) -> Any:

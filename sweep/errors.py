@@ -31,7 +31,10 @@ class SweepError(Exception):
 
 
 def one_line(e: BaseException, with_type: bool = True) -> str:
-    """The first line of an exception's message (with its type), passwords in URLs masked."""
+    """The first line of an exception's message (with its type), passwords in URLs masked.
+
+    (``objectives.helpers.first_line`` without the masking: this module stays free of torch, which every
+    command imports it, ``--help`` included, before deciding whether it needs torch.)"""
     text = str(e).strip().splitlines()
     if not text:
         return type(e).__name__

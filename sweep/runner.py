@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from objectives.data import DataError, check_data
-from objectives.helpers import derive_seed
+from objectives.helpers import derive_seed, is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.preflight import PreflightError, check_batch
 from objectives.problems import ProblemError
@@ -31,7 +31,7 @@ from sweep.space import grid_space, resolve
 from sweep.storage import FINISHED, Attr, count_finished, open_storage, open_study, retry_schema_race, storage_url
 from sweep.targets import check_target
 from sweep.tracking import Tracker, check_tracking, flatten
-from sweep.trial import Objective, ProblemCache, is_out_of_memory
+from sweep.trial import Objective, ProblemCache
 from sweep.urls import redact, sqlite_init_lock
 
 

@@ -27,6 +27,7 @@ import optuna
 import torch
 
 from objectives.config import LoopCommon
+from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
 from sweep.config import StudyFile
@@ -60,10 +61,6 @@ class ProblemCache:
                 )
             self._cache[key] = self._cache[cpu_key].to(cfg.device)
         return self._cache[key]
-
-
-def is_out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
 class Objective:

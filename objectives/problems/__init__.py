@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from objectives.config import resolved
+from objectives.helpers import first_line
 from objectives.problems import digits_codes, digits_images, digits_pair, linear_pair
 from objectives.problems.base import PROBLEM_KINDS, Builtin, CoupledProblem, LossFn, Problem, Task
 
@@ -54,15 +55,6 @@ def is_user_path(name: str) -> bool:
     return ":" in name
 
 
-def _first_line(e: BaseException, with_type: bool = True) -> str:
-    """An exception as one line: ``Type: first line of its message`` (a traceback stays out of a ProblemError)."""
-    lines = str(e).strip().splitlines()
-    text = lines[0] if lines else ""
-    if not with_type:
-        return text or type(e).__name__
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 def load_user_function(path: str) -> Callable[..., Problem]:
     """Import ``module:function`` (runs that module's code) and return the function."""
     module_name, _, func_name = path.partition(":")
@@ -71,9 +63,9 @@ def load_user_function(path: str) -> Callable[..., Problem]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ProblemError(f"cannot import module {module_name!r} ({_first_line(e, with_type=False)})") from e
+        raise ProblemError(f"cannot import module {module_name!r} ({first_line(e, with_type=False)})") from e
     except Exception as e:  # the module's own code failed while it was imported
-        raise ProblemError(f"cannot import module {module_name!r}: its code raised {_first_line(e)}") from e
+        raise ProblemError(f"cannot import module {module_name!r}: its code raised {first_line(e)}") from e
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ProblemError(f"module {module_name!r} has no function {func_name!r}")
@@ -152,7 +144,7 @@ def build_problem(
         try:
             problem = func(seed=seed, **options)
         except Exception as e:  # the user's code: one line naming it, not its traceback
-            raise ProblemError(f"{name} raised {_first_line(e)}") from e
+            raise ProblemError(f"{name} raised {first_line(e)}") from e
     else:
         builtin = BUILTINS[name]
         problem = builtin.build(builtin.options.model_validate(options), seed)
