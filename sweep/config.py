@@ -9,14 +9,14 @@ the loop's record in :data:`objectives.loops.LOOPS`), target rules in :mod:`swee
 
 from __future__ import annotations
 
-import os
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
+    BaseModel,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -37,6 +37,7 @@ from sweep.errors import ConfigError, pydantic_message
 from sweep.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
 from sweep.search_checks import check_search
 from sweep.space import Scalar, SearchSection, get_path, searched_names
+from sweep.studyyaml import check_numbers, expand_env, read_study_yaml
 from sweep.targets import Direction, check_target, infer_direction
 
 DEFAULT_LOOP = "dual_loss"
@@ -48,9 +49,10 @@ class StudySection(Frozen):
     ``metric`` (or ``metrics``) names one or more validation metrics the loop logs; ``direction``
     (or ``directions``) defaults from the name (``*_loss`` minimise, ``*_acc`` maximise).
     ``heartbeat_interval``/``grace_period`` (seconds) let Optuna fail the trial of a worker that died;
-    it is then re-queued up to ``max_retry`` times. ``score``: a trial's value is its ``last`` epoch's
-    target or its ``best`` epoch's. ``enqueue``: baseline points (searched parameter → value) run first,
-    once (Optuna's ``enqueue_trial``).
+    it is then re-queued up to ``max_retry`` times. ``storage_retry``: for how many seconds a storage call
+    that cannot reach the database is retried before the process gives up (one line, exit 1).
+    ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
+    baseline points (searched parameter → value) run first, once (Optuna's ``enqueue_trial``).
     """
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -65,6 +67,7 @@ class StudySection(Frozen):
     heartbeat_interval: PositiveInt = 10
     grace_period: PositiveInt = 30
     max_retry: NonNegativeInt = 2
+    storage_retry: PositiveFloat = 120.0
     score: Literal["last", "best"] = "last"
     enqueue: tuple[dict[str, Scalar], ...] = ()
 
@@ -86,6 +89,13 @@ class StudySection(Frozen):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return type_shorthand(v)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_path_step(cls, v: str) -> str:
+        if set(v) == {"."}:
+            raise ValueError(f"{v!r} is not a name: the study name is used in file and folder names")
+        return v
 
     @property
     def directions(self) -> tuple[Direction, ...]:
@@ -133,24 +143,29 @@ class StudyFile(Frozen):
 
 # --- loading --------------------------------------------------------------------------------------
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-
-def _substitute_env(node: Any, file: Path, key: str = "") -> Any:
-    """Replace ``${NAME}`` in strings with the environment variable (for credentials in URLs)."""
-    if isinstance(node, dict):
-        return {k: _substitute_env(v, file, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute_env(v, file, f"{key}.{i}") for i, v in enumerate(node)]
-    if isinstance(node, str):
-
-        def value(m: re.Match[str]) -> str:
-            if m.group(1) not in os.environ:
-                raise ConfigError(file, key, f"environment variable {m.group(1)} is not set")
-            return os.environ[m.group(1)]
-
-        return _ENV.sub(value, node)
-    return node
+def _check_coerced(value: Any, raw: Any, file: Path, key: str) -> None:
+    """Compare a validated value with what the file wrote: pydantic's lax mode reads ``yes``/``true`` as
+    the number 1 (``n_trials: yes``) and the strings ``"nan"``/``"inf"`` as floats; refuse both."""
+    if isinstance(value, BaseModel):
+        if isinstance(raw, dict):
+            for name in type(value).model_fields:
+                if name in raw:
+                    _check_coerced(getattr(value, name), raw[name], file, f"{key}.{name}" if key else name)
+    elif isinstance(value, tuple | list) and isinstance(raw, list) and len(value) == len(raw):
+        for i, (v, r) in enumerate(zip(value, raw, strict=True)):
+            _check_coerced(v, r, file, f"{key}.{i}")
+    elif isinstance(value, dict) and isinstance(raw, dict):
+        for k, v in value.items():
+            if k in raw:
+                _check_coerced(v, raw[k], file, f"{key}.{k}")
+    elif isinstance(raw, bool) and isinstance(value, int | float) and not isinstance(value, bool):
+        written = "true" if raw else "false"
+        raise ConfigError(
+            file, key, f"expected a number, got the boolean {written} (YAML reads yes/no/on/off as booleans)"
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(file, key, f"{value} is not a usable number: give a finite value")
 
 
 def _error_key(data: Any, loc: tuple[Any, ...]) -> str:
@@ -174,19 +189,6 @@ def _error_key(data: Any, loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys (PyYAML would silently keep the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_study(
     data: Any, file: str | Path, overrides: Mapping[str, Any] | None = None, substitute_env: bool = True
 ) -> StudyFile:
@@ -199,7 +201,8 @@ def parse_study(
     if not isinstance(data, dict):
         raise ConfigError(file, "", "the study file must be a mapping with study, objective (and search, tracking)")
     if substitute_env:
-        data = _substitute_env(data, file)
+        data = expand_env(data, file)
+    check_numbers(data, file)
     for key, value in (overrides or {}).items():
         if value is not None:
             section, _, name = key.partition(".")
@@ -216,6 +219,7 @@ def parse_study(
             tag_key = "loop" if isinstance(node, dict) and "loop" in node else "type"
             key = f"{key}.{tag_key}" if key else tag_key
         raise ConfigError(file, key, pydantic_message(err)) from None
+    _check_coerced(sf, data, file, "")
     check_study(sf, file)
     return sf
 
@@ -231,17 +235,7 @@ def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         ConfigError: anything wrong, named by file and key.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "yaml"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(path, where, f"YAML syntax error: {problem}") from None
+    data = read_study_yaml(path)
     return parse_study(data, path, overrides)
 
 
@@ -288,8 +282,13 @@ def _check_device(device: str, file: str | Path) -> None:
     import torch
 
     if device.startswith("cuda"):
+        number = re.fullmatch(r"cuda(?::(\d{1,4}))?", device)
+        if number is None:
+            raise ConfigError(
+                file, "objective.device", f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps"
+            )
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(device.partition(":")[2] or 0)
+        index = int(number[1] or 0)
         if index >= count:
             have = f"{count} CUDA device(s)" if count else "no CUDA device"
             raise ConfigError(file, "objective.device", f"{device}: this machine has {have}; use auto or cpu")

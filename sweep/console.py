@@ -113,11 +113,17 @@ def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: S
     """What the user reads at the end: counts, the best trial(s), and how to open the MLflow UI."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    S = optuna.trial.TrialState
+    open_ = "".join(f", {counts[s]} {s.name.lower()}" for s in (S.RUNNING, S.WAITING) if counts[s])
     lines = [
-        f"Study {study.study_name!r}: {len(trials)} trials "
-        f"({counts[optuna.trial.TrialState.COMPLETE]} complete, {counts[optuna.trial.TrialState.PRUNED]} pruned, "
-        f"{counts[optuna.trial.TrialState.FAIL]} failed; {ran} run now) in {redact(storage)}"
+        f"Study {study.study_name!r}: {len(trials)} trials ({counts[S.COMPLETE]} complete, {counts[S.PRUNED]} "
+        f"pruned, {counts[S.FAIL]} failed{open_}; {ran} run now by this command) in {redact(storage)}"
     ]
+    if counts[S.RUNNING]:
+        lines.append(
+            f"    {counts[S.RUNNING]} trial(s) RUNNING: another process's, or a dead process's (failed and re-queued "
+            "by the next run once its heartbeat is older than study.grace_period)"
+        )
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         lines.append("No trial completed yet.")

@@ -19,11 +19,15 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: re-run the same command to resume
 
 
 class ConfigError(Exception):
-    """A study file is invalid. ``str()`` is one line: ``FILE: KEY: what is wrong``."""
+    """A study file is invalid. ``str()`` is one line: ``FILE: KEY: what is wrong``.
+
+    The message may quote what the file wrote (``unknown device '...'``): credentials in it are masked
+    (:func:`~sweep.urls.redact`), so a password in a mistyped value is not printed either.
+    """
 
     def __init__(self, file: str | Path, key: str, message: str) -> None:
-        self.file, self.key, self.message = str(file), key, message
-        super().__init__(f"{self.file}: {key}: {message}" if key else f"{self.file}: {message}")
+        self.file, self.key, self.message = str(file), redact(key), redact(" ".join(message.splitlines()))
+        super().__init__(f"{self.file}: {self.key}: {self.message}" if key else f"{self.file}: {self.message}")
 
 
 class SweepError(Exception):

@@ -4,8 +4,9 @@ The written file has the same schema as any study file, every searched value fix
 space: ``objective`` is the trial's resolved config (seeds included), so ``python -m sweep.run
 best.yaml`` trains exactly that configuration as a one-trial study, logged to MLflow beside the
 original. A ``provenance`` section records where it came from. Storage and tracking URLs are copied
-as the original file wrote them (``${VAR}`` references stay references); a password written into a
-URL is replaced by ``${SWEEP_PASSWORD}``, so no secret reaches the exported file.
+as the original file wrote them (``${VAR}`` references stay references); a password or token written
+into a URL (userinfo or query) is replaced by ``${SWEEP_PASSWORD}``, and objective values the file
+wrote with ``${VAR}`` keep their references, so no secret reaches the exported file.
 
 Multi-objective studies list their Pareto front; the trial is chosen by ``--trial N``, by
 ``--prefer METRIC`` (the front's best on that metric) or, by default, by the knee point: the front
@@ -30,8 +31,9 @@ import yaml
 from sweep.cli import load_or_report, study_parser
 from sweep.config import StudyFile, parse_study
 from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, SweepError
+from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
 from sweep.storage import Attr, load_existing_study, storage_url
+from sweep.studyyaml import expand_env, read_study_yaml
 from sweep.urls import redact
 
 PASSWORD_PLACEHOLDER = "${SWEEP_PASSWORD}"
@@ -80,10 +82,27 @@ def choose(
 
 
 def _hide_password(url: str) -> str:
-    """Keep ``${VAR}`` references; replace a literal password by the placeholder."""
-    if redact(url) == url or "${" in url.split("@")[0]:
-        return url
-    return redact(url).replace(":***@", f":{PASSWORD_PLACEHOLDER}@")
+    """A URL as the study file wrote it, for the exported file: ``${VAR}`` references stay; a literal
+    secret (a URL's password, a ``?password=``/``token=``... parameter) becomes the placeholder."""
+    return redact(url, mask=PASSWORD_PLACEHOLDER, keep_references=True)
+
+
+def _as_written(config: Any, raw: Any) -> Any:
+    """``config`` with each string the study file wrote with ``${VAR}`` references given back as written.
+
+    The trial's config holds the substituted values (the secrets themselves, for a user problem's
+    ``options: {token: ${TOKEN}}``); the exported file must carry the references instead. A value the
+    search changed is left alone (the file's text no longer describes it).
+    """
+    if isinstance(config, dict) and isinstance(raw, dict):
+        return {k: _as_written(v, raw[k]) if k in raw else v for k, v in config.items()}
+    if isinstance(config, list) and isinstance(raw, list) and len(config) == len(raw):
+        return [_as_written(v, r) for v, r in zip(config, raw, strict=True)]
+    if isinstance(config, str) and isinstance(raw, str) and "${" in raw:
+        with contextlib.suppress(ConfigError):
+            if expand_env(raw, Path("-")) == config:
+                return raw
+    return config
 
 
 def _versions() -> dict[str, str]:
@@ -115,7 +134,7 @@ def export_document(
     }
     if "storage" in raw_study:
         study_section["storage"] = _hide_password(str(raw_study["storage"]))
-    tracking = {k: _hide_password(str(v)) if k == "uri" else v for k, v in raw_tracking.items()}
+    tracking = {k: _hide_password(str(v)) if k in ("uri", "artifact_location") else v for k, v in raw_tracking.items()}
     tracking["experiment"] = sf.tracking.experiment or sf.study.name
     values = trial.values if trial.values is not None else []
     provenance: dict[str, Any] = {
@@ -130,7 +149,8 @@ def export_document(
     }
     # The discriminator first, as people write it; the device as "auto" so a file exported from a GPU
     # study runs on a CPU machine too (the original device is in the provenance).
-    objective = {"loop": config["loop"], **config, "device": "auto"}
+    raw_objective = raw.get("objective") if isinstance(raw.get("objective"), dict) else {}
+    objective = {"loop": config["loop"], **_as_written(config, raw_objective), "device": "auto"}
     return {"study": study_section, "tracking": tracking, "objective": objective, "provenance": _flat(provenance)}
 
 
@@ -185,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = load_existing_study(sf.study.name, sf.study.storage)
         trial, rule = choose(study, sf, args.trial, args.prefer)
-        raw = yaml.safe_load(args.study_file.read_text()) or {}
+        raw = read_study_yaml(args.study_file) or {}
         document = export_document(sf, raw, study, trial, rule)
+    except ConfigError as e:  # the file changed since it was loaded above
+        print_error(e)
+        return EXIT_CONFIG
     except (SweepError, ExportError) as e:
         print_error(e)
         return EXIT_RUNTIME

@@ -31,10 +31,17 @@ class Interrupts:
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[Interrupts]:
-        """Handle SIGINT and SIGTERM within the block (main thread only), restoring the old handlers after."""
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        ignored = {s for s, h in old.items() if h == signal.SIG_IGN}  # e.g. a background job: keep ignoring
+    def installed(self, inherit_ignored: bool = True) -> Iterator[Interrupts]:
+        """Handle SIGINT, SIGTERM and SIGHUP (the terminal closed) within the block (main thread only),
+        restoring the old handlers after.
+
+        A signal the process inherited as ignored (SIGINT in a shell script's background job, SIGHUP
+        under nohup) stays ignored, unless ``inherit_ignored`` is false: a worker of ``--workers`` obeys
+        whatever its coordinator forwards, however the coordinator was started.
+        """
+        signals = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+        old = {s: signal.getsignal(s) for s in signals}
+        ignored = {s for s, h in old.items() if h == signal.SIG_IGN and inherit_ignored}
         for s in old:
             if s not in ignored:
                 signal.signal(s, self._handle)

@@ -1,4 +1,20 @@
-"""Recovering what a dead process leaves behind: its trial re-queued, its MLflow run closed FAILED."""
+"""Recovering what a dead process leaves behind, so every trial and every run reaches a final state.
+
+A process can die (SIGKILL, OOM killer, lost machine) at any instant of a trial's life
+(:mod:`sweep.faultpoints` names them). What each instant leaves, and who closes it:
+
+- a RUNNING trial with a heartbeat: stale after ``grace_period`` s without a beat; Optuna fails it
+  before its next trial in any live process and hands it to :class:`DeadTrials`, which re-queues it
+  and closes its MLflow run FAILED with the reason;
+- a RUNNING trial that never beat (killed between ``ask`` and the first beat): the same, once it is
+  ``grace_period`` s old (:meth:`sweep.resilient.ResilientStorage._get_stale_trial_ids`);
+- a RUNNING MLflow run whose trial is finished (killed after Optuna stored the result, or the tracking
+  store was down when the run was to close): :func:`close_stray_runs` closes it with the trial's state;
+- a run created but never linked to its trial (killed in between): linked while the trial is
+  RUNNING, so the two close together; a run whose trial links another run is marked FAILED "orphaned".
+
+:func:`close_stray_runs` runs when a study starts and when it finishes.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +23,20 @@ from mlflow import MlflowClient
 
 from sweep.console import warn
 from sweep.errors import one_line
-from sweep.storage import Attr
+from sweep.storage import Attr, count_finished, trial_id
 from sweep.tracking import close_run
+
+RUNNING = optuna.trial.TrialState.RUNNING
 
 
 class DeadTrials:
     """Optuna's stale-trial callback: a dead worker's trial (its heartbeat stopped) is re-queued, then its
     MLflow run is closed FAILED with the reason."""
 
-    def __init__(self, max_retry: int | None, grace_period: int) -> None:
+    def __init__(self, max_retry: int | None, grace_period: int, n_trials: int) -> None:
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        self.reason = f"worker died (no heartbeat for {grace_period} s); re-queued"
+        self.n_trials = n_trials
+        self.grace_period = grace_period
         self.client: MlflowClient | None = None
 
     def bind(self, client: MlflowClient) -> None:
@@ -25,11 +44,79 @@ class DeadTrials:
         self.client = client
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.retry(study, trial)  # first: the re-queue must not depend on the tracking store answering
+        requeue = count_finished(study) < self.n_trials  # a finished study needs no replacement
+        if requeue:
+            self.retry(study, trial)  # first: the re-queue must not depend on the tracking store answering
         run_id = trial.user_attrs.get(Attr.RUN)
         if run_id is None or self.client is None:
-            return
+            return  # a run never linked is closed by close_stray_runs
         try:
-            close_run(self.client, run_id, optuna.trial.TrialState.FAIL, self.reason)
-        except Exception as e:  # busy or unreachable store: the trial is safe; say which run stays open
+            why = trial.user_attrs.get(Attr.FAIL) or f"no heartbeat for {self.grace_period} s"
+            close_run(self.client, run_id, optuna.trial.TrialState.FAIL, f"{why}{'; re-queued' if requeue else ''}")
+        except Exception as e:  # busy or unreachable store: the trial is safe; close_stray_runs retries
             warn(f"could not close MLflow run {run_id} of dead trial {trial.number}: {one_line(e)}")
+
+
+def running_runs(client: MlflowClient, experiment_id: str, study_name: str) -> list[object]:
+    """The study's trial runs MLflow still shows RUNNING."""
+    filters = (
+        f"tags.`sweep.role` = 'trial' and tags.`sweep.study_name` = '{study_name}' and attributes.status = 'RUNNING'"
+    )
+    runs: list[object] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filters, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def close_stray_runs(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, client: MlflowClient, experiment_id: str
+) -> int:
+    """Make every RUNNING trial run of the study agree with its trial: link unlinked runs of RUNNING
+    trials, close runs of finished trials with their state, mark runs their trial disowns FAILED.
+
+    Returns:
+        How many runs were closed.
+    """
+    runs = running_runs(client, experiment_id, study.study_name)
+    if not runs:
+        return 0
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    closed = 0
+    for run in runs:
+        number = run.data.tags.get("sweep.trial_number")  # type: ignore[attr-defined]
+        run_id = run.info.run_id  # type: ignore[attr-defined]
+        trial = trials.get(int(number)) if number is not None and number.isdigit() else None
+        if trial is None:
+            close_run(client, run_id, optuna.trial.TrialState.FAIL, "orphaned: its trial is not in the study")
+            closed += 1
+            continue
+        linked = trial.user_attrs.get(Attr.RUN)
+        if linked not in (None, run_id):
+            reason = f"orphaned: trial {trial.number} is recorded by run {linked}"
+            close_run(client, run_id, optuna.trial.TrialState.FAIL, reason)
+            closed += 1
+        elif trial.state == RUNNING:
+            if linked is None:  # killed between creating the run and linking it: link it now
+                storage.set_trial_user_attr(trial_id(storage, study, trial.number), Attr.RUN, run_id)
+        elif trial.state.is_finished():
+            close_run(client, run_id, trial.state, trial.user_attrs.get(Attr.FAIL))
+            closed += 1
+    return closed
+
+
+def agree(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, client: MlflowClient, experiment_id: str, when: str
+) -> None:
+    """:func:`close_stray_runs`, saying what it closed; a tracking store that does not answer is a warning
+    (the next start or finish tries again)."""
+    try:
+        closed = close_stray_runs(study, storage, client, experiment_id)
+    except Exception as e:
+        warn(f"could not check the study's MLflow runs {when}: {one_line(e)}")
+        return
+    if closed:
+        warn(f"closed {closed} MLflow run(s) left RUNNING by a process that died (found {when})")

@@ -7,6 +7,7 @@ study file, 130 interrupted (Ctrl-C; re-run the same command to resume).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -60,8 +61,6 @@ def parser() -> argparse.ArgumentParser:
         "(the objective, the search space, the targets); without it such a re-run is refused",
     )
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
-    p.add_argument("--quota", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--first-trial", type=int, help=argparse.SUPPRESS)  # the coordinator's first trial number
     p.add_argument(
         "--check",
         action="store_true",
@@ -75,7 +74,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     interrupts = Interrupts()
-    with interrupts.installed():  # from the start: a Ctrl-C during start-up is an orderly exit too
+    worker = "--worker" in (sys.argv[1:] if argv is None else argv)
+    if worker:  # a worker of --workers stops with its coordinator, however that one ends
+        from sweep.workers import watch_parent
+
+        watch_parent()
+    with interrupts.installed(inherit_ignored=not worker):  # from the start: Ctrl-C in start-up is orderly
         try:
             return _main(argv, interrupts)
         except KeyboardInterrupt:
@@ -89,6 +93,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     from sweep.config import load_study
     from sweep.console import print_error
     from sweep.errors import ConfigError, SweepError
+    from sweep.studyyaml import read_study_text
 
     overrides = {"study.n_trials": args.n_trials, "study.timeout": args.timeout, "study.name": args.study_name}
     try:
@@ -132,7 +137,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         print(
             "note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)", file=sys.stderr
         )
-    source_text = args.study_file.read_text()
+    source_text = read_study_text(args.study_file)
     try:
         if workers > 1 and args.worker is None:
             outcome = run_workers(
@@ -157,8 +162,6 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
                 report=not args.no_report and args.worker is None,
                 interrupts=interrupts,
                 worker=args.worker,
-                quota=args.quota,
-                first_trial=args.first_trial,
                 allow_changes=args.allow_changes,
             )
     except ConfigError as e:
@@ -167,13 +170,21 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     except SweepError as e:
         print_error(e)
         return EXIT_RUNTIME
+    except Exception as e:
+        from sweep.resilient import storage_down
+
+        down = storage_down(e)  # Optuna may fail on its own while handling the outage
+        if down is None:
+            raise
+        print_error(down)
+        return EXIT_RUNTIME
     if args.worker is not None:
         print(f"worker {args.worker}: {outcome.ran} trial(s) run", file=sys.stderr)
+        count_file = os.environ.get("SWEEP_WORKER_COUNT_FILE")
+        if count_file:  # how the coordinator counts the trials run now
+            Path(count_file).write_text(f"{outcome.ran} {outcome.failed}")
         return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
     print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf))
-    if outcome.incomplete:
-        print_error(outcome.incomplete)
-        return EXIT_RUNTIME
     if outcome.interrupted:
         print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -182,6 +193,9 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
             f"all {outcome.ran} trial(s) run now failed; each run's error.txt in MLflow has the traceback "
             "(or re-run with --verbose)"
         )
+        return EXIT_RUNTIME
+    if outcome.incomplete:
+        print_error(outcome.incomplete)
         return EXIT_RUNTIME
     return EXIT_OK
 

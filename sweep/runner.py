@@ -7,6 +7,8 @@ several workers shares with it.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 import time
 import warnings
@@ -16,23 +18,34 @@ from pathlib import Path
 import optuna
 
 from objectives.data import DataError, check_data
-from objectives.helpers import derive_seed, is_out_of_memory
+from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.preflight import PreflightError, check_batch
 from objectives.problems import ProblemError
+from sweep.claims import Claims
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line
 from sweep.interrupts import Interrupts
-from sweep.recovery import DeadTrials
+from sweep.recovery import DeadTrials, agree
 from sweep.report import write_report
-from sweep.samplers import build_pruner, build_sampler
+from sweep.samplers import SeededAtFirstTrial, build_pruner, build_sampler
 from sweep.space import grid_space, resolve
-from sweep.storage import FINISHED, Attr, count_finished, open_storage, open_study, retry_schema_race, storage_url
+from sweep.storage import (
+    Attr,
+    count_finished,
+    fail_stale_trials,
+    open_storage,
+    open_study,
+    retry_schema_race,
+    storage_url,
+)
 from sweep.targets import check_target
 from sweep.tracking import Tracker, check_tracking, flatten
 from sweep.trial import Objective, ProblemCache
 from sweep.urls import redact, sqlite_init_lock
+
+RUNNING = optuna.trial.TrialState.RUNNING
 
 
 @dataclass
@@ -55,57 +68,8 @@ class Outcome:
     storage: str
     ran: int
     interrupted: bool = False
-    incomplete: str = ""  # why the study is short of n_trials when workers failed (run.py exits 1)
+    incomplete: str = ""  # why the study is short of n_trials (run.py exits 1)
     failed: int = 0  # of the trials run now, how many FAILED (all of them: run.py exits 1)
-
-
-class QuotaStop:
-    """When to stop starting trials: after ``quota`` of them, unless trials of a dead worker are missing.
-
-    Quotas split the trials still to run, so workers that all live end with exactly ``n_trials``
-    finished. Past its quota a worker fails stale trials itself (a dead worker's), runs any re-queued
-    trial, waits while others are still running, and tops up only when a trial was lost with a dead
-    worker — never past ``quota + n_trials`` trials of its own.
-    """
-
-    def __init__(
-        self, target: int, quota: int, interval: int, grace: int, interrupts: Interrupts, first_trial: int = 0
-    ) -> None:
-        self.target, self.quota, self.interval, self.grace = target, quota, interval, grace
-        self.interrupts = interrupts
-        self.first_trial = first_trial  # trials numbered from here on belong to this run
-        self.ran = 0
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.ran += 1
-        if self.interrupts.requested:
-            study.stop()
-            return
-        if self.ran < self.quota:
-            # Other processes on the same study (another machine, another terminal) may have filled it.
-            taken = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
-            if len(taken) >= self.target:
-                study.stop()
-            return
-        deadline = time.monotonic() + 2 * self.grace + self.interval
-        while True:
-            optuna.storages.fail_stale_trials(study)
-            trials = study.get_trials(deepcopy=False)
-            finished = sum(t.state in FINISHED for t in trials)
-            running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-            waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
-            if finished >= self.target or self.ran >= self.quota + self.target or self.interrupts.requested:
-                break
-            if waiting:
-                return  # a re-queued trial of a dead worker: run it
-            if running and time.monotonic() < deadline:
-                time.sleep(min(self.interval, 1.0))  # others still running (or a dead one not yet stale)
-                continue
-            lost = any(t.system_attrs.get("failed_trial", -1) >= self.first_trial for t in trials)
-            if lost and finished + running < self.target:
-                return  # top up what a dead worker left undone
-            break
-        study.stop()
 
 
 def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
@@ -195,19 +159,15 @@ def open_session(
     preflight(sf, source, problems)
     check_tracking(sf.tracking.uri)  # before the study is created: an unreachable server writes nothing
     url = storage_url(sf.study.storage)
-    dead = DeadTrials(sf.study.max_retry, sf.study.grace_period)
-    rdb = open_storage(url, (sf.study.heartbeat_interval, sf.study.grace_period, dead))
+    dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
+    beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
+    rdb = open_storage(url, beat, sf.study.storage_retry)
     n_weights = len(sf.objective.weights)  # type: ignore[attr-defined]
     grid = grid_space(sf.search, n_weights) if sf.study.sampler.type == "grid" else None
-
-    def sampler(n_existing: int) -> optuna.samplers.BaseSampler:
-        # A fresh seed per resume and per worker, derived deterministically: the same seed again would
-        # replay the random sampler's first points and duplicate trials.
-        seed = derive_seed(sf.study.seed, "sampler", n_existing, *([worker] if worker else []))
-        return build_sampler(sf.study.sampler, seed, grid)
-
+    sampler = SeededAtFirstTrial(lambda seed: build_sampler(sf.study.sampler, seed, grid), sf.study.seed)
     pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
-    study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
+    with optuna_output(verbose=False):  # no "A new study created" line per process
+        study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
     check_unchanged(study, sf, source, allow_changes)
     try:
         with sqlite_init_lock(sf.tracking.uri):
@@ -222,6 +182,7 @@ def open_session(
     except Exception as e:
         raise SweepError(f"cannot open MLflow tracking {redact(sf.tracking.uri)}: {one_line(e)}") from None
     dead.bind(tracker.client)
+    agree(study, rdb, tracker.client, tracker.experiment_id, "at start")
     if worker == 0:
         study_params = {
             "metric": ",".join(sf.study.metric),
@@ -251,62 +212,79 @@ def run_study(
     report: bool = True,
     interrupts: Interrupts | None = None,
     worker: int | None = None,
-    quota: int | None = None,
-    first_trial: int | None = None,
     allow_changes: bool = False,
 ) -> Outcome:
-    """Run (or resume) a study until it has ``study.n_trials`` finished trials or times out.
+    """Run (or resume) a study until it has ``study.n_trials`` finished trials (or times out).
 
-    As a worker of :func:`sweep.workers.run_workers` (``worker`` set), run ``quota`` trials and leave
-    the parent run and the report to the coordinator; ``first_trial`` is the number the coordinator's
-    run starts at (counted here, a worker that starts late would also count trials its siblings
-    already began).
+    Several processes may run the same study at once (``--workers``, other machines): each claims
+    trials through :class:`sweep.claims.Claims`, so together they end with exactly ``n_trials``
+    finished, and whichever lives tops up a trial another lost. As a worker of
+    :func:`sweep.workers.run_workers` (``worker`` set) leave the parent run and the report to the
+    coordinator.
 
     Raises:
         ConfigError: the problem's metrics do not include the target (user problems).
-        SweepError: storage or tracking cannot be opened, or the stored study does not match.
+        SweepError: storage or tracking cannot be opened, the stored study does not match, or the
+            storage stayed unreachable longer than ``study.storage_retry``.
     """
     session = open_session(sf, source, source_text, worker or 0, allow_changes)
     study = session.study
-    quota = sf.study.n_trials - count_finished(study) if quota is None else quota
     interrupts = interrupts or Interrupts()
-    objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose)
+    say = None if worker is not None else (lambda line: print(f"note: {line}", file=sys.stderr))
+    interval = sf.study.heartbeat_interval
+    claims = Claims(study, session.rdb.engine, session.storage, sf.study.n_trials, interval, interrupts, say)
+    objective = Objective(
+        sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose, started=claims.release
+    )
     bar = Progress(study, sf.study.n_trials, progress and worker is None)
-    before = len(study.get_trials(deepcopy=False))
-    beat = (sf.study.heartbeat_interval, sf.study.grace_period)
-    first = before if first_trial is None else first_trial
-    stop = QuotaStop(sf.study.n_trials, quota, *beat, interrupts, first_trial=first)
-    interrupted = False
+    interrupted, error = False, False
     try:
         with optuna_output(verbose):
-            if quota > 0 and not interrupts.requested:
-                study.optimize(
-                    objective,
-                    timeout=sf.study.timeout,
-                    catch=(Exception,),
-                    callbacks=[objective.on_trial_end, bar, stop],
-                )
+            if claims.claim():
+                callbacks = [objective.on_trial_end, bar, claims]
+                study.optimize(objective, timeout=sf.study.timeout, catch=(Exception,), callbacks=callbacks)
     except KeyboardInterrupt:
         interrupted = True
+    except BaseException:
+        error = True
+        raise
     finally:
-        interrupted = interrupted or interrupts.requested
+        claims.release()
         bar.close()
-        if worker is None:
-            finish(session, sf, report, interrupted)
-    ran = stop.ran if worker is not None else len(study.get_trials(deepcopy=False)) - before
-    return Outcome(study, session.tracker, session.storage, ran, interrupted, failed=failed_since(study, before))
-
-
-def failed_since(study: optuna.Study, first: int) -> int:
-    """Trials numbered from ``first`` on (this run's) that FAILED."""
-    return sum(t.number >= first for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.FAIL]))
+        interrupted = interrupted or interrupts.requested
+        if worker is None and error:
+            with contextlib.suppress(Exception):  # the storage is down: the parent closes FAILED
+                session.tracker.finish("FAILED")
+    incomplete = ""
+    if claims.gave_up:
+        incomplete = (
+            f"{claims.failed} trials failed in this run, as many as n_trials: stopped with "
+            f"{count_finished(study)} of {sf.study.n_trials} finished (each failed run's error.txt in MLflow "
+            "has the traceback; or re-run with --verbose)"
+        )
+    if worker is None:
+        finish(session, sf, report, interrupted, failed=bool(incomplete))
+    return Outcome(study, session.tracker, session.storage, claims.ran, interrupted, incomplete, failed=claims.failed)
 
 
 def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> None:
-    """Log the study's report (tables and plots) to the parent run and close it."""
+    """Close what the run leaves: stray MLflow runs, then the report (tables and plots) on the parent run
+    and the parent run itself — FINISHED once the study is done, FAILED when it had to give up, KILLED
+    when interrupted; left RUNNING while another process still runs trials (it closes it)."""
+    study, tracker = session.study, session.tracker
+    done = count_finished(study) >= sf.study.n_trials
+    if done and not interrupted:
+        # Trials still RUNNING in a finished study belong to dead processes: fail them once stale.
+        deadline = time.monotonic() + sf.study.grace_period + 2 * sf.study.heartbeat_interval
+        while study.get_trials(deepcopy=False, states=(RUNNING,)) and time.monotonic() < deadline:
+            time.sleep(min(1.0, sf.study.heartbeat_interval))
+            fail_stale_trials(study)
+    agree(study, session.rdb, tracker.client, tracker.experiment_id, "at the end")
+    if not done and not failed and study.get_trials(deepcopy=False, states=(RUNNING,)):
+        return  # the study goes on in other processes: the one that finishes it closes the parent
     if report and not interrupted:
         with tempfile.TemporaryDirectory() as tmp:
             losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
-            write_report(session.study, sf.study.metric, sf.study.directions, losses, Path(tmp))
-            session.tracker.log_parent_dir(tmp, "report")
-    session.tracker.finish("KILLED" if interrupted else "FAILED" if failed else "FINISHED")
+            write_report(study, sf.study.metric, sf.study.directions, losses, Path(tmp))
+            tracker.log_parent_dir(tmp, "report")
+    tracker.finish("KILLED" if interrupted else "FAILED" if failed else "FINISHED")

@@ -3,7 +3,7 @@ nothing re-implemented; options are passed through by name)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import optuna
@@ -161,3 +161,65 @@ def build_pruner(cfg: PrunerConfig | None, multi_objective: bool = False) -> opt
             return optuna.pruners.NopPruner()
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     return _pruner(cfg)
+
+
+class SeededAtFirstTrial(optuna.samplers.BaseSampler):
+    """A sampler built when this process's first trial exists, seeded from that trial's number.
+
+    Trial numbers are handed out by the storage, once each, so every process on a study gets its own
+    seed (processes started at the same instant on several machines included) and no two replay the
+    same random points; a single process's seed still depends only on the study seed and how many
+    trials the study had, so re-running the same command reproduces it.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build, self._seed = build, seed
+        self._inner: optuna.samplers.BaseSampler | None = None
+
+    @property
+    def inner(self) -> optuna.samplers.BaseSampler:
+        """The real sampler (built from the study seed alone until the first trial exists)."""
+        if self._inner is None:
+            self._inner = self._build(self._seed)
+        return self._inner
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self._inner is None:
+            from objectives.helpers import derive_seed
+
+            self._inner = self._build(derive_seed(self._seed, "sampler", trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        search_space: dict[str, optuna.distributions.BaseDistribution],
+    ) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()

@@ -81,6 +81,8 @@ def _check_param(path: str, spec: Spec, objective: LoopCommon, declared: Mapping
     for value in _probe_values(spec):
         try:
             cfg = type(objective).model_validate(set_path(context, path, value))
+            if isinstance(value, bool) and not isinstance(get_path(cfg.model_dump(), path)[1], bool):
+                raise ConfigError(file, key, f"value {value!r}: expected a number, got a boolean (yes/no/true/false)")
             if path.startswith("problem.options."):
                 check_problem(cfg.problem.name, cfg.problem.options, cfg.loop, LOOPS[cfg.loop].problem)
         except ValidationError as e:

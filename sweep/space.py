@@ -72,6 +72,12 @@ class CategoricalParam(Frozen):
     choices: Annotated[tuple[Scalar, ...], Field(min_length=1)]
     when: When | None = None
 
+    @model_validator(mode="after")
+    def _finite(self) -> CategoricalParam:
+        if any(isinstance(c, float) and not math.isfinite(c) for c in self.choices):
+            raise ValueError("choices must be finite numbers (NaN never equals itself: Optuna cannot record it)")
+        return self
+
 
 ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 Spec = FloatParam | IntParam | CategoricalParam

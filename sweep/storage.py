@@ -7,12 +7,14 @@ Everything here speaks to the Optuna storage only (no MLflow, no training), so t
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import optuna
 
 from sweep.errors import SweepError, one_line
+from sweep.resilient import FAIL_REASON, ResilientStorage
 from sweep.urls import redact, sqlite_init_lock, sqlite_path
 
 DEFAULT_STORAGE = "sqlite:///.sweep/optuna.db"
@@ -25,7 +27,7 @@ class Attr:
 
     RUN = "mlflow_run_id"  # trial → its MLflow child run
     PARENT = "mlflow_parent_run_id"  # study → its MLflow parent run
-    FAIL = "fail_reason"  # trial → why it failed (one line)
+    FAIL = FAIL_REASON  # trial → why it failed
     CONFIG = "config"  # trial → the resolved config export replays
     WEIGHTS = "weights"  # trial → the effective loss weights, in the loop's loss order
     SEED = "seed"  # trial → the model/batch seed
@@ -43,8 +45,11 @@ def storage_url(storage: str | None) -> str:
     return storage or DEFAULT_STORAGE
 
 
-def open_storage(url: str, heartbeat: tuple[int, int, Callable] | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage; SQLite gets a busy timeout so several local workers can share it.
+def open_storage(
+    url: str, heartbeat: tuple[int, int, Callable] | None = None, retry_s: float = 120.0
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage (:class:`sweep.resilient.ResilientStorage`: a blip or an outage shorter than
+    ``retry_s`` seconds is waited out); SQLite gets a busy timeout so several local workers can share it.
 
     ``heartbeat`` = (interval, grace period, stale-trial callback): a worker that stops beating for the
     grace period has its trial failed by the next worker that looks, and the callback re-queues it.
@@ -62,7 +67,9 @@ def open_storage(url: str, heartbeat: tuple[int, int, Callable] | None = None) -
         beat["heartbeat_stale_trial_callback"] = heartbeat[2]
     try:
         with sqlite_init_lock(url):
-            return retry_schema_race(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat))
+            return retry_schema_race(
+                lambda: ResilientStorage(url, retry_s=retry_s, engine_kwargs=engine_kwargs, **beat)
+            )
     except Exception as e:  # sqlalchemy errors, missing drivers, bad URLs
         raise SweepError(f"cannot open Optuna storage {redact(url)}: {one_line(e, with_type=False)}") from None
 
@@ -107,14 +114,11 @@ def open_study(
     name: str,
     directions: tuple[str, ...],
     storage: optuna.storages.BaseStorage,
-    sampler: Callable[[int], optuna.samplers.BaseSampler],
+    sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    """Create the study or load it to resume.
-
-    ``sampler(n)`` builds the sampler given how many trials the study already has: the caller derives
-    its seed from that (and from its worker), so neither a resume nor a second worker replays the same
-    points.
+    """Create the study or load it to resume (``sampler``: see :class:`sweep.samplers.SeededAtFirstTrial`,
+    which keeps processes on one study from replaying each other's points).
 
     Raises:
         SweepError: the stored study optimises other directions than the file asks for.
@@ -130,7 +134,7 @@ def open_study(
         storage=storage,
         study_name=name,
         directions=list(directions),
-        sampler=sampler(existing.n_trials if existing is not None else 0),
+        sampler=sampler,
         pruner=pruner,
         load_if_exists=True,
     )
@@ -155,3 +159,11 @@ def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: 
     """A trial's storage id through the storage's public API (a ``Trial`` does not expose it)."""
     study_id = storage.get_study_id_from_name(study.study_name)
     return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials`` (dead processes' trials failed, handed to the stale-trial callback),
+    without its "experimental" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

@@ -30,8 +30,9 @@ from mlflow.exceptions import MlflowException
 
 from sweep.config import StudySection, TrackingSection
 from sweep.errors import SweepError
+from sweep.faultpoints import pause
 from sweep.storage import Attr, trial_id
-from sweep.urls import absolute_sqlite, redact, sqlite_path
+from sweep.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
 from sweep.views import runs_view_url
 
 STATUS = {
@@ -53,6 +54,7 @@ def quiet_mlflow() -> None:
     """
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded weights file
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # off unless the user turns it on (=false)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
@@ -137,6 +139,7 @@ class TrialRun:
         """
         if beat is not None and beat.heartbeat_interval:
             beat.record_heartbeat(trial_id(beat, trial.study, trial.number))
+        pause("beat")
         run = tracker.client.create_run(
             tracker.experiment_id,
             run_name=f"trial-{trial.number}",
@@ -148,7 +151,9 @@ class TrialRun:
                 "sweep.trial_state": "RUNNING",
             },
         )
+        pause("run_created")
         trial.set_user_attr(Attr.RUN, run.info.run_id)
+        pause("linked")
         return cls(tracker.client, run.info.run_id)
 
     def record_config(self, trial: optuna.Trial, config: Mapping[str, Any], tags: Mapping[str, Any]) -> None:
@@ -160,10 +165,11 @@ class TrialRun:
         trial.set_user_attr(Attr.CONFIG, dict(config))
         # Every setting that shaped the trial (flattened config), the sampled values as Optuna stored them.
         params = {**flatten(config), **trial.params}
-        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
+        items = [Param(k, redact_setting(k, v)[:_MAX_PARAM]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
-        self.client.log_text(self.run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
+        shown = redact_tree(dict(config))  # a credential in a user problem's options is not recorded
+        self.client.log_text(self.run_id, yaml.safe_dump(shown, sort_keys=False), "config.yaml")
         self.set_tags(tags)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
@@ -276,7 +282,7 @@ class Tracker:
         """Study settings on the parent run; params are immutable in MLflow, so only new keys are sent."""
         for attempt in range(3):
             existing = self.client.get_run(self.parent_id).data.params
-            new = {k: str(v) for k, v in params.items() if k not in existing}
+            new = {k: redact_setting(k, v) for k, v in params.items() if k not in existing}
             if not new:
                 return
             try:

@@ -25,14 +25,16 @@ from typing import Any
 
 import optuna
 import torch
+from mlflow.exceptions import MlflowException
 
 from objectives.config import LoopCommon
 from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
 from sweep.config import StudyFile
-from sweep.console import show_traceback
-from sweep.errors import reason
+from sweep.console import show_traceback, warn
+from sweep.errors import one_line, reason
+from sweep.faultpoints import pause
 from sweep.interrupts import Interrupts
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
@@ -74,14 +76,18 @@ class Objective:
         interrupts: Interrupts,
         beat: optuna.storages.RDBStorage | None = None,
         verbose: bool = False,
+        started: Callable[[], None] = lambda: None,
     ) -> None:
         self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
+        self.started = started  # called once the trial exists (sweep.claims.Claims.release)
         self.verbose = verbose  # print a failed trial's traceback
         self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
         self.runs: dict[int, TrialRun] = {}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         sf = self.sf
+        self.started()
+        pause("asked")
         history: list[dict[str, float]] = []
         run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat)  # 1.
         try:
@@ -174,10 +180,20 @@ class Objective:
         return report
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Close the child run with the status of the trial's final state."""
+        """Close the child run with the status of the trial's final state.
+
+        A tracking store that does not answer (past MLflow's own retries) costs a warning, not the study:
+        the run stays RUNNING until :func:`sweep.recovery.close_stray_runs` closes it at the next start
+        or finish."""
+        pause("told")
         run = self.runs.pop(trial.number, None)
-        if run is not None:
-            run.close(trial.state)
-        elif Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
-            close_run(self.tracker.client, trial.user_attrs[Attr.RUN], trial.state, trial.user_attrs.get(Attr.FAIL))
-        self.tracker.trial_finished(trial, best_value(study))
+        try:
+            if run is not None:
+                run.close(trial.state)
+            elif Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
+                run_id = trial.user_attrs[Attr.RUN]
+                close_run(self.tracker.client, run_id, trial.state, trial.user_attrs.get(Attr.FAIL))
+            pause("closed")
+            self.tracker.trial_finished(trial, best_value(study))
+        except MlflowException as e:
+            warn(f"could not close trial {trial.number}'s MLflow run ({one_line(e)}); closed at the next start")

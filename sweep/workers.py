@@ -1,30 +1,47 @@
 """``--workers N``: several processes on one study's storage (Optuna's own distributed mode).
 
 The coordinator (this process) creates the study and its parent run, starts the workers (``python -m
-sweep.run ... --worker i --quota q``), splits the trials still to run between them, spreads them over
-GPUs, forwards Ctrl-C, shows progress from the storage and writes the report when they are done.
-Each worker stops through :class:`sweep.runner.QuotaStop`.
+sweep.run ... --worker i``), spreads them over GPUs, forwards Ctrl-C and SIGTERM, shows progress from
+the storage and writes the report when they are done. Each worker claims trials until the study has
+``n_trials`` finished (:class:`sweep.claims.Claims`), topping up whatever a dead sibling lost.
+
+Workers die with their coordinator: each watches its parent process (:func:`watch_parent`) and stops
+as if interrupted when the coordinator is gone (killed with SIGKILL, its terminal closed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 from sweep.config import StudyFile
 from sweep.console import Progress, warn
+from sweep.errors import SweepError
 from sweep.interrupts import Interrupts
-from sweep.runner import Outcome, failed_since, finish, open_session
+from sweep.runner import Outcome, finish, open_session
 from sweep.storage import count_finished
 
 
-def split(total: int, parts: int) -> list[int]:
-    """``total`` trials in ``parts`` quotas that differ by at most one."""
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+def watch_parent(interval: float = 0.5) -> None:
+    """In a worker: send ourselves SIGTERM (an orderly stop, see :mod:`sweep.interrupts`) once the
+    process that started us is gone. (Linux's parent-death signal does the same but exists nowhere
+    else; a watching thread works on every POSIX system.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
 
 
 def worker_devices(workers: str, devices: str | None) -> tuple[int, list[str]]:
@@ -76,18 +93,14 @@ def run_workers(
     interrupts = interrupts or Interrupts()
     session = open_session(sf, source, source_text, 0, allow_changes)
     study = session.study
-    before = len(study.get_trials(deepcopy=False))
-    remaining = max(0, sf.study.n_trials - count_finished(study))
     procs: list[tuple[int, subprocess.Popen]] = []
-    for i, quota in enumerate(split(remaining, workers)):
-        if quota == 0:
-            continue
-        env = dict(os.environ)
+    counts = Path(tempfile.mkdtemp(prefix="sweep-workers-"))
+    for i in range(workers):
+        env = dict(os.environ, SWEEP_WORKER_COUNT_FILE=str(counts / f"{i}"))
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-        command = [sys.executable, "-m", "sweep.run", str(source), "--worker", str(i), "--quota", str(quota)]
-        command += ["--first-trial", str(before)]
-        procs.append((i, subprocess.Popen([*command, *passthrough], env=env, start_new_session=True)))
+        command = [sys.executable, "-m", "sweep.run", str(source), "--worker", str(i), *passthrough]
+        procs.append((i, subprocess.Popen(command, env=env, start_new_session=True)))
     bar = Progress(study, sf.study.n_trials, progress)
     forwarded = False
     try:
@@ -96,32 +109,34 @@ def run_workers(
                 forwarded = True
                 _signal_all(procs)
             time.sleep(1.0)
-            bar.refresh(study)
+            with contextlib.suppress(SweepError):  # the storage is down: the workers say so
+                bar.refresh(study)
     except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once
         _signal_all(procs)
         for _, p in procs:
             p.wait()
     bar.refresh(study)
     bar.close()
-    failed = [i for i, p in procs if p.returncode not in (0, 130, -signal.SIGINT)]
+    failed = [i for i, p in procs if p.returncode not in (0, 130, -signal.SIGINT, -signal.SIGTERM)]
     for i, p in procs:
         if i in failed:
             warn(f"worker {i} exited with code {p.returncode}")
+    tallies = [[int(n) for n in f.read_text().split()] for f in counts.iterdir()]
+    ran, failed_trials = sum(t[0] for t in tallies if t), sum(t[1] for t in tallies if t)
+    shutil.rmtree(counts, ignore_errors=True)
     interrupted = interrupts.requested
     incomplete = ""
     finished = count_finished(study)
     if failed and not interrupted and finished < sf.study.n_trials:
-        # The living workers top up a dead one's trials; here none was left to do it.
         incomplete = (
             f"the study has {finished} of {sf.study.n_trials} finished trials after worker(s) "
             f"{', '.join(map(str, failed))} failed: run the same command again to add the rest"
         )
     finish(session, sf, report, interrupted, failed=bool(incomplete))
-    ran = len(study.get_trials(deepcopy=False)) - before
-    return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed_since(study, before))
+    return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed_trials)
 
 
 def _signal_all(procs: list[tuple[int, subprocess.Popen]]) -> None:
     for _, p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            p.send_signal(signal.SIGTERM)  # never ignored (SIGINT is, in a background job's children)

@@ -213,3 +213,57 @@ def test_the_top_table_shows_every_searched_parameter() -> None:
     header, first = table.splitlines()[:2]
     assert "mode" in header and "steps_b" in header
     assert first.split()[0] == "1" and "alternate" in first  # best first
+
+
+@pytest.mark.filterwarnings("ignore:Query string argument:Warning")  # SQLAlchemy: SQLite ignores ?password=
+def test_no_secret_in_url_parameters_reaches_outputs_stores_or_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets as URL query parameters (SQLite ignores ``?password=``/``?token=``, so this runs anywhere):
+    one from the environment (``${SWEEP_TEST_PW}``), one written literally. Neither appears in any output,
+    the Optuna or MLflow store, a tag, an artifact, the report or the export; the export writes the
+    reference as the file wrote it and the literal one as ``${SWEEP_PASSWORD}``."""
+    from_env, literal = f"pw{uuid.uuid4().hex[:12]}", f"tk{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("SWEEP_TEST_PW", from_env)
+    storage = "sqlite:///optuna.db?password=${SWEEP_TEST_PW}"
+    tracking = f"sqlite:///mlflow.db?token={literal}"
+    doc = tiny_study("params", study={"storage": storage, "n_trials": 2}, tracking={"uri": tracking})
+    path = write_yaml(tmp_path / "s.yaml", doc)
+    outputs = [run_cli("sweep.run", str(path), cwd=tmp_path)]  # a real process, with the report
+    outputs.append(run_main("sweep.export", str(path), "-o", "best.yaml", cwd=tmp_path))
+    assert all(o.returncode == 0 for o in outputs), [o.stderr for o in outputs]
+    for secret in (from_env, literal):
+        for o in outputs:
+            assert secret not in o.stdout and secret not in o.stderr
+        for file in tmp_path.rglob("*"):
+            if file.is_file() and file.name != "s.yaml":
+                assert secret.encode() not in file.read_bytes(), file
+
+    exported = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert exported["study"]["storage"] == storage  # the reference, as written
+    assert exported["tracking"]["uri"] == "sqlite:///mlflow.db?token=${SWEEP_PASSWORD}"
+    assert exported["provenance"]["storage"] == "sqlite:///optuna.db?password=***"
+    monkeypatch.setenv("SWEEP_PASSWORD", literal)
+    replayed = load_study(tmp_path / "best.yaml")
+    assert (replayed.study.storage, replayed.tracking.uri) == (storage.replace("${SWEEP_TEST_PW}", from_env), tracking)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("params").experiment_id
+    parent = client.search_runs([experiment], "tags.`sweep.role` = 'parent'")
+    assert parent[0].data.tags["sweep.storage"].endswith("optuna.db?password=***")
+    logged = Path(client.download_artifacts(parent[0].info.run_id, "study.yaml", str(tmp_path / "dl"))).read_text()
+    assert "optuna.db?password=***" in logged and "mlflow.db?token=***" in logged
+
+
+def test_export_gives_objective_values_back_as_the_file_wrote_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial's config holds substituted values (a user problem's ``token: ${TOKEN}`` is the token
+    itself); the exported objective carries the reference again, except where the search changed it."""
+    from sweep.export import _as_written
+
+    monkeypatch.setenv("SWEEP_TEST_TOKEN", "tk-secret")
+    config = {"problem": {"name": "m:f", "options": {"token": "tk-secret", "n": 3}}, "mixing": "zip"}
+    raw = {"problem": {"name": "m:f", "options": {"token": "${SWEEP_TEST_TOKEN}", "n": 3}}, "mixing": "${MIX}"}
+    assert _as_written(config, raw) == {
+        "problem": {"name": "m:f", "options": {"token": "${SWEEP_TEST_TOKEN}", "n": 3}},
+        "mixing": "zip",  # ${MIX} is not set: not what the trial ran, so the trial's value stays
+    }

@@ -1,4 +1,4 @@
-"""Faults and bad input: NaN mid-epoch, CUDA OOM, Ctrl-C, unreachable services, 45+ malformed files."""
+"""Faults and bad input: NaN mid-epoch, CUDA OOM, Ctrl-C, unreachable services, 160+ malformed files."""
 
 from __future__ import annotations
 
@@ -8,26 +8,69 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.helpers import NonFiniteLossError
 from objectives.problems import build_problem
-from tests.conftest import interrupt, run_main, start_cli, tiny_study, wait_for_training, write_yaml
-from tests.sweep.test_config import BAD
+from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, wait_for_training, write_yaml
+from tests.sweep.test_config import BAD, SECRET
 
 
 @pytest.mark.parametrize(("text", "key", "fragment"), BAD.values(), ids=BAD.keys())
-def test_bad_file_through_the_cli(tmp_path: Path, text: str, key: str, fragment: str) -> None:
-    """Every malformed file: exit 2, one stderr line naming file and key, no traceback, nothing created."""
-    (tmp_path / "bad.yaml").write_text(text)
+def test_bad_file_through_the_cli(tmp_path: Path, text: str | bytes, key: str, fragment: str) -> None:
+    """Every malformed file: exit 2, one stderr line naming file and key, no traceback, nothing created,
+    no secret of the file echoed."""
+    (tmp_path / "bad.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
     result = run_main("sweep.run", "bad.yaml", cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: bad.yaml: {key}"), lines
     assert "Traceback" not in result.stderr and result.stdout == ""
+    assert SECRET not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no storage, no MLflow store
+
+
+# A sample of the table as real processes (the test above runs sweep.run's main in this process): what
+# the interpreter itself does with what reaches it (a SystemExit raised while a user module is imported,
+# deep recursion, a huge expansion). Each process imports torch (5-10 s on 2 busy cores): a sample only.
+SUBPROCESS = [
+    "not UTF-8 (latin-1)",
+    "alias bomb (billion laughs)",
+    "10,000 nested lists",
+    "integer of 5000 digits",
+    "n_trials: yes",
+    "os:system with a command",
+    "module exits on import",
+    "password in a mistyped problem path",
+]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS)
+def test_bad_file_in_a_real_process(tmp_path: Path, case: str) -> None:
+    """The same contract from ``python -m sweep.run``: exit 2, one line, nothing created, no secret."""
+    text, key, _ = BAD[case]
+    (tmp_path / "bad.yaml").write_bytes(text if isinstance(text, bytes) else text.encode())
+    result = run_cli("sweep.run", "bad.yaml", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: bad.yaml: {key}"), lines
+    assert result.stdout == "" and SECRET not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: device cuda is valid here")
+def test_cuda_device_without_cuda_is_refused(tmp_path: Path) -> None:
+    """``device: cuda`` on a machine without CUDA: one line naming objective.device, exit 2, nothing created."""
+    write_yaml(tmp_path / "bad.yaml", tiny_study("gpu", objective={"device": "cuda"}))
+    result = run_main("sweep.run", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: bad.yaml: objective.device: cuda: this machine has no CUDA device")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
 def test_nan_stops_within_the_epoch() -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+import sysconfig
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,7 +59,16 @@ def is_user_path(name: str) -> bool:
 
 
 def load_user_function(path: str) -> Callable[..., Problem]:
-    """Import ``module:function`` (runs that module's code) and return the function."""
+    """Import ``module:function`` (runs that module's code) and return the function.
+
+    Only a problem builder is returned: a Python function (or class) outside the standard library that
+    takes ``seed`` (by name, or through ``**options``). Anything else (``os:system``, a builtin, a
+    constant) is refused before it is ever called.
+
+    Raises:
+        ProblemError: the module does not import (missing, or its code raised, or exited, while it was
+            imported), has no such attribute, or the attribute is not a problem builder.
+    """
     module_name, _, func_name = path.partition(":")
     if not module_name or not func_name:
         raise ProblemError(f"{path!r} is not of the form package.module:function")
@@ -64,12 +76,46 @@ def load_user_function(path: str) -> Callable[..., Problem]:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ProblemError(f"cannot import module {module_name!r} ({first_line(e, with_type=False)})") from e
-    except Exception as e:  # the module's own code failed while it was imported
+    except (Exception, SystemExit) as e:  # the module's own code failed (or called sys.exit) while imported
         raise ProblemError(f"cannot import module {module_name!r}: its code raised {first_line(e)}") from e
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ProblemError(f"module {module_name!r} has no function {func_name!r}")
+    _check_builder(path, module_name, func)
     return func
+
+
+def _from_stdlib(module_name: str) -> bool:
+    """Whether an imported module is Python's own (by name and by where its file is, so that a user
+    package that happens to share a standard module's name, e.g. ``test``, is not mistaken for it)."""
+    if module_name.partition(".")[0] not in sys.stdlib_module_names:
+        return False
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    if file is None:
+        return True  # built into the interpreter (posix, builtins...)
+    where = Path(file).resolve()
+    roots = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib")}
+    in_packages = "site-packages" in where.parts or "dist-packages" in where.parts
+    return not in_packages and any(where.is_relative_to(root) for root in roots)
+
+
+def _check_builder(path: str, module_name: str, func: Any) -> None:
+    """Refuse, without calling it, a callable that cannot be a problem builder (see :func:`load_user_function`)."""
+    expected = "a problem builder is a Python function def make(seed, **options) -> Problem"
+    if not (inspect.isfunction(func) or inspect.isclass(func) or inspect.ismethod(func)):
+        raise ProblemError(f"{path} is a {type(func).__name__}, not a Python function: {expected}")
+    defined_in = getattr(func, "__module__", None) or ""
+    for name in (module_name, defined_in):
+        if _from_stdlib(name):
+            raise ProblemError(f"{path} is from Python's standard library ({name}), not a problem: {expected}")
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError) as e:
+        raise ProblemError(f"cannot read the signature of {path} ({e}): {expected}") from None
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    seed = params.get("seed")
+    if not takes_kwargs and (seed is None or seed.kind is seed.POSITIONAL_ONLY):
+        raise ProblemError(f"{path} takes no 'seed' argument: {expected}")
 
 
 def _serves(builtin: Builtin, loop: str, kind: type | None) -> bool:

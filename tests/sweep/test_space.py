@@ -261,3 +261,26 @@ def test_searching_the_weight_schedule_type_keeps_its_target() -> None:
     cfg = resolve(sf.objective, sf.study.seed, 0, {"weight_schedule.type": "sigmoid"}, (1, 1, 1))
     assert cfg.weight_schedule.type == "sigmoid" and cfg.weight_schedule.target == "consistency"
     assert cfg.weight_schedule.ramp_fraction == 0.3  # the linear schedule's own option did not carry over
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"type": "float", "low": math.nan, "high": 0.1}, "finite"),
+        ({"type": "float", "low": 0.01, "high": math.inf}, "finite"),
+        ({"type": "float", "low": 0.01, "high": 0.1, "grid": [0.01, math.nan]}, "finite"),
+        ({"type": "float", "low": 0.01, "high": 0.1, "step": math.inf}, "finite"),
+        ({"type": "categorical", "choices": [0.5, math.nan]}, "finite"),
+    ],
+)
+def test_the_schema_refuses_non_finite_values(spec: dict, fragment: str) -> None:
+    """The search schema itself refuses NaN/inf bounds, steps, grid points and choices (a config built in
+    code, not only a file: the file loader refuses them earlier by key)."""
+    from pydantic import ValidationError
+
+    from sweep.space import SearchSection
+
+    with pytest.raises(ValidationError, match=fragment):
+        SearchSection.model_validate({"params": {"optimizer.lr": spec}})
+    with pytest.raises(ValidationError, match="finite"):
+        SearchSection.model_validate({"weights": {"parametrization": "log_ratio", "low": -math.inf, "high": 1}})

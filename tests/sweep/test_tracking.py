@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 import optuna
+import pytest
 
 from sweep.config import StudySection, TrackingSection
 from sweep.tracking import Tracker, check_tracking
@@ -139,3 +140,19 @@ def test_ui_url_falls_back_to_the_sort_where_no_view_can_be_written(tmp_path: Pa
         {**sort, "orderByKey": "metrics.`val_total_loss`", "orderByAsc": "true"},
     )
     assert not [k for k in tracker.client.get_experiment(tracker.experiment_id).tags if k.startswith(VIEW_TAG_PREFIX)]
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """quiet_mlflow() turns MLflow's usage telemetry off (MLFLOW_DISABLE_TELEMETRY, which MLflow reads at
+    each event), but keeps a user's own choice: MLFLOW_DISABLE_TELEMETRY=false turns it back on."""
+    from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY
+
+    from sweep.tracking import quiet_mlflow
+
+    for name in ("MLFLOW_DISABLE_TELEMETRY", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    quiet_mlflow()
+    assert MLFLOW_DISABLE_TELEMETRY.get() is True
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    quiet_mlflow()
+    assert MLFLOW_DISABLE_TELEMETRY.get() is False

@@ -1,4 +1,4 @@
-"""``--workers``: which processes start, with which quota, first trial and device (no training: the
+"""``--workers``: which processes start, with which options and device (no training: the
 worker processes are replaced by records)."""
 
 from __future__ import annotations
@@ -31,17 +31,18 @@ def _record_workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], di
     return started
 
 
-def test_workers_get_the_coordinators_first_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_workers hands its own first trial number to every worker (not each worker's own count)."""
+def test_each_worker_claims_until_the_study_is_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_workers starts N workers with their index and the passed-through options, no share of trials
+    (each claims until the study has n_trials: a dead sibling's trials are topped up by the living)."""
     path = write_yaml(tmp_path / "w.yaml", tiny_study("first", study={"n_trials": 4}))
     monkeypatch.chdir(tmp_path)
     sf = load_study(path)
     study = optuna.create_study(study_name="first", storage=open_storage(storage_url(sf.study.storage)))
     study.optimize(lambda t: t.suggest_float("weights.log10_ratio", -2, 2), n_trials=1)
     started = _record_workers(monkeypatch)
-    workers.run_workers(sf, path, path.read_text(), 3, [], [], progress=False, report=False)
-    assert len(started) == 3  # 3 trials left, one each
-    assert all(c[c.index("--first-trial") + 1] == "1" for c, _ in started)
+    workers.run_workers(sf, path, path.read_text(), 3, [], ["--no-report"], progress=False, report=False)
+    assert [c[c.index("--worker") + 1 :] for c, _ in started] == [[str(i), "--no-report"] for i in range(3)]
+    assert len({env["SWEEP_WORKER_COUNT_FILE"] for _, env in started}) == 3
 
 
 @pytest.mark.parametrize(

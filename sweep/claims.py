@@ -1,0 +1,177 @@
+"""Deciding, across every process on a study's storage, whether one more trial should start.
+
+``n_trials`` counts finished (complete or pruned) trials. Each process, before it asks Optuna for a
+trial, takes a lock that every process on the same storage shares (a PostgreSQL advisory lock, a
+MySQL/MariaDB named lock, a file lock beside a SQLite file), looks at the study and decides:
+
+- the study has ``n_trials`` finished: stop;
+- finished + trials that live processes are running reach ``n_trials``: wait (one of them may still fail,
+  and then a live process tops up);
+- otherwise: start one more (a re-queued or enqueued trial first).
+
+The lock is held from the decision until the new trial exists, so two processes never both take the
+last place: a study ends with exactly ``n_trials`` finished however many machines run it, whichever of
+them dies and whenever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from sweep.interrupts import Interrupts
+from sweep.storage import FINISHED, fail_stale_trials
+from sweep.urls import sqlite_path
+
+RUNNING = optuna.trial.TrialState.RUNNING
+WAITING = optuna.trial.TrialState.WAITING
+
+
+@dataclass(frozen=True)
+class Census:
+    """A study's trials as the decision sees them."""
+
+    finished: int
+    running: int  # RUNNING and owned by a live process (fresh heartbeat, or just started)
+    waiting: int  # re-queued or enqueued, not yet taken
+
+    def decide(self, target: int) -> str:
+        """``"stop"``, ``"run"`` or ``"wait"`` (see the module's docstring)."""
+        if self.finished >= target:
+            return "stop"
+        if self.finished + self.running >= target:
+            return "wait"
+        return "run"  # Optuna's ask takes a waiting (re-queued or enqueued) trial first
+
+
+def census(study: optuna.Study, live: set[int] | None = None) -> Census:
+    """Count the study's trials; ``live`` = numbers of the RUNNING trials a live process owns (default:
+    every RUNNING trial)."""
+    trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state == RUNNING]
+    return Census(
+        finished=sum(t.state in FINISHED for t in trials),
+        running=len(running) if live is None else sum(t.number in live for t in running),
+        waiting=sum(t.state == WAITING for t in trials),
+    )
+
+
+def _key(study_name: str) -> int:
+    """A signed 64-bit advisory-lock key for the study (PostgreSQL's ``pg_advisory_lock(bigint)``)."""
+    return int.from_bytes(hashlib.sha256(f"sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def study_lock(engine: Any, url: str, study_name: str) -> Iterator[None]:
+    """Hold the lock that serialises trial claims on one study, for every process on ``url``.
+
+    ``engine`` is the storage's SQLAlchemy engine (``RDBStorage.engine``). A lock on a server is tied
+    to its connection: a process that dies (or loses its connection) releases it at once.
+    """
+    path = sqlite_path(url)
+    if url.startswith("sqlite"):
+        if path is None:  # in memory: one process
+            yield
+            return
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(Path(f"{path}.claim.lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    from sqlalchemy import text
+
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _key(study_name)})
+            release = (text("SELECT pg_advisory_unlock(:k)"), {"k": _key(study_name)})
+        elif dialect in ("mysql", "mariadb"):
+            name = f"sweep:{hashlib.sha256(study_name.encode()).hexdigest()[:40]}"
+            conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": name})
+            release = (text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+        else:  # another database: no shared lock; a study may end a trial or two past n_trials
+            yield
+            return
+        conn.commit()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # a dead connection released the lock already
+                conn.execute(*release)
+                conn.commit()
+
+
+class Claims:
+    """This process's claims: whether to start its first trial, and after each trial (as an Optuna
+    callback) whether to start another, holding :func:`study_lock` from the decision until the trial
+    exists (the objective calls :meth:`release` first thing).
+
+    A process stops when the study has ``target`` finished trials, when it is interrupted, or when
+    ``target`` of its own trials failed (every trial failing: replacing them would never end).
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        engine: Any,
+        url: str,
+        target: int,
+        interval: float,
+        interrupts: Interrupts,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.study, self.engine, self.url, self.target = study, engine, url, target
+        self.interval, self.interrupts, self.say = interval, interrupts, say
+        self.ran = self.failed = 0
+        self.gave_up = False  # stopped because target trials of this run failed
+        self._held = contextlib.ExitStack()
+
+    def claim(self) -> bool:
+        """Decide under the lock; ``True``: start a trial (the lock stays held until :meth:`release`)."""
+        said = False
+        while not self.interrupts.requested:
+            self._held.enter_context(study_lock(self.engine, self.url, self.study.study_name))
+            try:
+                fail_stale_trials(self.study)  # dead processes' trials: failed, re-queued
+                now = census(self.study)
+                decision = now.decide(self.target)
+            except BaseException:
+                self.release()
+                raise
+            if decision == "run":
+                return True
+            self.release()
+            if decision == "stop":
+                return False
+            if not said and self.say is not None:
+                said = True
+                self.say(
+                    f"{now.running} trial(s) running elsewhere may finish the study; waiting (a trial whose "
+                    "process died is re-queued once its heartbeat is older than study.grace_period)"
+                )
+            time.sleep(min(self.interval, 1.0))
+        return False
+
+    def release(self) -> None:
+        """Let other processes claim (called when the claimed trial exists)."""
+        self._held.close()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.ran += 1
+        self.failed += trial.state == optuna.trial.TrialState.FAIL
+        if self.failed >= self.target:
+            self.gave_up = True
+        if self.gave_up or not self.claim():
+            study.stop()

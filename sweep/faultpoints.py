@@ -1,0 +1,38 @@
+"""Named points in a trial's life where a test can stop the process, to kill it at that exact instant.
+
+``SWEEP_PAUSE_AT=<name>`` makes the first process that reaches ``pause("<name>")`` create
+``<name>.paused`` (holding its pid) in ``SWEEP_PAUSE_DIR`` (default: the working directory) and sleep
+until it is killed; other processes (the worker's siblings, a re-run) pass on. Nothing else reads
+these variables; unset (always, outside the fault tests) a pause point costs one dictionary lookup.
+
+The points, in the order a trial passes them:
+  ``asked``           the trial exists in Optuna (RUNNING), nothing else yet;
+  ``beat``            its first heartbeat is written, no MLflow run yet;
+  ``run_created``     its MLflow run exists, not yet linked to the trial;
+  ``linked``          the run id is stored on the trial, training not yet started;
+  ``told``            Optuna has stored the trial's final state, its MLflow run is still RUNNING;
+  ``closed``          its MLflow run is closed too, the next trial not yet asked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+POINTS = ("asked", "beat", "run_created", "linked", "told", "closed")
+
+
+def pause(name: str) -> None:
+    """Stop here for ever (until killed) when ``SWEEP_PAUSE_AT`` names this point."""
+    if os.environ.get("SWEEP_PAUSE_AT") != name:
+        return
+    folder = Path(os.environ.get("SWEEP_PAUSE_DIR", "."))
+    try:
+        fd = os.open(folder / f"{name}.paused", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # another process paused here first
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    while True:
+        time.sleep(3600)

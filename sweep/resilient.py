@@ -1,0 +1,215 @@
+"""An Optuna RDB storage that rides out database blips and outages instead of failing the trial.
+
+Every storage call of a running study goes through :class:`ResilientStorage`: a call that fails
+because the database is unreachable (connection refused or terminated, server restarting, SQLite
+busy) is retried with exponential backoff for up to ``retry_s`` seconds (``study.storage_retry``,
+default 120). The process says once that it is retrying and once that the storage is back. When the
+outage outlasts the budget the call raises :class:`StorageDown` (one line; the CLI exits 1) and later
+calls fail at once until one succeeds, so nothing waits out the budget twice. A re-run of the same
+command recovers the rest (:mod:`sweep.recovery`).
+
+Connections are checked before use (``pool_pre_ping``), so a connection the server dropped while
+idle is replaced instead of failing the next call. The first connection is not retried: a storage
+that cannot be reached at start is a one-line error at once (nothing has been written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import optuna
+
+from sweep.errors import SweepError, one_line
+from sweep.urls import redact
+
+FAIL_REASON = "fail_reason"  # the trial attribute saying why it failed (sweep.storage.Attr.FAIL)
+
+
+class StorageDown(SweepError):
+    """The study's storage stayed unreachable for longer than the retry budget."""
+
+
+# Errors a live database does not give: retrying them would only wait out the budget.
+_PERMANENT = ("authentication failed", "no such table", "no such column", "syntax error", "does not exist")
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and what caused it (``__cause__``, else ``__context__``), outermost first."""
+    out: list[BaseException] = []
+    cause: BaseException | None = e
+    while cause is not None and all(cause is not c for c in out):
+        out.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return out
+
+
+def unreachable(e: BaseException) -> BaseException | None:
+    """The database error in ``e``'s chain that says the database could not be reached or was busy
+    (``None``: a real error, not worth retrying)."""
+    from sqlalchemy import exc
+
+    for cause in _chain(e):
+        if isinstance(cause, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError)):
+            return None if any(p in str(cause).lower() for p in _PERMANENT) else cause
+        if isinstance(cause, exc.DBAPIError) and cause.connection_invalidated:
+            return cause
+    return None
+
+
+def storage_down(e: BaseException) -> StorageDown | None:
+    """The :class:`StorageDown` in ``e``'s chain (Optuna may raise another error while handling it)."""
+    return next((c for c in _chain(e) if isinstance(c, StorageDown)), None)
+
+
+class ResilientStorage(optuna.storages.RDBStorage):
+    """:class:`optuna.storages.RDBStorage` whose public calls retry transient database failures."""
+
+    retry_s: float = 120.0
+    _local = threading.local()
+
+    def __init__(self, url: str, retry_s: float = 120.0, **kwargs: Any) -> None:
+        engine_kwargs = dict(kwargs.pop("engine_kwargs", None) or {})
+        if not url.startswith("sqlite"):
+            engine_kwargs.setdefault("pool_pre_ping", True)  # a dropped idle connection is replaced, not used
+        self._armed = False  # the first connection is not retried (see the module's docstring)
+        self._down_since: float | None = None
+        self._given_up = False
+        self._lock = threading.Lock()
+        self._url = url
+        super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
+        self.retry_s = retry_s
+        self._armed = True
+
+    def _call(self, name: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        local = ResilientStorage._local
+        if not self._armed or getattr(local, "depth", 0):
+            return method(*args, **kwargs)  # an inner call of an outer one: the outer one retries
+        local.depth = 1
+        try:
+            return self._retry(name, method, *args, **kwargs)
+        finally:
+            local.depth = 0
+
+    def _retry(self, name: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        delay, failed_once = 0.25, False
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if failed_once and name == "set_trial_state_values":
+                    return True  # the first attempt was stored; only its answer was lost
+                raise
+            except Exception as e:
+                root = unreachable(e)
+                if root is None:
+                    raise
+                why = _first_line(root)
+                failed_once = True
+                now = time.monotonic()
+                with self._lock:
+                    if self._down_since is None:
+                        self._down_since = now
+                        _say(
+                            f"Optuna storage {redact(self._url)} unreachable ({why}): "
+                            f"retrying for up to {self.retry_s:g} s"
+                        )
+                    down_for = now - self._down_since
+                    if self._given_up or down_for >= self.retry_s:
+                        self._given_up = True
+                        raise StorageDown(
+                            f"Optuna storage {redact(self._url)} unreachable for {down_for:.0f} s "
+                            f"(study.storage_retry: {self.retry_s:g}): {why}; "
+                            "run the same command again when it is back to resume"
+                        ) from None
+                time.sleep(min(delay, max(0.0, self.retry_s - down_for)))
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._down_since is not None:
+                with self._lock:
+                    if self._down_since is not None:
+                        _say(f"Optuna storage back after {time.monotonic() - self._down_since:.1f} s")
+                    self._down_since, self._given_up = None, False
+            return result
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Beat (retried like any call); never raises: Optuna beats from a thread whose exception would
+        print a traceback, and the main thread meets the same outage on its next call anyway."""
+        with contextlib.suppress(Exception):
+            self._call("record_heartbeat", super().record_heartbeat, trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (heartbeat older than the grace period) and those that never beat and
+        started longer than the grace period ago: their process died between ``ask`` and its first beat.
+
+        (``optuna.storages.fail_stale_trials``, which Optuna calls before every trial, fails what this
+        returns and hands each to the stale-trial callback; Optuna's own rule skips trials without a
+        heartbeat row, which would stay RUNNING for ever.)
+        """
+        stale = self._call("_get_stale_trial_ids", super()._get_stale_trial_ids, study_id)
+        seconds = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        running = self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        old = [
+            t._trial_id
+            for t in running
+            if t.datetime_start and datetime.now() - t.datetime_start > timedelta(seconds=seconds)
+        ]
+        beating = self._call("beating", self._beating, old) if old else set()
+        never = [i for i in old if i not in beating and i not in stale]
+        reasons = {i: f"its process died or lost the storage: no heartbeat for {seconds} s" for i in stale}
+        reasons.update(
+            {i: f"its process died before its first heartbeat (started over {seconds} s ago)" for i in never}
+        )
+        dead = []
+        for i, why in reasons.items():  # the reason first: a finished trial takes no attribute
+            try:
+                self.set_trial_user_attr(i, FAIL_REASON, why)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another process failed it already
+            dead.append(i)
+        return dead
+
+    def _beating(self, trial_ids: list[int]) -> set[int]:
+        """Which of ``trial_ids`` have a heartbeat row (Optuna's ``trial_heartbeats`` table)."""
+        from sqlalchemy import bindparam, text
+
+        query = text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+            bindparam("ids", expanding=True)
+        )
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(query, {"ids": trial_ids})}
+
+
+def _first_line(e: BaseException) -> str:
+    """A database error's own words: psycopg's message, not SQLAlchemy's wrapper and its links."""
+    inner = getattr(e, "orig", None) or e
+    return redact(one_line(inner, with_type=False).removeprefix("FATAL:").strip())
+
+
+def _say(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)
+
+
+def _wrap(name: str) -> None:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    @functools.wraps(method)
+    def wrapper(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, functools.partial(method, self), *args, **kwargs)
+
+    setattr(ResilientStorage, name, wrapper)
+
+
+# The public API, and the private calls Optuna's own cache (``_CachedStorage``) makes on it.
+_PRIVATE_CALLS = ("_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param")
+for _name in dir(optuna.storages.RDBStorage):
+    if _name in ResilientStorage.__dict__ or not callable(getattr(optuna.storages.RDBStorage, _name)):
+        continue
+    if not _name.startswith("_") or _name in _PRIVATE_CALLS:
+        _wrap(_name)

@@ -1,0 +1,153 @@
+"""Claims: when a process starts another trial, so that any number of processes end with exactly n_trials."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep.claims import Census, Claims, census, study_lock
+from sweep.interrupts import Interrupts
+from sweep.storage import open_storage
+from tests.conftest import PG_URL, postgres_error
+
+X = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+
+@pytest.mark.parametrize(
+    ("finished", "running", "waiting", "expected"),
+    [
+        (5, 0, 0, "stop"),  # done
+        (6, 1, 0, "stop"),  # over (a lock-less database): still done
+        (3, 2, 0, "wait"),  # two live trials may finish it; one may fail, then top up
+        (3, 2, 1, "wait"),  # a re-queued trial waits for a place, it does not overshoot
+        (3, 1, 0, "run"),  # a place is free
+        (0, 0, 1, "run"),  # an enqueued baseline (ask takes it first)
+    ],
+)
+def test_decision(finished: int, running: int, waiting: int, expected: str) -> None:
+    assert Census(finished, running, waiting).decide(5) == expected
+
+
+def _study(tmp_path: Path) -> tuple[optuna.Study, optuna.storages.RDBStorage, str]:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    rdb = open_storage(url)
+    return optuna.create_study(storage=rdb, study_name="c"), rdb, url
+
+
+def test_a_process_stops_when_others_filled_the_study(tmp_path: Path) -> None:
+    """Another machine filled the study: this process claims nothing."""
+    study, rdb, url = _study(tmp_path)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    claims = Claims(study, rdb.engine, url, 5, 1, Interrupts())
+    assert not claims.claim()
+
+
+def test_failed_trials_are_replaced_until_as_many_failed_as_n_trials(tmp_path: Path) -> None:
+    """A failing trial does not count: the process tops up; when n_trials of its own failed it gives up."""
+    study, rdb, url = _study(tmp_path)
+    claims = Claims(study, rdb.engine, url, 3, 1, Interrupts())
+
+    def objective(trial: optuna.Trial) -> float:
+        claims.release()
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number in (0, 2):
+            raise ValueError("two trials fail")
+        return x
+
+    assert claims.claim()
+    study.optimize(objective, catch=(ValueError,), callbacks=[claims])
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "FAIL", "COMPLETE", "COMPLETE"] and not claims.gave_up and claims.ran == 5
+
+    always, rdb2, url2 = _study(tmp_path / "b")
+    claims = Claims(always, rdb2.engine, url2, 2, 1, Interrupts())
+
+    def fails(trial: optuna.Trial) -> float:
+        claims.release()
+        raise ValueError("no")
+
+    assert claims.claim()
+    always.optimize(fails, catch=(ValueError,), callbacks=[claims])
+    assert len(always.trials) == 2 and claims.gave_up
+
+
+def test_a_process_waits_for_live_trials_and_tops_up_when_one_fails(tmp_path: Path) -> None:
+    """Finished + running reach n_trials: wait; the running one fails: this process runs the missing one."""
+    study, rdb, url = _study(tmp_path)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    other = study.ask(X)  # another process's live trial
+    claims = Claims(study, rdb.engine, url, 3, 0.2, Interrupts())
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(claims.claim()))
+    waiter.start()
+    time.sleep(1.0)
+    assert waiter.is_alive()  # waiting, not over-claiming
+    study.tell(other, state=optuna.trial.TrialState.FAIL)
+    waiter.join(10)
+    assert result == [True]
+    claims.release()
+
+
+def _claims_race(url: str, name: str, processes: int, target: int) -> list[int]:
+    """``processes`` threads, each with its own storage connection, claim at once until the study is done."""
+    optuna.create_study(storage=url, study_name=name)
+    taken: list[int] = []
+
+    def worker() -> None:
+        rdb = open_storage(url)
+        study = optuna.load_study(study_name=name, storage=rdb)
+        claims = Claims(study, rdb.engine, url, target, 0.1, Interrupts())
+        while claims.claim():
+            trial = study.ask(X)
+            claims.release()
+            taken.append(trial.number)
+            time.sleep(0.01)
+            study.tell(trial, 0.5)
+
+    threads = [threading.Thread(target=worker) for _ in range(processes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return taken
+
+
+def test_racing_claims_on_sqlite_end_exactly_at_n_trials(tmp_path: Path) -> None:
+    taken = _claims_race(f"sqlite:///{tmp_path / 'r.db'}", "race", 4, 12)
+    assert sorted(taken) == list(range(12))
+
+
+@pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
+def test_racing_claims_on_postgres_end_exactly_at_n_trials() -> None:
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    try:
+        taken = _claims_race(PG_URL, name, 4, 12)
+        assert sorted(taken) == list(range(12))
+        assert census(optuna.load_study(study_name=name, storage=PG_URL)) == Census(12, 0, 0)
+    finally:
+        optuna.delete_study(study_name=name, storage=PG_URL)
+
+
+@pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
+def test_the_postgres_lock_excludes_a_second_holder() -> None:
+    """Two connections: the second waits until the first releases (an advisory lock, per study name)."""
+    rdb = open_storage(PG_URL)
+    name = f"lock-{uuid.uuid4().hex[:8]}"
+    order: list[str] = []
+
+    def second() -> None:
+        with study_lock(rdb.engine, PG_URL, name):
+            order.append("second")
+
+    with study_lock(rdb.engine, PG_URL, name):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        order.append("first")
+    t.join(10)
+    assert order == ["first", "second"]
