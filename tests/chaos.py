@@ -33,6 +33,14 @@ def _start(path: Path, folder: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _finished(url: str, n: int) -> bool:
+    try:
+        study = optuna.load_study(study_name="chaos", storage=url)
+    except KeyError:
+        return False
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) >= n
+
+
 def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float, seed: int = 0) -> dict[str, object]:
     """Run the chaos scenario in ``folder``; assert the study ended whole; return its figures."""
     rng = random.Random(seed)
@@ -52,20 +60,27 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
         path = write_yaml(folder / "chaos.yaml", doc)
         start = time.monotonic()
         procs = [_start(path, folder) for _ in range(processes)]
+        born = {id(p): time.monotonic() for p in procs}
         killed_at: list[float] = []
         outage_thread = None
         errors: list[str] = []
+        while not _finished(url, 1) and any(p.poll() is None for p in procs):
+            time.sleep(0.5)  # kills start once trials run (before that they only hit start-up)
         while any(p.poll() is None for p in procs):
             time.sleep(rng.uniform(2.0, 6.0))
             live = [p for p in procs if p.poll() is None]
             if not live:
                 break
             if len(killed_at) < kills:
-                victim = rng.choice(live)
+                # A random process, preferring one past its start-up (likely inside a trial).
+                settled = [p for p in live if time.monotonic() - born[id(p)] > 20] or live
+                victim = rng.choice(settled)
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 killed_at.append(time.time())
-                procs[procs.index(victim)] = _start(path, folder)  # the scheduler restarts the job
+                fresh = _start(path, folder)  # the scheduler restarts the job
+                born[id(fresh)] = time.monotonic()
+                procs[procs.index(victim)] = fresh
             elif outage_thread is None and outage_s:
                 outage_thread = threading.Thread(target=outage, args=(db, outage_s))
                 outage_thread.start()
