@@ -131,9 +131,11 @@ class Claims:
         interval: float,
         interrupts: Interrupts,
         say: Callable[[str], None] | None = None,
+        halt: Callable[[], bool] = lambda: False,
     ) -> None:
         self.study, self.engine, self.url, self.target = study, engine, url, target
         self.interval, self.interrupts, self.say = interval, interrupts, say
+        self.halt = halt  # a reason of the caller's to start no more trials (sweep.artifacts.ArtifactWatch)
         self.ran = self.failed = 0
         self.gave_up = False  # stopped because target trials of this run failed
         self._held = contextlib.ExitStack()
@@ -173,5 +175,5 @@ class Claims:
         self.failed += trial.state == optuna.trial.TrialState.FAIL
         if self.failed >= self.target:
             self.gave_up = True
-        if self.gave_up or not self.claim():
+        if self.gave_up or self.halt() or not self.claim():
             study.stop()

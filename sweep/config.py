@@ -115,6 +115,7 @@ class TrackingSection(Frozen):
     uri: str = "sqlite:///mlflow.db"
     experiment: str | None = None
     artifact_location: str | None = None
+    trial_plots: bool = False  # a loss_curves.png per trial (~150 ms each); the MLflow UI draws the same curves
 
 
 class StudyFile(Frozen):

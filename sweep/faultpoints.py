@@ -2,8 +2,10 @@
 
 ``SWEEP_PAUSE_AT=<name>`` makes the first process that reaches ``pause("<name>")`` create
 ``<name>.paused`` (holding its pid) in ``SWEEP_PAUSE_DIR`` (default: the working directory) and sleep
-until it is killed; other processes (the worker's siblings, a re-run) pass on. Nothing else reads
-these variables; unset (always, outside the fault tests) a pause point costs one dictionary lookup.
+until it is killed, or until the test creates ``<name>.go`` there (to change the world at that
+instant, e.g. fill a disk, and let the process go on); other processes (the worker's siblings, a
+re-run) pass on. Nothing else reads these variables; unset (always, outside the fault tests) a
+pause point costs one dictionary lookup.
 
 The points, in the order a trial passes them:
   ``asked``           the trial exists in Optuna (RUNNING), nothing else yet;
@@ -24,7 +26,7 @@ POINTS = ("asked", "beat", "run_created", "linked", "told", "closed")
 
 
 def pause(name: str) -> None:
-    """Stop here for ever (until killed) when ``SWEEP_PAUSE_AT`` names this point."""
+    """Stop here (until killed, or until ``<name>.go`` exists) when ``SWEEP_PAUSE_AT`` names this point."""
     if os.environ.get("SWEEP_PAUSE_AT") != name:
         return
     folder = Path(os.environ.get("SWEEP_PAUSE_DIR", "."))
@@ -34,5 +36,5 @@ def pause(name: str) -> None:
         return  # another process paused here first
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
-    while True:
-        time.sleep(3600)
+    while not (folder / f"{name}.go").exists():
+        time.sleep(0.1)

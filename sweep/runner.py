@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from mlflow.exceptions import MlflowException
 
 from objectives.data import DataError, check_data
 from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.preflight import PreflightError, check_batch
 from objectives.problems import ProblemError
+from sweep.artifacts import artifact_root, check_artifact_space
 from sweep.claims import Claims
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
@@ -111,6 +113,15 @@ def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
     return checked
 
 
+def weights_bytes(sf: StudyFile, problems: ProblemCache) -> int:
+    """The size of one trial's ``weights.pt`` (every model's state), from the problem's untrained model(s)."""
+    cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))  # type: ignore[attr-defined]
+    problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
+    factories = [getattr(problem, n) for n in ("make_model", "make_model_a", "make_model_b") if hasattr(problem, n)]
+    states = [f().state_dict().values() for f in factories]
+    return sum(t.numel() * t.element_size() for state in states for t in state)
+
+
 def settings(sf: StudyFile) -> dict[str, str]:
     """What makes a study's trials comparable, flattened: the targets, the objective as written (less its
     searched paths) and the search space. Not: n_trials, timeout, sampler, pruner, storage, tracking."""
@@ -158,6 +169,9 @@ def open_session(
     problems = ProblemCache()
     preflight(sf, source, problems)
     check_tracking(sf.tracking.uri)  # before the study is created: an unreachable server writes nothing
+    root = artifact_root(sf.tracking)
+    if root is not None:  # a full or read-only artifact store: refused now, not trial after trial
+        check_artifact_space(root, weights_bytes(sf, problems))
     url = storage_url(sf.study.storage)
     dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
     beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
@@ -232,10 +246,11 @@ def run_study(
     interrupts = interrupts or Interrupts()
     say = None if worker is not None else (lambda line: print(f"note: {line}", file=sys.stderr))
     interval = sf.study.heartbeat_interval
-    claims = Claims(study, session.rdb.engine, session.storage, sf.study.n_trials, interval, interrupts, say)
-    objective = Objective(
-        sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose, started=claims.release
+    objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose)
+    claims = Claims(
+        study, session.rdb.engine, session.storage, sf.study.n_trials, interval, interrupts, say, objective.files.stop
     )
+    objective.started = claims.release
     bar = Progress(study, sf.study.n_trials, progress and worker is None)
     interrupted, error = False, False
     try:
@@ -255,7 +270,7 @@ def run_study(
         if worker is None and error:
             with contextlib.suppress(Exception):  # the storage is down: the parent closes FAILED
                 session.tracker.finish("FAILED")
-    incomplete = ""
+    incomplete = objective.files.why() if objective.files.stopped else ""
     if claims.gave_up:
         incomplete = (
             f"{claims.failed} trials failed in this run, as many as n_trials: stopped with "
@@ -263,7 +278,11 @@ def run_study(
             "has the traceback; or re-run with --verbose)"
         )
     if worker is None:
-        finish(session, sf, report, interrupted, failed=bool(incomplete))
+        try:
+            finish(session, sf, report, interrupted, failed=bool(incomplete))
+        except MlflowException:
+            if not objective.files.store_error:
+                raise  # else: the store refused again; the next start closes what is left open
     return Outcome(study, session.tracker, session.storage, claims.ran, interrupted, incomplete, failed=claims.failed)
 
 
@@ -286,5 +305,8 @@ def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, fai
         with tempfile.TemporaryDirectory() as tmp:
             losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
             write_report(study, sf.study.metric, sf.study.directions, losses, Path(tmp))
-            tracker.log_parent_dir(tmp, "report")
+            try:
+                tracker.log_parent_dir(tmp, "report")
+            except (OSError, MlflowException) as e:  # a full artifact store: the study's records stand
+                warn(f"could not write the report to the parent run: {one_line(e, with_type=False)}")
     tracker.finish("KILLED" if interrupted else "FAILED" if failed else "FINISHED")

@@ -34,6 +34,7 @@ class Attr:
     BEST_EPOCH = "best_epoch"  # trial → the epoch its value comes from (score: best, early stopping)
     EARLY_STOP = "early_stopped_at_epoch"  # trial → the epoch early stopping ended it
     CHECKPOINT_EPOCH = "checkpoint_epoch"  # trial → the epoch of the weights it kept (weights.pt)
+    ARTIFACT_ERROR = "artifact_error"  # trial → why some of its files (weights.pt, config.yaml...) are missing
     SETTINGS = "sweep.settings"  # study → what its trials are compared on (see sweep.runner.settings)
 
 

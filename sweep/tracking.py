@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from sweep.config import StudySection, TrackingSection
-from sweep.errors import SweepError
+from sweep.errors import SweepError, one_line
 from sweep.faultpoints import pause
 from sweep.storage import Attr, trial_id
 from sweep.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
@@ -57,6 +57,8 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # off unless the user turns it on (=false)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # It logs every database error with its traceback, then raises it: we say it once, in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
@@ -126,6 +128,8 @@ class TrialRun:
     def __init__(self, client: MlflowClient, run_id: str, flush_every_s: float = 2.0) -> None:
         self.client, self.run_id, self.flush_every_s = client, run_id, flush_every_s
         self.reason: str | None = None
+        self.files_written = 0  # artifacts written, and why the others could not be (sweep.artifacts)
+        self.artifact_errors: list[str] = []
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
 
@@ -169,7 +173,7 @@ class TrialRun:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
         shown = redact_tree(dict(config))  # a credential in a user problem's options is not recorded
-        self.client.log_text(self.run_id, yaml.safe_dump(shown, sort_keys=False), "config.yaml")
+        self.log_text(yaml.safe_dump(shown, sort_keys=False), "config.yaml")
         self.set_tags(tags)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
@@ -188,8 +192,27 @@ class TrialRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=_tags(tags))
 
-    def log_artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
+    def log_artifact(self, path: Path) -> bool:
+        """Write a file to the run's artifacts; one that cannot be written (disk full, read-only, a server
+        refusing it) is noted in :attr:`artifact_errors`, not raised: the trial keeps its metrics and state.
+
+        Returns:
+            Whether the file was written.
+        """
+        return self._write(path.name, lambda: self.client.log_artifact(self.run_id, str(path)))
+
+    def log_text(self, text: str, name: str) -> bool:
+        """:meth:`log_artifact` for text (``config.yaml``, ``error.txt``)."""
+        return self._write(name, lambda: self.client.log_text(self.run_id, text, name))
+
+    def _write(self, name: str, write: Callable[[], None]) -> bool:
+        try:
+            write()
+        except (OSError, MlflowException) as e:
+            self.artifact_errors.append(f"{name}: {one_line(e, with_type=False)}")
+            return False
+        self.files_written += 1
+        return True
 
     def fail(self, trial: optuna.Trial, reason: str, details: str | None = None) -> None:
         """Record why the trial failed: the trial's ``fail_reason`` now, the run's tag when it closes, and
@@ -197,7 +220,7 @@ class TrialRun:
         self.reason = reason
         trial.set_user_attr(Attr.FAIL, reason)
         if details:
-            self.client.log_text(self.run_id, redact(details), "error.txt")
+            self.log_text(redact(details), "error.txt")
 
     def close(self, state: optuna.trial.TrialState) -> None:
         """Send what is queued and close the run with the status of the trial's final ``state``."""

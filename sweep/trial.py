@@ -13,6 +13,7 @@ One objective call = one trial:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import tempfile
@@ -31,6 +32,7 @@ from objectives.config import LoopCommon
 from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
+from sweep.artifacts import ArtifactWatch, unwritable
 from sweep.config import StudyFile
 from sweep.console import show_traceback, warn
 from sweep.errors import one_line, reason
@@ -83,13 +85,19 @@ class Objective:
         self.verbose = verbose  # print a failed trial's traceback
         self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
         self.runs: dict[int, TrialRun] = {}
+        self.files = ArtifactWatch()  # stops the study when trials in a row could write no file
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         sf = self.sf
         self.started()
         pause("asked")
         history: list[dict[str, float]] = []
-        run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat)  # 1.
+        try:
+            run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat)  # 1.
+        except Exception as e:
+            self._store_refused(e)
+            trial.set_user_attr(Attr.FAIL, reason(e))
+            raise
         try:
             fixed = tuple(sf.objective.weights)  # type: ignore[attr-defined]
             sampled, weights = sample(trial, sf.search, fixed)  # 2.
@@ -122,6 +130,7 @@ class Objective:
             raise
         except Exception as e:
             details = traceback.format_exc()
+            self._store_refused(e)
             run.fail(trial, reason(e), details)
             if self.verbose:
                 show_traceback(trial.number, redact(details))
@@ -136,9 +145,28 @@ class Objective:
         finally:
             if trial.number in self.runs:
                 run.flush()
-                if history:
+                if history and sf.tracking.trial_plots:  # off by default: the MLflow UI draws these curves
                     with tempfile.TemporaryDirectory() as tmp:
                         run.log_artifact(loss_curves_png(history, Path(tmp) / "loss_curves.png"))
+                self._files(trial, run)
+
+    def _store_refused(self, e: Exception) -> None:
+        """A tracking store that refused a write for lack of room or permission stops the study after this
+        trial (:meth:`sweep.artifacts.ArtifactWatch.store_failed`)."""
+        why = unwritable(e) if isinstance(e, MlflowException) else ""
+        if why:
+            self.files.store_failed(why)
+
+    def _files(self, trial: optuna.Trial, run: TrialRun) -> None:
+        """Say why a file could not be written (the trial keeps its metrics and state), and count it
+        towards stopping the study when no file can be written at all (:class:`sweep.artifacts.ArtifactWatch`)."""
+        self.files.trial_files(run.files_written, run.artifact_errors)
+        if run.artifact_errors:
+            why = "; ".join(run.artifact_errors)
+            run.set_tags({"sweep.artifact_error": why})
+            trial.set_user_attr(Attr.ARTIFACT_ERROR, why)
+            if self.files.in_a_row == 1:
+                warn(f"trial {trial.number}: could not write {why}")
 
     def _keeper(self, cfg: LoopCommon, score: Score) -> Keeper | None:
         """The checkpoint callback ``objective.checkpoint`` asks for (by default: the epoch the trial reports)."""
@@ -151,8 +179,7 @@ class Objective:
         if keeper is None:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            if keeper.save(Path(tmp) / WEIGHTS) is not None:
-                run.log_artifact(Path(tmp) / WEIGHTS)
+            if keeper.save(Path(tmp) / WEIGHTS) is not None and run.log_artifact(Path(tmp) / WEIGHTS):
                 run.set_tags({"sweep.checkpoint_epoch": keeper.epoch})
                 trial.set_user_attr(Attr.CHECKPOINT_EPOCH, keeper.epoch)
 
@@ -193,7 +220,9 @@ class Objective:
             elif Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
                 run_id = trial.user_attrs[Attr.RUN]
                 close_run(self.tracker.client, run_id, trial.state, trial.user_attrs.get(Attr.FAIL))
-            pause("closed")
-            self.tracker.trial_finished(trial, best_value(study))
         except MlflowException as e:
             warn(f"could not close trial {trial.number}'s MLflow run ({one_line(e)}); closed at the next start")
+            return
+        with contextlib.suppress(MlflowException):  # the parent's best-so-far curve misses a point
+            self.tracker.trial_finished(trial, best_value(study))
+        pause("closed")

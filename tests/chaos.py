@@ -24,7 +24,7 @@ import optuna
 
 from tests.agreement import check_agreement
 from tests.conftest import ROOT, tiny_study, write_yaml
-from tests.pgtools import database, outage, pg
+from tests.pgtools import database, outage, pg, pg_study
 
 
 def _start(path: Path, folder: Path) -> subprocess.Popen[str]:
@@ -35,7 +35,7 @@ def _start(path: Path, folder: Path) -> subprocess.Popen[str]:
 
 def _finished(url: str, n: int) -> bool:
     try:
-        study = optuna.load_study(study_name="chaos", storage=url)
+        study = pg_study("chaos", url)
     except KeyError:
         return False
     return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) >= n
@@ -66,8 +66,18 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
         errors: list[str] = []
         while not _finished(url, 1) and any(p.poll() is None for p in procs):
             time.sleep(0.5)  # kills start once trials run (before that they only hit start-up)
+        refused = 0  # processes (re)started during the outage: refused at once, restarted by the "scheduler"
         while any(p.poll() is None for p in procs):
             time.sleep(rng.uniform(2.0, 6.0))
+            for i, p in enumerate(procs):
+                if p.poll() not in (None, 0) and outage_thread is not None and not p.stderr.closed:
+                    _, err = p.communicate()
+                    if "cannot open Optuna storage" not in err or err.count("\n") != 1:  # not one line: a fault
+                        errors.append(f"rc {p.returncode}: {err[-2000:]}")
+                        continue
+                    refused += 1
+                    procs[i] = _start(path, folder)
+                    born[id(procs[i])] = time.monotonic()
             live = [p for p in procs if p.poll() is None]
             if not live:
                 break
@@ -85,6 +95,8 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
                 outage_thread = threading.Thread(target=outage, args=(db, outage_s))
                 outage_thread.start()
         for p in procs:
+            if p.stderr is None or p.stderr.closed:
+                continue  # read above
             _, err = p.communicate()
             if p.returncode != 0:
                 errors.append(f"rc {p.returncode}: {err[-2000:]}")
@@ -92,7 +104,7 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
             outage_thread.join()
         wall = time.monotonic() - start
         assert not errors, errors
-        study = optuna.load_study(study_name="chaos", storage=url)
+        study = pg_study("chaos", url)
         counts = check_agreement(study, f"sqlite:///{folder / 'mlflow.db'}", trials)
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         # Time to recover: from a kill to the failing of the trial it left (heartbeat older than grace).
@@ -105,6 +117,7 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
         return {
             **counts,
             "kills": len(killed_at),
+            "refused_during_outage": refused,
             "outage_s": outage_s,
             "failed_trials": len(failed),
             "requeued": sum("failed_trial" in t.system_attrs for t in study.trials),

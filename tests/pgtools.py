@@ -6,16 +6,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import optuna
 
 
 @contextmanager
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database for one study (so an outage hits only it); dropped after."""
-    import psycopg2
-
     name = f"sweep_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-    admin.autocommit = True
+    admin = _admin()
     admin.cursor().execute(f"CREATE DATABASE {name}")
     try:
         yield name
@@ -29,10 +29,7 @@ def database() -> Iterator[str]:
 
 def outage(database: str, seconds: float) -> None:
     """Refuse connections to ``database`` and drop the open ones, for ``seconds`` (0: one blip)."""
-    import psycopg2
-
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
-    admin.autocommit = True
+    admin = _admin()
     cur = admin.cursor()
     if seconds:
         cur.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
@@ -44,3 +41,36 @@ def outage(database: str, seconds: float) -> None:
 
 def pg(database: str) -> str:
     return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+
+
+def pg_study(name: str, url: str, wait_s: float = 120.0) -> optuna.Study:
+    """``optuna.load_study`` for a test's own look at a PostgreSQL study: no pooled connection kept
+    (``NullPool``), and a server at its connection limit (a busy shared CI database) waited for."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool})
+            return optuna.load_study(study_name=name, storage=storage)
+        except OperationalError as e:
+            if "too many" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
+
+
+def _admin(wait_s: float = 120.0) -> Any:
+    """An autocommit connection to the ``test`` database, waiting while the server is at its limit."""
+    import psycopg2
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+            admin.autocommit = True
+            return admin
+        except psycopg2.OperationalError as e:
+            if "too many" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)

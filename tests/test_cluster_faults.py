@@ -23,6 +23,7 @@ from tests.conftest import ROOT, postgres_error, run_cli, start_cli, tiny_study,
 from tests.pgtools import database as _database
 from tests.pgtools import outage as _outage
 from tests.pgtools import pg as _pg
+from tests.pgtools import pg_study
 
 # Kills in these tests: beat every second, call a process dead after 2 s without a beat.
 FAST = {"heartbeat_interval": 1, "grace_period": 2, "pruner": "none"}
@@ -204,7 +205,7 @@ def _wait_finished(url: str, name: str, n: int, proc: subprocess.Popen[str], tim
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         try:
-            study = optuna.load_study(study_name=name, storage=url)
+            study = pg_study(name, url)
             if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) >= n:
                 return
         except KeyError:
@@ -236,7 +237,7 @@ def test_a_storage_blip_and_a_short_outage_lose_nothing(tmp_path: Path) -> None:
         assert "unreachable" in err and "back after" in err
         said = ("note: Optuna storage", "worker ", "[I ", "[W ")  # each process: down once, back once per event
         assert all(line.startswith(said) for line in err.strip().splitlines()), err
-        check_agreement(optuna.load_study(study_name="blip", storage=url), f"sqlite:///{tmp_path / 'mlflow.db'}", 8)
+        check_agreement(pg_study("blip", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 8)
 
 
 @needs_postgres
@@ -265,7 +266,7 @@ def test_an_outage_past_the_retry_budget_is_one_line_and_a_rerun_recovers(tmp_pa
         assert all("unreachable for" in e or "finished trials after worker(s)" in e for e in errors), err
         again = run_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        check_agreement(optuna.load_study(study_name="out", storage=url), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
+        check_agreement(pg_study("out", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
 
 
 @needs_postgres
@@ -279,7 +280,7 @@ def test_four_machines_started_at_once_share_no_parameter_set(tmp_path: Path) ->
         procs = [start_cli("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path) for _ in range(4)]
         results = [p.communicate(timeout=300) for p in procs]
         assert [p.returncode for p in procs] == [0] * 4, [e for _, e in results]
-        study = optuna.load_study(study_name="many", storage=url)
+        study = pg_study("many", url)
         check_agreement(study, f"sqlite:///{tmp_path / 'mlflow.db'}", 12)
         assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials) == 12
         ran = [int(re.search(r"; (\d+) run now", out).group(1)) for out, _ in results]

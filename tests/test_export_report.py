@@ -107,6 +107,7 @@ def test_report_files_and_parent_artifacts(tmp_path: Path) -> None:
         "rep",
         study={"n_trials": 6, "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}},
         objective={"epochs": 4},
+        tracking={"trial_plots": True},
     )
     doc["search"]["params"]["optimizer.lr"] = {"type": "float", "low": 1e-5, "high": 1e-1, "log": True}
     path = write_yaml(tmp_path / "rep.yaml", doc)
@@ -130,7 +131,7 @@ def test_report_files_and_parent_artifacts(tmp_path: Path) -> None:
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/trials.csv", "report/weights_vs_objective.png", "report/optimization_history.html"} <= logged
     child = study.trials[0].user_attrs["mlflow_run_id"]
-    assert "loss_curves.png" in {a.path for a in client.list_artifacts(child)}
+    assert "loss_curves.png" in {a.path for a in client.list_artifacts(child)}  # tracking.trial_plots: true
 
 
 def test_ui_command(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from tests.conftest import PG_URL, postgres_error, run_cli, run_main, tiny_study, write_yaml
+from tests.pgtools import pg_study
 
 URL = PG_URL
 
@@ -26,7 +27,7 @@ def test_study_on_postgres(tmp_path: Path) -> None:
         assert first.returncode == 0, first.stderr
         again = run_main("sweep.run", str(path), "--n-trials", "3", "--no-report", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
-        study = optuna.load_study(study_name=name, storage=URL)
+        study = pg_study(name, URL)
         assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
         assert all("mlflow_run_id" in t.user_attrs for t in study.trials)
     finally:
@@ -91,7 +92,7 @@ def test_readme_postgresql_url_runs_a_study(tmp_path: Path) -> None:
     try:
         result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        study = optuna.load_study(study_name=name, storage=README_URL)
+        study = pg_study(name, README_URL)
         assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2
     finally:
         optuna.delete_study(study_name=name, storage=README_URL)

@@ -24,6 +24,7 @@ from tests.conftest import (
     wait_for_training,
     write_yaml,
 )
+from tests.pgtools import pg_study
 
 PG = PG_URL
 
@@ -78,7 +79,7 @@ def test_four_workers_on_postgres(tmp_path: Path) -> None:
         result = run_cli("sweep.run", str(path), "--workers", "4", "--no-report", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "warning" not in result.stderr and "failed" not in result.stderr
-        _assert_exact(optuna.load_study(study_name=name, storage=PG), tmp_path, 8)
+        _assert_exact(pg_study(name, PG), tmp_path, 8)
     finally:
         optuna.delete_study(study_name=name, storage=PG)
 
@@ -97,9 +98,7 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
             time.sleep(0.5)
             assert coordinator.poll() is None and time.monotonic() < deadline
             try:
-                running = optuna.load_study(study_name=name, storage=PG).get_trials(
-                    states=[optuna.trial.TrialState.RUNNING]
-                )
+                running = pg_study(name, PG).get_trials(states=[optuna.trial.TrialState.RUNNING])
             except KeyError:
                 continue
             if len(running) == 3 and all("mlflow_run_id" in t.user_attrs for t in running):
@@ -111,7 +110,7 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
         assert coordinator.returncode == 0, err
         assert "exited with code -9" in err
 
-        study = optuna.load_study(study_name=name, storage=PG)
+        study = pg_study(name, PG)
         finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         states = [(t.number, t.state.name, t.system_attrs.get("failed_trial")) for t in study.trials]
