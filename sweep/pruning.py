@@ -32,7 +32,7 @@ _READ_ONLY = (optuna.pruners.MedianPruner, optuna.pruners.NopPruner, optuna.prun
 def decides_in_process(pruner: optuna.pruners.BasePruner) -> bool:
     """Whether ``pruner`` only reads the study (so a cached view decides as it would)."""
     if isinstance(pruner, optuna.pruners.PatientPruner):
-        inner = pruner._wrapped_pruner  # noqa: SLF001 - Optuna exposes no getter for the wrapped pruner
+        inner = pruner._wrapped_pruner  # Optuna exposes no getter for the wrapped pruner
         return inner is None or decides_in_process(inner)
     return isinstance(pruner, _READ_ONLY)
 
@@ -50,9 +50,7 @@ class CompletedView:
     def refresh(self) -> None:
         self._complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
-    def get_trials(
-        self, deepcopy: bool = True, states: Container[TrialState] | None = None
-    ) -> Sequence[FrozenTrial]:
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> Sequence[FrozenTrial]:
         if states is not None and any(s not in (TrialState.COMPLETE,) for s in states):  # pragma: no cover
             raise NotImplementedError("the pruning view holds COMPLETE trials only")
         return list(self._complete)

@@ -20,7 +20,7 @@ import functools
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -137,6 +137,18 @@ class ResilientStorage(optuna.storages.RDBStorage):
                         _say(f"Optuna storage back after {time.monotonic() - self._down_since:.1f} s")
                     self._down_since, self._given_up = None, False
             return result
+
+    def set_trial_intermediate_values(self, trial_id: int, values: Mapping[int, float]) -> None:
+        """Several steps' intermediate values in one transaction (:class:`sweep.pruning.Reports`); a
+        retry after a lost answer writes the same rows again (an existing step is updated)."""
+        self._call("set_trial_intermediate_values", self._in_one_transaction, trial_id, values)
+
+    def _in_one_transaction(self, trial_id: int, values: Mapping[int, float]) -> None:
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(self.scoped_session, True) as session:
+            for step, value in values.items():
+                self._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
 
     def record_heartbeat(self, trial_id: int) -> None:
         """Beat (retried like any call); never raises: Optuna beats from a thread whose exception would

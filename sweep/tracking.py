@@ -134,7 +134,13 @@ class TrialRun:
         self._last_flush = time.monotonic()
 
     @classmethod
-    def open(cls, tracker: Tracker, trial: optuna.Trial, beat: optuna.storages.RDBStorage | None = None) -> TrialRun:
+    def open(
+        cls,
+        tracker: Tracker,
+        trial: optuna.Trial,
+        beat: optuna.storages.RDBStorage | None = None,
+        storage_id: int | None = None,
+    ) -> TrialRun:
         """Beat once, then create the trial's child run and link it both ways.
 
         Optuna's heartbeat thread writes its first beat concurrently with the objective; a worker
@@ -142,7 +148,7 @@ class TrialRun:
         here, synchronously, before the run exists makes every trial with a run recoverable.
         """
         if beat is not None and beat.heartbeat_interval:
-            beat.record_heartbeat(trial_id(beat, trial.study, trial.number))
+            beat.record_heartbeat(storage_id if storage_id is not None else trial_id(beat, trial.study, trial.number))
         pause("beat")
         run = tracker.client.create_run(
             tracker.experiment_id,

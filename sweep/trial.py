@@ -38,10 +38,11 @@ from sweep.console import show_traceback, warn
 from sweep.errors import one_line, reason
 from sweep.faultpoints import pause
 from sweep.interrupts import Interrupts
+from sweep.pruning import Reports
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
-from sweep.storage import WEIGHTS, Attr, best_value
+from sweep.storage import WEIGHTS, Attr, best_value, trial_id
 from sweep.tracking import Tracker, TrialRun, close_run
 from sweep.urls import redact
 
@@ -92,8 +93,10 @@ class Objective:
         self.started()
         pause("asked")
         history: list[dict[str, float]] = []
+        reports: Reports | None = None
         try:
-            run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat)  # 1.
+            tid = trial_id(self.beat, trial.study, trial.number) if self.beat is not None else None
+            run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat, tid)  # 1.
         except Exception as e:
             self._store_refused(e)
             trial.set_user_attr(Attr.FAIL, reason(e))
@@ -105,7 +108,9 @@ class Objective:
             run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
             score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
             keeper = self._keeper(cfg, score)
-            report = self._reporter(trial, run, history, score)
+            if self.beat is not None and tid is not None and not sf.study.multi_objective:  # no pruning otherwise
+                reports = Reports(trial, self.beat, tid)
+            report = self._reporter(trial, run, history, score, reports)
             problem = self.problems.get(cfg)
             try:
                 with warnings.catch_warnings(), self.interrupts.training():
@@ -143,9 +148,11 @@ class Objective:
                     torch.cuda.empty_cache()
             raise
         finally:
+            if reports is not None:
+                reports.flush()  # every epoch's value stored before Optuna records the trial's end
             if trial.number in self.runs:
                 run.flush()
-                if history and sf.tracking.trial_plots:  # off by default: the MLflow UI draws these curves
+                if history:  # tracking.trial_plots (off by default: the MLflow UI draws these curves)
                     with tempfile.TemporaryDirectory() as tmp:
                         run.log_artifact(loss_curves_png(history, Path(tmp) / "loss_curves.png"))
                 self._files(trial, run)
@@ -184,19 +191,29 @@ class Objective:
                 trial.set_user_attr(Attr.CHECKPOINT_EPOCH, keeper.epoch)
 
     def _reporter(
-        self, trial: optuna.Trial, run: TrialRun, history: list[dict[str, float]], score: Score
+        self,
+        trial: optuna.Trial,
+        run: TrialRun,
+        history: list[dict[str, float]],
+        score: Score,
+        reports: Reports | None,
     ) -> Callable[[int, Mapping[str, float]], None]:
         target = self.sf.study.metric[0]
         can_prune = not self.sf.study.multi_objective
+        plots = self.sf.tracking.trial_plots
 
         def report(epoch: int, metrics: Mapping[str, float]) -> None:
-            history.append(dict(metrics))
+            if plots:
+                history.append(dict(metrics))
             with self.interrupts.shielded():  # database writes: an interrupt waits for their end
                 run.log_epoch(epoch, metrics)
                 prune = False
                 if can_prune:
-                    trial.report(metrics[target], epoch)
-                    prune = trial.should_prune()
+                    if reports is not None:  # queued, written in batches; pruning decided in process
+                        prune = reports.report(metrics[target], epoch)
+                    else:
+                        trial.report(metrics[target], epoch)
+                        prune = trial.should_prune()
                     if prune:
                         run.set_tags({"sweep.pruned_at_epoch": epoch})
             if prune:
