@@ -33,6 +33,7 @@ from sweep.recovery import DeadTrials, agree
 from sweep.report import write_report
 from sweep.samplers import SeededAtFirstTrial, build_pruner, build_sampler
 from sweep.space import grid_space, resolve
+from sweep.sqlite import use_wal
 from sweep.storage import (
     Attr,
     count_finished,
@@ -173,6 +174,7 @@ def open_session(
     if root is not None:  # a full or read-only artifact store: refused now, not trial after trial
         check_artifact_space(root, weights_bytes(sf, problems))
     url = storage_url(sf.study.storage)
+    use_wal()  # SQLite commits without an fsync each (sweep.sqlite)
     dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
     beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
     rdb = open_storage(url, beat, sf.study.storage_retry)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -62,6 +64,9 @@ def test_run_resume_and_agree(tmp_path: Path) -> None:
     study, client, _, runs = load(tmp_path, "tiny")
     assert len(study.trials) == 3
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for db in (tmp_path / ".sweep" / "optuna.db", tmp_path / "mlflow.db"):  # commits without fsync (sweep.sqlite)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",), db
     assert_agree(study, client, runs)
     for trial in study.trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
