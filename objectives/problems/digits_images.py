@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, 
 
 from objectives.helpers import accuracy
 from objectives.problems.base import Builtin, Problem, Task
-from objectives.problems.common import cross_entropy
+from objectives.problems.common import cross_entropy, digits_array
 from objectives.problems.images import ImageFolderDataset, TwoHeadCNN, is_complete, upscale_digits, write_png_folder
 
 N_DIGITS = 1797  # images in scikit-learn's bundled digits
@@ -57,10 +57,9 @@ def digits_png(cache_dir: str | None, size: int) -> Path:
     folder = cache_root(cache_dir) / f"digits_png_{size}"
     if is_complete(folder):
         return folder
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    return write_png_folder(upscale_digits(data.images, size), data.target.tolist(), folder)
+    data = digits_array()
+    images, labels = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+    return write_png_folder(upscale_digits(images, size), labels.tolist(), folder)
 
 
 def parity(digit: int) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -357,3 +359,24 @@ def test_builtin_serves_any_loop_that_trains_its_kind():
     assert check_problem("linear_pair", {}, "my_loop", Problem) == ()
     with pytest.raises(ProblemError, match="built-ins for my_loop are digits_codes"):
         check_problem("linear_pair", {}, "my_loop", CoupledProblem)
+
+
+def test_digits_read_without_sklearn_equal_load_digits() -> None:
+    """The bundled CSV read directly is exactly what scikit-learn's loader returns."""
+    from sklearn.datasets import load_digits
+
+    from objectives.problems.common import digits, digits_array
+
+    reference = load_digits()
+    data = digits_array()
+    assert (data[:, :-1] == reference.data).all() and (data[:, -1] == reference.target).all()
+    x, y = digits()
+    assert torch.equal(x, torch.tensor(reference.data, dtype=torch.float32) / 16.0)
+    assert torch.equal(y, torch.tensor(reference.target, dtype=torch.long))
+    assert (data[:, :-1].reshape(-1, 8, 8) == reference.images).all()
+
+
+def test_a_run_of_a_digits_problem_does_not_import_sklearn() -> None:
+    code = "import sys; from objectives.problems.common import digits; digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
