@@ -176,11 +176,12 @@ class TrialRun:
         # Every setting that shaped the trial (flattened config), the sampled values as Optuna stored them.
         params = {**flatten(config), **trial.params}
         items = [Param(k, redact_setting(k, v)[:_MAX_PARAM]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
+        last = max(0, (len(items) - 1) // 100 * 100)  # MLflow takes 100 params a call; tags ride on the last
+        for i in range(0, last, 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self.client.log_batch(self.run_id, params=items[last:], tags=_tags(tags))
         shown = redact_tree(dict(config))  # a credential in a user problem's options is not recorded
         self.log_text(yaml.safe_dump(shown, sort_keys=False), "config.yaml")
-        self.set_tags(tags)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Queue one epoch's metrics; send the queue when it is older than ``flush_every_s``."""
