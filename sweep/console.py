@@ -82,9 +82,10 @@ class Progress:
         )
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state in FINISHED:
-            self.bar.update(1)
+        if trial.state in FINISHED:  # from the storage: other processes may finish trials too
+            self.bar.n = min(count_finished(study), self.bar.total)
         self._show_best(study)
+        self.bar.refresh()
         if trial.state == optuna.trial.TrialState.FAIL:
             first = str(trial.user_attrs.get(Attr.FAIL, "?")).splitlines()[0]
             tqdm.write(f"trial {trial.number} failed: {first}", file=sys.stderr)

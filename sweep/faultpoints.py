@@ -4,7 +4,8 @@
 ``<name>.paused`` (holding its pid) in ``SWEEP_PAUSE_DIR`` (default: the working directory) and sleep
 until it is killed, or until the test creates ``<name>.go`` there (to change the world at that
 instant, e.g. fill a disk, and let the process go on); other processes (the worker's siblings, a
-re-run) pass on. Nothing else reads these variables; unset (always, outside the fault tests) a
+re-run) pass on; with ``SWEEP_PAUSE_IN=workers`` only the processes ``--workers`` started pause. Nothing
+else reads these variables; unset (always, outside the fault tests) a
 pause point costs one dictionary lookup.
 
 The points, in the order a trial passes them:
@@ -29,6 +30,8 @@ def pause(name: str) -> None:
     """Stop here (until killed, or until ``<name>.go`` exists) when ``SWEEP_PAUSE_AT`` names this point."""
     if os.environ.get("SWEEP_PAUSE_AT") != name:
         return
+    if os.environ.get("SWEEP_PAUSE_IN") == "workers" and not os.environ.get("SWEEP_WORKER_GATE"):
+        return  # only the processes --workers started pause (not the coordinator, which trains too)
     folder = Path(os.environ.get("SWEEP_PAUSE_DIR", "."))
     try:
         fd = os.open(folder / f"{name}.paused", os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -46,8 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         default="1",
-        help="worker processes on the study's storage (default 1; 'auto' = one per visible GPU). Several "
-        "machines: run the same command on each against a shared postgresql:// storage",
+        help="processes training trials on the study's storage, this one included (default 1; 'auto' = one per "
+        "visible GPU). Several machines: run the same command on each against a shared postgresql:// storage",
     )
     p.add_argument(
         "--devices",
@@ -138,6 +138,11 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
             "note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)", file=sys.stderr
         )
     source_text = read_study_text(args.study_file)
+    if args.worker is not None:
+        from sweep.workers import wait_at_gate
+
+        if not wait_at_gate(interrupts):  # the coordinator's checks failed (it says why) or Ctrl-C
+            return EXIT_INTERRUPTED if interrupts.requested else EXIT_OK
     try:
         if workers > 1 and args.worker is None:
             outcome = run_workers(
@@ -151,6 +156,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
                 report=not args.no_report,
                 interrupts=interrupts,
                 allow_changes=args.allow_changes,
+                verbose=args.verbose,
             )
         else:
             outcome = run_study(

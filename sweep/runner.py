@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,15 @@ class Session:
     storage: str
     problems: ProblemCache
     rdb: optuna.storages.RDBStorage
+
+
+@dataclass
+class Others:
+    """What the other processes of a ``--workers`` run did (:func:`sweep.workers.run_workers`)."""
+
+    ran: int = 0
+    failed: int = 0
+    incomplete: str = ""  # why the study is short of n_trials because some of them died
 
 
 @dataclass
@@ -229,6 +239,8 @@ def run_study(
     interrupts: Interrupts | None = None,
     worker: int | None = None,
     allow_changes: bool = False,
+    session: Session | None = None,
+    others: Callable[[Progress], Others] | None = None,
 ) -> Outcome:
     """Run (or resume) a study until it has ``study.n_trials`` finished trials (or times out).
 
@@ -243,7 +255,7 @@ def run_study(
         SweepError: storage or tracking cannot be opened, the stored study does not match, or the
             storage stayed unreachable longer than ``study.storage_retry``.
     """
-    session = open_session(sf, source, source_text, worker or 0, allow_changes)
+    session = session or open_session(sf, source, source_text, worker or 0, allow_changes)
     study = session.study
     interrupts = interrupts or Interrupts()
     say = None if worker is not None else (lambda line: print(f"note: {line}", file=sys.stderr))
@@ -267,7 +279,8 @@ def run_study(
         raise
     finally:
         claims.release()
-        bar.close()
+        if others is None:
+            bar.close()
         interrupted = interrupted or interrupts.requested
         if worker is None and error:
             with contextlib.suppress(Exception):  # the storage is down: the parent closes FAILED
@@ -279,13 +292,20 @@ def run_study(
             f"{count_finished(study)} of {sf.study.n_trials} finished (each failed run's error.txt in MLflow "
             "has the traceback; or re-run with --verbose)"
         )
+    ran, failed = claims.ran, claims.failed
+    if others is not None:  # the processes started beside this one (sweep.workers): wait for them
+        them = others(bar)
+        bar.close()
+        ran, failed = ran + them.ran, failed + them.failed
+        interrupted = interrupted or interrupts.requested
+        incomplete = incomplete or them.incomplete
     if worker is None:
         try:
             finish(session, sf, report, interrupted, failed=bool(incomplete))
         except MlflowException:
             if not objective.files.store_error:
                 raise  # else: the store refused again; the next start closes what is left open
-    return Outcome(study, session.tracker, session.storage, claims.ran, interrupted, incomplete, failed=claims.failed)
+    return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed=failed)
 
 
 def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> None:

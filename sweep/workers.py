@@ -1,9 +1,10 @@
 """``--workers N``: several processes on one study's storage (Optuna's own distributed mode).
 
-The coordinator (this process) creates the study and its parent run, starts the workers (``python -m
-sweep.run ... --worker i``), spreads them over GPUs, forwards Ctrl-C and SIGTERM, shows progress from
-the storage and writes the report when they are done. Each worker claims trials until the study has
-``n_trials`` finished (:class:`sweep.claims.Claims`), topping up whatever a dead sibling lost.
+The coordinator (this process) starts ``N - 1`` workers (``python -m sweep.run ... --worker i``) first,
+so their start-up overlaps its own, spreads them over GPUs, creates the study and its parent run,
+runs trials itself, forwards Ctrl-C and SIGTERM, shows progress from the storage and writes the report
+when all are done. Each process claims trials until the study has ``n_trials`` finished
+(:class:`sweep.claims.Claims`), topping up whatever a dead sibling lost.
 
 Workers die with their coordinator: each watches its parent process (:func:`watch_parent`) and stops
 as if interrupted when the coordinator is gone (killed with SIGKILL, its terminal closed).
@@ -21,13 +22,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sweep.config import StudyFile
-from sweep.console import Progress, warn
 from sweep.errors import SweepError
 from sweep.interrupts import Interrupts
-from sweep.runner import Outcome, finish, open_session
-from sweep.storage import count_finished
+
+if TYPE_CHECKING:
+    from sweep.config import StudyFile
+    from sweep.console import Progress
+    from sweep.runner import Outcome
 
 
 def watch_parent(interval: float = 0.5) -> None:
@@ -84,56 +87,114 @@ def run_workers(
     report: bool = True,
     interrupts: Interrupts | None = None,
     allow_changes: bool = False,
+    verbose: bool = False,
 ) -> Outcome:
-    """Run a study with ``workers`` processes on its storage.
+    """Run a study with ``workers`` processes on its storage: this one and ``workers - 1`` more.
 
-    Each worker runs in its own session so one Ctrl-C reaches it once, through here; ``devices`` are
-    handed out round robin as each worker's CUDA_VISIBLE_DEVICES.
+    1. The others start first, each in its own session (one Ctrl-C reaches it once, through here),
+       with ``devices`` handed out round robin as CUDA_VISIBLE_DEVICES (this process takes the first).
+       They import what they need while this process checks the study and opens it, then wait at a
+       gate (:func:`wait_at_gate`): opened when the study is open, closed (they exit quietly) when
+       the checks failed, so an error is said once.
+    2. This process runs trials too (no process sits idle), forwarding Ctrl-C and SIGTERM to the
+       others, then waits for them and finishes the study (report, parent run).
     """
+    from sweep.console import warn
+    from sweep.runner import Others, open_session, run_study
+    from sweep.storage import count_finished
+
     interrupts = interrupts or Interrupts()
-    session = open_session(sf, source, source_text, 0, allow_changes)
-    study = session.study
-    procs: list[tuple[int, subprocess.Popen]] = []
+    if devices and "torch" in sys.modules and not sys.modules["torch"].cuda.is_initialized():
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]  # this process is worker 0 (before CUDA starts)
     counts = Path(tempfile.mkdtemp(prefix="sweep-workers-"))
-    for i in range(workers):
-        env = dict(os.environ, SWEEP_WORKER_COUNT_FILE=str(counts / f"{i}"))
+    gate = counts / "gate"
+    procs: list[tuple[int, subprocess.Popen]] = []
+    for i in range(1, workers):
+        env = dict(os.environ, SWEEP_WORKER_COUNT_FILE=str(counts / f"{i}"), SWEEP_WORKER_GATE=str(gate))
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
         command = [sys.executable, "-m", "sweep.run", str(source), "--worker", str(i), *passthrough]
         procs.append((i, subprocess.Popen(command, env=env, start_new_session=True)))
-    bar = Progress(study, sf.study.n_trials, progress)
-    forwarded = False
     try:
-        while any(p.poll() is None for _, p in procs):
-            if interrupts.requested and not forwarded:
-                forwarded = True
-                _signal_all(procs)
-            time.sleep(1.0)
-            with contextlib.suppress(SweepError):  # the storage is down: the workers say so
-                bar.refresh(study)
-    except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once
-        _signal_all(procs)
+        session = open_session(sf, source, source_text, 0, allow_changes)
+    except BaseException:
+        _open_gate(gate, "stop")
         for _, p in procs:
             p.wait()
-    bar.refresh(study)
-    bar.close()
-    failed = [i for i, p in procs if p.returncode not in (0, 130, -signal.SIGINT, -signal.SIGTERM)]
-    for i, p in procs:
-        if i in failed:
-            warn(f"worker {i} exited with code {p.returncode}")
-    tallies = [[int(n) for n in f.read_text().split()] for f in counts.iterdir()]
-    ran, failed_trials = sum(t[0] for t in tallies if t), sum(t[1] for t in tallies if t)
-    shutil.rmtree(counts, ignore_errors=True)
-    interrupted = interrupts.requested
-    incomplete = ""
-    finished = count_finished(study)
-    if failed and not interrupted and finished < sf.study.n_trials:
-        incomplete = (
-            f"the study has {finished} of {sf.study.n_trials} finished trials after worker(s) "
-            f"{', '.join(map(str, failed))} failed: run the same command again to add the rest"
-        )
-    finish(session, sf, report, interrupted, failed=bool(incomplete))
-    return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed_trials)
+        shutil.rmtree(counts, ignore_errors=True)
+        raise
+    _open_gate(gate, "go")
+    forwarder = threading.Thread(target=_forward, args=(interrupts, procs), name="sweep-forward", daemon=True)
+    forwarder.start()
+
+    def others(bar: Progress) -> Others:
+        try:
+            while any(p.poll() is None for _, p in procs):
+                time.sleep(0.5)
+                with contextlib.suppress(SweepError):  # the storage is down: the workers say so
+                    bar.refresh(session.study)
+        except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once
+            _signal_all(procs)
+            for _, p in procs:
+                p.wait()
+        with contextlib.suppress(SweepError):
+            bar.refresh(session.study)
+        dead = [i for i, p in procs if p.returncode not in (0, 130, -signal.SIGINT, -signal.SIGTERM)]
+        for i, p in procs:
+            if i in dead:
+                warn(f"worker {i} exited with code {p.returncode}")
+        tallies = [[int(n) for n in f.read_text().split()] for f in counts.iterdir() if f.name != "gate"]
+        shutil.rmtree(counts, ignore_errors=True)
+        finished = count_finished(session.study)
+        incomplete = ""
+        if dead and not interrupts.requested and finished < sf.study.n_trials:
+            incomplete = (
+                f"the study has {finished} of {sf.study.n_trials} finished trials after worker(s) "
+                f"{', '.join(map(str, dead))} failed: run the same command again to add the rest"
+            )
+        return Others(sum(t[0] for t in tallies if t), sum(t[1] for t in tallies if t), incomplete)
+
+    return run_study(
+        sf,
+        source,
+        source_text,
+        progress=progress,
+        verbose=verbose,
+        report=report,
+        interrupts=interrupts,
+        allow_changes=allow_changes,
+        session=session,
+        others=others,
+    )
+
+
+def wait_at_gate(interrupts: Interrupts) -> bool:
+    """In a worker: wait until the coordinator has opened the study (``True``) or failed its checks
+    (``False``: it says why; the worker exits quietly). No gate (a worker started by hand): go."""
+    gate = os.environ.get("SWEEP_WORKER_GATE")
+    if not gate:
+        return True
+    path = Path(gate)
+    while not interrupts.requested:
+        if path.exists():
+            return path.read_text() == "go"
+        time.sleep(0.05)
+    return False
+
+
+def _open_gate(gate: Path, word: str) -> None:
+    tmp = gate.with_suffix(".tmp")
+    tmp.write_text(word)
+    tmp.replace(gate)  # atomic: a worker never reads half a word
+
+
+def _forward(interrupts: Interrupts, procs: list[tuple[int, subprocess.Popen]]) -> None:
+    """Pass the coordinator's Ctrl-C or SIGTERM on to the workers, once, as soon as it comes."""
+    while any(p.poll() is None for _, p in procs):
+        if interrupts.requested:
+            _signal_all(procs)
+            return
+        time.sleep(0.1)
 
 
 def _signal_all(procs: list[tuple[int, subprocess.Popen]]) -> None:

@@ -69,6 +69,14 @@ def crashes(seed: int) -> Problem:
     return Problem(make_model=lambda: _Crashes(4, 1), a=_task(g), b=_task(g))
 
 
+def crashes_in_workers(seed: int) -> Problem:
+    """:func:`crashes`, in the processes ``--workers`` starts only (the coordinator trains normally)."""
+    if os.environ.get("SWEEP_WORKER_GATE"):
+        return crashes(seed)
+    g = torch.Generator().manual_seed(seed)
+    return Problem(make_model=lambda: nn.Linear(4, 1), a=_task(g), b=_task(g))
+
+
 def empty(seed: int, which: str = "a_train") -> Problem:
     """A problem whose ``which`` split (``a_train``, ``b_val``...) has no samples: a Dataset of length 0."""
     g = torch.Generator().manual_seed(seed)

@@ -97,11 +97,12 @@ def test_a_rerun_within_the_grace_period_waits_for_the_dead_trial(
 def test_a_worker_lost_between_trials_is_topped_up_by_the_living(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--workers 2, one worker SIGKILLed between two trials (it holds no trial): the other runs the rest;
-    the coordinator reports the dead worker and exits 0 with exactly n_trials finished."""
+    """--workers 2, the worker SIGKILLed between two trials (it holds no trial): the coordinator (which
+    trains too) runs the rest, reports the dead worker and exits 0 with exactly n_trials finished."""
     study_cfg = {"n_trials": 6, "heartbeat_interval": 1, "grace_period": 30, "pruner": "none"}
     path = write_yaml(tmp_path / "w.yaml", tiny_study("w", study=study_cfg))
     marker = _paused(monkeypatch, tmp_path, "closed")
+    monkeypatch.setenv("SWEEP_PAUSE_IN", "workers")  # the worker pauses, the coordinator trains on
     coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
     try:
         _wait_for(marker, coordinator)
@@ -179,7 +180,7 @@ def test_workers_die_with_a_killed_coordinator_and_a_rerun_finishes(tmp_path: Pa
             assert coordinator.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
         workers = _worker_pids(coordinator.pid)
-        assert len(workers) == 2
+        assert len(workers) == 1  # --workers 2: the coordinator and one more
         coordinator.kill()
         coordinator.communicate()
         assert _gone(workers), "workers outlived their coordinator"

@@ -60,7 +60,7 @@ def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     ran = [int(n) for n in re.findall(r"worker \d: (\d+) trial\(s\) run", result.stderr)]
-    assert len(ran) == 2 and sum(ran) == 5, result.stderr  # each claims trials until the study is done
+    assert len(ran) == 1 and ran[0] < 5, result.stderr  # the worker beside the coordinator, which trains too
     assert "(5 complete, 0 pruned, 0 failed; 5 run now by this command)" in result.stdout
     study = optuna.load_study(study_name="local-workers", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
     _assert_exact(study, tmp_path, 5)
@@ -129,23 +129,26 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
         optuna.delete_study(study_name=name, storage=PG)
 
 
-def test_workers_that_all_crash_fail_the_run(tmp_path: Path) -> None:
-    """Every worker dies (none left to top up): the coordinator says how short the study is, exits 1,
-    and closes the parent run FAILED; the trials stay in storage for a re-run to pick up."""
-    doc = tiny_study("crash", study={"n_trials": 3, "pruner": "none"})
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:crashes"}
+def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path) -> None:
+    """The worker beside the coordinator dies at its first trial (a segfault as the coordinator sees it):
+    the coordinator says so, fails its trial once stale, runs the rest and exits 0 with n_trials finished."""
+    study_cfg = {"n_trials": 3, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
+    doc = tiny_study("crash", study=study_cfg, objective={"epochs": 30})
+    doc["objective"]["problem"] = {"name": "tests.fault_problems:crashes_in_workers"}
     path = write_yaml(tmp_path / "c.yaml", doc)
     result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
-    assert result.returncode == 1, result.stderr
-    assert "worker 0 exited with code 3" in result.stderr and "worker 1 exited with code 3" in result.stderr
-    assert "error: the study has 0 of 3 finished trials after worker(s) 0, 1 failed" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "warning: worker 1 exited with code 3" in result.stderr
+    study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = client.search_runs([client.get_experiment_by_name("crash").experiment_id], "tags.`sweep.role` = 'parent'")
-    assert [r.info.status for r in parent] == ["FAILED"]
+    assert [r.info.status for r in parent] == ["FINISHED"]
 
 
 def test_ctrl_c_reaches_every_worker(tmp_path: Path) -> None:
-    """SIGINT to the coordinator of --workers 2: it is forwarded, both running trials end FAIL/FAILED,
+    """SIGINT to the coordinator of --workers 2: it is forwarded, both running trials (the coordinator's
+    and its worker's) end FAIL/FAILED,
     the parent run KILLED, the coordinator exits 130 with no worker left (resuming: the single-process test)."""
     doc = tiny_study("ctrlc-workers", study={"n_trials": 2, "pruner": "none", **CALM}, objective={"epochs": 20000})
     path = write_yaml(tmp_path / "c.yaml", doc)
@@ -154,7 +157,7 @@ def test_ctrl_c_reaches_every_worker(tmp_path: Path) -> None:
         wait_for_training(coordinator, tmp_path, 2)  # both workers are training
         workers = subprocess.run(["pgrep", "-P", str(coordinator.pid)], capture_output=True, text=True)
         pids = [int(p) for p in workers.stdout.split()]
-        assert len(pids) == 2
+        assert len(pids) == 1  # --workers 2: the coordinator trains too
         err, took = interrupt(coordinator)
     finally:
         if coordinator.poll() is None:
