@@ -68,17 +68,26 @@ def _key(study_name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"sweep:{study_name}".encode()).digest()[:8], "big", signed=True)
 
 
+class Held:
+    """What :func:`study_lock` says when it lets go: whether the lock was still ours (a server lock dies
+    with its connection: a storage blip while it was held let another process claim meanwhile)."""
+
+    kept = True
+
+
 @contextlib.contextmanager
-def study_lock(engine: Any, url: str, study_name: str) -> Iterator[None]:
+def study_lock(engine: Any, url: str, study_name: str) -> Iterator[Held]:
     """Hold the lock that serialises trial claims on one study, for every process on ``url``.
 
     ``engine`` is the storage's SQLAlchemy engine (``RDBStorage.engine``). A lock on a server is tied
-    to its connection: a process that dies (or loses its connection) releases it at once.
+    to its connection: a process that dies (or loses its connection) releases it at once; the
+    :class:`Held` yielded says, once the lock is let go, whether it was held to the end.
     """
+    held = Held()
     path = sqlite_path(url)
     if url.startswith("sqlite"):
         if path is None:  # in memory: one process
-            yield
+            yield held
             return
         import fcntl
 
@@ -86,7 +95,7 @@ def study_lock(engine: Any, url: str, study_name: str) -> Iterator[None]:
         with open(Path(f"{path}.claim.lock"), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                yield held
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return
@@ -102,15 +111,17 @@ def study_lock(engine: Any, url: str, study_name: str) -> Iterator[None]:
             conn.execute(text("SELECT GET_LOCK(:n, -1)"), {"n": name})
             release = (text("SELECT RELEASE_LOCK(:n)"), {"n": name})
         else:  # another database: no shared lock; a study may end a trial or two past n_trials
-            yield
+            yield held
             return
         conn.commit()
         try:
-            yield
+            yield held
         finally:
-            with contextlib.suppress(Exception):  # a dead connection released the lock already
-                conn.execute(*release)
+            try:  # true: it was ours to the end; false, or a dead connection: it was lost meanwhile
+                held.kept = bool(conn.execute(*release).scalar())
                 conn.commit()
+            except Exception:
+                held.kept = False
 
 
 class Claims:
@@ -132,11 +143,14 @@ class Claims:
         interrupts: Interrupts,
         say: Callable[[str], None] | None = None,
         halt: Callable[[], bool] = lambda: False,
+        retry: Callable[[str, Callable[[], Any]], Any] = lambda _name, work: work(),
     ) -> None:
         self.study, self.engine, self.url, self.target = study, engine, url, target
         self.interval, self.interrupts, self.say = interval, interrupts, say
         self.halt = halt  # a reason of the caller's to start no more trials (sweep.artifacts.ArtifactWatch)
+        self.retry = retry  # database work retried through outages (sweep.resilient.ResilientStorage.retrying)
         self.ran = self.failed = 0
+        self._lock: Held | None = None  # the lock of the current claim, until released
         self.gave_up = False  # stopped because target trials of this run failed
         self._held = contextlib.ExitStack()
 
@@ -144,14 +158,7 @@ class Claims:
         """Decide under the lock; ``True``: start a trial (the lock stays held until :meth:`release`)."""
         said = False
         while not self.interrupts.requested:
-            self._held.enter_context(study_lock(self.engine, self.url, self.study.study_name))
-            try:
-                fail_stale_trials(self.study)  # dead processes' trials: failed, re-queued
-                now = census(self.study)
-                decision = now.decide(self.target)
-            except BaseException:
-                self.release()
-                raise
+            now, decision = self.retry("claim", self._decide)
             if decision == "run":
                 return True
             self.release()
@@ -166,9 +173,39 @@ class Claims:
             time.sleep(min(self.interval, 1.0))
         return False
 
-    def release(self) -> None:
-        """Let other processes claim (called when the claimed trial exists)."""
+    def _decide(self) -> tuple[Census, str]:
+        """Take the lock, then count: the lock stays held when the answer is "run" (see :meth:`claim`)."""
+        self._lock = self._held.enter_context(study_lock(self.engine, self.url, self.study.study_name))
+        try:
+            fail_stale_trials(self.study)  # dead processes' trials: failed, re-queued
+            now = census(self.study)
+            return now, now.decide(self.target)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self, number: int | None = None) -> bool:
+        """Let other processes claim (called with its number when the claimed trial exists).
+
+        Returns:
+            Whether trial ``number`` is still wanted: ``False`` only when the lock was lost while held
+            (a storage blip dropped its connection), another process claimed meanwhile, and the other
+            trials finished or running already make ``target`` — the caller fails this one rather than
+            train one too many. Only a process that lost its lock asks, so of two racing claims the
+            one whose lock held trains.
+        """
+        lock, self._lock = self._lock, None
         self._held.close()
+        if number is None or lock is None or lock.kept:
+            return True
+
+        def wanted() -> bool:
+            trials = self.study.get_trials(deepcopy=False)
+            finished = sum(t.state in FINISHED for t in trials)
+            others = sum(t.state == optuna.trial.TrialState.RUNNING and t.number != number for t in trials)
+            return finished + others < self.target
+
+        return self.retry("recount", wanted)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.ran += 1

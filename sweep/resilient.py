@@ -138,6 +138,11 @@ class ResilientStorage(optuna.storages.RDBStorage):
                     self._down_since, self._given_up = None, False
             return result
 
+    def retrying(self, name: str, work: Callable[[], Any]) -> Any:
+        """Run ``work`` (database work of ours outside Optuna's calls, e.g. taking the claims lock) with
+        the retries of a storage call."""
+        return self._call(name, work)
+
     def set_trial_intermediate_values(self, trial_id: int, values: Mapping[int, float]) -> None:
         """Several steps' intermediate values in one transaction (:class:`sweep.pruning.Reports`); a
         retry after a lost answer writes the same rows again (an existing step is updated)."""

@@ -262,7 +262,15 @@ def run_study(
     interval = sf.study.heartbeat_interval
     objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose)
     claims = Claims(
-        study, session.rdb.engine, session.storage, sf.study.n_trials, interval, interrupts, say, objective.files.stop
+        study,
+        session.rdb.engine,
+        session.storage,
+        sf.study.n_trials,
+        interval,
+        interrupts,
+        say,
+        halt=objective.files.stop,
+        retry=session.rdb.retrying,
     )
     objective.started = claims.release
     bar = Progress(study, sf.study.n_trials, progress and worker is None)

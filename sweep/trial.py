@@ -47,6 +47,10 @@ from sweep.tracking import Tracker, TrialRun, close_run
 from sweep.urls import redact
 
 
+class SurplusTrial(RuntimeError):
+    """A trial claimed beside another during a storage blip, one more than the study needs."""
+
+
 @dataclass
 class ProblemCache:
     """Built problems by (name, options, data seed, device): data goes to the device once per run."""
@@ -79,7 +83,7 @@ class Objective:
         interrupts: Interrupts,
         beat: optuna.storages.RDBStorage | None = None,
         verbose: bool = False,
-        started: Callable[[], None] = lambda: None,
+        started: Callable[[int], bool] = lambda _number: True,
     ) -> None:
         self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
         self.started = started  # called once the trial exists (sweep.claims.Claims.release)
@@ -90,7 +94,13 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         sf = self.sf
-        self.started()
+        if not self.started(trial.number):
+            why = (
+                "not needed: its claim was lost in a storage blip while another process claimed, and the "
+                "study has its n_trials without it"
+            )
+            trial.set_user_attr(Attr.FAIL, why)
+            raise SurplusTrial(why)
         pause("asked")
         history: list[dict[str, float]] = []
         reports: Reports | None = None

@@ -56,7 +56,7 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
             "pruner": "none",
         }
         doc = tiny_study("chaos", study=study_cfg)
-        doc["objective"]["epochs"] = 60
+        doc["objective"]["epochs"] = 150  # trials long enough that kills land inside them
         path = write_yaml(folder / "chaos.yaml", doc)
         start = time.monotonic()
         procs = [_start(path, folder) for _ in range(processes)]

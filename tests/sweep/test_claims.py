@@ -151,3 +151,33 @@ def test_the_postgres_lock_excludes_a_second_holder() -> None:
         order.append("first")
     t.join(10)
     assert order == ["first", "second"]
+
+
+@pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
+def test_a_claim_whose_lock_died_in_a_blip_yields_to_the_earlier_trial() -> None:
+    """A's lock connection is dropped while it holds the claim (a blip): B claims the same last place.
+    On release A learns its lock was lost and that B's trial fills the study: A's trial is not wanted
+    (even though it is the earlier one); B's is (its lock held to the end): exactly one of the two trains."""
+    from tests.pgtools import _admin, database, pg
+
+    with database() as db:
+        url = pg(db)
+        rdb_a, rdb_b = open_storage(url), open_storage(url)
+        study_a = optuna.create_study(storage=rdb_a, study_name="blip")
+        study_b = optuna.load_study(storage=rdb_b, study_name="blip")
+        a = Claims(study_a, rdb_a.engine, url, 1, 0.1, Interrupts())
+        b = Claims(study_b, rdb_b.engine, url, 1, 0.1, Interrupts())
+        assert a.claim()
+        admin = _admin()
+        admin.cursor().execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{db}' AND pid <> pg_backend_pid()"  # a blip: every connection dropped
+        )
+        admin.close()
+        assert b.claim()  # the lock is free again: B sees no trial yet and claims
+        trial_a = study_a.ask()  # A's trial first (the lower number): the lost lock decides, not the order
+        trial_b = study_b.ask()
+        assert b.release(trial_b.number) is True
+        assert a.release(trial_a.number) is False
+        rdb_a.engine.dispose()
+        rdb_b.engine.dispose()
