@@ -18,6 +18,8 @@ A process can die (SIGKILL, OOM killer, lost machine) at any instant of a trial'
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import optuna
 from mlflow import MlflowClient
 
@@ -73,10 +75,17 @@ def running_runs(client: MlflowClient, experiment_id: str, study_name: str) -> l
 
 
 def close_stray_runs(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, client: MlflowClient, experiment_id: str
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    client: MlflowClient,
+    experiment_id: str,
+    settle_s: float = 0.0,
 ) -> int:
     """Make every RUNNING trial run of the study agree with its trial: link unlinked runs of RUNNING
     trials, close runs of finished trials with their state, mark runs their trial disowns FAILED.
+
+    A trial that finished less than ``settle_s`` seconds ago is left alone: its live process closes its
+    run a moment after Optuna records the end (a later sweep closes it if that process died).
 
     Returns:
         How many runs were closed.
@@ -103,6 +112,9 @@ def close_stray_runs(
             if linked is None:  # killed between creating the run and linking it: link it now
                 storage.set_trial_user_attr(trial_id(storage, study, trial.number), Attr.RUN, run_id)
         elif trial.state.is_finished():
+            done = trial.datetime_complete
+            if settle_s and done is not None and (datetime.now() - done).total_seconds() < settle_s:
+                continue
             close_run(client, run_id, trial.state, trial.user_attrs.get(Attr.FAIL))
             closed += 1
     return closed
@@ -113,8 +125,9 @@ def agree(
 ) -> None:
     """:func:`close_stray_runs`, saying what it closed; a tracking store that does not answer is a warning
     (the next start or finish tries again)."""
+    settle = 10.0 if when == "at start" else 0.0  # at start, other live processes may be closing theirs
     try:
-        closed = close_stray_runs(study, storage, client, experiment_id)
+        closed = close_stray_runs(study, storage, client, experiment_id, settle)
     except Exception as e:
         warn(f"could not check the study's MLflow runs {when}: {one_line(e)}")
         return

@@ -62,6 +62,29 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+def run_and_fill(tmp_path: Path, disk: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, Path]:
+    """Run ``s.yaml``, pause it once trial 0 is recorded everywhere, fill ``disk``, let it go on.
+
+    Returns:
+        The exit status, the stderr and the filler file (delete it to free the disk).
+    """
+    monkeypatch.setenv("SWEEP_PAUSE_AT", "closed")
+    monkeypatch.setenv("SWEEP_PAUSE_DIR", str(tmp_path))
+    proc = start_cli("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path)
+    try:
+        while not (tmp_path / "closed.paused").exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+        filler = fill(disk)
+        (tmp_path / "closed.go").touch()
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    monkeypatch.delenv("SWEEP_PAUSE_AT")
+    return proc.returncode, err, filler
+
+
 # ---- unit level: the pieces ---------------------------------------------------------------------------
 
 
@@ -143,22 +166,8 @@ def test_a_disk_filling_up_mid_study_keeps_the_trials_and_stops_with_one_line(
     with small_disk(tmp_path / "disk", "4m") as disk:
         study["tracking"]["artifact_location"] = (disk / "artifacts").as_uri()
         write_yaml(tmp_path / "s.yaml", study)
-        # Pause after trial 0 is recorded everywhere, fill the disk, let it go on.
-        monkeypatch.setenv("SWEEP_PAUSE_AT", "closed")
-        monkeypatch.setenv("SWEEP_PAUSE_DIR", str(tmp_path))
-        proc = start_cli("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path)
-        try:
-            paused = tmp_path / "closed.paused"
-            while not paused.exists():
-                assert proc.poll() is None, proc.communicate()[1]
-                time.sleep(0.05)
-            filler = fill(disk)
-            (tmp_path / "closed.go").touch()
-            _, err = proc.communicate(timeout=240)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 1, err
+        returncode, err, filler = run_and_fill(tmp_path, disk, monkeypatch)
+        assert returncode == 1, err
         last = err.strip().splitlines()[-1]
         assert last.startswith(f"error: the last {STOP_AFTER} trials could write no artifact ("), err
         assert "No space left on device" in last and "run the same command again" in last
@@ -179,7 +188,6 @@ def test_a_disk_filling_up_mid_study_keeps_the_trials_and_stops_with_one_line(
         assert parent.info.status == "FAILED"
 
         filler.unlink()  # room again: the same command finishes the study
-        monkeypatch.delenv("SWEEP_PAUSE_AT")
         again = run_cli("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         check_agreement(optuna_study, f"sqlite:///{tmp_path / 'mlflow.db'}", n_trials)
@@ -197,20 +205,8 @@ def test_a_tracking_store_that_fills_up_stops_the_study_with_one_line(
     with small_disk(tmp_path / "disk", "16m") as disk:
         study["tracking"]["uri"] = "sqlite:///disk/mlflow.db"  # artifacts beside it: every MLflow write fails
         write_yaml(tmp_path / "s.yaml", study)
-        monkeypatch.setenv("SWEEP_PAUSE_AT", "closed")
-        monkeypatch.setenv("SWEEP_PAUSE_DIR", str(tmp_path))
-        proc = start_cli("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path)
-        try:
-            while not (tmp_path / "closed.paused").exists():
-                assert proc.poll() is None, proc.communicate()[1]
-                time.sleep(0.05)
-            filler = fill(disk)
-            (tmp_path / "closed.go").touch()
-            _, err = proc.communicate(timeout=240)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert proc.returncode == 1, err
+        returncode, err, filler = run_and_fill(tmp_path, disk, monkeypatch)
+        assert returncode == 1, err
         assert err.count("Traceback") == 0, err
         last = err.strip().splitlines()[-1]
         # Which write fails first depends on what the WAL file still had room for: the store's rows, or
@@ -223,7 +219,6 @@ def test_a_tracking_store_that_fills_up_stops_the_study_with_one_line(
         assert states[0] == "COMPLETE" and "RUNNING" not in states, states
 
         filler.unlink()
-        monkeypatch.delenv("SWEEP_PAUSE_AT")
         again = run_cli("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         counts = check_agreement(optuna_study, f"sqlite:///{disk / 'mlflow.db'}", n_trials)

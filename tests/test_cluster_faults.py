@@ -99,8 +99,9 @@ def test_a_worker_lost_between_trials_is_topped_up_by_the_living(
 ) -> None:
     """--workers 2, the worker SIGKILLed between two trials (it holds no trial): the coordinator (which
     trains too) runs the rest, reports the dead worker and exits 0 with exactly n_trials finished."""
-    study_cfg = {"n_trials": 6, "heartbeat_interval": 1, "grace_period": 30, "pruner": "none"}
-    path = write_yaml(tmp_path / "w.yaml", tiny_study("w", study=study_cfg))
+    study_cfg = {"n_trials": 8, "heartbeat_interval": 1, "grace_period": 30, "pruner": "none"}
+    # Trials of ~1 s: the coordinator, which trains too, must not finish them all before the worker starts.
+    path = write_yaml(tmp_path / "w.yaml", tiny_study("w", study=study_cfg, objective={"epochs": 400}))
     marker = _paused(monkeypatch, tmp_path, "closed")
     monkeypatch.setenv("SWEEP_PAUSE_IN", "workers")  # the worker pauses, the coordinator trains on
     coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
@@ -113,7 +114,7 @@ def test_a_worker_lost_between_trials_is_topped_up_by_the_living(
             coordinator.kill()
     assert coordinator.returncode == 0, err
     assert re.search(r"worker \d exited with code -9", err)
-    check_agreement(_sqlite(tmp_path, "w"), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
+    check_agreement(_sqlite(tmp_path, "w"), f"sqlite:///{tmp_path / 'mlflow.db'}", 8)
 
 
 def _shell(script: str, cwd: Path) -> subprocess.Popen[str]:

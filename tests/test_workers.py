@@ -132,15 +132,16 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
 def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path) -> None:
     """The worker beside the coordinator dies at its first trial (a segfault as the coordinator sees it):
     the coordinator says so, fails its trial once stale, runs the rest and exits 0 with n_trials finished."""
-    study_cfg = {"n_trials": 3, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
-    doc = tiny_study("crash", study=study_cfg, objective={"epochs": 30})
+    study_cfg = {"n_trials": 6, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
+    # Trials of ~1 s: the worker gets to its first trial before the coordinator has run them all.
+    doc = tiny_study("crash", study=study_cfg, objective={"epochs": 400})
     doc["objective"]["problem"] = {"name": "tests.fault_problems:crashes_in_workers"}
     path = write_yaml(tmp_path / "c.yaml", doc)
     result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warning: worker 1 exited with code 3" in result.stderr
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 3
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 6
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = client.search_runs([client.get_experiment_by_name("crash").experiment_id], "tags.`sweep.role` = 'parent'")
     assert [r.info.status for r in parent] == ["FINISHED"]

@@ -32,8 +32,9 @@ def _record_workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], di
 
 
 def test_each_worker_claims_until_the_study_is_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_workers starts N workers with their index and the passed-through options, no share of trials
-    (each claims until the study has n_trials: a dead sibling's trials are topped up by the living)."""
+    """run_workers starts N-1 workers (the coordinator is worker 0 and trains too) with their index, the
+    passed-through options and the gate, no share of trials (each claims until the study has n_trials:
+    a dead sibling's trials are topped up by the living)."""
     path = write_yaml(tmp_path / "w.yaml", tiny_study("first", study={"n_trials": 4}))
     monkeypatch.chdir(tmp_path)
     sf = load_study(path)
@@ -41,8 +42,10 @@ def test_each_worker_claims_until_the_study_is_done(tmp_path: Path, monkeypatch:
     study.optimize(lambda t: t.suggest_float("weights.log10_ratio", -2, 2), n_trials=1)
     started = _record_workers(monkeypatch)
     workers.run_workers(sf, path, path.read_text(), 3, [], ["--no-report"], progress=False, report=False)
-    assert [c[c.index("--worker") + 1 :] for c, _ in started] == [[str(i), "--no-report"] for i in range(3)]
-    assert len({env["SWEEP_WORKER_COUNT_FILE"] for _, env in started}) == 3
+    assert [c[c.index("--worker") + 1 :] for c, _ in started] == [[str(i), "--no-report"] for i in (1, 2)]
+    assert len({env["SWEEP_WORKER_COUNT_FILE"] for _, env in started}) == 2
+    assert len({env["SWEEP_WORKER_GATE"] for _, env in started}) == 1
+    assert len(study.trials) == 4  # the coordinator ran the other three itself
 
 
 @pytest.mark.parametrize(
@@ -64,9 +67,11 @@ def test_worker_devices(
 
 
 def test_workers_are_spread_over_devices_round_robin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each worker process gets one device as its CUDA_VISIBLE_DEVICES, in turn."""
+    """Each worker process gets one device as its CUDA_VISIBLE_DEVICES, in turn (the coordinator, worker 0,
+    takes the first)."""
     path = write_yaml(tmp_path / "d.yaml", tiny_study("spread", study={"n_trials": 3}))
     monkeypatch.chdir(tmp_path)
     started = _record_workers(monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # restored after the test: run_workers sets it
     workers.run_workers(load_study(path), path, path.read_text(), 3, ["2", "3"], [], progress=False, report=False)
-    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["2", "3", "2"]
+    assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["3", "2"]
