@@ -62,6 +62,8 @@ The rows (``--only`` takes the names in brackets):
   (``os.wait4`` on the process: its own rusage, not the harness's other children's).
 - **--workers 2 vs 1** [``workers``]: trials per minute of the whole quickstart run with ``--workers 2``
   against the default (the quickstart runs above), fresh folders each (on 2 cores: two processes share them).
+- **--workers 2 vs 1 on long trials** [``workers_long``]: the same on trials longer than start-up: the
+  long-model study (i) with twice its trials (8 of ~5 s), ``--workers 1`` against ``--workers 2``.
 
 ``--quick`` shrinks every study (a few trials of a few epochs) to check the harness in about two minutes.
 The full run (``--repeats 3``) took 12 minutes on the 2-core machine.
@@ -430,6 +432,12 @@ def studies(quick: bool) -> dict[str, Study]:
     long_trials = 2 if quick else LONG_TRIALS
     qs = {"study.n_trials": trials, "objective.epochs": epochs} if quick else {}
     digits = "objective.problem"
+    # --workers on trials longer than start-up: twice the long-model trials, so each process gets several.
+    long_model = {
+        **qs,
+        "study.n_trials": 2 * long_trials,
+        digits: {"name": "digits_pair", "options": {"hidden": hidden}},
+    }
     return {
         "qs": Study("qs", f"quickstart ({trials} trials, {epochs} epochs)", qs),
         "lm": Study(
@@ -445,6 +453,10 @@ def studies(quick: bool) -> dict[str, Study]:
         "se": Study("se", f"{epochs} epochs, {long_trials} trials", {**qs, "study.n_trials": long_trials}),
         "ot": Study("ot", "--n-trials 1", qs, ("--n-trials", "1")),
         "w2": Study("w2", "quickstart --workers 2", qs, ("--workers", "2")),
+        "wl": Study("wl", f"digits_pair hidden {hidden}, {2 * long_trials} trials", long_model),
+        "wl2": Study(
+            "wl2", f"digits_pair hidden {hidden}, {2 * long_trials} trials, --workers 2", long_model, ("--workers", "2")
+        ),
     }
 
 
@@ -459,8 +471,9 @@ ROWS: dict[str, tuple[str, ...]] = {
     "one_trial": ("ot", "ot/hand"),
     "rss": ("qs", "qs/hand", "peer"),
     "workers": ("qs", "w2"),
+    "workers_long": ("wl", "wl2"),
 }
-ORDER = ("qs", "qs/hand", "peer", "lm", "lm/hand", "le", "le/hand", "se", "se/hand", "ot", "ot/hand", "w2")
+ORDER = ("qs", "qs/hand", "peer", "lm", "lm/hand", "le", "le/hand", "se", "se/hand", "ot", "ot/hand", "w2", "wl", "wl2")
 
 
 def measure(rows: Sequence[str], repeats: int, quick: bool, root: Path) -> dict[str, list[Run]]:
@@ -621,6 +634,15 @@ def table(runs: dict[str, list[Run]], rows: Sequence[str], quick: bool) -> tuple
             w1 = [60 * r.trials / r.wall for r in runs["qs"]]  # the quickstart runs: --workers 1
             add(
                 "trials/min of the whole quickstart run, --workers 2 / --workers 1",
+                spread(w2, per_min),
+                f"--workers 1 {spread(w1, per_min)}",
+                spread(ratios(w2, w1), times),
+            )
+        elif row == "workers_long":
+            w2 = [60 * r.trials / r.wall for r in runs["wl2"]]
+            w1 = [60 * r.trials / r.wall for r in runs["wl"]]
+            add(
+                f"trials/min of the whole run, {specs['wl'].label}, --workers 2 / --workers 1",
                 spread(w2, per_min),
                 f"--workers 1 {spread(w1, per_min)}",
                 spread(ratios(w2, w1), times),

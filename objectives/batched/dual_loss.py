@@ -1,0 +1,296 @@
+"""The dual-loss loop for K configurations at once: one vectorized program, each member its own training.
+
+Read it beside :mod:`objectives.dual_loss`: the same steps in the same order, over a leading member
+axis. Every member starts from the model its standalone run would build (same seed), draws the same
+batches (its own generator), gets the same weights and learning rates (its own weight schedule and LR
+schedule) and the same update (:class:`~objectives.batched.optim.BatchedOptimizer`), so its metrics
+equal its standalone run's: to float64 round-off in float64, to float32 round-off in float32 (the
+batched matrix products may round differently from the unbatched ones). Members differ only in what
+:data:`objectives.batched.VARIES` lists; :func:`objectives.batched.why_not` says why a set of configs
+cannot be one group.
+
+A member stops on its own: its reporter raised (pruned, early-stopped), or its loss became NaN or
+infinite. It then leaves the group (its rows are dropped from every stacked tensor) and the others go
+on exactly as before; its result is the exception that stopped it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.func import functional_call, vmap
+
+from objectives.batched.optim import BatchedOptimizer
+from objectives.config import DualLossConfig
+from objectives.data import take, val_batches, weighted_means
+from objectives.helpers import (
+    FINITE_CHECK_EVERY,
+    Checkpoint,
+    NonFiniteLossError,
+    Reporter,
+    build_optimizer,
+    check_finite,
+    epoch_batches,
+    plan_epoch,
+    seed_all,
+)
+from objectives.lr_schedules import LRSchedule
+from objectives.numerics import peak_memory_mb, reset_peak_memory
+from objectives.problems import Problem, Task, prepare
+from objectives.weight_schedules import weight_table
+
+Result = dict[str, float] | BaseException
+
+
+def train_group(
+    cfgs: Sequence[DualLossConfig],
+    reports: Sequence[Reporter | None],
+    problem: Problem | None = None,
+    checkpoints: Sequence[Checkpoint | None] | None = None,
+) -> list[Result]:
+    """Train ``len(cfgs)`` configurations as one program; each member as :func:`objectives.dual_loss.train`.
+
+    Args:
+        cfgs: Resolved configs that :func:`objectives.batched.why_not` accepts as one group.
+        reports: Each member's reporter, called after each of its epochs; what it raises stops that member.
+        problem: The problem, already built (the runner's cache); built from ``cfgs[0]`` when omitted.
+        checkpoints: Each member's checkpoint callback (``{"model": ...}``), called before its reporter.
+
+    Returns:
+        Per member: its last epoch's metrics, or the exception that stopped it (raised by its reporter,
+        or :class:`~objectives.helpers.NonFiniteLossError`).
+
+    Raises:
+        ValueError: the configs cannot be one group (the reason from :func:`objectives.batched.why_not`).
+    """
+    from objectives.batched import why_not
+
+    # 1. One problem, on the device once; the group's configs must differ only where vectorizable.
+    first, device, problem = prepare(cfgs[0], problem, Problem)
+    cfgs = [prepare(c, problem, Problem)[0] for c in cfgs]
+    why = why_not(cfgs, problem)
+    if why:
+        raise ValueError(why)
+    checkpoints = checkpoints or [None] * len(cfgs)
+    tasks = {"a": problem.a, "b": problem.b}
+    reset_peak_memory(device)
+
+    # 2. Each member's model initialised as its standalone run would (its seed), then stacked: one
+    #    (K, ...) tensor per parameter; the module itself runs on the meta device as a template.
+    models = []
+    for c in cfgs:
+        seed_all(c.seed)
+        models.append(problem.make_model().to(device))
+    template = copy.deepcopy(models[0]).to("meta")
+    params = {
+        name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
+        for name, _ in models[0].named_parameters()
+    }
+    optimizer = BatchedOptimizer([c.optimizer for c in cfgs], params)
+    generators = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
+
+    # 3. The epoch plan is every member's (same data, batch sizes and mixing).
+    batch_sizes = (first.batch_size, first.batch_size_b or first.batch_size)
+    sizes = (len(problem.a.train[1]), len(problem.b.train[1]))
+    plan = plan_epoch(sizes, batch_sizes, first.mixing)
+    total_steps = first.epochs * plan.steps
+
+    # 4. Per-member weights (static × weight schedule) as one (steps, K, 2) table; per-member LR schedules
+    #    drive a stand-in optimizer each (torch's schedulers, read one epoch ahead into a table).
+    wtable = torch.stack(
+        [weight_table(c.weight_schedule, c.weights, c.LOSSES, total_steps, device) for c in cfgs], dim=1
+    )
+    schedules = [_schedule(c, total_steps, plan.steps) for c in cfgs]
+
+    members = list(range(len(cfgs)))  # original index of each row still training
+    results: list[Result | None] = [None] * len(cfgs)
+
+    def losses_of(p: dict[str, torch.Tensor], batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
+        loss_a = problem.a.loss(_output(template, p, problem.a, batch_a[0]), batch_a[1])
+        return torch.stack([loss_a, problem.b.loss(_output(template, p, problem.b, batch_b[0]), batch_b[1])])
+
+    batched_losses = vmap(losses_of)
+
+    def leave(stopped: dict[int, BaseException]) -> list[int]:
+        """The members at rows ``stopped`` leave the group (their result: why); returns the rows kept."""
+        nonlocal wtable
+        for row, why in stopped.items():
+            results[members[row]] = why
+        keep = [row for row in range(len(members)) if row not in stopped]
+        index = torch.tensor(keep, device=device)
+        for name in params:
+            params[name] = params[name].detach()[index].requires_grad_()
+        optimizer.select(index)
+        wtable = wtable[:, index]
+        for row in sorted(stopped, reverse=True):
+            del members[row], generators[row], schedules[row]
+        return keep
+
+    step = 0
+    for epoch in range(first.epochs):
+        if not members:
+            break
+        template.train()
+        # 5. Each member's batches from its own generator (a's then b's, as the standalone loop draws
+        #    them), stacked: step i's indices are one (K, B_i) tensor per task.
+        idx_a = _stacked_batches(sizes[0], batch_sizes[0], plan.steps, generators, device)
+        idx_b = _stacked_batches(sizes[1], batch_sizes[1], plan.steps, generators, device)
+        lrs = [[s.optimizer.param_groups[0]["lr"] for s in schedules]]
+        for _ in range(plan.steps - 1):
+            for s in schedules:
+                s.schedule.after_step()
+            lrs.append([s.optimizer.param_groups[0]["lr"] for s in schedules])
+        for s in schedules:
+            s.schedule.after_step()
+        scalars = optimizer.tables(lrs, device)
+        k = len(members)
+        loss_sums, weight_sums = torch.zeros(k, 2, device=device), torch.zeros(k, 2, device=device)
+        weighted_sum = torch.zeros(k, device=device)
+        for i in range(plan.steps):
+            # 6. Both losses of every member in one vectorized forward; one backward of the sum fills
+            #    each member's gradient with its own Σ w_i L_i's (members share no parameter).
+            losses = batched_losses(params, take(problem.a.train, idx_a[i]), take(problem.b.train, idx_b[i]))
+            w = wtable[step]
+            grads = torch.autograd.grad((w * losses).sum(), list(params.values()))
+            grads = _clipped(dict(zip(params, grads, strict=True)), [cfgs[m].grad_clip for m in members])
+            optimizer.step(grads, {key: table[i] for key, table in scalars.items()})
+            loss_sums += losses.detach()
+            weight_sums += w
+            weighted_sum += (w * losses.detach()).sum(dim=1)
+            # 7. A member whose running loss is not finite stops within 32 steps, as its standalone run.
+            if (step + 1) % FINITE_CHECK_EVERY == 0:
+                bad = (~torch.isfinite(loss_sums).all(dim=1)).nonzero().flatten().tolist()
+                if bad:
+                    why = f"a training loss is not finite at epoch {epoch}, step {step}"
+                    keep = leave({row: NonFiniteLossError(why) for row in bad})
+                    loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
+                    idx_a = tuple(t[keep] for t in idx_a)
+                    idx_b = tuple(t[keep] for t in idx_b)
+                    scalars = {key: table[:, keep] for key, table in scalars.items()}
+                    if not members:
+                        break
+            step += 1
+        if not members:
+            break
+        step = (epoch + 1) * plan.steps
+
+        # 8. Validate every member in one vectorized pass per chunk, then one transfer for everything.
+        train_means = loss_sums / plan.steps
+        weight_means = weight_sums / plan.steps
+        columns = {
+            "train_a_loss": train_means[:, 0],
+            "train_b_loss": train_means[:, 1],
+            "train_weighted_loss": weighted_sum / plan.steps,
+            "weight_a": weight_means[:, 0],
+            "weight_b": weight_means[:, 1],
+            **_evaluate(template, params, tasks, first, device),
+        }
+        values = torch.stack([v.detach().float() for v in columns.values()], dim=1).tolist()
+        peak = peak_memory_mb(device)
+
+        # 9. Each member's epoch end, as the standalone loop's: finite check, plateau schedule, checkpoint,
+        #    report. What a member's reporter raises stops that member only.
+        stopped: dict[int, BaseException] = {}
+        for row, m in enumerate(members):
+            metrics = dict(zip(columns, values[row], strict=True))
+            metrics["lr"] = schedules[row].optimizer.param_groups[0]["lr"]
+            metrics["peak_memory_mb"] = peak
+            try:
+                check_finite(metrics, epoch)
+                schedules[row].schedule.after_epoch(metrics["val_total_loss"])
+                if checkpoints[m] is not None:
+                    checkpoints[m](epoch, metrics, {"model": _member_model(models[m], params, row)})
+                if reports[m] is not None:
+                    reports[m](epoch, metrics)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as e:
+                stopped[row] = e
+                continue
+            results[m] = metrics
+        if stopped:
+            leave(stopped)
+    return [r if r is not None else {} for r in results]
+
+
+class _Schedule:
+    """A member's LR schedule, driving a stand-in optimizer whose ``lr`` is the member's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
+        self.optimizer, self.schedule = optimizer, schedule
+
+
+def _schedule(cfg: DualLossConfig, total_steps: int, steps_per_epoch: int) -> _Schedule:
+    stand_in = torch.zeros(1, requires_grad=True)
+    optimizer = build_optimizer([stand_in], cfg.optimizer)
+    schedule = LRSchedule(optimizer, cfg.optimizer.schedule, total_steps, steps_per_epoch)
+    optimizer.step()  # no gradient: changes nothing, but torch's schedulers expect a step before theirs
+    return _Schedule(optimizer, schedule)
+
+
+def _output(template: torch.nn.Module, params: dict[str, torch.Tensor], task: Task, inputs: Any) -> torch.Tensor:
+    """The task's output of the model with ``params``, called as :func:`objectives.data.call` calls it."""
+    if isinstance(inputs, dict):
+        out = functional_call(template, params, (), inputs)
+    else:
+        out = functional_call(template, params, tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,))
+    return out if task.head is None else out[task.head]
+
+
+def _stacked_batches(
+    n: int, batch_size: int, steps: int, generators: Sequence[torch.Generator], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """``steps`` index batches per member (:func:`objectives.helpers.epoch_batches`), as ``(K, B_i)`` tensors."""
+    per_member = [epoch_batches(n, batch_size, steps, g, device) for g in generators]
+    split = [len(b) for b in per_member[0]]
+    return torch.stack([torch.cat(batches) for batches in per_member]).split(split, dim=1)
+
+
+def _clipped(grads: dict[str, torch.Tensor], clips: Sequence[float | None]) -> dict[str, torch.Tensor]:
+    """Each member's gradient clipped to its own norm as ``torch.nn.utils.clip_grad_norm_`` does (no sync)."""
+    if all(c is None for c in clips):
+        return grads
+    some = next(iter(grads.values()))
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads.values()])
+    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    limit = torch.tensor([c if c is not None else float("inf") for c in clips], dtype=some.dtype, device=some.device)
+    coef = torch.clamp(limit / (total + 1e-6), max=1.0)
+    return {name: g * coef.reshape(-1, *([1] * (g.dim() - 1))) for name, g in grads.items()}
+
+
+@torch.no_grad()
+def _evaluate(
+    template: torch.nn.Module,
+    params: dict[str, torch.Tensor],
+    tasks: dict[str, Task],
+    cfg: DualLossConfig,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Every member's validation losses and metrics, ``(K,)`` tensors, as :func:`objectives.dual_loss.evaluate`."""
+    template.eval()
+    results: dict[str, torch.Tensor] = {}
+    for name, task in tasks.items():
+        fns = {"loss": task.loss, **task.metrics}
+
+        def member(p: dict[str, torch.Tensor], batch: tuple[Any, ...], task: Task = task, fns: dict = fns) -> dict:
+            out = _output(template, p, task, batch[0])
+            return {key: fn(out, batch[1]) for key, fn in fns.items()}
+
+        batched = vmap(member, in_dims=(0, None))
+        batches = val_batches(task.val, cfg.eval_batch_size, cfg.data, device, task.collate_fn)
+        for key, value in weighted_means(batches, lambda b, batched=batched: batched(params, b)).items():
+            results[f"val_{name}_{key}"] = value
+    results["val_total_loss"] = sum(results[f"val_{name}_loss"] for name in tasks)
+    template.train()
+    return results
+
+
+@torch.no_grad()
+def _member_model(model: torch.nn.Module, params: dict[str, torch.Tensor], row: int) -> torch.nn.Module:
+    """The member's own module, its parameters set to row ``row`` of the stacked ones (for checkpoints)."""
+    for name, p in model.named_parameters():
+        p.copy_(params[name][row])
+    return model
