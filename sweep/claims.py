@@ -154,15 +154,20 @@ class Claims:
         self.gave_up = False  # stopped because target trials of this run failed
         self._held = contextlib.ExitStack()
 
-    def claim(self) -> bool:
-        """Decide under the lock; ``True``: start a trial (the lock stays held until :meth:`release`)."""
+    def claim(self, wait: bool = True) -> bool:
+        """Decide under the lock; ``True``: start a trial (the lock stays held until :meth:`release`).
+
+        Args:
+            wait: When trials running elsewhere may finish the study, wait for them; ``False``: say no at
+                once (a group of trials in this process asks for its next member while its first ones run).
+        """
         said = False
         while not self.interrupts.requested:
             now, decision = self.retry("claim", self._decide)
             if decision == "run":
                 return True
             self.release()
-            if decision == "stop":
+            if decision == "stop" or not wait:
                 return False
             if not said and self.say is not None:
                 said = True
@@ -207,10 +212,15 @@ class Claims:
 
         return self.retry("recount", wanted)
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def count(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Count a trial this process ran; ``False`` when this process should start no more (every one
+        of ``target`` trials failed, or the caller's ``halt`` said so)."""
         self.ran += 1
         self.failed += trial.state == optuna.trial.TrialState.FAIL
         if self.failed >= self.target:
             self.gave_up = True
-        if self.gave_up or self.halt() or not self.claim():
+        return not (self.gave_up or self.halt())
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.count(trial) or not self.claim():
             study.stop()

@@ -53,6 +53,7 @@ class StudySection(Frozen):
     that cannot reach the database is retried before the process gives up (one line, exit 1).
     ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
     baseline points (searched parameter → value) run first, once (Optuna's ``enqueue_trial``).
+    ``parallel_trials``: train this many trials at once as one vectorized program (:mod:`sweep.groups`).
     """
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -70,6 +71,7 @@ class StudySection(Frozen):
     storage_retry: PositiveFloat = 120.0
     score: Literal["last", "best"] = "last"
     enqueue: tuple[dict[str, Scalar], ...] = ()
+    parallel_trials: Annotated[int, Field(ge=1, le=1024)] = 1
 
     @model_validator(mode="before")
     @classmethod

@@ -28,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("study_file", type=Path, help="the study YAML file")
     p.add_argument("--n-trials", type=int, help="finished trials the study should have (overrides study.n_trials)")
     p.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    p.add_argument(
+        "--parallel-trials",
+        type=int,
+        help="train this many trials at once as one vectorized program (overrides study.parallel_trials; "
+        "members differing where it cannot vectorize train one after another, said in one line)",
+    )
     p.add_argument("--study-name", help="study name (overrides study.name; also the default MLflow experiment)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
     p.add_argument(
@@ -95,7 +101,12 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     from sweep.errors import ConfigError, SweepError
     from sweep.studyyaml import read_study_text
 
-    overrides = {"study.n_trials": args.n_trials, "study.timeout": args.timeout, "study.name": args.study_name}
+    overrides = {
+        "study.n_trials": args.n_trials,
+        "study.timeout": args.timeout,
+        "study.name": args.study_name,
+        "study.parallel_trials": args.parallel_trials,
+    }
     try:
         sf = load_study(args.study_file, overrides)
     except ConfigError as e:

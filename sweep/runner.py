@@ -29,6 +29,7 @@ from sweep.claims import Claims
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line
+from sweep.groups import run_groups
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials, agree
 from sweep.report import write_report
@@ -278,8 +279,12 @@ def run_study(
     try:
         with optuna_output(verbose):
             if claims.claim():
-                callbacks = [objective.on_trial_end, bar, claims]
-                study.optimize(objective, timeout=sf.study.timeout, catch=(Exception,), callbacks=callbacks)
+                k, timeout = sf.study.parallel_trials, sf.study.timeout
+                if k > 1:  # K trials at once as one program (sweep.groups)
+                    run_groups(study, objective, k, claims, [objective.on_trial_end, bar], timeout)
+                else:
+                    callbacks = [objective.on_trial_end, bar, claims]
+                    study.optimize(objective, timeout=timeout, catch=(Exception,), callbacks=callbacks)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:

@@ -72,6 +72,22 @@ class ProblemCache:
         return self._cache[key]
 
 
+@dataclass
+class Member:
+    """One trial from its start to its end: what its training needs and what records how it went."""
+
+    trial: optuna.Trial
+    run: TrialRun
+    tid: int | None  # the trial's id in the storage (heartbeats)
+    cfg: LoopCommon | None = None
+    score: Score | None = None
+    keeper: Keeper | None = None
+    reports: Reports | None = None
+    report: Callable[[int, Mapping[str, float]], None] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    problem: Any = None
+
+
 class Objective:
     """The Optuna objective for one study file, plus the callback that closes MLflow runs."""
 
@@ -93,7 +109,17 @@ class Objective:
         self.files = ArtifactWatch()  # stops the study when trials in a row could write no file
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        sf = self.sf
+        member = self.open(trial)
+
+        def work() -> dict[str, float]:
+            self.setup(member)
+            return self.train_one(member)
+
+        return self.conclude(member, work)
+
+    def open(self, trial: optuna.Trial) -> Member:
+        """Start the trial's tracking (1.): a heartbeat, then its MLflow child run; what fails here fails the
+        trial at once (recorded as its reason)."""
         if not self.started(trial.number):
             why = (
                 "not needed: its claim was lost in a storage blip while another process claimed, and the "
@@ -102,8 +128,6 @@ class Objective:
             trial.set_user_attr(Attr.FAIL, why)
             raise SurplusTrial(why)
         pause("asked")
-        history: list[dict[str, float]] = []
-        reports: Reports | None = None
         try:
             tid = trial_id(self.beat, trial.study, trial.number) if self.beat is not None else None
             run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat, tid)  # 1.
@@ -111,31 +135,48 @@ class Objective:
             self._store_refused(e)
             trial.set_user_attr(Attr.FAIL, reason(e))
             raise
+        return Member(trial, run, tid)
+
+    def setup(self, m: Member) -> None:
+        """Sample and resolve the trial's config (2.), record it, and make what training reports to."""
+        sf, trial = self.sf, m.trial
+        fixed = tuple(sf.objective.weights)  # type: ignore[attr-defined]
+        sampled, weights = sample(trial, sf.search, fixed)  # 2.
+        m.cfg = cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
+        m.run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
+        m.score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
+        m.keeper = self._keeper(cfg, m.score)
+        if self.beat is not None and m.tid is not None and not sf.study.multi_objective:  # no pruning otherwise
+            m.reports = Reports(trial, self.beat, m.tid)
+        m.report = self._reporter(trial, m.run, m.history, m.score, m.reports)
+        m.problem = self.problems.get(cfg)
+
+    def train_one(self, m: Member) -> dict[str, float]:
+        """Train the member's config on its own (3.)."""
+        assert m.cfg is not None
+        with warnings.catch_warnings(), self.interrupts.training():
+            warnings.simplefilter("once")
+            return LOOPS[m.cfg.loop].train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # type: ignore[attr-defined]  # 3.
+
+    def conclude(self, m: Member, train: Callable[[], dict[str, float]]) -> float | list[float]:
+        """Run ``train`` (the member's training, or what its group's training gave it) and record how the
+        trial ended (4.): its value, its kept weights, or why it failed; re-raises what stopped it."""
+        sf, trial, run = self.sf, m.trial, m.run
         try:
-            fixed = tuple(sf.objective.weights)  # type: ignore[attr-defined]
-            sampled, weights = sample(trial, sf.search, fixed)  # 2.
-            cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
-            run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
-            score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
-            keeper = self._keeper(cfg, score)
-            if self.beat is not None and tid is not None and not sf.study.multi_objective:  # no pruning otherwise
-                reports = Reports(trial, self.beat, tid)
-            report = self._reporter(trial, run, history, score, reports)
-            problem = self.problems.get(cfg)
             try:
-                with warnings.catch_warnings(), self.interrupts.training():
-                    warnings.simplefilter("once")
-                    metrics = LOOPS[cfg.loop].train(cfg, report, problem=problem, checkpoint=keeper)  # type: ignore[attr-defined]  # 3.
+                metrics = train()
             except EarlyStop:
-                run.set_tags({"sweep.early_stopped_at_epoch": score.stopped_at})
-                trial.set_user_attr(Attr.EARLY_STOP, score.stopped_at)
-            self._keep_weights(trial, run, keeper)
+                assert m.score is not None
+                run.set_tags({"sweep.early_stopped_at_epoch": m.score.stopped_at})
+                trial.set_user_attr(Attr.EARLY_STOP, m.score.stopped_at)
+            assert m.score is not None
+            self._keep_weights(trial, run, m.keeper)
             if sf.study.multi_objective:  # 4. the last epoch's values (no single best epoch)
-                return [metrics[m] for m in sf.study.metric]
-            if score.uses_best:
-                run.set_tags({"sweep.best_epoch": score.best_epoch})
-                trial.set_user_attr(Attr.BEST_EPOCH, score.best_epoch)
-            return score.value()
+                return [metrics[name] for name in sf.study.metric]
+            if m.score.uses_best:
+                run.set_tags({"sweep.best_epoch": m.score.best_epoch})
+                trial.set_user_attr(Attr.BEST_EPOCH, m.score.best_epoch)
+            return m.score.value()
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
@@ -158,13 +199,13 @@ class Objective:
                     torch.cuda.empty_cache()
             raise
         finally:
-            if reports is not None:
-                reports.flush()  # every epoch's value stored before Optuna records the trial's end
+            if m.reports is not None:
+                m.reports.flush()  # every epoch's value stored before Optuna records the trial's end
             if trial.number in self.runs:
                 run.flush()
-                if history:  # tracking.trial_plots (off by default: the MLflow UI draws these curves)
+                if m.history:  # tracking.trial_plots (off by default: the MLflow UI draws these curves)
                     with tempfile.TemporaryDirectory() as tmp:
-                        run.log_artifact(loss_curves_png(history, Path(tmp) / "loss_curves.png"))
+                        run.log_artifact(loss_curves_png(m.history, Path(tmp) / "loss_curves.png"))
                 self._files(trial, run)
 
     def _store_refused(self, e: Exception) -> None:

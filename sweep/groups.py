@@ -1,0 +1,177 @@
+"""``study.parallel_trials: K``: ask Optuna for K trials at once and train them as one vectorized program.
+
+Each member is its own Optuna trial and its own MLflow child run, recorded exactly as a trial run alone
+(:class:`sweep.trial.Objective` opens, sets up and concludes each), plus a ``sweep.group`` tag naming
+the trials it trained with. The members' configs are grouped by what must be equal
+(:func:`objectives.batched.group_key`); a group of two or more that :func:`objectives.batched.why_not`
+accepts trains as one program (:func:`objectives.batched.train_group`), each member reporting its own
+epochs (so pruning, early stopping and a NaN stop that member alone); the rest train one after
+another, with one line saying why. Trials are claimed one at a time as usual (:class:`sweep.claims.Claims`),
+so a group never takes more than the study's ``n_trials`` leave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import optuna
+
+from objectives.batched import group_key, train_group, why_not
+from sweep.claims import Claims
+from sweep.trial import Member, Objective
+
+TrialState = optuna.trial.TrialState
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def run_groups(
+    study: optuna.Study,
+    objective: Objective,
+    k: int,
+    claims: Claims,
+    callbacks: Sequence[Callback],
+    timeout: float | None = None,
+) -> None:
+    """Run groups of up to ``k`` trials until the claims say stop (call after ``claims.claim()`` said run).
+
+    Raises:
+        KeyboardInterrupt: interrupted; every trial of the group is told FAIL and its run closed first.
+    """
+    start = time.monotonic()
+    said: set[str] = set()
+    while True:
+        # 1. Claim and ask up to k trials; each member opens its run as a trial alone would.
+        members: list[Member] = []
+        while True:
+            with warnings.catch_warnings():  # Optuna's "heartbeat ... with Study.optimize": _beating beats
+                warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+                trial = study.ask()
+            try:
+                members.append(objective.open(trial))
+            except Exception:
+                frozen = study.tell(trial, state=TrialState.FAIL)
+                for callback in callbacks:
+                    callback(study, frozen)
+                if not claims.count(frozen):
+                    return
+            if len(members) == k or not claims.claim(wait=False):
+                break
+        if not members:
+            if not claims.claim():
+                return
+            continue
+        # 2. Train them (heartbeats for all of them meanwhile), then tell each its end.
+        beat = objective.beat
+        with _beating(beat, [m.tid for m in members if m.tid is not None]):
+            outcomes = _train(objective, members, said)
+        interrupted = False
+        for m, outcome in zip(members, outcomes, strict=True):
+            state, values = TrialState.COMPLETE, None
+            try:
+                values = objective.conclude(m, outcome)
+            except optuna.TrialPruned:
+                state = TrialState.PRUNED
+            except KeyboardInterrupt:
+                state, interrupted = TrialState.FAIL, True
+            except Exception:
+                state = TrialState.FAIL
+            frozen = study.tell(m.trial, values, state=None if state == TrialState.COMPLETE else state)
+            if not interrupted:
+                for callback in callbacks:
+                    callback(study, frozen)
+            claims.count(frozen)
+        if interrupted:
+            raise KeyboardInterrupt
+        if claims.gave_up or claims.halt():
+            return
+        if timeout is not None and time.monotonic() - start > timeout:
+            return
+        if not claims.claim():
+            return
+
+
+def _train(objective: Objective, members: list[Member], said: set[str]) -> list[Callable[[], dict[str, float]]]:
+    """Set every member up and train them: in vectorized groups where possible, else one by one.
+
+    Returns:
+        Per member, what :meth:`~sweep.trial.Objective.conclude` runs: return its metrics or raise what
+        stopped it (a member trained alone trains there, so its end is recorded right after its training).
+    """
+    outcomes: dict[int, Callable[[], dict[str, float]]] = {}
+    groups: dict[str, list[Member]] = {}
+    for m in members:
+        try:
+            objective.setup(m)
+        except Exception as e:
+            outcomes[m.trial.number] = _raiser(e)
+            continue
+        assert m.cfg is not None
+        groups.setdefault(f"{id(m.problem)}:{group_key(m.cfg)}", []).append(m)
+    for group in groups.values():
+        numbers = ", ".join(str(m.trial.number) for m in group)
+        why = why_not([m.cfg for m in group], group[0].problem) if len(group) > 1 else "a group of one"  # type: ignore[misc]
+        if why:
+            if len(group) > 1 and why not in said:
+                said.add(why)
+                print(f"note: trials {numbers} train one after another: {why}", file=sys.stderr)
+            for m in group:
+                outcomes[m.trial.number] = lambda m=m: objective.train_one(m)
+            continue
+        for m in group:
+            m.run.set_tags({"sweep.group": numbers})
+        try:
+            with warnings.catch_warnings(), objective.interrupts.training():
+                warnings.simplefilter("once")
+                results = train_group(
+                    [m.cfg for m in group],  # type: ignore[misc]
+                    [m.report for m in group],
+                    problem=group[0].problem,
+                    checkpoints=[m.keeper for m in group],
+                )
+        except BaseException as e:  # the whole group: each member fails (or is interrupted) with it
+            results = [e] * len(group)
+        for m, result in zip(group, results, strict=True):
+            outcomes[m.trial.number] = _raiser(result) if isinstance(result, BaseException) else _value(result)
+    return [outcomes[m.trial.number] for m in members]
+
+
+def _raiser(e: BaseException) -> Callable[[], dict[str, float]]:
+    def again() -> dict[str, float]:
+        raise e
+
+    return again
+
+
+def _value(metrics: dict[str, float]) -> Callable[[], dict[str, float]]:
+    return lambda: metrics
+
+
+@contextlib.contextmanager
+def _beating(storage: Any, trial_ids: Sequence[int]) -> Iterator[None]:
+    """Record every member's heartbeat every ``heartbeat_interval`` seconds while the block runs (what
+    Optuna's own heartbeat thread does for a trial run by ``study.optimize``)."""
+    interval = getattr(storage, "heartbeat_interval", None)
+    if not interval or not trial_ids:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            for tid in trial_ids:
+                with contextlib.suppress(Exception):  # a blip: the next beat comes within the grace period
+                    storage.record_heartbeat(tid)
+
+    thread = threading.Thread(target=beat, name="sweep-group-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

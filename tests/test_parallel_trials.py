@@ -1,0 +1,169 @@
+"""``study.parallel_trials`` through the CLI: K trials asked at once and trained as one program, each its
+own Optuna trial and MLflow run, with the values its sequential run gives."""
+
+from __future__ import annotations
+
+import math
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from tests.agreement import check_agreement
+from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, wait_for_training, write_yaml
+
+POINTS = [
+    {"optimizer.lr": lr, "weights.log10_ratio": r}
+    for lr, r in [(0.01, -1.0), (0.05, 0.0), (0.02, 1.5), (0.08, -0.5), (0.03, 0.7), (0.06, 2.0)]
+]
+
+
+def study(name: str, **study_keys: object) -> dict:
+    data = tiny_study(name, study={"n_trials": len(POINTS), "enqueue": POINTS, **study_keys})
+    data["objective"]["optimizer"] = {"type": "adam", "lr": 0.01, "schedule": {"type": "cosine"}}
+    return data
+
+
+def trials(folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{folder / '.sweep' / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def test_a_study_in_groups_gives_the_values_of_the_same_trials_run_one_by_one(tmp_path: Path) -> None:
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    seq.mkdir(), par.mkdir()
+    one = run_main("sweep.run", str(write_yaml(seq / "s.yaml", study("s"))), "--no-report", cwd=seq)
+    assert one.returncode == 0, one.stderr
+    grouped = run_main(
+        "sweep.run", str(write_yaml(par / "s.yaml", study("s", parallel_trials=4))), "--no-report", cwd=par
+    )
+    assert grouped.returncode == 0, grouped.stderr
+    a, b = trials(seq, "s"), trials(par, "s")
+    assert [t.params for t in a] == [t.params for t in b]  # the enqueued points, in order
+    for ta, tb in zip(a, b, strict=True):
+        assert ta.state == tb.state == optuna.trial.TrialState.COMPLETE
+        assert math.isclose(ta.value, tb.value, rel_tol=1e-5), (ta.number, ta.value, tb.value)
+        assert ta.intermediate_values.keys() == tb.intermediate_values.keys()
+        for epoch, value in ta.intermediate_values.items():
+            assert math.isclose(value, tb.intermediate_values[epoch], rel_tol=1e-5)
+    counts = check_agreement(
+        optuna.load_study(study_name="s", storage=f"sqlite:///{par / '.sweep' / 'optuna.db'}"),
+        f"sqlite:///{par / 'mlflow.db'}",
+        len(POINTS),
+    )
+    assert counts["runs"] == len(POINTS)
+    client = MlflowClient(f"sqlite:///{par / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    groups = sorted({r.data.tags["sweep.group"] for r in runs if r.data.tags.get("sweep.role") == "trial"})
+    assert groups == ["0, 1, 2, 3", "4, 5"]  # 4 at once, then the 2 left of n_trials
+    metrics = [r for r in runs if r.data.tags.get("sweep.role") == "trial"]
+    assert all(len(client.get_metric_history(r.info.run_id, "val_total_loss")) == 3 for r in metrics)
+
+
+def test_a_diverging_member_fails_alone_and_the_study_still_ends_with_n_trials(tmp_path: Path) -> None:
+    data = study("nan", parallel_trials=3)
+    # The first member diverges; the fourth point is what the top-up trial takes (enqueued points first).
+    data["study"]["enqueue"] = [{**POINTS[0], "optimizer.lr": 1e9}, *POINTS[1:4]]
+    data["study"]["n_trials"] = 3
+    data["search"]["params"]["optimizer.lr"]["high"] = 1e9
+    data["objective"]["optimizer"] = {"type": "sgd", "lr": 0.01, "momentum": 0.9}
+    result = run_cli("sweep.run", str(write_yaml(tmp_path / "nan.yaml", data)), "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "nan")
+    assert ts[0].state == optuna.trial.TrialState.FAIL and "NonFiniteLossError" in ts[0].user_attrs["fail_reason"]
+    assert [t.state for t in ts[1:]] == [optuna.trial.TrialState.COMPLETE] * 3
+    check_agreement(
+        optuna.load_study(study_name="nan", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"),
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("objective", "says"),
+    [
+        ({"weighting": {"type": "dwa"}}, "weighting dwa"),
+        ({"mixing": "accumulate"}, "mixing accumulate"),
+    ],
+)
+def test_what_cannot_be_vectorized_trains_one_by_one_with_one_line(tmp_path: Path, objective: dict, says: str) -> None:
+    data = study("fallback", parallel_trials=3)
+    data["study"]["n_trials"] = 3
+    data["study"]["enqueue"] = POINTS[:3]
+    data["objective"].update(objective)
+    result = run_main("sweep.run", str(write_yaml(tmp_path / "f.yaml", data)), "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "train one after another" in line]
+    assert len(notes) == 1 and says in notes[0], result.stderr
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials(tmp_path, "fallback"))
+
+
+def test_pruning_stops_members_one_by_one(tmp_path: Path) -> None:
+    data = tiny_study(
+        "prune",
+        study={
+            "n_trials": 12,
+            "parallel_trials": 4,
+            "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+        },
+    )
+    data["objective"]["epochs"] = 6
+    result = run_main("sweep.run", str(write_yaml(tmp_path / "p.yaml", data)), "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ts = trials(tmp_path, "prune")
+    pruned = [t for t in ts if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, [t.state for t in ts]
+    assert all(len(t.intermediate_values) < 6 for t in pruned)
+    check_agreement(
+        optuna.load_study(study_name="prune", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"),
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        12,
+    )
+
+
+def test_parallel_trials_is_checked_and_overridable(tmp_path: Path) -> None:
+    bad = run_main("sweep.run", str(write_yaml(tmp_path / "b.yaml", study("b", parallel_trials=0))), cwd=tmp_path)
+    assert bad.returncode == 2 and "study.parallel_trials" in bad.stderr
+    assert not (tmp_path / ".sweep").exists()
+    ok = run_main(
+        "sweep.run",
+        str(write_yaml(tmp_path / "o.yaml", study("o"))),
+        "--parallel-trials",
+        "6",
+        "--no-report",
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("o").experiment_id])
+    assert {r.data.tags.get("sweep.group") for r in runs if r.data.tags.get("sweep.role") == "trial"} == {
+        "0, 1, 2, 3, 4, 5"
+    }
+
+
+def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(tmp_path: Path) -> None:
+    doc = study("ctrlc", parallel_trials=3, pruner="none")
+    doc["study"]["n_trials"] = 3
+    doc["objective"]["epochs"] = 20000  # the signal lands mid-training on any machine
+    path = write_yaml(tmp_path / "c.yaml", doc)
+    proc = start_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    try:
+        wait_for_training(proc, tmp_path, 3)
+        err, took = interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (130, -signal.SIGINT) and took < 20, err
+    assert "Interrupted" in err
+    ts = [t for t in trials(tmp_path, "ctrlc") if t.state != optuna.trial.TrialState.WAITING]  # enqueued, not run
+    assert [t.state for t in ts] == [optuna.trial.TrialState.FAIL] * 3
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in ts)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in ts} == {"FAILED"}
+    doc["objective"]["epochs"] = 2
+    resumed = run_cli("sweep.run", str(write_yaml(path, doc)), "--no-report", "--allow-changes", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
+    check_agreement(optuna.load_study(study_name="ctrlc", storage=storage), f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
