@@ -220,7 +220,12 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
 def _passthrough(args: argparse.Namespace) -> list[str]:
     """The options every worker needs to resolve the same study as this process."""
     out = ["--no-report", "--no-progress", "--cpu-threads", str(args.cpu_threads)]
-    for flag, value in (("--n-trials", args.n_trials), ("--timeout", args.timeout), ("--study-name", args.study_name)):
+    for flag, value in (
+        ("--n-trials", args.n_trials),
+        ("--timeout", args.timeout),
+        ("--study-name", args.study_name),
+        ("--parallel-trials", args.parallel_trials),
+    ):
         if value is not None:
             out += [flag, str(value)]
     return out + (["--verbose"] if args.verbose else []) + (["--allow-changes"] if args.allow_changes else [])

@@ -167,3 +167,21 @@ def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr
     storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
     check_agreement(optuna.load_study(study_name="ctrlc", storage=storage), f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
+
+
+def test_workers_each_run_groups(tmp_path: Path) -> None:
+    doc = tiny_study("w", study={"n_trials": 8})
+    doc["objective"]["epochs"] = 40  # long enough that the second process gets trials too
+    path = write_yaml(tmp_path / "w.yaml", doc)
+    result = run_cli("sweep.run", str(path), "--workers", "2", "--parallel-trials", "2", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
+    check_agreement(optuna.load_study(study_name="w", storage=storage), f"sqlite:///{tmp_path / 'mlflow.db'}", 8)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("w").experiment_id])
+        if r.data.tags.get("sweep.role") == "trial"
+    ]
+    groups = {r.data.tags.get("sweep.group") for r in runs} - {None}  # a last trial alone has no group
+    assert groups and all(len(g.split(", ")) == 2 for g in groups), groups
