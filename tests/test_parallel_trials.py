@@ -31,16 +31,17 @@ def trials(folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
 
 
-def test_a_study_in_groups_gives_the_values_of_the_same_trials_run_one_by_one(tmp_path: Path) -> None:
+def same_values(tmp_path: Path, data: dict, k: int) -> tuple[Path, list[optuna.trial.FrozenTrial]]:
+    """Run ``data`` one by one and with ``parallel_trials: k``; assert every trial's values agree."""
     seq, par = tmp_path / "seq", tmp_path / "par"
     seq.mkdir(), par.mkdir()
-    one = run_main("sweep.run", str(write_yaml(seq / "s.yaml", study("s"))), "--no-report", cwd=seq)
+    name = data["study"]["name"]
+    one = run_main("sweep.run", str(write_yaml(seq / "s.yaml", data)), "--no-report", cwd=seq)
     assert one.returncode == 0, one.stderr
-    grouped = run_main(
-        "sweep.run", str(write_yaml(par / "s.yaml", study("s", parallel_trials=4))), "--no-report", cwd=par
-    )
+    grouped_data = {**data, "study": {**data["study"], "parallel_trials": k}}
+    grouped = run_main("sweep.run", str(write_yaml(par / "s.yaml", grouped_data)), "--no-report", cwd=par)
     assert grouped.returncode == 0, grouped.stderr
-    a, b = trials(seq, "s"), trials(par, "s")
+    a, b = trials(seq, name), trials(par, name)
     assert [t.params for t in a] == [t.params for t in b]  # the enqueued points, in order
     for ta, tb in zip(a, b, strict=True):
         assert ta.state == tb.state == optuna.trial.TrialState.COMPLETE
@@ -48,6 +49,28 @@ def test_a_study_in_groups_gives_the_values_of_the_same_trials_run_one_by_one(tm
         assert ta.intermediate_values.keys() == tb.intermediate_values.keys()
         for epoch, value in ta.intermediate_values.items():
             assert math.isclose(value, tb.intermediate_values[epoch], rel_tol=1e-5)
+    return par, b
+
+
+def test_a_digits_pair_study_with_16_parallel_trials_gives_its_sequential_values(tmp_path: Path) -> None:
+    points = [{"optimizer.lr": 0.01 + 0.004 * i, "weights.log10_ratio": -1.5 + 0.2 * i} for i in range(16)]
+    data = tiny_study("d", study={"n_trials": 16, "enqueue": points, "pruner": "none"})
+    data["objective"].update(
+        problem={"name": "digits_pair", "options": {"n_a": 200, "n_b": 40, "n_val": 100}}, epochs=3, batch_size=32
+    )
+    data["objective"]["optimizer"] = {"type": "sgd", "lr": 0.05, "momentum": 0.9}
+    par, _ = same_values(tmp_path, data, 16)
+    client = MlflowClient(f"sqlite:///{par / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("d").experiment_id])
+    assert {r.data.tags.get("sweep.group") for r in runs if r.data.tags.get("sweep.role") == "trial"} == {
+        ", ".join(map(str, range(16)))
+    }
+
+
+def test_a_study_in_groups_gives_the_values_of_the_same_trials_run_one_by_one(tmp_path: Path) -> None:
+    data = study("s")
+    data["study"]["pruner"] = "none"
+    par, _ = same_values(tmp_path, data, 4)
     counts = check_agreement(
         optuna.load_study(study_name="s", storage=f"sqlite:///{par / '.sweep' / 'optuna.db'}"),
         f"sqlite:///{par / 'mlflow.db'}",
