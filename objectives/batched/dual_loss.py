@@ -6,7 +6,7 @@ batches (its own generator), gets the same weights and learning rates (its own w
 schedule) and the same update (:class:`~objectives.batched.optim.BatchedOptimizer`), so its metrics
 equal its standalone run's: to float64 round-off in float64, to float32 round-off in float32 (the
 batched matrix products may round differently from the unbatched ones). Members differ only in what
-:data:`objectives.batched.VARIES` lists; :func:`objectives.batched.why_not` says why a set of configs
+:data:`objectives.batched.VARIES` lists; :func:`objectives.batched.rules.why_not` says why a set of configs
 cannot be one group.
 
 A member stops on its own: its reporter raised (pruned, early-stopped), or its loss became NaN or
@@ -24,6 +24,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from objectives.batched.optim import BatchedOptimizer
+from objectives.batched.rules import why_not
 from objectives.config import DualLossConfig
 from objectives.data import take, val_batches, weighted_means
 from objectives.helpers import (
@@ -54,7 +55,7 @@ def train_group(
     """Train ``len(cfgs)`` configurations as one program; each member as :func:`objectives.dual_loss.train`.
 
     Args:
-        cfgs: Resolved configs that :func:`objectives.batched.why_not` accepts as one group.
+        cfgs: Resolved configs that :func:`objectives.batched.rules.why_not` accepts as one group.
         reports: Each member's reporter, called after each of its epochs; what it raises stops that member.
         problem: The problem, already built (the runner's cache); built from ``cfgs[0]`` when omitted.
         checkpoints: Each member's checkpoint callback (``{"model": ...}``), called before its reporter.
@@ -64,10 +65,8 @@ def train_group(
         or :class:`~objectives.helpers.NonFiniteLossError`).
 
     Raises:
-        ValueError: the configs cannot be one group (the reason from :func:`objectives.batched.why_not`).
+        ValueError: the configs cannot be one group (the reason from :func:`objectives.batched.rules.why_not`).
     """
-    from objectives.batched import why_not
-
     # 1. One problem, on the device once; the group's configs must differ only where vectorizable.
     first, device, problem = prepare(cfgs[0], problem, Problem)
     cfgs = [prepare(c, problem, Problem)[0] for c in cfgs]

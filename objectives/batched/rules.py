@@ -1,0 +1,79 @@
+"""What a vectorized group may differ in (:data:`VARIES`), what must be equal (:func:`group_key`), and why a
+set of configs cannot be one group (:func:`why_not`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from objectives.config import LoopCommon
+
+# What may differ between the members of one group (each member has its own value).
+VARIES = (
+    "weights",
+    "seed",
+    "grad_clip",
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "optimizer.betas",
+    "optimizer.schedule (its options; one type per group)",
+    "weight_schedule (its options; one type and target per group)",
+)
+
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def group_key(cfg: LoopCommon) -> str:
+    """What must be equal within a group: the config less what :data:`VARIES` (JSON, keys sorted)."""
+    d: dict[str, Any] = cfg.model_dump(mode="json")
+    for key in ("weights", "seed", "grad_clip"):
+        d.pop(key, None)
+    for opt in [d["optimizer"]] if "optimizer" in d else []:
+        for key in ("lr", "weight_decay", "momentum", "betas"):
+            opt.pop(key)
+        opt["schedule"] = {"type": opt["schedule"]["type"]}
+    d["weight_schedule"] = {k: d["weight_schedule"][k] for k in ("type", "target")}
+    return json.dumps(d, sort_keys=True)
+
+
+def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
+    """Why these configs cannot train as one vectorized group; ``""`` when they can.
+
+    Args:
+        cfgs: The members' resolved configs.
+        problem: Their (one) built problem.
+    """
+    first = cfgs[0]
+    if first.loop != "dual_loss":  # type: ignore[attr-defined]
+        return f"the {first.loop} loop is not vectorized; only dual_loss is"  # type: ignore[attr-defined]
+    keys = [json.loads(group_key(c)) for c in cfgs]
+    for other in keys[1:]:
+        differs = sorted(k for k in set(keys[0]) | set(other) if keys[0].get(k) != other.get(k))
+        if differs:
+            return f"they differ in {', '.join(differs)} (a group may differ only in {', '.join(VARIES)})"
+    if first.weighting.type != "static":
+        return (
+            f"weighting {first.weighting.type} takes each step's weights from the member's own losses or "
+            "gradients; only static weights (with any weight schedule) are vectorized"
+        )
+    if first.mixing == "accumulate":  # type: ignore[attr-defined]
+        return "mixing accumulate runs one backward pass per task; zip and cycle are vectorized"
+    if first.grad_accum_steps > 1:  # type: ignore[attr-defined]
+        return "grad_accum_steps > 1 is not vectorized"
+    if first.precision != "fp32":
+        return f"precision {first.precision} is not vectorized; fp32 is"
+    if first.compile is not False:
+        return "compile is not vectorized (the group runs eagerly)"
+    if any(isinstance(task.train, Dataset) for task in (problem.a, problem.b)):
+        return "the training data is a Dataset read by a DataLoader; only tensor data is vectorized"
+    model = problem.make_model()
+    if any(True for _ in model.buffers()):
+        return "the model has buffers (e.g. BatchNorm's running statistics), which are not vectorized"
+    if any(isinstance(m, _DROPOUT) for m in model.modules()):
+        return "the model uses dropout, whose masks would differ from each member's standalone run"
+    return ""
