@@ -108,7 +108,7 @@ def test_a_diverging_member_fails_alone_and_the_study_still_ends_with_n_trials(t
     ("objective", "says"),
     [
         ({"weighting": {"type": "dwa"}}, "weighting dwa"),
-        ({"mixing": "accumulate"}, "mixing accumulate"),
+        ({"precision": "bf16"}, "precision bf16"),
     ],
 )
 def test_what_cannot_be_vectorized_trains_one_by_one_with_one_line(tmp_path: Path, objective: dict, says: str) -> None:

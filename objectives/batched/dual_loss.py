@@ -17,6 +17,7 @@ on exactly as before; its result is the exception that stopped it.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,7 +103,9 @@ def train_group(
     wtable = torch.stack(
         [weight_table(c.weight_schedule, c.weights, c.LOSSES, total_steps, device) for c in cfgs], dim=1
     )
-    schedules = [_schedule(c, total_steps, plan.steps) for c in cfgs]
+    accum = first.grad_accum_steps
+    updates_per_epoch = math.ceil(plan.steps / accum)
+    schedules = [_schedule(c, first.epochs * updates_per_epoch, updates_per_epoch) for c in cfgs]
 
     members = list(range(len(cfgs)))  # original index of each row still training
     results: list[Result | None] = [None] * len(cfgs)
@@ -138,7 +141,7 @@ def train_group(
         idx_a = _stacked_batches(sizes[0], batch_sizes[0], plan.steps, generators, device)
         idx_b = _stacked_batches(sizes[1], batch_sizes[1], plan.steps, generators, device)
         lrs = [[s.optimizer.param_groups[0]["lr"] for s in schedules]]
-        for _ in range(plan.steps - 1):
+        for _ in range(updates_per_epoch - 1):
             for s in schedules:
                 s.schedule.after_step()
             lrs.append([s.optimizer.param_groups[0]["lr"] for s in schedules])
@@ -148,14 +151,20 @@ def train_group(
         k = len(members)
         loss_sums, weight_sums = torch.zeros(k, 2, device=device), torch.zeros(k, 2, device=device)
         weighted_sum = torch.zeros(k, device=device)
+        grads: dict[str, torch.Tensor] = {}
         for i in range(plan.steps):
-            # 6. Both losses of every member in one vectorized forward; one backward of the sum fills
-            #    each member's gradient with its own Σ w_i L_i's (members share no parameter).
+            # 6. Both losses of every member in one vectorized forward; a backward of the sum over members
+            #    fills each member's gradient with its own Σ w_i L_i's (members share no parameter). With
+            #    accumulation groups each batch's share is scaled by 1/group size and added up, as .grad is.
             losses = batched_losses(params, take(problem.a.train, idx_a[i]), take(problem.b.train, idx_b[i]))
             w = wtable[step]
-            grads = torch.autograd.grad((w * losses).sum(), list(params.values()))
-            grads = _clipped(dict(zip(params, grads, strict=True)), [cfgs[m].grad_clip for m in members])
-            optimizer.step(grads, {key: table[i] for key, table in scalars.items()})
+            factor = 1.0 / min(accum, plan.steps - i // accum * accum)
+            for name, g in _gradients(params, w, losses, factor, first.mixing == "accumulate").items():
+                grads[name] = grads[name] + g if name in grads else g
+            if (i + 1) % accum == 0 or i + 1 == plan.steps:
+                clipped = _clipped(grads, [cfgs[m].grad_clip for m in members])
+                optimizer.step(clipped, {key: table[i // accum] for key, table in scalars.items()})
+                grads = {}
             loss_sums += losses.detach()
             weight_sums += w
             weighted_sum += (w * losses.detach()).sum(dim=1)
@@ -237,6 +246,27 @@ def _output(template: torch.nn.Module, params: dict[str, torch.Tensor], task: Ta
     else:
         out = functional_call(template, params, tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,))
     return out if task.head is None else out[task.head]
+
+
+def _gradients(
+    params: dict[str, torch.Tensor], w: torch.Tensor, losses: torch.Tensor, factor: float, per_task: bool
+) -> dict[str, torch.Tensor]:
+    """Each member's gradient of its ``Σ w_i L_i · factor``, stacked like ``params``.
+
+    ``per_task`` (``mixing: accumulate``): one backward per task, added in task order, as the standalone
+    loop's two ``backward`` calls add into ``.grad`` (a parameter one task does not reach gets zeros).
+    """
+    tensors = list(params.values())
+    if not per_task:
+        return dict(zip(params, torch.autograd.grad(((w * losses).sum(dim=1) * factor).sum(), tensors), strict=True))
+    total: list[torch.Tensor | None] = [None] * len(tensors)
+    for task in range(losses.shape[1]):
+        last = task == losses.shape[1] - 1
+        part = torch.autograd.grad(
+            (w[:, task] * losses[:, task] * factor).sum(), tensors, retain_graph=not last, allow_unused=True
+        )
+        total = [t if g is None else g if t is None else t + g for t, g in zip(total, part, strict=True)]
+    return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), total, strict=True)}
 
 
 def _stacked_batches(

@@ -61,10 +61,6 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
             f"weighting {first.weighting.type} takes each step's weights from the member's own losses or "
             "gradients; only static weights (with any weight schedule) are vectorized"
         )
-    if first.mixing == "accumulate":  # type: ignore[attr-defined]
-        return "mixing accumulate runs one backward pass per task; zip and cycle are vectorized"
-    if first.grad_accum_steps > 1:  # type: ignore[attr-defined]
-        return "grad_accum_steps > 1 is not vectorized"
     if first.precision != "fp32":
         return f"precision {first.precision} is not vectorized; fp32 is"
     if first.compile is not False:
