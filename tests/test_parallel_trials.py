@@ -107,7 +107,7 @@ def test_a_diverging_member_fails_alone_and_the_study_still_ends_with_n_trials(t
 @pytest.mark.parametrize(
     ("objective", "says"),
     [
-        ({"weighting": {"type": "dwa"}}, "weighting dwa"),
+        ({"weighting": {"type": "pcgrad"}}, "weighting pcgrad"),
         ({"precision": "bf16"}, "precision bf16"),
     ],
 )

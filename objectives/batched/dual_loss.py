@@ -35,6 +35,7 @@ from objectives.helpers import (
     Reporter,
     build_optimizer,
     check_finite,
+    derive_seed,
     epoch_batches,
     plan_epoch,
     seed_all,
@@ -43,6 +44,8 @@ from objectives.lr_schedules import LRSchedule
 from objectives.numerics import peak_memory_mb, reset_peak_memory
 from objectives.problems import Problem, Task, prepare
 from objectives.weight_schedules import weight_table
+from objectives.weighting import make as make_weighting
+from objectives.weighting.base import Weighting
 
 Result = dict[str, float] | BaseException
 
@@ -106,6 +109,10 @@ def train_group(
     accum = first.grad_accum_steps
     updates_per_epoch = math.ceil(plan.steps / accum)
     schedules = [_schedule(c, first.epochs * updates_per_epoch, updates_per_epoch) for c in cfgs]
+    # Dynamic strategies whose weights come before the backward (DWA, RLW): one instance per member,
+    # seeded as its standalone run's, asked for its row's weights each step.
+    strategies = [make_weighting(c.weighting, 2, device, derive_seed(c.seed, "weighting")) for c in cfgs]
+    static = first.weighting.type == "static"
 
     members = list(range(len(cfgs)))  # original index of each row still training
     results: list[Result | None] = [None] * len(cfgs)
@@ -128,7 +135,7 @@ def train_group(
         optimizer.select(index)
         wtable = wtable[:, index]
         for row in sorted(stopped, reverse=True):
-            del members[row], generators[row], schedules[row]
+            del members[row], generators[row], schedules[row], strategies[row]
         return keep
 
     step = 0
@@ -157,7 +164,7 @@ def train_group(
             #    fills each member's gradient with its own Σ w_i L_i's (members share no parameter). With
             #    accumulation groups each batch's share is scaled by 1/group size and added up, as .grad is.
             losses = batched_losses(params, take(problem.a.train, idx_a[i]), take(problem.b.train, idx_b[i]))
-            w = wtable[step]
+            w = wtable[step] if static else _strategy_weights(strategies, losses, wtable[step], first.mixing)
             factor = 1.0 / min(accum, plan.steps - i // accum * accum)
             for name, g in _gradients(params, w, losses, factor, first.mixing == "accumulate").items():
                 grads[name] = grads[name] + g if name in grads else g
@@ -187,6 +194,8 @@ def train_group(
 
         # 8. Validate every member in one vectorized pass per chunk, then one transfer for everything.
         train_means = loss_sums / plan.steps
+        for row, strategy in enumerate(strategies):
+            strategy.end_epoch(train_means[row])
         weight_means = weight_sums / plan.steps
         columns = {
             "train_a_loss": train_means[:, 0],
@@ -246,6 +255,18 @@ def _output(template: torch.nn.Module, params: dict[str, torch.Tensor], task: Ta
     else:
         out = functional_call(template, params, tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,))
     return out if task.head is None else out[task.head]
+
+
+def _strategy_weights(
+    strategies: Sequence[Weighting], losses: torch.Tensor, base: torch.Tensor, mixing: str
+) -> torch.Tensor:
+    """Each member's effective weights from its own strategy, ``(K, n)``, asked as the standalone loop asks
+    (``mixing: accumulate`` passes the base weights for the losses: the weights come before any loss)."""
+    rows = []
+    for row, strategy in enumerate(strategies):
+        seen = base[row] if mixing == "accumulate" else losses[row]
+        rows.append(strategy.weights(seen, base[row]).detach())
+    return torch.stack(rows)
 
 
 def _gradients(

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from objectives.config import LoopCommon
+from objectives.weighting import names_with
 
 # What may differ between the members of one group (each member has its own value).
 VARIES = (
@@ -56,10 +57,10 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
         differs = sorted(k for k in set(keys[0]) | set(other) if keys[0].get(k) != other.get(k))
         if differs:
             return f"they differ in {', '.join(differs)} (a group may differ only in {', '.join(VARIES)})"
-    if first.weighting.type != "static":
+    if first.weighting.type not in names_with(weights_before_step=True):  # the gradient is Σ w_i ∇L_i
         return (
-            f"weighting {first.weighting.type} takes each step's weights from the member's own losses or "
-            "gradients; only static weights (with any weight schedule) are vectorized"
+            f"weighting {first.weighting.type} makes each step's gradient from the member's own losses or "
+            f"per-loss gradients (or learns with it); {', '.join(names_with(weights_before_step=True))} are vectorized"
         )
     if first.precision != "fp32":
         return f"precision {first.precision} is not vectorized; fp32 is"

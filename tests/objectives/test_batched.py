@@ -133,6 +133,20 @@ def test_each_member_equals_its_standalone_run_in_float64(kind: str, mixing: str
         assert result == rec.metrics[-1]
 
 
+@pytest.mark.parametrize("weighting", [{"type": "dwa", "temperature": 1.5}, {"type": "rlw"}])
+@pytest.mark.parametrize("mixing", ["cycle", "accumulate"])
+def test_dynamic_weights_known_before_the_step_are_each_members_own(weighting: dict, mixing: str) -> None:
+    p = problem(torch.float64)
+    cs = [
+        DualLossConfig.model_validate({**c.model_dump(), "weighting": weighting, "mixing": mixing})
+        for c in members("adam")
+    ]
+    recs, _ = grouped(cs, p)
+    for c, rec in zip(cs, recs, strict=True):
+        assert_same(standalone(c, p), rec, F64)
+    assert len({rec.metrics[-1]["weight_a"] for rec in recs}) == 3  # each its own weights
+
+
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
 @pytest.mark.parametrize("mixing", ["cycle", "accumulate"])
 def test_gradient_accumulation_groups_equal_the_standalone_run(kind: str, mixing: str) -> None:
@@ -229,7 +243,8 @@ def test_group_key_ignores_exactly_what_varies() -> None:
     ("change", "says"),
     [
         ({"batch_size": 8}, "differ in batch_size"),
-        ({"weighting": {"type": "dwa"}}, "weighting dwa"),
+        ({"weighting": {"type": "uncertainty"}}, "weighting uncertainty"),
+        ({"weighting": {"type": "famo"}}, "weighting famo"),
         ({"precision": "bf16"}, "precision bf16"),
         ({"compile": True}, "compile"),
     ],
