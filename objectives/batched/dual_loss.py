@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
+from objectives.batched.common import clipped, member_model, schedule, stacked_batches, strategy_weights
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
 from objectives.config import DualLossConfig
@@ -33,19 +34,15 @@ from objectives.helpers import (
     Checkpoint,
     NonFiniteLossError,
     Reporter,
-    build_optimizer,
     check_finite,
     derive_seed,
-    epoch_batches,
     plan_epoch,
     seed_all,
 )
-from objectives.lr_schedules import LRSchedule
 from objectives.numerics import peak_memory_mb, reset_peak_memory
 from objectives.problems import Problem, Task, prepare
 from objectives.weight_schedules import weight_table
 from objectives.weighting import make as make_weighting
-from objectives.weighting.base import Weighting
 
 Result = dict[str, float] | BaseException
 
@@ -108,7 +105,7 @@ def train_group(
     )
     accum = first.grad_accum_steps
     updates_per_epoch = math.ceil(plan.steps / accum)
-    schedules = [_schedule(c, first.epochs * updates_per_epoch, updates_per_epoch) for c in cfgs]
+    schedules = [schedule(c.optimizer, first.epochs * updates_per_epoch, updates_per_epoch) for c in cfgs]
     # Dynamic strategies whose weights come before the backward (DWA, RLW): one instance per member,
     # seeded as its standalone run's, asked for its row's weights each step.
     strategies = [make_weighting(c.weighting, 2, device, derive_seed(c.seed, "weighting")) for c in cfgs]
@@ -145,13 +142,13 @@ def train_group(
         template.train()
         # 5. Each member's batches from its own generator (a's then b's, as the standalone loop draws
         #    them), stacked: step i's indices are one (K, B_i) tensor per task.
-        idx_a = _stacked_batches(sizes[0], batch_sizes[0], plan.steps, generators, device)
-        idx_b = _stacked_batches(sizes[1], batch_sizes[1], plan.steps, generators, device)
-        lrs = [[s.optimizer.param_groups[0]["lr"] for s in schedules]]
+        idx_a = stacked_batches(sizes[0], batch_sizes[0], plan.steps, generators, device)
+        idx_b = stacked_batches(sizes[1], batch_sizes[1], plan.steps, generators, device)
+        lrs = [[s.lr for s in schedules]]
         for _ in range(updates_per_epoch - 1):
             for s in schedules:
                 s.schedule.after_step()
-            lrs.append([s.optimizer.param_groups[0]["lr"] for s in schedules])
+            lrs.append([s.lr for s in schedules])
         for s in schedules:
             s.schedule.after_step()
         scalars = optimizer.tables(lrs, device)
@@ -164,13 +161,13 @@ def train_group(
             #    fills each member's gradient with its own Σ w_i L_i's (members share no parameter). With
             #    accumulation groups each batch's share is scaled by 1/group size and added up, as .grad is.
             losses = batched_losses(params, take(problem.a.train, idx_a[i]), take(problem.b.train, idx_b[i]))
-            w = wtable[step] if static else _strategy_weights(strategies, losses, wtable[step], first.mixing)
+            w = wtable[step] if static else strategy_weights(strategies, losses, wtable[step], first.mixing)
             factor = 1.0 / min(accum, plan.steps - i // accum * accum)
             for name, g in _gradients(params, w, losses, factor, first.mixing == "accumulate").items():
                 grads[name] = grads[name] + g if name in grads else g
             if (i + 1) % accum == 0 or i + 1 == plan.steps:
-                clipped = _clipped(grads, [cfgs[m].grad_clip for m in members])
-                optimizer.step(clipped, {key: table[i // accum] for key, table in scalars.items()})
+                update = clipped(grads, [cfgs[m].grad_clip for m in members])
+                optimizer.step(update, {key: table[i // accum] for key, table in scalars.items()})
                 grads = {}
             loss_sums += losses.detach()
             weight_sums += w
@@ -213,13 +210,13 @@ def train_group(
         stopped: dict[int, BaseException] = {}
         for row, m in enumerate(members):
             metrics = dict(zip(columns, values[row], strict=True))
-            metrics["lr"] = schedules[row].optimizer.param_groups[0]["lr"]
+            metrics["lr"] = schedules[row].lr
             metrics["peak_memory_mb"] = peak
             try:
                 check_finite(metrics, epoch)
                 schedules[row].schedule.after_epoch(metrics["val_total_loss"])
                 if checkpoints[m] is not None:
-                    checkpoints[m](epoch, metrics, {"model": _member_model(models[m], params, row)})
+                    checkpoints[m](epoch, metrics, {"model": member_model(models[m], params, row)})
                 if reports[m] is not None:
                     reports[m](epoch, metrics)
             except (KeyboardInterrupt, SystemExit):
@@ -233,21 +230,6 @@ def train_group(
     return [r if r is not None else {} for r in results]
 
 
-class _Schedule:
-    """A member's LR schedule, driving a stand-in optimizer whose ``lr`` is the member's."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
-        self.optimizer, self.schedule = optimizer, schedule
-
-
-def _schedule(cfg: DualLossConfig, total_steps: int, steps_per_epoch: int) -> _Schedule:
-    stand_in = torch.zeros(1, requires_grad=True)
-    optimizer = build_optimizer([stand_in], cfg.optimizer)
-    schedule = LRSchedule(optimizer, cfg.optimizer.schedule, total_steps, steps_per_epoch)
-    optimizer.step()  # no gradient: changes nothing, but torch's schedulers expect a step before theirs
-    return _Schedule(optimizer, schedule)
-
-
 def _output(template: torch.nn.Module, params: dict[str, torch.Tensor], task: Task, inputs: Any) -> torch.Tensor:
     """The task's output of the model with ``params``, called as :func:`objectives.data.call` calls it."""
     if isinstance(inputs, dict):
@@ -255,18 +237,6 @@ def _output(template: torch.nn.Module, params: dict[str, torch.Tensor], task: Ta
     else:
         out = functional_call(template, params, tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,))
     return out if task.head is None else out[task.head]
-
-
-def _strategy_weights(
-    strategies: Sequence[Weighting], losses: torch.Tensor, base: torch.Tensor, mixing: str
-) -> torch.Tensor:
-    """Each member's effective weights from its own strategy, ``(K, n)``, asked as the standalone loop asks
-    (``mixing: accumulate`` passes the base weights for the losses: the weights come before any loss)."""
-    rows = []
-    for row, strategy in enumerate(strategies):
-        seen = base[row] if mixing == "accumulate" else losses[row]
-        rows.append(strategy.weights(seen, base[row]).detach())
-    return torch.stack(rows)
 
 
 def _gradients(
@@ -288,27 +258,6 @@ def _gradients(
         )
         total = [t if g is None else g if t is None else t + g for t, g in zip(total, part, strict=True)]
     return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), total, strict=True)}
-
-
-def _stacked_batches(
-    n: int, batch_size: int, steps: int, generators: Sequence[torch.Generator], device: torch.device
-) -> tuple[torch.Tensor, ...]:
-    """``steps`` index batches per member (:func:`objectives.helpers.epoch_batches`), as ``(K, B_i)`` tensors."""
-    per_member = [epoch_batches(n, batch_size, steps, g, device) for g in generators]
-    split = [len(b) for b in per_member[0]]
-    return torch.stack([torch.cat(batches) for batches in per_member]).split(split, dim=1)
-
-
-def _clipped(grads: dict[str, torch.Tensor], clips: Sequence[float | None]) -> dict[str, torch.Tensor]:
-    """Each member's gradient clipped to its own norm as ``torch.nn.utils.clip_grad_norm_`` does (no sync)."""
-    if all(c is None for c in clips):
-        return grads
-    some = next(iter(grads.values()))
-    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads.values()])
-    total = torch.linalg.vector_norm(norms, 2, dim=0)
-    limit = torch.tensor([c if c is not None else float("inf") for c in clips], dtype=some.dtype, device=some.device)
-    coef = torch.clamp(limit / (total + 1e-6), max=1.0)
-    return {name: g * coef.reshape(-1, *([1] * (g.dim() - 1))) for name, g in grads.items()}
 
 
 @torch.no_grad()
@@ -336,11 +285,3 @@ def _evaluate(
     results["val_total_loss"] = sum(results[f"val_{name}_loss"] for name in tasks)
     template.train()
     return results
-
-
-@torch.no_grad()
-def _member_model(model: torch.nn.Module, params: dict[str, torch.Tensor], row: int) -> torch.nn.Module:
-    """The member's own module, its parameters set to row ``row`` of the stacked ones (for checkpoints)."""
-    for name, p in model.named_parameters():
-        p.copy_(params[name][row])
-    return model

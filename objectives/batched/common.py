@@ -1,0 +1,72 @@
+"""What the vectorized loops share: per-member LR schedules, batches, clipping, strategy weights, views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from objectives.config import OptimizerConfig
+from objectives.helpers import build_optimizer, epoch_batches
+from objectives.lr_schedules import LRSchedule
+from objectives.weighting.base import Weighting
+
+
+class Schedule:
+    """A member's LR schedule, driving a stand-in optimizer whose ``lr`` is the member's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> None:
+        self.optimizer, self.schedule = optimizer, schedule
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+def schedule(cfg: OptimizerConfig, total_steps: int, steps_per_epoch: int) -> Schedule:
+    stand_in = torch.zeros(1, requires_grad=True)
+    optimizer = build_optimizer([stand_in], cfg)
+    schedule = LRSchedule(optimizer, cfg.schedule, total_steps, steps_per_epoch)
+    optimizer.step()  # no gradient: changes nothing, but torch's schedulers expect a step before theirs
+    return Schedule(optimizer, schedule)
+
+
+def strategy_weights(
+    strategies: Sequence[Weighting], losses: torch.Tensor, base: torch.Tensor, mixing: str
+) -> torch.Tensor:
+    """Each member's effective weights from its own strategy, ``(K, n)``, asked as the standalone loop asks
+    (``mixing: accumulate`` passes the base weights for the losses: the weights come before any loss)."""
+    rows = []
+    for row, strategy in enumerate(strategies):
+        seen = base[row] if mixing == "accumulate" else losses[row]
+        rows.append(strategy.weights(seen, base[row]).detach())
+    return torch.stack(rows)
+
+
+def stacked_batches(
+    n: int, batch_size: int, steps: int, generators: Sequence[torch.Generator], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """``steps`` index batches per member (:func:`objectives.helpers.epoch_batches`), as ``(K, B_i)`` tensors."""
+    per_member = [epoch_batches(n, batch_size, steps, g, device) for g in generators]
+    split = [len(b) for b in per_member[0]]
+    return torch.stack([torch.cat(batches) for batches in per_member]).split(split, dim=1)
+
+
+def clipped(grads: dict[str, torch.Tensor], clips: Sequence[float | None]) -> dict[str, torch.Tensor]:
+    """Each member's gradient clipped to its own norm as ``torch.nn.utils.clip_grad_norm_`` does (no sync)."""
+    if all(c is None for c in clips):
+        return grads
+    some = next(iter(grads.values()))
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), 2, dim=1) for g in grads.values()])
+    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    limit = torch.tensor([c if c is not None else float("inf") for c in clips], dtype=some.dtype, device=some.device)
+    coef = torch.clamp(limit / (total + 1e-6), max=1.0)
+    return {name: g * coef.reshape(-1, *([1] * (g.dim() - 1))) for name, g in grads.items()}
+
+
+@torch.no_grad()
+def member_model(model: torch.nn.Module, params: dict[str, torch.Tensor], row: int) -> torch.nn.Module:
+    """The member's own module, its parameters set to row ``row`` of the stacked ones (for checkpoints)."""
+    for name, p in model.named_parameters():
+        p.copy_(params[name][row])
+    return model
