@@ -208,3 +208,20 @@ def test_workers_each_run_groups(tmp_path: Path) -> None:
     ]
     groups = {r.data.tags.get("sweep.group") for r in runs} - {None}  # a last trial alone has no group
     assert groups and all(len(g.split(", ")) == 2 for g in groups), groups
+
+
+def test_an_alternating_study_in_groups_gives_its_sequential_values(tmp_path: Path) -> None:
+    """The shipped alternating study (shortened): the searched mode and steps split the group by what must be
+    equal; every trial has the value of the same trial run one by one."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    doc = yaml.safe_load((ROOT / "studies" / "alternating.yaml").read_text())
+    doc["study"].update({"n_trials": 8, "sampler": {"type": "random"}, "pruner": "none"})
+    doc["objective"].update({"epochs": 2, "problem": {"name": "digits_codes", "options": {"n_train": 120}}})
+    par, _ = same_values(tmp_path, doc, 8)
+    client = MlflowClient(f"sqlite:///{par / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(doc["study"]["name"]).experiment_id])
+    groups = {r.data.tags.get("sweep.group") for r in runs if r.data.tags.get("sweep.role") == "trial"} - {None}
+    assert groups, "no two of 8 random trials could share a group"

@@ -9,7 +9,24 @@ be equal (:func:`group_key`), and :func:`why_not` names what stops a set of conf
 
 from __future__ import annotations
 
-from objectives.batched.dual_loss import Result, train_group
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from objectives.batched import alternating, dual_loss
+from objectives.batched.dual_loss import Result
 from objectives.batched.rules import VARIES, group_key, why_not
 
-__all__ = ["VARIES", "Result", "group_key", "train_group", "why_not"]
+GROUP_LOOPS: dict[str, Callable[..., list[Result]]] = {
+    "dual_loss": dual_loss.train_group,
+    "alternating": alternating.train_group,
+}
+
+
+def train_group(
+    cfgs: Sequence[Any], reports: Sequence[Any], problem: Any = None, checkpoints: Sequence[Any] | None = None
+) -> list[Result]:
+    """Train the configs as one vectorized group with their loop's group trainer (:data:`GROUP_LOOPS`)."""
+    return GROUP_LOOPS[cfgs[0].loop](cfgs, reports, problem=problem, checkpoints=checkpoints)
+
+
+__all__ = ["GROUP_LOOPS", "VARIES", "Result", "group_key", "train_group", "why_not"]

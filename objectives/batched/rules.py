@@ -17,8 +17,8 @@ from objectives.weighting import names_with
 VARIES = (
     "weights",
     "seed",
-    "grad_clip",
-    "optimizer.lr",
+    "grad_clip (alternating: model_a.grad_clip, model_b.grad_clip)",
+    "optimizer.lr (alternating: model_a.optimizer.*, model_b.optimizer.* alike)",
     "optimizer.weight_decay",
     "optimizer.momentum",
     "optimizer.betas",
@@ -30,11 +30,18 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropou
 
 
 def group_key(cfg: LoopCommon) -> str:
-    """What must be equal within a group: the config less what :data:`VARIES` (JSON, keys sorted)."""
+    """What must be equal within a group: the config less what :data:`VARIES` (JSON, keys sorted); the
+    number of loss weights stays (it sets the loss terms)."""
     d: dict[str, Any] = cfg.model_dump(mode="json")
-    for key in ("weights", "seed", "grad_clip"):
-        d.pop(key, None)
-    for opt in [d["optimizer"]] if "optimizer" in d else []:
+    d["n_weights"] = len(d.pop("weights"))
+    d.pop("seed", None)
+    d.pop("grad_clip", None)
+    owners = [d, *(d[m] for m in ("model_a", "model_b") if m in d)]  # alternating: per-model settings
+    for owner in owners:
+        owner.pop("grad_clip", None)
+        opt = owner.get("optimizer")
+        if opt is None:
+            continue
         for key in ("lr", "weight_decay", "momentum", "betas"):
             opt.pop(key)
         opt["schedule"] = {"type": opt["schedule"]["type"]}
@@ -50,8 +57,6 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
         problem: Their (one) built problem.
     """
     first = cfgs[0]
-    if first.loop != "dual_loss":  # type: ignore[attr-defined]
-        return f"the {first.loop} loop is not vectorized; only dual_loss is"  # type: ignore[attr-defined]
     keys = [json.loads(group_key(c)) for c in cfgs]
     for other in keys[1:]:
         differs = sorted(k for k in set(keys[0]) | set(other) if keys[0].get(k) != other.get(k))
@@ -66,11 +71,15 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
         return f"precision {first.precision} is not vectorized; fp32 is"
     if first.compile is not False:
         return "compile is not vectorized (the group runs eagerly)"
-    if any(isinstance(task.train, Dataset) for task in (problem.a, problem.b)):
+    coupled = first.loop == "alternating"  # type: ignore[attr-defined]
+    splits = [problem.train] if coupled else [problem.a.train, problem.b.train]
+    if any(isinstance(split, Dataset) for split in splits):
         return "the training data is a Dataset read by a DataLoader; only tensor data is vectorized"
-    model = problem.make_model()
-    if any(True for _ in model.buffers()):
-        return "the model has buffers (e.g. BatchNorm's running statistics), which are not vectorized"
-    if any(isinstance(m, _DROPOUT) for m in model.modules()):
-        return "the model uses dropout, whose masks would differ from each member's standalone run"
+    if coupled and len(first.weights) == 3 and problem.consistency is not None:  # type: ignore[attr-defined]
+        return "the problem's own consistency function takes model B as a module; the default term is vectorized"
+    for model in [problem.make_model_a(), problem.make_model_b()] if coupled else [problem.make_model()]:
+        if any(True for _ in model.buffers()):
+            return "the model has buffers (e.g. BatchNorm's running statistics), which are not vectorized"
+        if any(isinstance(m, _DROPOUT) for m in model.modules()):
+            return "the model uses dropout, whose masks would differ from each member's standalone run"
     return ""

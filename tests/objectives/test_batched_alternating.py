@@ -1,0 +1,147 @@
+"""Vectorized trials of the alternating loop: each member equals its standalone run (objectives.alternating)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from objectives.alternating import train
+from objectives.batched import group_key, train_group, why_not
+from objectives.config import AlternatingConfig
+from objectives.helpers import NonFiniteLossError
+from objectives.problems import CoupledProblem, build_problem
+
+OPTIONS = {"n_train": 120, "code_dim": 4, "hidden": 8}
+F64 = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def problem64() -> CoupledProblem:
+    p = build_problem("digits_codes", OPTIONS, 0, "alternating", CoupledProblem)
+    x, y, t = p.train
+    xv, yv, tv = p.val
+    ma, mb = p.make_model_a, p.make_model_b
+    return dataclasses.replace(
+        p,
+        train=(x.double(), y, t.double()),
+        val=(xv.double(), yv, tv.double()),
+        make_model_a=lambda: ma().double(),
+        make_model_b=lambda: mb().double(),
+    )
+
+
+def members(mode: str, kind: str, n_weights: int = 2, **kw: Any) -> list[AlternatingConfig]:
+    out = []
+    for i in range(3):
+
+        def opt(lr: float, wd: float, i: int = i) -> dict[str, Any]:
+            return {
+                "type": kind,
+                "lr": lr,
+                "weight_decay": wd,
+                "momentum": (0.9, 0.5, 0.0)[i],
+                "betas": ((0.9, 0.999), (0.8, 0.99), (0.95, 0.9))[i],
+                "schedule": {"type": "cosine", "min_lr_ratio": (0.0, 0.1, 0.5)[i]},
+            }
+
+        scale = 0.1 if kind == "sgd" else 0.01
+        weights = ((0.5, 0.5, 0.2), (0.9, 0.1, 1.0), (0.2, 1.3, 0.0))[i][:n_weights]
+        out.append(
+            AlternatingConfig(
+                problem={"name": "digits_codes", "options": OPTIONS},
+                seed=20 + i,
+                data_seed=0,
+                device="cpu",
+                epochs=3,
+                batch_size=32,
+                mode=mode,
+                weights=weights,
+                model_a={"optimizer": opt(scale * (1 + i), 0.01 * i), "grad_clip": (None, 1.0, 0.1)[i]},
+                model_b={"optimizer": opt(scale * (3 - i), 0.0), "grad_clip": (0.5, None, None)[i]},
+                **kw,
+            )
+        )
+    return out
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+        self.params: list[dict[str, torch.Tensor]] = []
+
+    def checkpoint(self, epoch: int, metrics: Any, models: Any) -> None:
+        self.params.append(
+            {f"{n}.{k}": v.detach().clone() for n, m in models.items() for k, v in m.state_dict().items()}
+        )
+
+    def report(self, epoch: int, metrics: Any) -> None:
+        self.metrics.append(dict(metrics))
+
+
+def check(cs: list[AlternatingConfig], p: CoupledProblem) -> list:
+    recs = [Recorder() for _ in cs]
+    results = train_group(cs, [r.report for r in recs], problem=p, checkpoints=[r.checkpoint for r in recs])
+    for c, rec in zip(cs, recs, strict=True):
+        ref = Recorder()
+        train(c, ref.report, problem=p, checkpoint=ref.checkpoint)
+        assert len(ref.metrics) == len(rec.metrics) == c.epochs
+        for ma, mb in zip(ref.metrics, rec.metrics, strict=True):
+            assert set(ma) == set(mb)
+            for key in ma:
+                if key != "peak_memory_mb":
+                    assert math.isclose(ma[key], mb[key], rel_tol=1e-12, abs_tol=1e-12), (key, ma[key], mb[key])
+        for pa, pb in zip(ref.params, rec.params, strict=True):
+            for key in pa:
+                torch.testing.assert_close(pa[key], pb[key], **F64)
+    return results
+
+
+@pytest.mark.parametrize("mode", ["alternate", "b_on_detached", "joint"])
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
+def test_each_member_equals_its_standalone_run(mode: str, kind: str) -> None:
+    check(members(mode, kind), problem64())
+
+
+@pytest.mark.parametrize("mode", ["alternate", "joint"])
+def test_consistency_term_model_steps_and_steps_per_cycle(mode: str) -> None:
+    extra = {"steps_a": 2, "steps_b": 1, "epoch": "model_steps"} if mode == "alternate" else {}
+    check(members(mode, "adam", n_weights=3, **extra), problem64())
+
+
+@pytest.mark.parametrize("weighting", [{"type": "dwa"}, {"type": "rlw"}])
+def test_dynamic_weights_known_before_the_step(weighting: dict) -> None:
+    cs = [
+        AlternatingConfig.model_validate({**c.model_dump(), "weighting": weighting})
+        for c in members("alternate", "sgd")
+    ]
+    check(cs, problem64())
+
+
+def test_a_diverging_member_fails_alone() -> None:
+    p = problem64()
+    cs = members("joint", "sgd")
+    bad = cs[1].model_dump()
+    bad["model_a"]["optimizer"]["lr"] = 1e8
+    bad["model_a"]["grad_clip"] = None
+    cs[1] = AlternatingConfig.model_validate(bad)
+    results = train_group(cs, [None] * 3, problem=p)
+    assert isinstance(results[1], NonFiniteLossError)
+    for i in (0, 2):
+        assert results[i] == {k: v for k, v in train(cs[i], problem=p).items()} | {
+            "peak_memory_mb": results[i]["peak_memory_mb"]
+        }
+
+
+def test_grouping_keeps_what_must_be_equal() -> None:
+    a, b, _ = members("alternate", "adam")
+    assert group_key(a) == group_key(b)
+    assert group_key(a) != group_key(a.model_copy(update={"mode": "joint"}))
+    assert group_key(a) != group_key(members("alternate", "adam", n_weights=3)[0])
+    p = build_problem("digits_codes", OPTIONS, 0, "alternating", CoupledProblem)
+    assert why_not([a, b], p) == ""
+    own = dataclasses.replace(p, consistency=lambda z, out, y, t, model_b: torch.mean((out - model_b(t)) ** 2))
+    three = members("alternate", "adam", n_weights=3)
+    assert "consistency" in why_not(three, own)
