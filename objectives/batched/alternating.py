@@ -22,18 +22,24 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from objectives.batched.common import Schedule, clipped, member_model, schedule, stacked_batches, strategy_weights
+from objectives.batched.common import (
+    Schedule,
+    clipped,
+    end_epoch,
+    member_model,
+    not_finite,
+    schedule,
+    stacked_batches,
+    strategy_weights,
+)
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
 from objectives.config import AlternatingConfig
 from objectives.data import take, val_batches, weighted_means
 from objectives.helpers import (
-    FINITE_CHECK_EVERY,
     Checkpoint,
-    NonFiniteLossError,
     Reporter,
     build_optimizer,
-    check_finite,
     derive_seed,
     param_group,
     seed_all,
@@ -178,16 +184,14 @@ def train_group(
             weight_sums += w
             weighted_sum += (w * terms.detach()).sum(dim=1)
             # 6. A member whose running loss is not finite stops within 32 steps, as its standalone run.
-            if (step + 1) % FINITE_CHECK_EVERY == 0:
-                bad = (~torch.isfinite(loss_sums).all(dim=1)).nonzero().flatten().tolist()
-                if bad:
-                    message = f"a training loss is not finite at epoch {epoch}, step {step}"
-                    keep = leave({row: NonFiniteLossError(message) for row in bad})
-                    loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
-                    idx = tuple(t[keep] for t in idx)
-                    tables = {m: {key: t[:, keep] for key, t in tab.items()} for m, tab in tables.items()}
-                    if not members:
-                        break
+            bad = not_finite(loss_sums, epoch, step)
+            if bad:
+                keep = leave(bad)
+                loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
+                idx = tuple(t[keep] for t in idx)
+                tables = {m: {key: t[:, keep] for key, t in tab.items()} for m, tab in tables.items()}
+                if not members:
+                    break
             step += 1
         if not members:
             break
@@ -206,29 +210,27 @@ def train_group(
         peak = peak_memory_mb(device)
 
         # 8. Each member's epoch end as the standalone loop's: finite check, plateau, checkpoint, report.
-        stopped: dict[int, BaseException] = {}
-        for row, m in enumerate(members):
-            metrics = dict(zip(columns, values[row], strict=True))
-            metrics["lr_a"], metrics["lr_b"] = sched[row].lr("a"), sched[row].lr("b")
-            metrics["opt_steps_a"], metrics["opt_steps_b"] = float(opt_steps["a"]), float(opt_steps["b"])
-            metrics["peak_memory_mb"] = peak
-            try:
-                check_finite(metrics, epoch)
-                sched[row].after_epoch(metrics["val_total_loss"])
-                if checkpoints[m] is not None:
-                    views = {
-                        "model_a": member_model(models_a[m], pa, row),
-                        "model_b": member_model(models_b[m], pb, row),
-                    }
-                    checkpoints[m](epoch, metrics, views)
-                if reports[m] is not None:
-                    reports[m](epoch, metrics)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as e:
-                stopped[row] = e
-                continue
-            results[m] = metrics
+        steps = {"opt_steps_a": float(opt_steps["a"]), "opt_steps_b": float(opt_steps["b"])}
+        rows = [
+            {
+                **dict(zip(columns, values[row], strict=True)),
+                **{"lr_a": sched[row].lr("a"), "lr_b": sched[row].lr("b"), **steps, "peak_memory_mb": peak},
+            }
+            for row in range(len(members))
+        ]
+        stopped = end_epoch(
+            epoch,
+            members,
+            rows,
+            lambda row, loss: sched[row].after_epoch(loss),
+            lambda row, m: {
+                "model_a": member_model(models_a[m], pa, row),
+                "model_b": member_model(models_b[m], pb, row),
+            },
+            checkpoints,
+            reports,
+            results,
+        )
         if stopped:
             leave(stopped)
     return [r if r is not None else {} for r in results]

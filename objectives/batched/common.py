@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from objectives.config import OptimizerConfig
-from objectives.helpers import build_optimizer, epoch_batches
+from objectives.helpers import (
+    FINITE_CHECK_EVERY,
+    Checkpoint,
+    NonFiniteLossError,
+    Reporter,
+    build_optimizer,
+    check_finite,
+    epoch_batches,
+)
 from objectives.lr_schedules import LRSchedule
 from objectives.weighting.base import Weighting
 
@@ -70,3 +78,57 @@ def member_model(model: torch.nn.Module, params: dict[str, torch.Tensor], row: i
     for name, p in model.named_parameters():
         p.copy_(params[name][row])
     return model
+
+
+def not_finite(loss_sums: torch.Tensor, epoch: int, step: int) -> dict[int, BaseException]:
+    """Every ``FINITE_CHECK_EVERY`` steps, the rows whose running loss sums are NaN or infinite, each with
+    the error its standalone run raises there (:func:`objectives.helpers.check_running_losses`)."""
+    if (step + 1) % FINITE_CHECK_EVERY:
+        return {}
+    bad = (~torch.isfinite(loss_sums).all(dim=1)).nonzero().flatten().tolist()
+    why = f"a training loss is not finite at epoch {epoch}, step {step}"
+    return {row: NonFiniteLossError(why) for row in bad}
+
+
+def end_epoch(
+    epoch: int,
+    members: Sequence[int],
+    rows: Sequence[Mapping[str, float]],
+    after_epoch: Callable[[int, float], None],
+    models: Callable[[int, int], dict[str, torch.nn.Module]],
+    checkpoints: Sequence[Checkpoint | None],
+    reports: Sequence[Reporter | None],
+    results: list,
+) -> dict[int, BaseException]:
+    """Each member's epoch end as its standalone loop's: finite check, plateau schedule, checkpoint, report.
+
+    Args:
+        epoch: The epoch.
+        members: The original index of each row.
+        rows: Each row's metrics of the epoch.
+        after_epoch: ``after_epoch(row, val_total_loss)``: the row's epoch-wise LR schedule steps.
+        models: ``models(row, member)``: the member's modules by name, holding its row's parameters.
+        checkpoints: Checkpoint callbacks by member.
+        reports: Reporters by member.
+        results: By member: set to the epoch's metrics for each member that goes on.
+
+    Returns:
+        The rows that stop (a loss not finite, or their reporter raised), with why.
+    """
+    stopped: dict[int, BaseException] = {}
+    for row, m in enumerate(members):
+        metrics = dict(rows[row])
+        try:
+            check_finite(metrics, epoch)
+            after_epoch(row, metrics["val_total_loss"])
+            if checkpoints[m] is not None:
+                checkpoints[m](epoch, metrics, models(row, m))
+            if reports[m] is not None:
+                reports[m](epoch, metrics)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # that member stops; the others go on
+            stopped[row] = e
+            continue
+        results[m] = metrics
+    return stopped

@@ -24,17 +24,22 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
-from objectives.batched.common import clipped, member_model, schedule, stacked_batches, strategy_weights
+from objectives.batched.common import (
+    clipped,
+    end_epoch,
+    member_model,
+    not_finite,
+    schedule,
+    stacked_batches,
+    strategy_weights,
+)
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
 from objectives.config import DualLossConfig
 from objectives.data import take, val_batches, weighted_means
 from objectives.helpers import (
-    FINITE_CHECK_EVERY,
     Checkpoint,
-    NonFiniteLossError,
     Reporter,
-    check_finite,
     derive_seed,
     plan_epoch,
     seed_all,
@@ -173,17 +178,14 @@ def train_group(
             weight_sums += w
             weighted_sum += (w * losses.detach()).sum(dim=1)
             # 7. A member whose running loss is not finite stops within 32 steps, as its standalone run.
-            if (step + 1) % FINITE_CHECK_EVERY == 0:
-                bad = (~torch.isfinite(loss_sums).all(dim=1)).nonzero().flatten().tolist()
-                if bad:
-                    why = f"a training loss is not finite at epoch {epoch}, step {step}"
-                    keep = leave({row: NonFiniteLossError(why) for row in bad})
-                    loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
-                    idx_a = tuple(t[keep] for t in idx_a)
-                    idx_b = tuple(t[keep] for t in idx_b)
-                    scalars = {key: table[:, keep] for key, table in scalars.items()}
-                    if not members:
-                        break
+            bad = not_finite(loss_sums, epoch, step)
+            if bad:
+                keep = leave(bad)
+                loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
+                idx_a, idx_b = tuple(t[keep] for t in idx_a), tuple(t[keep] for t in idx_b)
+                scalars = {key: table[:, keep] for key, table in scalars.items()}
+                if not members:
+                    break
             step += 1
         if not members:
             break
@@ -207,24 +209,20 @@ def train_group(
 
         # 9. Each member's epoch end, as the standalone loop's: finite check, plateau schedule, checkpoint,
         #    report. What a member's reporter raises stops that member only.
-        stopped: dict[int, BaseException] = {}
-        for row, m in enumerate(members):
-            metrics = dict(zip(columns, values[row], strict=True))
-            metrics["lr"] = schedules[row].lr
-            metrics["peak_memory_mb"] = peak
-            try:
-                check_finite(metrics, epoch)
-                schedules[row].schedule.after_epoch(metrics["val_total_loss"])
-                if checkpoints[m] is not None:
-                    checkpoints[m](epoch, metrics, {"model": member_model(models[m], params, row)})
-                if reports[m] is not None:
-                    reports[m](epoch, metrics)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as e:
-                stopped[row] = e
-                continue
-            results[m] = metrics
+        rows = [
+            {**dict(zip(columns, values[row], strict=True)), "lr": schedules[row].lr, "peak_memory_mb": peak}
+            for row in range(len(members))
+        ]
+        stopped = end_epoch(
+            epoch,
+            members,
+            rows,
+            lambda row, loss: schedules[row].schedule.after_epoch(loss),
+            lambda row, m: {"model": member_model(models[m], params, row)},
+            checkpoints,
+            reports,
+            results,
+        )
         if stopped:
             leave(stopped)
     return [r if r is not None else {} for r in results]
