@@ -81,7 +81,12 @@ def run_groups(
                 state, interrupted = TrialState.FAIL, True
             except Exception:
                 state = TrialState.FAIL
-            frozen = study.tell(m.trial, values, state=None if state == TrialState.COMPLETE else state)
+            try:
+                frozen = study.tell(m.trial, values, state=None if state == TrialState.COMPLETE else state)
+            except ValueError as e:
+                if not ended_elsewhere(e):
+                    raise
+                frozen = _ended(study, m.trial.number)
             if not interrupted:
                 for callback in callbacks:
                     callback(study, frozen)
@@ -94,6 +99,57 @@ def run_groups(
             return
         if not claims.claim():
             return
+
+
+def run_one_by_one(
+    study: optuna.Study,
+    objective: Objective,
+    claims: Claims,
+    callbacks: Sequence[Callback],
+    timeout: float | None = None,
+) -> None:
+    """``study.optimize`` (call after ``claims.claim()`` said run), carried on past a trial that another
+    process ended while this one trained it: failed as stale when this process's heartbeats could not
+    reach the storage (an outage). Optuna then refuses this process's result ("Cannot tell a FAIL
+    trial") and stops ``optimize``: the trial's run is closed with the state the storage holds, and
+    the claims decide on the next trial as after any other."""
+    start = time.monotonic()
+    while True:
+        left = None if timeout is None else timeout - (time.monotonic() - start)
+        if left is not None and left <= 0:
+            return
+        try:
+            study.optimize(objective, timeout=left, catch=(Exception,), callbacks=callbacks)
+            return
+        except (ValueError, AssertionError):  # Optuna's "Cannot tell a FAIL trial" (or its "Should not reach")
+            ended = [
+                t for t in study.get_trials(deepcopy=False) if t.number in objective.runs and t.state.is_finished()
+            ]
+            if not ended:
+                raise
+        for trial in ended:
+            frozen = _ended(study, trial.number)
+            for callback in callbacks:
+                if callback is not claims:  # its own call stops optimize; here we decide below
+                    callback(study, frozen)
+            claims.count(frozen)
+        if not claims.claim():
+            return
+
+
+def ended_elsewhere(e: ValueError) -> bool:
+    """Optuna's refusal to record the end of a trial that has already ended (another process ended it)."""
+    return str(e).startswith("Cannot tell a ")
+
+
+def _ended(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    print(
+        f"note: trial {number} was ended ({trial.state.name}) by another process while this one trained it "
+        "(its heartbeats could not reach the storage); this process's result for it is dropped",
+        file=sys.stderr,
+    )
+    return trial
 
 
 def _train(objective: Objective, members: list[Member], said: set[str]) -> list[Callable[[], dict[str, float]]]:

@@ -12,7 +12,10 @@ raises at once whatever is running (the user insists).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -23,12 +26,26 @@ class Interrupts:
     def __init__(self) -> None:
         self.requested = False
         self._interruptible = False
+        self._again = False  # the next signal is our own re-delivery, not the user insisting
+        self._signum = signal.SIGINT
+        self._previous_hook = sys.unraisablehook
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = not self.requested
+        first = not self.requested or self._again
+        self._again, self._signum = False, signum
         self.requested = True
         if self._interruptible or not first:
             raise KeyboardInterrupt
+
+    def _swallowed(self, unraisable: sys.UnraisableHookArgs) -> None:
+        """``sys.unraisablehook``: an interrupt raised while a finalizer ran (a garbage-collection callback of
+        a library, in the middle of training) is swallowed by Python with an "Exception ignored" traceback;
+        say nothing and deliver the signal again a moment later, outside the finalizer."""
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self._again = True
+            threading.Timer(0.05, os.kill, (os.getpid(), self._signum)).start()
+            return
+        self._previous_hook(unraisable)
 
     @contextlib.contextmanager
     def installed(self, inherit_ignored: bool = True) -> Iterator[Interrupts]:
@@ -41,6 +58,7 @@ class Interrupts:
         """
         signals = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
         old = {s: signal.getsignal(s) for s in signals}
+        self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._swallowed
         ignored = {s for s, h in old.items() if h == signal.SIG_IGN and inherit_ignored}
         for s in old:
             if s not in ignored:
@@ -48,6 +66,7 @@ class Interrupts:
         try:
             yield self
         finally:
+            sys.unraisablehook = self._previous_hook
             for s, handler in old.items():
                 signal.signal(s, handler)
 

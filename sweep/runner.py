@@ -29,7 +29,7 @@ from sweep.claims import Claims
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line
-from sweep.groups import run_groups
+from sweep.groups import run_groups, run_one_by_one
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials, agree
 from sweep.report import write_report
@@ -283,8 +283,7 @@ def run_study(
                 if k > 1:  # K trials at once as one program (sweep.groups)
                     run_groups(study, objective, k, claims, [objective.on_trial_end, bar], timeout)
                 else:
-                    callbacks = [objective.on_trial_end, bar, claims]
-                    study.optimize(objective, timeout=timeout, catch=(Exception,), callbacks=callbacks)
+                    run_one_by_one(study, objective, claims, [objective.on_trial_end, bar, claims], timeout)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:

@@ -1,0 +1,60 @@
+"""sweep.groups: the trial loops around Optuna, with what other processes may do meanwhile."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sweep.groups import run_one_by_one
+
+FAIL = optuna.trial.TrialState.FAIL
+
+
+class Claims:
+    """Stands in for sweep.claims.Claims: start trials until ``target`` have finished."""
+
+    def __init__(self, study: optuna.Study, target: int) -> None:
+        self.study, self.target, self.counted = study, target, []
+
+    def claim(self, wait: bool = True) -> bool:
+        return sum(t.state.is_finished() and t.state != FAIL for t in self.study.trials) < self.target
+
+    def count(self, trial: optuna.trial.FrozenTrial) -> bool:
+        self.counted.append(trial.state)
+        return True
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if not self.count(trial) or not self.claim():
+            study.stop()
+
+
+class EndedElsewhere:
+    """An objective whose second trial another process fails (as stale) while this one trains it."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, str] = {}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.runs[trial.number] = "run"
+        if trial.number == 1:
+            trial.study._storage.set_trial_state_values(trial._trial_id, FAIL)  # what fail_stale_trials does
+        return float(trial.number)
+
+    def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.runs.pop(trial.number, None)
+
+
+def test_a_trial_ended_by_another_process_is_closed_and_the_study_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    objective, ended = EndedElsewhere(), []
+    claims = Claims(study, 3)
+    callbacks = [objective.on_trial_end, lambda s, t: ended.append((t.number, t.state)), claims]
+    run_one_by_one(study, objective, claims, callbacks)  # type: ignore[arg-type]
+    assert [t.state for t in study.trials] == [
+        optuna.trial.TrialState.COMPLETE,
+        FAIL,
+        *[optuna.trial.TrialState.COMPLETE] * 2,
+    ]
+    assert (1, FAIL) in ended and not objective.runs  # its run closed with the storage's state
+    assert "trial 1 was ended (FAIL) by another process" in capsys.readouterr().err

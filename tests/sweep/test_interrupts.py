@@ -1,0 +1,45 @@
+"""sweep.interrupts: a signal during training raises there, whatever Python code it lands in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from sweep.interrupts import Interrupts
+
+
+class Finalized:
+    """An object whose finalizer is running when the signal arrives (as a library's GC callback may be)."""
+
+    def __del__(self) -> None:
+        time.sleep(0.3)
+
+
+def test_a_signal_landing_in_a_finalizer_still_interrupts_training_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    interrupts = Interrupts()
+    started = time.monotonic()
+    with interrupts.installed(), pytest.raises(KeyboardInterrupt), interrupts.training():
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+        obj = Finalized()
+        del obj  # __del__ sleeps; the signal lands in it: Python swallows what a finalizer raises
+        time.sleep(5)  # the signal is delivered again, here
+    assert time.monotonic() - started < 2
+    assert interrupts.requested
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "Traceback" not in err
+
+
+def test_outside_training_the_request_waits_for_a_safe_point() -> None:
+    interrupts = Interrupts()
+    with interrupts.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # not interruptible: recorded, not raised
+        assert interrupts.requested
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
