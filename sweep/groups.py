@@ -24,6 +24,7 @@ import optuna
 
 from objectives.batched import group_key, train_group, why_not
 from sweep.claims import Claims
+from sweep.pruning import CompletedView, decides_in_process
 from sweep.trial import Member, Objective
 
 TrialState = optuna.trial.TrialState
@@ -161,9 +162,11 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
     """
     outcomes: dict[int, Callable[[], dict[str, float]]] = {}
     groups: dict[str, list[Member]] = {}
+    study = members[0].trial.study
+    view = CompletedView(study) if decides_in_process(study.pruner) else None  # one read for all members
     for m in members:
         try:
-            objective.setup(m)
+            objective.setup(m, view)
         except Exception as e:
             outcomes[m.trial.number] = _raiser(e)
             continue

@@ -45,10 +45,18 @@ class CompletedView:
         self.direction = study.direction
         self.directions = study.directions
         self._complete: list[FrozenTrial] = []
+        self._at = 0.0
         self.refresh()
 
     def refresh(self) -> None:
         self._complete = self._study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self._at = time.monotonic()
+
+    def refresh_if_older(self, seconds: float) -> None:
+        """Re-read the study when this view is ``seconds`` old (several trials may share one view: the
+        members of a vectorized group, :mod:`sweep.groups`)."""
+        if time.monotonic() - self._at >= seconds:
+            self.refresh()
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> Sequence[FrozenTrial]:
         if states is not None and any(s not in (TrialState.COMPLETE,) for s in states):  # pragma: no cover
@@ -64,15 +72,23 @@ class Reports:
         storage: The study's RDB storage (:class:`sweep.resilient.ResilientStorage`), written directly.
         trial_id: The trial's storage id.
         flush_every_s: The longest a value waits in the queue (and the view's age).
+        view: A view of the completed trials to share (a group's members); by default this trial's own.
     """
 
-    def __init__(self, trial: optuna.Trial, storage: Any, trial_id: int, flush_every_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        storage: Any,
+        trial_id: int,
+        flush_every_s: float = 2.0,
+        view: CompletedView | None = None,
+    ) -> None:
         self.trial, self.storage, self.trial_id, self.flush_every_s = trial, storage, trial_id, flush_every_s
         self.native = not decides_in_process(trial.study.pruner)
         self._values: dict[int, float] = {}
         self._queue: dict[int, float] = {}
         self._last = time.monotonic()
-        self._view: CompletedView | None = None if self.native else CompletedView(trial.study)
+        self._view: CompletedView | None = None if self.native else view or CompletedView(trial.study)
         self._started = datetime.now()
 
     def report(self, value: float, step: int) -> bool:
@@ -88,7 +104,7 @@ class Reports:
         if stale:
             self.flush()
             assert self._view is not None
-            self._view.refresh()
+            self._view.refresh_if_older(self.flush_every_s)
         prune = self.trial.study.pruner.prune(self._view, self._frozen())  # type: ignore[arg-type]
         if prune:
             self.flush()

@@ -38,7 +38,7 @@ from sweep.console import show_traceback, warn
 from sweep.errors import one_line, reason
 from sweep.faultpoints import pause
 from sweep.interrupts import Interrupts
-from sweep.pruning import Reports
+from sweep.pruning import CompletedView, Reports
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
@@ -137,8 +137,9 @@ class Objective:
             raise
         return Member(trial, run, tid)
 
-    def setup(self, m: Member) -> None:
-        """Sample and resolve the trial's config (2.), record it, and make what training reports to."""
+    def setup(self, m: Member, view: CompletedView | None = None) -> None:
+        """Sample and resolve the trial's config (2.), record it, and make what training reports to
+        (``view``: the completed trials pruning compares with, shared by a group's members)."""
         sf, trial = self.sf, m.trial
         fixed = tuple(sf.objective.weights)  # type: ignore[attr-defined]
         sampled, weights = sample(trial, sf.search, fixed)  # 2.
@@ -147,7 +148,7 @@ class Objective:
         m.score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
         m.keeper = self._keeper(cfg, m.score)
         if self.beat is not None and m.tid is not None and not sf.study.multi_objective:  # no pruning otherwise
-            m.reports = Reports(trial, self.beat, m.tid)
+            m.reports = Reports(trial, self.beat, m.tid, view=view)
         m.report = self._reporter(trial, m.run, m.history, m.score, m.reports)
         m.problem = self.problems.get(cfg)
 

@@ -123,3 +123,25 @@ def test_a_stale_queue_is_written_and_the_view_refreshed(tmp_path: Path) -> None
         other.report(0.1, step)
     study.tell(other, 0.1)
     assert reports.report(1.0, 1)  # the refreshed view sees it: pruned
+
+
+def test_members_of_a_group_share_one_view_read_at_most_every_flush_interval(tmp_path: Path) -> None:
+    from sweep.pruning import CompletedView
+
+    storage = ResilientStorage(f"sqlite:///{tmp_path / 'v.db'}")
+    study = optuna.create_study(storage=storage, pruner=P.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    reads = []
+    view = CompletedView(study)
+    refresh = view.refresh
+    view.refresh = lambda: (reads.append(1), refresh())[1]  # type: ignore[method-assign]
+    trials = [study.ask() for _ in range(4)]
+    members = [Reports(t, storage, trial_id(storage, study, t.number), flush_every_s=0.0, view=view) for t in trials]
+    for r in members:  # every queue is stale (flush_every_s 0): each writes, the view is re-read as it is "old"
+        assert not r.report(1.0, 0)
+    assert len(reads) == 4 and all(storage.get_trial(r.trial_id).intermediate_values == {0: 1.0} for r in members)
+    slow = [
+        Reports(t, storage, r.trial_id, flush_every_s=3600.0, view=view) for t, r in zip(trials, members, strict=True)
+    ]
+    view.refresh_if_older(3600.0)
+    assert len(reads) == 4  # a fresh view is not re-read
+    assert all(s._view is view for s in slow)
