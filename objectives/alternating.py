@@ -311,6 +311,17 @@ def train(
     return metrics
 
 
+def test_metrics(
+    cfg: AlternatingConfig, problem: CoupledProblem, models: Mapping[str, torch.nn.Module]
+) -> dict[str, float]:
+    """Trained models' losses and metrics on the problem's held-out test split (``test_a_loss``,
+    ``test_b_acc``...): :func:`evaluate` on the test data. Only ``sweep.evaluate`` calls it."""
+    cfg, device, problem = prepare(cfg, problem.on_test(), CoupledProblem)
+    consistency = len(cfg.weights) == 3
+    values = to_floats(evaluate(problem, models["model_a"], models["model_b"], consistency, cfg, device))
+    return {"test_" + key.removeprefix("val_"): value for key, value in values.items()}
+
+
 def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int) -> tuple[str, ...]:
     """Every metric :func:`train` logs per epoch with ``n_losses`` losses, given the extra metric names of
     A's output (``task_metrics["a"]``) and B's (``task_metrics["b"]``)."""

@@ -224,6 +224,15 @@ def train(
     return metrics
 
 
+def test_metrics(cfg: DualLossConfig, problem: Problem, models: Mapping[str, torch.nn.Module]) -> dict[str, float]:
+    """A trained model's losses and metrics on the problem's held-out test split (``test_a_loss``,
+    ``test_b_acc``, ``test_total_loss``...): :func:`evaluate` on the test data, one sync. Only
+    ``sweep.evaluate`` calls it, after the search; :func:`train` never reads the test split."""
+    cfg, device, problem = prepare(cfg, problem.on_test(), Problem)
+    values = to_floats(evaluate(models["model"], {"a": problem.a, "b": problem.b}, cfg, device))
+    return {"test_" + key.removeprefix("val_"): value for key, value in values.items()}
+
+
 def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int = 2) -> tuple[str, ...]:
     """Every metric :func:`train` logs per epoch, given each task's extra metric names (see module docstring)."""
     names = [*(f"train_{t}_loss" for t in DualLossConfig.LOSSES), "train_weighted_loss"]

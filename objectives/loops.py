@@ -31,6 +31,8 @@ class Loop:
         problem: The problem type it trains (what a problem builder must return for it).
         logged_metrics: ``logged_metrics(task_metrics, n_losses)``: every metric name it logs per epoch,
             given the extra metric names per task (``{"a": ("acc",), "b": ()}``) and the number of losses.
+        test_metrics: ``test_metrics(cfg, problem, models) -> {"test_<name>": value}``: trained models
+            (by the names ``checkpoint`` gives them) scored on the problem's held-out test split.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Loop:
     config: type[LoopCommon]
     problem: type
     logged_metrics: Callable[[TaskMetrics, int], tuple[str, ...]]
+    test_metrics: Callable[..., dict[str, float]]
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -51,8 +54,15 @@ class Loop:
 
 
 LOOPS: dict[str, Loop] = {
-    "dual_loss": Loop("dual_loss", dual_loss.train, DualLossConfig, Problem, dual_loss.logged_metrics),
+    "dual_loss": Loop(
+        "dual_loss", dual_loss.train, DualLossConfig, Problem, dual_loss.logged_metrics, dual_loss.test_metrics
+    ),
     "alternating": Loop(
-        "alternating", alternating.train, AlternatingConfig, CoupledProblem, alternating.logged_metrics
+        "alternating",
+        alternating.train,
+        AlternatingConfig,
+        CoupledProblem,
+        alternating.logged_metrics,
+        alternating.test_metrics,
     ),
 }

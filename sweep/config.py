@@ -54,6 +54,8 @@ class StudySection(Frozen):
     ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
     baseline points (searched parameter → value) run first, once (Optuna's ``enqueue_trial``).
     ``parallel_trials``: train this many trials at once as one vectorized program (:mod:`sweep.groups`).
+    ``compare``: a searched categorical (e.g. ``weighting.type``): run one sub-study per choice, each with
+    ``n_trials`` trials and the same search over the other parameters (:mod:`sweep.compare`).
     """
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -72,6 +74,7 @@ class StudySection(Frozen):
     score: Literal["last", "best"] = "last"
     enqueue: tuple[dict[str, Scalar], ...] = ()
     parallel_trials: Annotated[int, Field(ge=1, le=1024)] = 1
+    compare: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +123,14 @@ class TrackingSection(Frozen):
     trial_plots: bool = False  # a loss_curves.png per trial (~150 ms each); the MLflow UI draws the same curves
 
 
+class EvaluateSection(Frozen):
+    """``evaluate:`` — after the search, retrain the ``top`` configurations (of each compared method) with
+    ``seeds`` fresh seeds and score them on the problem's held-out test split (:mod:`sweep.evaluate`)."""
+
+    seeds: Annotated[int, Field(ge=1, le=1000)] = 5
+    top: Annotated[int, Field(ge=1, le=100)] = 1
+
+
 class StudyFile(Frozen):
     """A whole study file. ``objective`` is the config of the loop it names (``loop:``, default
     ``dual_loss``). ``provenance`` is written by ``sweep.export`` (where a replay came from); the runner
@@ -129,6 +140,7 @@ class StudyFile(Frozen):
     tracking: TrackingSection = TrackingSection()
     objective: SerializeAsAny[LoopCommon]
     search: SearchSection = SearchSection()
+    evaluate: EvaluateSection | None = None
     provenance: dict[str, Scalar | list[Scalar]] | None = None
 
     @field_validator("objective", mode="wrap")
@@ -271,6 +283,7 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
 
     _check_device(objective.device, file)
     check_search(sf.search, objective, sf.study.sampler.type == "grid", file)
+    _check_compare(sf, file)
     known = searched_names(sf.search, n_losses)
     for i, point in enumerate(sf.study.enqueue):
         for name in point:
@@ -278,6 +291,22 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
                 raise ConfigError(
                     file, f"study.enqueue.{i}.{name}", f"not a searched parameter; searched: {', '.join(known)}"
                 )
+
+
+def _check_compare(sf: StudyFile, file: str | Path) -> None:
+    """``study.compare`` names a searched categorical with at least two choices."""
+    key = sf.study.compare
+    if key is None:
+        return
+    spec = sf.search.params.get(key)
+    if spec is None or spec.type != "categorical":
+        categoricals = [k for k, v in sf.search.params.items() if v.type == "categorical"] or ["none"]
+        searched = ", ".join(categoricals)
+        raise ConfigError(file, "study.compare", f"{key!r} is not a searched categorical; searched ones: {searched}")
+    if len(spec.choices) < 2:
+        raise ConfigError(file, "study.compare", f"{key!r} has one choice: nothing to compare")
+    if spec.when:
+        raise ConfigError(file, "study.compare", f"{key!r} is conditional (when:); compare an unconditional one")
 
 
 def _check_device(device: str, file: str | Path) -> None:

@@ -10,9 +10,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME
 from sweep.interrupts import Interrupts
+
+if TYPE_CHECKING:
+    from sweep.config import StudyFile
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +70,15 @@ def parser() -> argparse.ArgumentParser:
         help="add trials to an existing study although the file changed what its trials are compared on "
         "(the objective, the search space, the targets); without it such a re-run is refused",
     )
+    p.add_argument(
+        "--compare-value",
+        metavar="CHOICE",
+        help="a comparison (study.compare): run only the sub-study of this choice (what --workers passes its "
+        "processes; also to spread a comparison's choices over machines)",
+    )
+    p.add_argument(
+        "--no-evaluate", action="store_true", help="skip the test-split evaluation the study file's evaluate: asks for"
+    )
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for its processes
     p.add_argument(
         "--check",
@@ -98,8 +111,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     # Imported under the handler (Ctrl-C here is orderly), and only what a valid file needs next.
     from sweep.config import load_study
     from sweep.console import print_error
-    from sweep.errors import ConfigError, SweepError
-    from sweep.studyyaml import read_study_text
+    from sweep.errors import ConfigError
 
     overrides = {
         "study.n_trials": args.n_trials,
@@ -131,8 +143,59 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         print(f"{args.study_file}: ok (problem {name} built, {what})")
         return EXIT_OK
 
-    from sweep.console import summary  # heavy imports (optuna, mlflow) once the file is valid
+    if sf.study.compare is not None:
+        from sweep.compare import member
+
+        if args.compare_value is None:
+            return _compare(sf, args, interrupts)
+        try:
+            sf = member(sf, args.compare_value).sf
+        except ValueError as e:
+            print_error(e)
+            return EXIT_CONFIG
+        return _run(sf, args, interrupts)[0]
+    status = _run(sf, args, interrupts)[0]
+    return _evaluate(sf, args) if status == EXIT_OK else status
+
+
+def _compare(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> int:
+    """Each compared choice's sub-study in turn, nested under one MLflow run, then the evaluation."""
+    from sweep.compare import members, nest_under_comparison
+
+    parents, worst = [], EXIT_OK
+    for m in members(sf):
+        print(f"== {sf.study.compare} = {m.value}: study {m.sf.study.name!r} ==", flush=True)
+        args.compare_value = m.label  # passed on to --workers processes
+        status, parent = _run(m.sf, args, interrupts)
+        parents += [parent] if parent else []
+        if status in (EXIT_CONFIG, EXIT_INTERRUPTED):
+            worst = status
+            break
+        worst = max(worst, status)  # a choice whose trials all failed is a result: the others still run
+    args.compare_value = None
+    if parents:
+        nest_under_comparison(sf, parents)
+    if worst in (EXIT_CONFIG, EXIT_INTERRUPTED):
+        return worst
+    return max(worst, _evaluate(sf, args))
+
+
+def _evaluate(sf: StudyFile, args: argparse.Namespace) -> int:
+    """The study file's ``evaluate:`` (test split, fresh seeds) once the search is done."""
+    if sf.evaluate is None or args.no_evaluate or args.worker is not None:
+        return EXIT_OK
+    from sweep.evaluate import run_evaluation
+
+    print(f"Evaluating on the test split: top {sf.evaluate.top}, {sf.evaluate.seeds} fresh seeds each", flush=True)
+    return run_evaluation(sf, args.study_file, sf.evaluate.top, sf.evaluate.seeds, progress=not args.no_progress)
+
+
+def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tuple[int, str | None]:
+    """Run one study (with its workers): the exit status and its MLflow parent run."""
+    from sweep.console import print_error, summary  # heavy imports (optuna, mlflow) once the file is valid
+    from sweep.errors import ConfigError, SweepError
     from sweep.runner import run_study
+    from sweep.studyyaml import read_study_text
     from sweep.workers import run_workers, worker_devices
 
     if args.cpu_threads > 0:
@@ -143,7 +206,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         workers, devices = worker_devices(args.workers, args.devices)
     except ValueError as e:
         print_error(e)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, None
     if sf.study.multi_objective and args.worker is None:
         print(
             "note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)", file=sys.stderr
@@ -153,7 +216,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         from sweep.workers import wait_at_gate
 
         if not wait_at_gate(interrupts):  # the coordinator's checks failed (it says why) or Ctrl-C
-            return EXIT_INTERRUPTED if interrupts.requested else EXIT_OK
+            return (EXIT_INTERRUPTED if interrupts.requested else EXIT_OK), None
     try:
         if workers > 1 and args.worker is None:
             outcome = run_workers(
@@ -183,10 +246,10 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
             )
     except ConfigError as e:
         print_error(e)
-        return EXIT_CONFIG
+        return EXIT_CONFIG, None
     except SweepError as e:
         print_error(e)
-        return EXIT_RUNTIME
+        return EXIT_RUNTIME, None
     except Exception as e:
         from sweep.resilient import storage_down
 
@@ -194,27 +257,28 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         if down is None:
             raise
         print_error(down)
-        return EXIT_RUNTIME
+        return EXIT_RUNTIME, None
     if args.worker is not None:
         print(f"worker {args.worker}: {outcome.ran} trial(s) run", file=sys.stderr)
         count_file = os.environ.get("SWEEP_WORKER_COUNT_FILE")
         if count_file:  # how the coordinator counts the trials run now
             Path(count_file).write_text(f"{outcome.ran} {outcome.failed}")
-        return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+        return (EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK), None
     print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf))
+    parent = outcome.tracker.parent_id
     if outcome.interrupted:
         print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, parent
     if outcome.ran > 0 and outcome.failed == outcome.ran:
         print_error(
             f"all {outcome.ran} trial(s) run now failed; each run's error.txt in MLflow has the traceback "
             "(or re-run with --verbose)"
         )
-        return EXIT_RUNTIME
+        return EXIT_RUNTIME, parent
     if outcome.incomplete:
         print_error(outcome.incomplete)
-        return EXIT_RUNTIME
-    return EXIT_OK
+        return EXIT_RUNTIME, parent
+    return EXIT_OK, parent
 
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
@@ -225,6 +289,7 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
         ("--timeout", args.timeout),
         ("--study-name", args.study_name),
         ("--parallel-trials", args.parallel_trials),
+        ("--compare-value", args.compare_value),
     ):
         if value is not None:
             out += [flag, str(value)]

@@ -95,6 +95,11 @@ class Keeper:
         elif self.score.is_best(metrics[self.target]):
             self.epoch, self._state = epoch, _copy(models)
 
+    def state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The kept weights, ``{name: state_dict}`` (CPU copies)."""
+        assert self.epoch is not None, "no epoch finished"
+        return self._state if self._state is not None and self.mode == "best" else _copy(self._models)
+
     def save(self, path: Path) -> Path | None:
         """Write the kept weights (``{name: state_dict}``, loadable with ``weights_only=True``); ``None``
         when no epoch finished."""

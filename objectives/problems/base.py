@@ -47,7 +47,7 @@ class Task:
     Attributes:
         train: The training split: ``(inputs, targets)`` tensors or a Dataset of ``(inputs, target)``
             samples (see :data:`Split`).
-        val: The validation split, the same way.
+        val: The validation split, the same way: what trials are scored on.
         loss: Mean loss over a batch ``loss(prediction, target)``.
         head: When the model returns a tuple, the index of this task's output; ``None`` = the output.
         metrics: Extra validation metrics by name, each a batch mean ``metric(prediction, target)``.
@@ -55,6 +55,8 @@ class Task:
         collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
         steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split (a stream has no
             length); ``objective.data.steps_per_epoch`` in the study file overrides it.
+        test: The held-out test split, the same way, or ``None``. No trial ever reads it: only
+            ``sweep.evaluate`` does, after the search has chosen its configurations.
     """
 
     train: Split
@@ -64,9 +66,11 @@ class Task:
     metrics: Mapping[str, LossFn] = field(default_factory=dict)
     collate_fn: Callable[[list[Any]], Any] | None = None
     steps_per_epoch: int | None = None
+    test: Split | None = None
 
     def to(self, device: torch.device | str) -> Task:
-        """The same task with its tensor splits on ``device`` (Datasets stay: their batches move per step)."""
+        """The same task with its tensor splits on ``device`` (Datasets stay: their batches move per step).
+        The test split stays where it is: the loops never read it (see :func:`objectives.evaluation`)."""
         return replace(self, train=_move_split(self.train, device), val=_move_split(self.val, device))
 
 
@@ -80,6 +84,16 @@ class Problem:
 
     def to(self, device: torch.device | str) -> Problem:
         return replace(self, a=self.a.to(device), b=self.b.to(device))
+
+    @property
+    def has_test(self) -> bool:
+        """Both tasks have a held-out test split."""
+        return self.a.test is not None and self.b.test is not None
+
+    def on_test(self) -> Problem:
+        """The same problem with each task's test split in place of its validation split (to score a
+        trained model on the test data with the loop's own validation code)."""
+        return replace(self, a=replace(self.a, val=self.a.test), b=replace(self.b, val=self.b.test))
 
     def metric_names(self) -> dict[str, tuple[str, ...]]:
         """Extra metric names per task, e.g. ``{"a": ("acc",), "b": ("acc",)}``."""
@@ -113,6 +127,7 @@ class CoupledProblem:
             steps), so gradients reach whichever model the mode trains. ``None``: the default
             ``mean((y_hat − model_b(t_a))²)``, B's answer on A's output against its answer on A's target.
         metrics_a: Extra metrics on A's output, ``metric(z, t_a)`` (batch mean), logged as ``val_a_<name>``.
+        test: The held-out test split, the same way as ``val``, or ``None``; read only by ``sweep.evaluate``.
     """
 
     make_model_a: Callable[[], torch.nn.Module]
@@ -126,6 +141,7 @@ class CoupledProblem:
     steps_per_epoch: int | None = None
     consistency: ConsistencyFn | None = None
     metrics_a: Mapping[str, LossFn] = field(default_factory=dict)
+    test: Split | None = None
 
     def __post_init__(self) -> None:
         for key, names in (("metrics_a", self.metrics_a), ("metrics", self.metrics)):
@@ -136,6 +152,15 @@ class CoupledProblem:
     def to(self, device: torch.device | str) -> CoupledProblem:
         """The same problem with its tensor splits on ``device`` (Datasets stay: their batches move per step)."""
         return replace(self, train=_move_split(self.train, device), val=_move_split(self.val, device))
+
+    @property
+    def has_test(self) -> bool:
+        """The problem has a held-out test split."""
+        return self.test is not None
+
+    def on_test(self) -> CoupledProblem:
+        """The same problem with its test split in place of its validation split."""
+        return replace(self, val=self.test)
 
     def metric_names(self) -> dict[str, tuple[str, ...]]:
         """Extra metric names per model output: A's (``metrics_a``) and B's (``metrics``)."""

@@ -31,7 +31,9 @@ class Options(BaseModel):
 def build(options: Options, seed: int) -> CoupledProblem:
     images, labels = digits()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    train, val = order[: options.n_train], order[options.n_train :]
+    # The images past the training ones, halved: validation (what trials are scored on), then test.
+    middle = options.n_train + (len(order) - options.n_train) // 2
+    train, val, test = order[: options.n_train], order[options.n_train : middle], order[middle:]
 
     # A's target: PCA codes from the training images only (no validation leakage).
     mean = images[train].mean(dim=0)
@@ -46,6 +48,7 @@ def build(options: Options, seed: int) -> CoupledProblem:
         make_model_b=lambda: nn.Sequential(nn.Linear(k, h), nn.ReLU(), nn.Linear(h, 10)),
         train=(images[train], labels[train], codes[train]),
         val=(images[val], labels[val], codes[val]),
+        test=(images[test], labels[test], codes[test]),
         loss_a=mse,
         loss_b=cross_entropy,
         metrics={"acc": accuracy},

@@ -34,6 +34,7 @@ class Options(BaseModel):
     n_a: PositiveInt = 1000
     n_b: PositiveInt = 400
     n_val: PositiveInt = Field(default=300, validate_default=True)  # checked against n_a + n_b
+    n_test: PositiveInt | None = None  # the held-out test images; None: every image left over (97 by default)
     size: int = Field(default=32, ge=8, le=128)
     channels: PositiveInt = 16
     cache_dir: str | None = None
@@ -45,6 +46,14 @@ class Options(BaseModel):
         if total > N_DIGITS:
             raise ValueError(f"n_a + n_b + n_val = {total} images, but there are only {N_DIGITS} digits")
         return n_val
+
+    @field_validator("n_test")
+    @classmethod
+    def _test_fits(cls, n_test: int | None, info: ValidationInfo) -> int | None:
+        used = sum(info.data.get(k, 0) for k in ("n_a", "n_b", "n_val"))
+        if n_test is not None and used + n_test > N_DIGITS:
+            raise ValueError(f"n_a + n_b + n_val + n_test = {used + n_test} images, but there are only {N_DIGITS}")
+        return n_test
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -75,11 +84,14 @@ def build(options: Options, seed: int) -> Problem:
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     cuts = (options.n_val, options.n_val + options.n_a, options.n_val + options.n_a + options.n_b)
     val_ids, a_ids, b_ids = (sorted(order[start:stop]) for start, stop in zip((0, *cuts[:2]), cuts, strict=True))
+    rest = order[cuts[-1] :]
+    test_ids = sorted(rest if options.n_test is None else rest[: options.n_test])
 
     metrics = {"acc": accuracy}
     a = Task(
         train=ImageFolderDataset(root, a_ids, augment=True),
         val=ImageFolderDataset(root, val_ids),
+        test=ImageFolderDataset(root, test_ids) if test_ids else None,
         loss=cross_entropy,
         head=0,
         metrics=metrics,
@@ -87,6 +99,7 @@ def build(options: Options, seed: int) -> Problem:
     b = Task(
         train=ImageFolderDataset(root, b_ids, target_transform=parity, augment=True),
         val=ImageFolderDataset(root, val_ids, target_transform=parity),
+        test=ImageFolderDataset(root, test_ids, target_transform=parity) if test_ids else None,
         loss=cross_entropy,
         head=1,
         metrics=metrics,

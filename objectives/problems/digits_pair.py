@@ -4,7 +4,8 @@ Each input is a left and a right digit image (128 pixels). Task a predicts the l
 plenty of labelled pairs; task b predicts the right digit and has few. One model encodes each half
 with the same encoder and has one head per task, so task a's many labels teach the encoder that task b
 relies on: the loss weights trade task b's overfitting against what it borrows from task a, and the
-best weights are visibly not (0.5, 0.5). Train and validation pairs are built from disjoint images.
+best weights are visibly not (0.5, 0.5). Train, validation and test pairs are built from disjoint images
+(1200, 300 and 297 of the 1797, drawn with the data seed).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Options(BaseModel):
     n_a: PositiveInt = 1000
     n_b: PositiveInt = 60
     n_val: PositiveInt = 500
+    n_test: PositiveInt = 500
     hidden: PositiveInt = 32
 
 
@@ -46,7 +48,7 @@ def build(options: Options, seed: int) -> Problem:
     images, labels = digits()
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(images), generator=g)
-    train_ids, val_ids = order[:1200], order[1200:]
+    train_ids, val_ids, test_ids = order[:1200], order[1200:1500], order[1500:]
 
     def pairs(pool: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         left = pool[torch.randint(len(pool), (n,), generator=g)]
@@ -56,9 +58,10 @@ def build(options: Options, seed: int) -> Problem:
     xa, ya, _ = pairs(train_ids, options.n_a)
     xb, _, yb = pairs(train_ids, options.n_b)
     xv, yv_left, yv_right = pairs(val_ids, options.n_val)
+    xt, yt_left, yt_right = pairs(test_ids, options.n_test)
     metrics = {"acc": accuracy}
-    a = Task(train=(xa, ya), val=(xv, yv_left), loss=cross_entropy, head=0, metrics=metrics)
-    b = Task(train=(xb, yb), val=(xv, yv_right), loss=cross_entropy, head=1, metrics=metrics)
+    a = Task(train=(xa, ya), val=(xv, yv_left), test=(xt, yt_left), loss=cross_entropy, head=0, metrics=metrics)
+    b = Task(train=(xb, yb), val=(xv, yv_right), test=(xt, yt_right), loss=cross_entropy, head=1, metrics=metrics)
     return Problem(make_model=lambda: PairNet(options.hidden), a=a, b=b)
 
 

@@ -9,6 +9,8 @@ form ``θ(w) = (w Σ_a + (1 − w) Σ_b)⁻¹ (w b_a + (1 − w) b_b)`` with ``�
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -24,6 +26,7 @@ class Options(BaseModel):
     n_a: PositiveInt = 512
     n_b: PositiveInt = 2048
     n_val: PositiveInt = 1024
+    n_test: PositiveInt = 1024
     scale: PositiveFloat = 30.0
     noise: NonNegativeFloat = 0.1
 
@@ -46,6 +49,8 @@ def build(options: Options, seed: int) -> Problem:
 
     a = Task(train=sample(0, options.n_a), val=sample(0, options.n_val), loss=mse)
     b = Task(train=sample(1, options.n_b), val=sample(1, options.n_val), loss=mse)
+    # Drawn last, so the training and validation data are what they were before test splits existed.
+    a, b = (replace(t, test=sample(i, options.n_test)) for i, t in enumerate((a, b)))
     return Problem(make_model=model, a=a, b=b)
 
 

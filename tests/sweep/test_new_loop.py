@@ -52,7 +52,9 @@ def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int) -
 
 @pytest.fixture
 def halved(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(LOOPS, "halved", Loop("halved", train, HalvedConfig, Problem, logged_metrics))
+    monkeypatch.setitem(
+        LOOPS, "halved", Loop("halved", train, HalvedConfig, Problem, logged_metrics, dual_loss.test_metrics)
+    )
 
 
 def _study(name: str) -> dict:

@@ -1,0 +1,275 @@
+"""``python -m sweep.evaluate STUDY.yaml [--top K] [--seeds N]`` — chosen configurations on held-out data.
+
+The search chose its best trials on the validation split; this command retrains each chosen
+configuration with N fresh seeds (:func:`sweep.evaluation.evaluation_seeds`, the same for every
+configuration), scores each run on the problem's ``test`` split, which no trial reads, and reports
+the mean and 95 % confidence interval over the seeds. For a comparison (``study.compare``) it does so
+for the top K of every compared choice and prints the comparison table: each method's best validation
+value from the search, its retrained validation and test values ± CI, and its cost per trial.
+
+Records: one MLflow run per configuration, tagged ``sweep.role = evaluation``, nested under the study's
+parent run (per-seed values as metric steps 0..N−1, ``<metric>_mean`` and ``<metric>_ci95``), written
+once the configuration's seeds have all run (an interrupted evaluation leaves no half-written run);
+the results also go to the Optuna study (user attribute ``sweep.evaluation``) and to
+``.sweep/reports/<study>/evaluation.{md,csv}``. A problem without a test split is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from sweep.cli import load_or_report, study_parser
+from sweep.compare import EVALUATION_ATTR, members
+from sweep.config import StudyFile
+from sweep.console import print_error
+from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
+from sweep.evaluation import Interval, NoTestSplit, Selection, config_for, evaluation_seeds, mean_ci, retrain
+from sweep.storage import Attr, load_existing_study
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+@dataclass
+class Evaluated:
+    """One configuration's evaluation: where it came from and its per-seed results."""
+
+    study: str
+    method: str | None  # the compared choice, for a comparison
+    trial: optuna.trial.FrozenTrial
+    n_complete: int
+    s_per_trial: float
+    seeds: list[int]
+    runs: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+
+    def interval(self, metric: str) -> Interval:
+        return mean_ci([r[metric] for r in self.runs])
+
+
+def chosen(study: optuna.Study, sf: StudyFile, top: int, number: int | None) -> list[optuna.trial.FrozenTrial]:
+    """The trials to evaluate: trial ``number``, or the ``top`` complete trials by the first metric
+    (a multi-objective study: its Pareto front, by trial number)."""
+    complete = study.get_trials(deepcopy=False, states=[COMPLETE])
+    if number is not None:
+        picked = [t for t in complete if t.number == number]
+        if not picked:
+            raise SweepError(f"trial {number} is not a complete trial of study {study.study_name!r}")
+        return picked
+    if not complete:
+        raise SweepError(f"study {study.study_name!r} has no complete trial to evaluate")
+    if sf.study.multi_objective:
+        return sorted(study.best_trials, key=lambda t: t.number)[:top]
+    sign = 1.0 if sf.study.directions[0] == "minimize" else -1.0
+    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
+
+
+def _seconds_per_trial(study: optuna.Study) -> float:
+    spans = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False, states=[COMPLETE])
+        if t.datetime_complete and t.datetime_start
+    ]
+    return sum(spans) / len(spans) if spans else math.nan
+
+
+def evaluate(
+    sf: StudyFile, file: Path, top: int, n_seeds: int, number: int | None = None, device: str = "auto",
+    progress: bool = True,
+) -> list[Evaluated]:  # fmt: skip
+    """Retrain and test the chosen trials of a study, or of each sub-study of a comparison, and record them.
+
+    Raises:
+        ConfigError: the problem has no test split (``objective.problem``).
+        SweepError: a study missing from its storage, or without complete trials.
+    """
+    from tqdm.auto import tqdm
+
+    from sweep.trial import ProblemCache
+
+    studies = [(m.label, m.sf) for m in members(sf)] or [(None, sf)]
+    seeds = evaluation_seeds(sf.study.seed, n_seeds)
+    plan = []
+    for method, sub in studies:
+        study = load_existing_study(sub.study.name, sub.study.storage)
+        n_complete = len(study.get_trials(deepcopy=False, states=[COMPLETE]))
+        for trial in chosen(study, sub, top, number):
+            plan.append((study, Evaluated(sub.study.name, method, trial, n_complete, _seconds_per_trial(study), seeds)))
+    problems = ProblemCache()
+    total = sum(len(seeds) * int(e.trial.user_attrs[Attr.CONFIG]["epochs"]) for _, e in plan)
+    bar = tqdm(total=total, desc="evaluate", unit="epoch", disable=not (progress and sys.stderr.isatty()))
+    target = None if sf.study.multi_objective else sf.study.metric[0]
+    selection = Selection(target, sf.study.directions[0], sf.study.score)
+    try:
+        for study, item in plan:
+            for seed in seeds:
+                cfg = config_for(item.trial.user_attrs[Attr.CONFIG], seed, device)
+                try:
+                    item.runs.append(retrain(cfg, problems.get(cfg), selection, on_epoch=lambda _: bar.update()))
+                except NoTestSplit as e:
+                    raise ConfigError(
+                        file, "objective.problem", f"{e}: give its Task(s) a test split to evaluate on held-out data"
+                    ) from None
+            item.run_id = _record(sf, study, item)
+    finally:
+        bar.close()
+    return [item for _, item in plan]
+
+
+def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
+    """One MLflow run for the configuration (under the study's parent run) and the study's user attribute."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from sweep.tracking import quiet_mlflow
+    from sweep.urls import absolute_sqlite
+
+    quiet_mlflow()
+    client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
+    experiment = client.get_experiment_by_name(sf.tracking.experiment or sf.study.name)
+    if experiment is None:
+        raise SweepError(f"no MLflow experiment {sf.tracking.experiment or sf.study.name!r} in {sf.tracking.uri}")
+    tags = {
+        "sweep.role": "evaluation",
+        "sweep.study_name": item.study,
+        "sweep.trial": str(item.trial.number),
+        "sweep.seeds": str(len(item.seeds)),
+    }
+    parent = study.user_attrs.get(Attr.PARENT)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    name = f"{item.study} #{item.trial.number} on test ({len(item.seeds)} seeds)"
+    run_id = client.create_run(experiment.experiment_id, run_name=name, tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    keys = [k for k in item.runs[0] if k != "epoch"]
+    metrics = [Metric(k, r[k], now, i) for i, r in enumerate(item.runs) for k in keys]
+    metrics += [Metric("epoch", r["epoch"], now, i) for i, r in enumerate(item.runs)]
+    for k in keys:
+        ci = item.interval(k)
+        metrics.append(Metric(f"{k}_mean", ci.mean, now, 0))
+        if not math.isnan(ci.half_width):
+            metrics.append(Metric(f"{k}_ci95", ci.half_width, now, 0))
+    params = [Param(k, str(v)[:6000]) for k, v in item.trial.params.items()]
+    params += [Param("trial", str(item.trial.number)), Param("seeds", " ".join(map(str, item.seeds))[:6000])]
+    for i in range(0, len(params), 100):  # MLflow's limits per batch: 100 params, 1000 metrics
+        client.log_batch(run_id, params=params[i : i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    client.set_terminated(run_id)
+    record = dict(study.user_attrs.get(EVALUATION_ATTR) or {})
+    record[str(item.trial.number)] = {
+        "seeds": item.seeds,
+        "run_id": run_id,
+        "values": {k: [r[k] for r in item.runs] for k in keys},
+    }
+    study.set_user_attr(EVALUATION_ATTR, record)
+    return run_id
+
+
+def table(sf: StudyFile, rows: list[Evaluated]) -> str:
+    """The results as a Markdown table: each row a configuration (a method, for a comparison)."""
+    metrics = list(sf.study.metric)
+    extra = [k for k in rows[0].runs[0] if k.startswith("test_") and not k.endswith("_loss")]
+    head = ["method" if sf.study.compare else "study", "trial", "trials"]
+    head += [f"best {m} (search, val)" for m in metrics]
+    head += [f"{m} (retrained, val)" for m in metrics]
+    head += [f"test_{m.removeprefix('val_')}" for m in metrics] + extra + ["s / trial"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.method or r.study, f"#{r.trial.number}", str(r.n_complete)]
+        cells += [f"{v:.4g}" for v in r.trial.values]
+        cells += [r.interval(m).text() for m in metrics]
+        cells += [r.interval(f"test_{m.removeprefix('val_')}").text() for m in metrics]
+        cells += [r.interval(k).text() for k in extra] + [f"{r.s_per_trial:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = len(rows[0].seeds)
+    lines.append("")
+    lines.append(
+        f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
+        f"mean ± 95 % CI (Student t) over {n} fresh seeds, the kept epoch chosen by the study's rule "
+        f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read."
+    )
+    return "\n".join(lines)
+
+
+def write_files(sf: StudyFile, rows: list[Evaluated], text: str, out: Path | None = None) -> Path:
+    """``evaluation.md`` (the table) and ``evaluation.csv`` (one row per seed run) in the report folder."""
+    import pandas as pd
+
+    from sweep.export import write_atomically
+
+    folder = out or Path(".sweep") / "reports" / sf.study.name
+    write_atomically(folder / "evaluation.md", text + "\n")
+    frame = pd.DataFrame(
+        [
+            {"study": r.study, "method": r.method, "trial": r.trial.number, "seed": s, **run}
+            for r in rows
+            for s, run in zip(r.seeds, r.runs, strict=True)
+        ]
+    )
+    write_atomically(folder / "evaluation.csv", frame.to_csv(index=False))
+    return folder
+
+
+def parser() -> argparse.ArgumentParser:
+    p = study_parser(
+        "python -m sweep.evaluate",
+        "Retrain a study's best configuration(s) with fresh seeds and score them on the held-out test split: "
+        "mean ± 95%% CI over seeds, recorded in MLflow (runs tagged sweep.role=evaluation) and printed as a table.",
+        "python -m sweep.evaluate studies/weighting_compare.yaml --seeds 5",
+    )
+    p.add_argument("--top", type=int, help="evaluate the K best trials (of each compared choice); default 1")
+    p.add_argument("--seeds", type=int, help="fresh seeds per configuration (default: evaluate.seeds or 5)")
+    p.add_argument("--trial", type=int, help="evaluate this trial number only")
+    p.add_argument("--device", default="auto", help="device for the retraining runs (default: auto)")
+    p.add_argument("-o", "--out", type=Path, help="folder for evaluation.md/.csv (default: .sweep/reports/<study>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    sf = load_or_report(args)
+    if sf is None:
+        return EXIT_CONFIG
+    defaults = sf.evaluate
+    top = args.top if args.top is not None else (defaults.top if defaults else 1)
+    seeds = args.seeds if args.seeds is not None else (defaults.seeds if defaults else 5)
+    for flag, value in (("--top", top), ("--seeds", seeds)):
+        if value < 1:
+            print_error(f"{flag} {value}: give a positive number")
+            return EXIT_CONFIG
+    return run_evaluation(sf, args.study_file, top, seeds, args.trial, args.device, not args.no_progress, args.out)
+
+
+def run_evaluation(
+    sf: StudyFile, file: Path, top: int, seeds: int, number: int | None = None, device: str = "auto",
+    progress: bool = True, out: Path | None = None,
+) -> int:  # fmt: skip
+    """Evaluate, print the table and write its files; the exit status (also used by ``sweep.run``)."""
+    try:
+        rows = evaluate(sf, file, top, seeds, number, device, progress)
+    except ConfigError as e:
+        print_error(e)
+        return EXIT_CONFIG
+    except SweepError as e:
+        print_error(e)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        print("Interrupted: configurations evaluated before it are recorded; the rest are not.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    text = table(sf, rows)
+    folder = write_files(sf, rows, text, out)
+    print(text)
+    print(f"Per-seed results: {folder / 'evaluation.csv'}; MLflow runs tagged sweep.role=evaluation")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
