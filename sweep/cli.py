@@ -15,13 +15,36 @@ def study_parser(prog: str, description: str, example: str) -> argparse.Argument
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=f"Example: {example}")
     p.add_argument("study_file", type=Path, help="the study YAML file (its storage holds the trials)")
     p.add_argument("--study-name", help="study name (overrides study.name)")
+    p.add_argument(
+        "--compare-value", metavar="CHOICE", help="a comparison (study.compare): the sub-study of this choice"
+    )
     return p
 
 
-def load_or_report(args: argparse.Namespace) -> StudyFile | None:
-    """The study file, or ``None`` after printing the one-line error (the caller exits with 2)."""
+def load_or_report(args: argparse.Namespace, one_study: bool = False) -> StudyFile | None:
+    """The study file (a comparison's sub-study with ``--compare-value``), or ``None`` after printing the
+    one-line error (the caller exits with 2). ``one_study``: a command that needs one study refuses a
+    whole comparison."""
+    from sweep.compare import member, members
+
     try:
-        return load_study(args.study_file, {"study.name": args.study_name})
+        sf = load_study(args.study_file, {"study.name": args.study_name})
     except ConfigError as e:
         print_error(e)
         return None
+    if sf.study.compare is None:
+        return sf
+    if args.compare_value is not None:
+        try:
+            return member(sf, args.compare_value).sf
+        except ValueError as e:
+            print_error(f"{args.study_file}: {e}")
+            return None
+    if one_study:
+        choices = ", ".join(m.label for m in members(sf))
+        print_error(
+            f"{args.study_file}: study.compare: a comparison of {len(members(sf))} studies; "
+            f"give --compare-value CHOICE ({choices})"
+        )
+        return None
+    return sf

@@ -173,9 +173,11 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
 
 
 def table(sf: StudyFile, rows: list[Evaluated]) -> str:
-    """The results as a Markdown table: each row a configuration (a method, for a comparison)."""
+    """The results as a Markdown table: each row a configuration (a method, for a comparison); a row
+    not evaluated (yet) shows its search values only."""
     metrics = list(sf.study.metric)
-    extra = [k for k in rows[0].runs[0] if k.startswith("test_") and not k.endswith("_loss")]
+    tested = [r for r in rows if r.runs]
+    extra = [k for k in (tested[0].runs[0] if tested else {}) if k.startswith("test_") and not k.endswith("_loss")]
     head = ["method" if sf.study.compare else "study", "trial", "trials"]
     head += [f"best {m} (search, val)" for m in metrics]
     head += [f"{m} (retrained, val)" for m in metrics]
@@ -184,18 +186,39 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
     for r in rows:
         cells = [r.method or r.study, f"#{r.trial.number}", str(r.n_complete)]
         cells += [f"{v:.4g}" for v in r.trial.values]
-        cells += [r.interval(m).text() for m in metrics]
-        cells += [r.interval(f"test_{m.removeprefix('val_')}").text() for m in metrics]
-        cells += [r.interval(k).text() for k in extra] + [f"{r.s_per_trial:.2f}"]
+        tests = [*metrics, *(f"test_{m.removeprefix('val_')}" for m in metrics), *extra]
+        cells += [r.interval(m).text() if r.runs else "—" for m in tests] + [f"{r.s_per_trial:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    n = len(rows[0].seeds)
+    n = max((len(r.seeds) for r in tested), default=0)
     lines.append("")
     lines.append(
         f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
         f"mean ± 95 % CI (Student t) over {n} fresh seeds, the kept epoch chosen by the study's rule "
         f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read."
+        + ("" if len(tested) == len(rows) else " —: not evaluated (run python -m sweep.evaluate).")
     )
     return "\n".join(lines)
+
+
+def recorded(sf: StudyFile, top: int = 1) -> list[Evaluated]:
+    """The search's best ``top`` trials of the study (of each compared choice) with the evaluation
+    recorded for them, if any: what ``sweep.report`` shows without retraining anything."""
+    rows = []
+    for method, sub in [(m.label, m.sf) for m in members(sf)] or [(None, sf)]:
+        study = load_existing_study(sub.study.name, sub.study.storage)
+        n_complete = len(study.get_trials(deepcopy=False, states=[COMPLETE]))
+        if not n_complete:
+            continue
+        evaluations = study.user_attrs.get(EVALUATION_ATTR) or {}
+        for trial in chosen(study, sub, top, None):
+            found = evaluations.get(str(trial.number))
+            item = Evaluated(sub.study.name, method, trial, n_complete, _seconds_per_trial(study), [])
+            if found:
+                item.seeds, item.run_id = list(found["seeds"]), found["run_id"]
+                values = found["values"]
+                item.runs = [{k: v[i] for k, v in values.items()} for i in range(len(item.seeds))]
+            rows.append(item)
+    return rows
 
 
 def write_files(sf: StudyFile, rows: list[Evaluated], text: str, out: Path | None = None) -> Path:

@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    sf = load_or_report(args)
+    sf = load_or_report(args, one_study=True)
     if sf is None:
         return EXIT_CONFIG
     try:

@@ -177,18 +177,31 @@ def main(argv: list[str] | None = None) -> int:
     sf = load_or_report(args)
     if sf is None:
         return EXIT_CONFIG
+    from sweep.compare import members
+    from sweep.evaluate import recorded, table
+
+    out = args.out or Path(".sweep") / "reports" / sf.study.name
+    losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
+    subs = [(m.sf, out / m.label) for m in members(sf)] or [(sf, out)]
     try:
-        study = load_existing_study(sf.study.name, sf.study.storage)
+        for sub, folder in subs:
+            study = load_existing_study(sub.study.name, sub.study.storage)
+            written, skipped = write_report(study, sf.study.metric, sf.study.directions, losses, folder, args.top)
+            if len(subs) > 1:
+                print(f"== {sub.study.name} ==")
+            print((folder / "top.txt").read_text(), end="")
+            print(f"\nWrote {len(written)} files to {folder}/ ({', '.join(p.name for p in written)})")
+            for line in skipped:
+                print(f"  not drawn: {line}")
+        rows = recorded(sf)
     except SweepError as e:
         print_error(e)
         return EXIT_RUNTIME
-    out = args.out or Path(".sweep") / "reports" / sf.study.name
-    losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
-    written, skipped = write_report(study, sf.study.metric, sf.study.directions, losses, out, args.top)
-    print((out / "top.txt").read_text(), end="")
-    print(f"\nWrote {len(written)} files to {out}/ ({', '.join(p.name for p in written)})")
-    for line in skipped:
-        print(f"  not drawn: {line}")
+    if sf.study.compare or any(r.runs for r in rows):
+        text = table(sf, rows)
+        (out / "comparison.md").write_text(text + "\n")
+        print(f"\nComparison ({sf.study.compare}):" if sf.study.compare else "\nEvaluation on the test split:")
+        print(text)
     return 0
 
 

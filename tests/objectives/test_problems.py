@@ -380,3 +380,31 @@ def test_a_run_of_a_digits_problem_does_not_import_sklearn() -> None:
     code = "import sys; from objectives.problems.common import digits; digits(); print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _rows(split: Split) -> set[Any]:
+    """A split's samples as hashable keys: a Dataset's file paths when it has them, else input rows."""
+    if isinstance(split, Dataset) and hasattr(split, "samples"):
+        return {path for path, _ in split.samples}
+    x = split[0] if not isinstance(split, Dataset) else _split_tensors(split)[0]
+    return {tuple(row.tolist()) for row in x.reshape(len(x), -1)}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtin_test_split_is_held_out(name, built):
+    """Every built-in carves a test split out of its data (with the data seed) that shares no sample with
+    its training or validation splits, and the loops' data paths (``to``) leave it alone."""
+    problem = built[name]
+    assert problem.has_test
+    parts = [(problem.train, problem.val, problem.test)] if isinstance(problem, CoupledProblem) else [
+        (t.train, t.val, t.test) for t in (problem.a, problem.b)
+    ]  # fmt: skip
+    for train, val, test in parts:
+        held_out = _rows(test)
+        assert len(held_out) > 0
+        assert not held_out & _rows(train) and not held_out & _rows(val)
+    on_test = problem.on_test()
+    if isinstance(problem, CoupledProblem):
+        assert on_test.val is problem.test
+    else:
+        assert on_test.a.val is problem.a.test and on_test.b.val is problem.b.test
