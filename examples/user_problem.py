@@ -32,13 +32,28 @@ def make(seed: int, n: int = 2000, dim: int = 10, hidden: int = 32) -> Problem:
     g = torch.Generator().manual_seed(seed)
     n_val = n // 4
     x = torch.randn(n + n_val, dim, generator=g)
-    y_reg = x @ torch.randn(dim, 1, generator=g) + 0.1 * torch.randn(n + n_val, 1, generator=g)
-    y_cls = (x[:, 0] * x[:, 1] > 0).long()  # needs a non-linear feature the regression does not
+    w = torch.randn(dim, 1, generator=g)
+    y_reg = x @ w + 0.1 * torch.randn(n + n_val, 1, generator=g)
+    # A held-out test set (drawn last, from the same distribution): only sweep.evaluate reads it.
+    x_test = torch.randn(n_val, dim, generator=g)
+    y_reg_test = x_test @ w + 0.1 * torch.randn(n_val, 1, generator=g)
+
+    def parity(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 0] * x[:, 1] > 0).long()  # needs a non-linear feature the regression does not
+
+    y_cls = parity(x)
     train, val = slice(0, n), slice(n, n + n_val)
-    regression = Task(train=(x[train], y_reg[train]), val=(x[val], y_reg[val]), loss=nn.functional.mse_loss, head=0)
+    regression = Task(
+        train=(x[train], y_reg[train]),
+        val=(x[val], y_reg[val]),
+        test=(x_test, y_reg_test),
+        loss=nn.functional.mse_loss,
+        head=0,
+    )
     classification = Task(
         train=(x[train], y_cls[train]),
         val=(x[val], y_cls[val]),
+        test=(x_test, parity(x_test)),
         loss=nn.functional.cross_entropy,
         head=1,
         metrics={"acc": accuracy},

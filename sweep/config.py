@@ -307,6 +307,9 @@ def _check_compare(sf: StudyFile, file: str | Path) -> None:
         raise ConfigError(file, "study.compare", f"{key!r} has one choice: nothing to compare")
     if spec.when:
         raise ConfigError(file, "study.compare", f"{key!r} is conditional (when:); compare an unconditional one")
+    for i, point in enumerate(sf.study.enqueue):
+        if key in point:
+            raise ConfigError(file, f"study.enqueue.{i}.{key}", "the compared parameter is fixed per sub-study")
 
 
 def _check_device(device: str, file: str | Path) -> None:

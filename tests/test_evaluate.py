@@ -236,6 +236,14 @@ def test_compare_must_name_a_searched_categorical(tmp_path, compare, message) ->
     assert not (tmp_path / ".sweep").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+def test_compare_refuses_an_enqueued_compared_value(tmp_path) -> None:
+    doc = _compare_study()
+    doc["study"]["enqueue"] = [{"weighting.type": "dwa"}]
+    write_yaml(tmp_path / "s.yaml", doc)
+    result = run_main("sweep.run", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "study.enqueue.0.weighting.type" in result.stderr
+
+
 def test_evaluate_section_is_validated(tmp_path) -> None:
     doc = _compare_study()
     doc["evaluate"] = {"seeds": 0}
