@@ -189,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, help="output file (default: <study>-best.yaml)")
     p.add_argument("--weights", type=Path, metavar="DIR", help="also copy the trial's kept weights to DIR/weights.pt")
     p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="also retrain the exported trial with N fresh seeds and score it on the test split (sweep.evaluate)",
+    )
+    p.add_argument(
         "--register",
         metavar="NAME",
         help="also log the trial's model (rebuilt with its weights) with mlflow.pytorch.log_model on its run "
@@ -199,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        print_error(f"--seeds {args.seeds}: give a positive number")
+        return EXIT_CONFIG
     sf = load_or_report(args, one_study=True)
     if sf is None:
         return EXIT_CONFIG
@@ -225,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     values = ", ".join(f"{m} = {v:.6g}" for m, v in zip(sf.study.metric, trial.values, strict=True))
     print(f"Exported trial #{trial.number} ({values}; chosen by {rule}) to {out}")
     print(f"Replay it with: python -m sweep.run {out}")
+    if args.seeds is not None:
+        from sweep.evaluate import run_evaluation
+
+        status = run_evaluation(sf, args.study_file, 1, args.seeds, trial.number)
+        if status != EXIT_OK:
+            return status
     if args.weights is None and args.register is None:
         return EXIT_OK
     from sweep import weights  # torch and MLflow's model flavour: only when asked for

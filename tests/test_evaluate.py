@@ -104,6 +104,18 @@ def test_search_never_reads_the_test_split_and_evaluate_scores_on_it(tmp_path, m
     assert record["run_id"] == ev.info.run_id
 
 
+def test_export_with_seeds_evaluates_the_exported_trial(tmp_path) -> None:
+    write_yaml(tmp_path / "s.yaml", _guarded_study("exp"))
+    assert run_main("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path).returncode == 0
+    assert run_main("sweep.export", "s.yaml", "--seeds", "0", cwd=tmp_path).returncode == 2
+    assert not (tmp_path / "exp-best.yaml").exists()  # refused before anything is written
+    result = run_main("sweep.export", "s.yaml", "--trial", "1", "--seeds", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "exp-best.yaml").exists()
+    (ev,) = [r for r in _runs(tmp_path, "exp") if r.data.tags.get("sweep.role") == "evaluation"]
+    assert ev.data.tags["sweep.trial"] == "1" and ev.data.tags["sweep.seeds"] == "2"
+
+
 def test_evaluate_refuses_a_problem_without_a_test_split(tmp_path) -> None:
     write_yaml(tmp_path / "s.yaml", _guarded_study("notest", with_test=False))
     assert run_main("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path).returncode == 0
