@@ -18,6 +18,7 @@ differently, and the study treats them differently:
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import tempfile
 import urllib.parse
@@ -150,3 +151,16 @@ class ArtifactWatch:
 
 def _size(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: never a half-written file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

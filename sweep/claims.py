@@ -212,11 +212,12 @@ class Claims:
 
         return self.retry("recount", wanted)
 
-    def count(self, trial: optuna.trial.FrozenTrial) -> bool:
+    def count(self, trial: optuna.trial.FrozenTrial, ended_elsewhere: bool = False) -> bool:
         """Count a trial this process ran; ``False`` when this process should start no more (every one
-        of ``target`` trials failed, or the caller's ``halt`` said so)."""
+        of ``target`` trials failed, or the caller's ``halt`` said so). ``ended_elsewhere``: another
+        process failed it as stale during an outage (it is re-queued): not a failure of its config."""
         self.ran += 1
-        self.failed += trial.state == optuna.trial.TrialState.FAIL
+        self.failed += trial.state == optuna.trial.TrialState.FAIL and not ended_elsewhere
         if self.failed >= self.target:
             self.gave_up = True
         return not (self.gave_up or self.halt())

@@ -9,7 +9,7 @@ out through their ``when``). All of them record in one MLflow experiment, each s
 nested under one comparison run, so the UI shows the comparison as one tree.
 
 :func:`comparison_table` reads each sub-study's storage (and the test-set evaluation that
-:mod:`sweep.evaluate` recorded there) into the table README shows.
+:mod:`sweep.evaluate` recorded there) into the table README shows (:mod:`sweep.results`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sweep.config import StudyFile
-
-EVALUATION_ATTR = "sweep.evaluation"  # study → {"seeds": [...], "trials": {number: {...}}} (sweep.evaluate)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 import tempfile
 from importlib import metadata
@@ -28,6 +27,7 @@ from typing import Any
 import optuna
 import yaml
 
+from sweep.artifacts import write_atomically
 from sweep.cli import load_or_report, study_parser
 from sweep.config import StudyFile, parse_study
 from sweep.console import print_error
@@ -163,19 +163,6 @@ def _flat(provenance: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename: never a half-written file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parser() -> argparse.ArgumentParser:

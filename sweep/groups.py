@@ -82,16 +82,17 @@ def run_groups(
                 state, interrupted = TrialState.FAIL, True
             except Exception:
                 state = TrialState.FAIL
+            elsewhere = False
             try:
                 frozen = study.tell(m.trial, values, state=None if state == TrialState.COMPLETE else state)
             except ValueError as e:
                 if not ended_elsewhere(e):
                     raise
-                frozen = _ended(study, m.trial.number)
+                frozen, elsewhere = _ended(study, m.trial.number), True
             if not interrupted:
                 for callback in callbacks:
                     callback(study, frozen)
-            claims.count(frozen)
+            claims.count(frozen, ended_elsewhere=elsewhere)
         if interrupted:
             raise KeyboardInterrupt
         if claims.gave_up or claims.halt():
@@ -133,7 +134,7 @@ def run_one_by_one(
             for callback in callbacks:
                 if callback is not claims:  # its own call stops optimize; here we decide below
                     callback(study, frozen)
-            claims.count(frozen)
+            claims.count(frozen, ended_elsewhere=True)
         if not claims.claim():
             return
 

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if sf is None:
         return EXIT_CONFIG
     from sweep.compare import members
-    from sweep.evaluate import recorded, table
+    from sweep.results import recorded, table
 
     out = args.out or Path(".sweep") / "reports" / sf.study.name
     losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]

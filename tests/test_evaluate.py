@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.compare import EVALUATION_ATTR
 from sweep.evaluation import Selection, config_for, evaluation_seeds, mean_ci, retrain
+from sweep.results import EVALUATION_ATTR
 from sweep.storage import Attr
 from tests.conftest import run_main, tiny_study, write_yaml
 from tests.evaluation_problems import Tripwire, guarded

@@ -19,8 +19,8 @@ class Claims:
     def claim(self, wait: bool = True) -> bool:
         return sum(t.state.is_finished() and t.state != FAIL for t in self.study.trials) < self.target
 
-    def count(self, trial: optuna.trial.FrozenTrial) -> bool:
-        self.counted.append(trial.state)
+    def count(self, trial: optuna.trial.FrozenTrial, ended_elsewhere: bool = False) -> bool:
+        self.counted.append((trial.state, ended_elsewhere))
         return True
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -58,3 +58,20 @@ def test_a_trial_ended_by_another_process_is_closed_and_the_study_goes_on(capsys
     ]
     assert (1, FAIL) in ended and not objective.runs  # its run closed with the storage's state
     assert "trial 1 was ended (FAIL) by another process" in capsys.readouterr().err
+    # Counted as ended elsewhere: not this process's failure (see the next test).
+    assert (FAIL, True) in claims.counted
+
+
+def test_a_trial_ended_elsewhere_is_run_but_not_failed_by_this_process() -> None:
+    """A process whose only trials another process failed as stale during an outage must not end with
+    "all trials run now failed" (exit 1): it counts them as run, not as failed."""
+    from sweep.claims import Claims as RealClaims
+    from sweep.interrupts import Interrupts
+
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(trial, state=FAIL)
+    frozen = study.trials[0]
+    claims = RealClaims(study, None, "", 1, 1.0, Interrupts())
+    assert claims.count(frozen, ended_elsewhere=True) and (claims.ran, claims.failed) == (1, 0)
+    assert not claims.count(frozen) and (claims.ran, claims.failed) == (2, 1) and claims.gave_up

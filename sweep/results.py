@@ -1,0 +1,113 @@
+"""Evaluation results: which trials a study's evaluation covers, what was recorded for them, the table.
+
+Shared by ``sweep.evaluate`` (which retrains and records) and ``sweep.report`` (which only reads): a
+trial's evaluation lives on its Optuna study as the user attribute :data:`EVALUATION_ATTR`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import optuna
+
+from sweep.compare import members
+from sweep.config import StudyFile
+from sweep.errors import SweepError
+from sweep.evaluation import Interval, mean_ci
+from sweep.storage import load_existing_study
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
+EVALUATION_ATTR = "sweep.evaluation"  # study → {trial number: {"seeds", "run_id", "values"}} (sweep.evaluate)
+
+
+@dataclass
+class Evaluated:
+    """One configuration's evaluation: where it came from and its per-seed results."""
+
+    study: str
+    method: str | None  # the compared choice, for a comparison
+    trial: optuna.trial.FrozenTrial
+    n_complete: int
+    s_per_trial: float
+    seeds: list[int]
+    runs: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+
+    def interval(self, metric: str) -> Interval:
+        return mean_ci([r[metric] for r in self.runs])
+
+
+def chosen(study: optuna.Study, sf: StudyFile, top: int, number: int | None) -> list[optuna.trial.FrozenTrial]:
+    """The trials to evaluate: trial ``number``, or the ``top`` complete trials by the first metric
+    (a multi-objective study: its Pareto front, by trial number)."""
+    complete = study.get_trials(deepcopy=False, states=[COMPLETE])
+    if number is not None:
+        picked = [t for t in complete if t.number == number]
+        if not picked:
+            raise SweepError(f"trial {number} is not a complete trial of study {study.study_name!r}")
+        return picked
+    if not complete:
+        raise SweepError(f"study {study.study_name!r} has no complete trial to evaluate")
+    if sf.study.multi_objective:
+        return sorted(study.best_trials, key=lambda t: t.number)[:top]
+    sign = 1.0 if sf.study.directions[0] == "minimize" else -1.0
+    return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
+
+
+def seconds_per_trial(study: optuna.Study) -> float:
+    spans = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False, states=[COMPLETE])
+        if t.datetime_complete and t.datetime_start
+    ]
+    return sum(spans) / len(spans) if spans else math.nan
+
+
+def table(sf: StudyFile, rows: list[Evaluated]) -> str:
+    """The results as a Markdown table: each row a configuration (a method, for a comparison); a row
+    not evaluated (yet) shows its search values only."""
+    metrics = list(sf.study.metric)
+    tested = [r for r in rows if r.runs]
+    extra = [k for k in (tested[0].runs[0] if tested else {}) if k.startswith("test_") and not k.endswith("_loss")]
+    head = ["method" if sf.study.compare else "study", "trial", "trials"]
+    head += [f"best {m} (search, val)" for m in metrics]
+    head += [f"{m} (retrained, val)" for m in metrics]
+    head += [f"test_{m.removeprefix('val_')}" for m in metrics] + extra + ["s / trial"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.method or r.study, f"#{r.trial.number}", str(r.n_complete)]
+        cells += [f"{v:.4g}" for v in r.trial.values]
+        tests = [*metrics, *(f"test_{m.removeprefix('val_')}" for m in metrics), *extra]
+        cells += [r.interval(m).text() if r.runs else "—" for m in tests] + [f"{r.s_per_trial:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = max((len(r.seeds) for r in tested), default=0)
+    lines.append("")
+    lines.append(
+        f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
+        f"mean ± 95 % CI (Student t) over {n} fresh seeds, the kept epoch chosen by the study's rule "
+        f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read."
+        + ("" if len(tested) == len(rows) else " —: not evaluated (run python -m sweep.evaluate).")
+    )
+    return "\n".join(lines)
+
+
+def recorded(sf: StudyFile, top: int = 1) -> list[Evaluated]:
+    """The search's best ``top`` trials of the study (of each compared choice) with the evaluation
+    recorded for them, if any: what ``sweep.report`` shows without retraining anything."""
+    rows = []
+    for method, sub in [(m.label, m.sf) for m in members(sf)] or [(None, sf)]:
+        study = load_existing_study(sub.study.name, sub.study.storage)
+        n_complete = len(study.get_trials(deepcopy=False, states=[COMPLETE]))
+        if not n_complete:
+            continue
+        evaluations = study.user_attrs.get(EVALUATION_ATTR) or {}
+        for trial in chosen(study, sub, top, None):
+            found = evaluations.get(str(trial.number))
+            item = Evaluated(sub.study.name, method, trial, n_complete, seconds_per_trial(study), [])
+            if found:
+                item.seeds, item.run_id = list(found["seeds"]), found["run_id"]
+                values = found["values"]
+                item.runs = [{k: v[i] for k, v in values.items()} for i in range(len(item.seeds))]
+            rows.append(item)
+    return rows
