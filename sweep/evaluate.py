@@ -24,6 +24,7 @@ from pathlib import Path
 
 import optuna
 
+from objectives.helpers import NonFiniteLossError
 from sweep.cli import load_or_report, study_parser
 from sweep.compare import members
 from sweep.config import StudyFile
@@ -67,6 +68,9 @@ def evaluate(
                 cfg = config_for(item.trial.user_attrs[Attr.CONFIG], seed, device)
                 try:
                     item.runs.append(retrain(cfg, problems.get(cfg), selection, on_epoch=lambda _: bar.update()))
+                except NonFiniteLossError as e:  # a result about this configuration: counted, not averaged
+                    tqdm.write(f"{item.study} #{item.trial.number}, seed {seed}: diverged ({e})", file=sys.stderr)
+                    item.runs.append({})
                 except NoTestSplit as e:
                     raise ConfigError(
                         file, "objective.problem", f"{e}: give its Task(s) a test split to evaluate on held-out data"
@@ -102,10 +106,10 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
     name = f"{item.study} #{item.trial.number} on test ({len(item.seeds)} seeds)"
     run_id = client.create_run(experiment.experiment_id, run_name=name, tags=tags).info.run_id
     now = int(time.time() * 1000)
-    keys = [k for k in item.runs[0] if k != "epoch"]
-    metrics = [Metric(k, r[k], now, i) for i, r in enumerate(item.runs) for k in keys]
-    metrics += [Metric("epoch", r["epoch"], now, i) for i, r in enumerate(item.runs)]
-    for k in keys:
+    keys = [k for k in item.metric_names() if k != "epoch"]
+    metrics = [Metric(k, r[k], now, i) for i, r in enumerate(item.runs) for k in (*keys, "epoch") if r]
+    metrics.append(Metric("diverged_seeds", item.diverged, now, 0))
+    for k in keys if item.finite else ():
         ci = item.interval(k)
         metrics.append(Metric(f"{k}_mean", ci.mean, now, 0))
         if not math.isnan(ci.half_width):
@@ -121,7 +125,7 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
     record[str(item.trial.number)] = {
         "seeds": item.seeds,
         "run_id": run_id,
-        "values": {k: [r[k] for r in item.runs] for k in keys},
+        "values": {k: [r.get(k) for r in item.runs] for k in keys},  # None: that seed diverged
     }
     study.set_user_attr(EVALUATION_ATTR, record)
     return run_id
@@ -137,7 +141,7 @@ def write_files(sf: StudyFile, rows: list[Evaluated], text: str, out: Path | Non
     write_atomically(folder / "evaluation.md", text + "\n")
     frame = pd.DataFrame(
         [
-            {"study": r.study, "method": r.method, "trial": r.trial.number, "seed": s, **run}
+            {"study": r.study, "method": r.method, "trial": r.trial.number, "seed": s, "diverged": not run, **run}
             for r in rows
             for s, run in zip(r.seeds, r.runs, strict=True)
         ]

@@ -31,11 +31,32 @@ class Evaluated:
     n_complete: int
     s_per_trial: float
     seeds: list[int]
-    runs: list[dict[str, float]] = field(default_factory=list)
+    runs: list[dict[str, float]] = field(default_factory=list)  # per seed; {} where training diverged
     run_id: str | None = None
 
+    @property
+    def finite(self) -> list[dict[str, float]]:
+        """The seeds' results whose training stayed finite."""
+        return [r for r in self.runs if r]
+
+    @property
+    def diverged(self) -> int:
+        """Seeds whose training ended with a NaN/Inf loss (counted, never averaged)."""
+        return sum(not r for r in self.runs)
+
+    def metric_names(self) -> list[str]:
+        """The metric names of its results (``epoch`` included)."""
+        return list(self.finite[0]) if self.finite else []
+
     def interval(self, metric: str) -> Interval:
-        return mean_ci([r[metric] for r in self.runs])
+        return mean_ci([r[metric] for r in self.finite])
+
+    def cell(self, metric: str) -> str:
+        """``mean ± ci``, with the diverged seeds said; ``—`` when not evaluated."""
+        if not self.runs:
+            return "—"
+        text = self.interval(metric).text() if self.finite else "diverged"
+        return text + (f" ({self.diverged}/{len(self.runs)} diverged)" if self.diverged else "")
 
 
 def chosen(study: optuna.Study, sf: StudyFile, top: int, number: int | None) -> list[optuna.trial.FrozenTrial]:
@@ -69,7 +90,8 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
     not evaluated (yet) shows its search values only."""
     metrics = list(sf.study.metric)
     tested = [r for r in rows if r.runs]
-    extra = [k for k in (tested[0].runs[0] if tested else {}) if k.startswith("test_") and not k.endswith("_loss")]
+    names = next((r.metric_names() for r in tested if r.finite), [])
+    extra = [k for k in names if k.startswith("test_") and not k.endswith("_loss")]
     head = ["method" if sf.study.compare else "study", "trial", "trials"]
     head += [f"best {m} (search, val)" for m in metrics]
     head += [f"{m} (retrained, val)" for m in metrics]
@@ -79,14 +101,15 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
         cells = [r.method or r.study, f"#{r.trial.number}", str(r.n_complete)]
         cells += [f"{v:.4g}" for v in r.trial.values]
         tests = [*metrics, *(f"test_{m.removeprefix('val_')}" for m in metrics), *extra]
-        cells += [r.interval(m).text() if r.runs else "—" for m in tests] + [f"{r.s_per_trial:.2f}"]
+        cells += [r.cell(m) for m in tests] + [f"{r.s_per_trial:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     n = max((len(r.seeds) for r in tested), default=0)
     lines.append("")
     lines.append(
         f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
         f"mean ± 95 % CI (Student t) over {n} fresh seeds, the kept epoch chosen by the study's rule "
-        f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read."
+        f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read. A seed whose "
+        "training diverged (NaN/Inf loss) is counted and shown, and left out of the mean."
         + ("" if len(tested) == len(rows) else " —: not evaluated (run python -m sweep.evaluate).")
     )
     return "\n".join(lines)
@@ -108,6 +131,6 @@ def recorded(sf: StudyFile, top: int = 1) -> list[Evaluated]:
             if found:
                 item.seeds, item.run_id = list(found["seeds"]), found["run_id"]
                 values = found["values"]
-                item.runs = [{k: v[i] for k, v in values.items()} for i in range(len(item.seeds))]
+                item.runs = [{k: v[i] for k, v in values.items() if v[i] is not None} for i in range(len(item.seeds))]
             rows.append(item)
     return rows

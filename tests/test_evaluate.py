@@ -166,6 +166,41 @@ def test_interrupted_evaluation_leaves_no_half_written_run(tmp_path, monkeypatch
     assert list(study.user_attrs[EVALUATION_ATTR]) == [evaluations[0].data.tags["sweep.trial"]]
 
 
+def test_a_diverged_seed_is_counted_not_averaged(tmp_path, monkeypatch) -> None:
+    """A fresh seed whose training diverges is a result about the configuration: the command goes on,
+    says so, and the mean and CI are over the finite seeds with the diverged one shown beside them."""
+    from objectives.helpers import NonFiniteLossError
+
+    write_yaml(tmp_path / "s.yaml", _guarded_study("nan"))
+    assert run_main("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path).returncode == 0
+    import sweep.evaluate
+
+    calls = {"n": 0}
+
+    def second_diverges(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise NonFiniteLossError("a training loss is not finite at epoch 1, step 3")
+        return retrain(*args, **kwargs)
+
+    monkeypatch.setattr(sweep.evaluate, "retrain", second_diverges)
+    result = run_main("sweep.evaluate", "s.yaml", "--seeds", "3", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "diverged (a training loss is not finite" in result.stderr
+    (ev,) = [r for r in _runs(tmp_path, "nan") if r.data.tags.get("sweep.role") == "evaluation"]
+    assert ev.data.metrics["diverged_seeds"] == 1
+    history = _client(tmp_path).get_metric_history(ev.info.run_id, "test_total_loss")
+    assert sorted(m.step for m in history) == [0, 2]
+    values = [m.value for m in history]
+    assert ev.data.metrics["test_total_loss_mean"] == pytest.approx(float(np.mean(values)), rel=1e-12)
+    assert "(1/3 diverged)" in result.stdout
+    frame = pd.read_csv(tmp_path / ".sweep" / "reports" / "nan" / "evaluation.csv")
+    assert frame["diverged"].tolist() == [False, True, False] and frame["test_total_loss"].isna().tolist()[1]
+    # The report reads the same back from the storage.
+    report = run_main("sweep.report", "s.yaml", cwd=tmp_path)
+    assert report.returncode == 0 and "(1/3 diverged)" in report.stdout
+
+
 def _compare_study() -> dict:
     doc = tiny_study("cmp", study={"n_trials": 2, "compare": "weighting.type", "pruner": "none"})
     doc["search"]["params"]["weighting.type"] = {"type": "categorical", "choices": ["static", "dwa"]}
