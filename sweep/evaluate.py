@@ -31,7 +31,7 @@ from sweep.config import StudyFile
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
 from sweep.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
-from sweep.results import COMPLETE, EVALUATION_ATTR, Evaluated, chosen, seconds_per_trial, table
+from sweep.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
 from sweep.storage import Attr, load_existing_study
 
 
@@ -54,9 +54,9 @@ def evaluate(
     plan = []
     for method, sub in studies:
         study = load_existing_study(sub.study.name, sub.study.storage)
-        n_complete = len(study.get_trials(deepcopy=False, states=[COMPLETE]))
+        spent, cost = counts(study), seconds_per_trial(study)
         for trial in chosen(study, sub, top, number):
-            plan.append((study, Evaluated(sub.study.name, method, trial, n_complete, seconds_per_trial(study), seeds)))
+            plan.append((study, Evaluated(sub.study.name, method, trial, spent, cost, seeds)))
     problems = ProblemCache()
     total = sum(len(seeds) * int(e.trial.user_attrs[Attr.CONFIG]["epochs"]) for _, e in plan)
     bar = tqdm(total=total, desc="evaluate", unit="epoch", disable=not (progress and sys.stderr.isatty()))

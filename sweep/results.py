@@ -28,7 +28,7 @@ class Evaluated:
     study: str
     method: str | None  # the compared choice, for a comparison
     trial: optuna.trial.FrozenTrial
-    n_complete: int
+    trials: str  # the study's trials: complete (and failed), as the table shows them
     s_per_trial: float
     seeds: list[int]
     runs: list[dict[str, float]] = field(default_factory=list)  # per seed; {} where training diverged
@@ -76,6 +76,14 @@ def chosen(study: optuna.Study, sf: StudyFile, top: int, number: int | None) -> 
     return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
 
 
+def counts(study: optuna.Study) -> str:
+    """Complete trials, and the failed ones (a budget spent too: failed trials are replaced)."""
+    trials = study.get_trials(deepcopy=False)
+    complete = sum(t.state == COMPLETE for t in trials)
+    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    return f"{complete} (+{failed} failed)" if failed else str(complete)
+
+
 def seconds_per_trial(study: optuna.Study) -> float:
     spans = [
         (t.datetime_complete - t.datetime_start).total_seconds()
@@ -98,7 +106,7 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
     head += [f"test_{m.removeprefix('val_')}" for m in metrics] + extra + ["s / trial"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r.method or r.study, f"#{r.trial.number}", str(r.n_complete)]
+        cells = [r.method or r.study, f"#{r.trial.number}", r.trials]
         cells += [f"{v:.4g}" for v in r.trial.values]
         tests = [*metrics, *(f"test_{m.removeprefix('val_')}" for m in metrics), *extra]
         cells += [r.cell(m) for m in tests] + [f"{r.s_per_trial:.2f}"]
@@ -109,7 +117,8 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
         f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
         f"mean ± 95 % CI (Student t) over {n} fresh seeds, the kept epoch chosen by the study's rule "
         f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read. A seed whose "
-        "training diverged (NaN/Inf loss) is counted and shown, and left out of the mean."
+        "training diverged (NaN/Inf loss) is counted and shown, and left out of the mean. trials: the search's "
+        "complete trials (+ failed ones, which it replaced); s / trial: a complete search trial's mean wall time."
         + ("" if len(tested) == len(rows) else " —: not evaluated (run python -m sweep.evaluate).")
     )
     return "\n".join(lines)
@@ -127,7 +136,7 @@ def recorded(sf: StudyFile, top: int = 1) -> list[Evaluated]:
         evaluations = study.user_attrs.get(EVALUATION_ATTR) or {}
         for trial in chosen(study, sub, top, None):
             found = evaluations.get(str(trial.number))
-            item = Evaluated(sub.study.name, method, trial, n_complete, seconds_per_trial(study), [])
+            item = Evaluated(sub.study.name, method, trial, counts(study), seconds_per_trial(study), [])
             if found:
                 item.seeds, item.run_id = list(found["seeds"]), found["run_id"]
                 values = found["values"]
