@@ -37,13 +37,19 @@ def test_study_file_runs_unmodified(path: Path, tmp_path: Path) -> None:
     the trial completes or, where a search may pick a diverging setting, fails with that reason."""
     import optuna
 
+    from sweep.compare import members
     from tests.conftest import run_main
 
     copy = tmp_path / path.name
     copy.write_text(path.read_text())
-    result = run_main("sweep.run", str(copy), "--n-trials", "1", "--no-report", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
     sf = load_study(copy)
+    # A comparison: its first choice's sub-study (the others differ only in that value; the whole
+    # comparison and its evaluation run through the CLI in tests/test_evaluate.py).
+    first = members(sf)[0] if sf.study.compare else None
+    extra = ["--compare-value", first.label] if first else []
+    result = run_main("sweep.run", str(copy), "--n-trials", "1", "--no-report", *extra, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    sf = first.sf if first else sf
     study = optuna.load_study(study_name=sf.study.name, storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
     (trial,) = study.trials
     assert trial.state.name == "COMPLETE" or "NonFiniteLossError" in trial.user_attrs.get("fail_reason", ""), trial
