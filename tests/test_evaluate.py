@@ -245,6 +245,23 @@ def test_compare_runs_one_equal_budget_study_per_choice_and_evaluates_each(tmp_p
     assert (tmp_path / ".sweep" / "reports" / "cmp" / "static" / "trials.csv").exists()
 
 
+def test_compare_with_workers_passes_each_choice_to_its_processes(tmp_path) -> None:
+    """``--workers 2`` on a comparison: each sub-study's worker process gets ``--compare-value`` and
+    trains only that choice (a real subprocess run of the CLI)."""
+    from tests.conftest import run_cli
+
+    doc = _compare_study()
+    doc["study"]["n_trials"] = 3
+    del doc["evaluate"]
+    write_yaml(tmp_path / "s.yaml", doc)
+    result = run_cli("sweep.run", "s.yaml", "--workers", "2", "--no-progress", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for choice in ("static", "dwa"):
+        study = optuna.load_study(study_name=f"cmp.{choice}", storage=_storage(tmp_path))
+        assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+        assert {t.params["weighting.type"] for t in study.trials} == {choice}
+
+
 def test_compare_value_runs_one_choice_only(tmp_path) -> None:
     write_yaml(tmp_path / "s.yaml", _compare_study())
     result = run_main("sweep.run", "s.yaml", "--no-progress", "--compare-value", "dwa", cwd=tmp_path)
