@@ -37,9 +37,11 @@ from sweep.storage import Attr, load_existing_study
 
 def evaluate(
     sf: StudyFile, file: Path, top: int, n_seeds: int, number: int | None = None, device: str = "auto",
-    progress: bool = True,
+    progress: bool = True, again: bool = False,
 ) -> list[Evaluated]:  # fmt: skip
     """Retrain and test the chosen trials of a study, or of each sub-study of a comparison, and record them.
+    A trial already evaluated with the same seeds is shown from its record (a re-run resumes where an
+    interrupted one stopped); ``again`` retrains it.
 
     Raises:
         ConfigError: the problem has no test split (``objective.problem``).
@@ -55,15 +57,24 @@ def evaluate(
     for method, sub in studies:
         study = load_existing_study(sub.study.name, sub.study.storage)
         spent, cost = counts(study), seconds_per_trial(study)
+        done = study.user_attrs.get(EVALUATION_ATTR) or {}
         for trial in chosen(study, sub, top, number):
-            plan.append((study, Evaluated(sub.study.name, method, trial, spent, cost, seeds)))
+            item = Evaluated(sub.study.name, method, trial, spent, cost, seeds)
+            found = done.get(str(trial.number))
+            if found and found["seeds"] == seeds and not again:
+                item.restore(found)
+                print(f"{item.study} #{trial.number}: evaluated before with these seeds; shown from its record "
+                      f"(MLflow run {item.run_id}; --again retrains)", file=sys.stderr)  # fmt: skip
+            plan.append((study, item))
     problems = ProblemCache()
-    total = sum(len(seeds) * int(e.trial.user_attrs[Attr.CONFIG]["epochs"]) for _, e in plan)
+    total = sum(len(seeds) * int(e.trial.user_attrs[Attr.CONFIG]["epochs"]) for _, e in plan if not e.runs)
     bar = tqdm(total=total, desc="evaluate", unit="epoch", disable=not (progress and sys.stderr.isatty()))
     target = None if sf.study.multi_objective else sf.study.metric[0]
     selection = Selection(target, sf.study.directions[0], sf.study.score)
     try:
         for study, item in plan:
+            if item.runs:  # recorded before
+                continue
             for seed in seeds:
                 cfg = config_for(item.trial.user_attrs[Attr.CONFIG], seed, device)
                 try:
@@ -163,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device for the retraining runs (default: auto)")
     p.add_argument("-o", "--out", type=Path, help="folder for evaluation.md/.csv (default: .sweep/reports/<study>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
+    p.add_argument("--again", action="store_true", help="retrain configurations already evaluated with the same seeds")
     return p
 
 
@@ -178,16 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         if value < 1:
             print_error(f"{flag} {value}: give a positive number")
             return EXIT_CONFIG
-    return run_evaluation(sf, args.study_file, top, seeds, args.trial, args.device, not args.no_progress, args.out)
+    return run_evaluation(
+        sf, args.study_file, top, seeds, args.trial, args.device, not args.no_progress, args.out, args.again
+    )
 
 
 def run_evaluation(
     sf: StudyFile, file: Path, top: int, seeds: int, number: int | None = None, device: str = "auto",
-    progress: bool = True, out: Path | None = None,
+    progress: bool = True, out: Path | None = None, again: bool = False,
 ) -> int:  # fmt: skip
     """Evaluate, print the table and write its files; the exit status (also used by ``sweep.run``)."""
     try:
-        rows = evaluate(sf, file, top, seeds, number, device, progress)
+        rows = evaluate(sf, file, top, seeds, number, device, progress, again)
     except ConfigError as e:
         print_error(e)
         return EXIT_CONFIG

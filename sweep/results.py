@@ -51,6 +51,12 @@ class Evaluated:
     def interval(self, metric: str) -> Interval:
         return mean_ci([r[metric] for r in self.finite])
 
+    def restore(self, found: dict) -> None:
+        """Take the results recorded on the study (:data:`EVALUATION_ATTR`) for this trial."""
+        self.seeds, self.run_id = list(found["seeds"]), found["run_id"]
+        values = found["values"]
+        self.runs = [{k: v[i] for k, v in values.items() if v[i] is not None} for i in range(len(self.seeds))]
+
     def cell(self, metric: str) -> str:
         """``mean ± ci``, with the diverged seeds said; ``—`` when not evaluated."""
         if not self.runs:
@@ -138,8 +144,6 @@ def recorded(sf: StudyFile, top: int = 1) -> list[Evaluated]:
             found = evaluations.get(str(trial.number))
             item = Evaluated(sub.study.name, method, trial, counts(study), seconds_per_trial(study), [])
             if found:
-                item.seeds, item.run_id = list(found["seeds"]), found["run_id"]
-                values = found["values"]
-                item.runs = [{k: v[i] for k, v in values.items() if v[i] is not None} for i in range(len(item.seeds))]
+                item.restore(found)
             rows.append(item)
     return rows

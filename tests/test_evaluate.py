@@ -165,6 +165,21 @@ def test_interrupted_evaluation_leaves_no_half_written_run(tmp_path, monkeypatch
     study = optuna.load_study(study_name="stop", storage=_storage(tmp_path))
     assert list(study.user_attrs[EVALUATION_ATTR]) == [evaluations[0].data.tags["sweep.trial"]]
 
+    # The same command again resumes: the recorded configuration is shown from its record, the other
+    # trained; a third run trains nothing; --again retrains both.
+    monkeypatch.setattr(sweep.evaluate, "retrain", retrain)
+    args = ("sweep.evaluate", "s.yaml", "--top", "2", "--seeds", "2", "--no-progress")
+    resumed = run_main(*args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("evaluated before with these seeds") == 1
+    evaluation_runs = lambda: [r for r in _runs(tmp_path, "stop") if r.data.tags.get("sweep.role") == "evaluation"]  # noqa: E731
+    assert len(evaluation_runs()) == 2
+    third = run_main(*args, cwd=tmp_path)
+    assert third.returncode == 0 and len(evaluation_runs()) == 2
+    table = [line for line in third.stdout.splitlines() if line.startswith("| stop")]
+    assert table == [line for line in resumed.stdout.splitlines() if line.startswith("| stop")] and len(table) == 2
+    assert run_main(*args, "--again", cwd=tmp_path).returncode == 0 and len(evaluation_runs()) == 4
+
 
 def test_a_diverged_seed_is_counted_not_averaged(tmp_path, monkeypatch) -> None:
     """A fresh seed whose training diverges is a result about the configuration: the command goes on,
