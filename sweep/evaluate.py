@@ -127,10 +127,14 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
             metrics.append(Metric(f"{k}_ci95", ci.half_width, now, 0))
     params = [Param(k, str(v)[:6000]) for k, v in item.trial.params.items()]
     params += [Param("trial", str(item.trial.number)), Param("seeds", " ".join(map(str, item.seeds))[:6000])]
-    for i in range(0, len(params), 100):  # MLflow's limits per batch: 100 params, 1000 metrics
-        client.log_batch(run_id, params=params[i : i + 100])
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    try:
+        for i in range(0, len(params), 100):  # MLflow's limits per batch: 100 params, 1000 metrics
+            client.log_batch(run_id, params=params[i : i + 100])
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    except BaseException:  # never a run left RUNNING: it says it did not finish
+        client.set_terminated(run_id, status="FAILED")
+        raise
     client.set_terminated(run_id)
     record = dict(study.user_attrs.get(EVALUATION_ATTR) or {})
     record[str(item.trial.number)] = {
