@@ -254,24 +254,39 @@ def test_alternating_study_end_to_end(tmp_path: Path) -> None:
 
 
 def test_weighting_compare_study_end_to_end(tmp_path: Path) -> None:
-    """The shipped strategy comparison (shortened) runs; each trial's strategy and effective weights reach MLflow."""
+    """The shipped strategy comparison (shortened) runs: one sub-study per strategy, each agreeing with
+    MLflow trial by trial (strategy and effective weights on every run), then the evaluation table."""
     from tests.conftest import ROOT
 
     doc = yaml.safe_load((ROOT / "studies" / "weighting_compare.yaml").read_text())
-    doc["study"].update({"n_trials": 4, "sampler": {"type": "random"}})
+    doc["study"].update({"n_trials": 2, "sampler": {"type": "random"}})
     doc["objective"].update({"epochs": 2, "problem": {"name": "digits_pair", "options": {"n_a": 200, "n_b": 30}}})
-    doc["search"]["params"]["weighting.type"]["choices"] = ["static", "gradnorm", "pcgrad", "famo"]
+    choices = ["static", "gradnorm", "pcgrad", "famo"]
+    doc["search"]["params"]["weighting.type"]["choices"] = choices
     del doc["search"]["params"]["weighting.temperature"]  # its condition names dwa, not a choice here
     doc["search"]["weights"]["when"] = {"weighting.type": ["static"]}
+    doc["evaluate"] = {"seeds": 2}
     path = write_yaml(tmp_path / "wc.yaml", doc)
     result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    study, client, _, runs = load(tmp_path, "weighting_compare")
-    assert_agree(study, client, runs)
-    for trial in study.trials:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
-        assert run.data.params["weighting.type"] == trial.params["weighting.type"]
-        history = client.get_metric_history(run.info.run_id, "weight_a")
-        assert [m.step for m in history] == [0, 1]
-        uses_static = trial.params["weighting.type"] == "static"
-        assert ("weights.log10_ratio" in trial.params) == uses_static
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("weighting_compare")
+    every = client.search_runs([exp.experiment_id], max_results=1000)
+    for choice in choices:
+        study = optuna.load_study(
+            study_name=f"weighting_compare.{choice}", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
+        )
+        parent = study.user_attrs["mlflow_parent_run_id"]
+        runs = [r for r in every if r.info.run_id == parent or (
+            r.data.tags.get("mlflow.parentRunId") == parent and r.data.tags.get("sweep.role") == "trial")]  # fmt: skip
+        assert_agree(study, client, runs)
+        for trial in study.trials:
+            run = client.get_run(trial.user_attrs["mlflow_run_id"])
+            assert run.data.params["weighting.type"] == trial.params["weighting.type"] == choice
+            history = client.get_metric_history(run.info.run_id, "weight_a")
+            assert [m.step for m in history] == [0, 1]
+            uses_static = trial.params["weighting.type"] == "static"
+            assert ("weights.log10_ratio" in trial.params) == uses_static
+    assert [line.split(" | ")[0] for line in result.stdout.splitlines() if line.startswith("| ") and "±" in line] == [
+        f"| {c}" for c in choices
+    ]
