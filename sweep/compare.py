@@ -8,8 +8,8 @@ other parameters (the compared key fixed to that choice; options that apply only
 out through their ``when``). All of them record in one MLflow experiment, each sub-study's parent run
 nested under one comparison run, so the UI shows the comparison as one tree.
 
-:func:`comparison_table` reads each sub-study's storage (and the test-set evaluation that
-:mod:`sweep.evaluate` recorded there) into the table README shows (:mod:`sweep.results`).
+:func:`sweep.results.recorded` and :func:`sweep.results.table` read each sub-study's storage (and the
+test-set evaluation that :mod:`sweep.evaluate` recorded there) into the table README shows.
 """
 
 from __future__ import annotations

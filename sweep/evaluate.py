@@ -120,7 +120,7 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
     keys = [k for k in item.metric_names() if k != "epoch"]
     metrics = [Metric(k, r[k], now, i) for i, r in enumerate(item.runs) for k in (*keys, "epoch") if r]
     metrics.append(Metric("diverged_seeds", item.diverged, now, 0))
-    for k in keys if item.finite else ():
+    for k in keys:  # none when every seed diverged
         ci = item.interval(k)
         metrics.append(Metric(f"{k}_mean", ci.mean, now, 0))
         if not math.isnan(ci.half_width):
