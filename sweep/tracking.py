@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from sweep.config import StudySection, TrackingSection
 from sweep.errors import SweepError, one_line
 from sweep.faultpoints import pause
+from sweep.mlflowdb import seed_mlflow_db
 from sweep.storage import Attr, trial_id
 from sweep.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
 from sweep.views import runs_view_url
@@ -240,6 +241,7 @@ class Tracker:
 
     def __init__(self, cfg: TrackingSection, study: optuna.Study) -> None:
         quiet_mlflow()
+        seed_mlflow_db(cfg.uri)  # a new SQLite store: a copy of a migrated one, not 1 s of migrations
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = MlflowClient(tracking_uri=absolute_sqlite(cfg.uri))
         self.experiment_name = cfg.experiment or study.study_name

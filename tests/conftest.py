@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +22,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The migrated, empty MLflow database new stores are copied from (sweep.mlflowdb): made once per test
+# session, in a folder of its own (removed at exit), not in the user's cache; every process the tests
+# start inherits it. Read-only once made, so the tests share no state through it.
+_CACHE = tempfile.mkdtemp(prefix="sweep-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["SWEEP_CACHE_DIR"] = _CACHE
 # Small CPU models run faster on one thread, and far faster when test processes share the cores.
 torch.set_num_threads(1)
 
