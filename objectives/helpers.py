@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -248,3 +250,9 @@ def check_finite(metrics: Mapping[str, float], epoch: int) -> None:
     for name, value in metrics.items():
         if name.endswith("_loss") and not math.isfinite(value):
             raise NonFiniteLossError(f"{name} is {value} at epoch {epoch}")
+
+
+def cache_root(cache_dir: str | None = None) -> Path:
+    """Where sweep keeps files it can always make again (the digits as PNG, the MLflow template):
+    ``cache_dir``, else ``$SWEEP_CACHE_DIR``, else ``~/.cache/sweep``."""
+    return Path(cache_dir or os.environ.get("SWEEP_CACHE_DIR") or "~/.cache/sweep").expanduser()

@@ -4,8 +4,8 @@ MLflow creates a new SQLite tracking database by running its whole alembic migra
 migration after another: 0.7–1.6 s on this project's 2-core machine, about a tenth of the quickstart
 study's wall time, paid by every new study folder (and every test that makes one). The result of
 those migrations is the same for every new database of one MLflow version, so the first such
-database this machine makes is kept, emptied, as a template in the cache folder (``SWEEP_CACHE_DIR``,
-else ``$XDG_CACHE_HOME/sweep``, else ``~/.cache/sweep``), one file per MLflow version, and later new
+database this machine makes is kept, emptied, as a template in the cache folder (``$SWEEP_CACHE_DIR``,
+else ``~/.cache/sweep``: :func:`objectives.helpers.cache_root`), one file per MLflow version, and later new
 databases are copies of it. What the copy holds is exactly what MLflow's migrations made (its schema,
 its ``alembic_version``, its default workspace) minus the ``Default`` experiment, which MLflow itself
 creates on the copy's first open, with the artifact location of that place and time.
@@ -26,22 +26,15 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from objectives.helpers import cache_root
 from sweep.urls import sqlite_path
-
-
-def cache_dir() -> Path:
-    """Where sweep keeps files it can always make again (``SWEEP_CACHE_DIR`` overrides)."""
-    if os.environ.get("SWEEP_CACHE_DIR"):
-        return Path(os.environ["SWEEP_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sweep"
 
 
 def template_path() -> Path:
     """The template for the installed MLflow version (its schema changes between versions)."""
     from mlflow.version import VERSION
 
-    return cache_dir() / f"mlflow-{VERSION}.db"
+    return cache_root() / f"mlflow-{VERSION}.db"
 
 
 def _valid(path: Path) -> bool:

@@ -13,13 +13,12 @@ and a head per task.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
-from objectives.helpers import accuracy
+from objectives.helpers import accuracy, cache_root
 from objectives.problems.base import Builtin, Problem, Task
 from objectives.problems.common import cross_entropy, digits_array
 from objectives.problems.images import ImageFolderDataset, TwoHeadCNN, is_complete, upscale_digits, write_png_folder
@@ -54,11 +53,6 @@ class Options(BaseModel):
         if n_test is not None and used + n_test > N_DIGITS:
             raise ValueError(f"n_a + n_b + n_val + n_test = {used + n_test} images, but there are only {N_DIGITS}")
         return n_test
-
-
-def cache_root(cache_dir: str | None) -> Path:
-    """Where cached data lives: ``cache_dir``, else ``$SWEEP_CACHE_DIR``, else ``~/.cache/sweep``."""
-    return Path(cache_dir or os.environ.get("SWEEP_CACHE_DIR") or "~/.cache/sweep").expanduser()
 
 
 def digits_png(cache_dir: str | None, size: int) -> Path:
