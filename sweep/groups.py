@@ -124,9 +124,8 @@ def run_one_by_one(
             study.optimize(objective, timeout=left, catch=(Exception,), callbacks=callbacks)
             return
         except (ValueError, AssertionError):  # Optuna's "Cannot tell a FAIL trial" (or its "Should not reach")
-            ended = [
-                t for t in study.get_trials(deepcopy=False) if t.number in objective.runs and t.state.is_finished()
-            ]
+            mine = {*objective.runs, objective.asked}  # asked: a trial that failed before its run opened too
+            ended = [t for t in study.get_trials(deepcopy=False) if t.number in mine and t.state.is_finished()]
             if not ended:
                 raise
         for trial in ended:

@@ -106,9 +106,11 @@ class Objective:
         self.verbose = verbose  # print a failed trial's traceback
         self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
         self.runs: dict[int, TrialRun] = {}
+        self.asked: int | None = None  # the trial being run now, also before (or without) its MLflow run
         self.files = ArtifactWatch()  # stops the study when trials in a row could write no file
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        self.asked = trial.number
         member = self.open(trial)
 
         def work() -> dict[str, float]:

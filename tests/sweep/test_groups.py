@@ -31,23 +31,31 @@ class Claims:
 class EndedElsewhere:
     """An objective whose second trial another process fails (as stale) while this one trains it."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_run: bool = False) -> None:
         self.runs: dict[int, str] = {}
+        self.asked: int | None = None
+        self.before_run = before_run  # the trial is failed elsewhere before its run opened, and opening fails
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.runs[trial.number] = "run"
+        self.asked = trial.number
         if trial.number == 1:
             trial.study._storage.set_trial_state_values(trial._trial_id, FAIL)  # what fail_stale_trials does
+            if self.before_run:
+                raise ConnectionError("the storage was unreachable while the run was being opened")
+        self.runs[trial.number] = "run"
         return float(trial.number)
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.runs.pop(trial.number, None)
 
 
-def test_a_trial_ended_by_another_process_is_closed_and_the_study_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("before_run", [False, True], ids=["while-training", "before-its-run-opened"])
+def test_a_trial_ended_by_another_process_is_closed_and_the_study_goes_on(
+    capsys: pytest.CaptureFixture[str], before_run: bool
+) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study()
-    objective, ended = EndedElsewhere(), []
+    objective, ended = EndedElsewhere(before_run), []
     claims = Claims(study, 3)
     callbacks = [objective.on_trial_end, lambda s, t: ended.append((t.number, t.state)), claims]
     run_one_by_one(study, objective, claims, callbacks)  # type: ignore[arg-type]
