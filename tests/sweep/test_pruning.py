@@ -145,3 +145,48 @@ def test_members_of_a_group_share_one_view_read_at_most_every_flush_interval(tmp
     view.refresh_if_older(3600.0)
     assert len(reads) == 4  # a fresh view is not re-read
     assert all(s._view is view for s in slow)
+
+
+def _stored_rows(storage: ResilientStorage, tid: int) -> list[tuple[int, float | None, str]]:
+    """The trial's rows in Optuna's ``trial_intermediate_values`` table, as stored (not as read back)."""
+    from optuna.storages._rdb import models
+
+    row = models.TrialIntermediateValueModel
+    with storage.scoped_session() as session:
+        found = session.query(row).filter(row.trial_id == tid).order_by(row.step)
+        return [(r.step, r.intermediate_value, r.intermediate_value_type.name) for r in found]
+
+
+@pytest.mark.parametrize("url", ["sqlite", "postgres"])
+def test_a_batch_stores_the_rows_optunas_per_step_calls_store(url: str, tmp_path: Path) -> None:
+    """Finite, NaN and ±inf values, a step written again (updated, not duplicated), steps out of order:
+    the batched write leaves the same rows as one ``set_trial_intermediate_value`` per step, and refuses
+    a finished trial as Optuna does."""
+    if url == "postgres":
+        from tests.conftest import PG_URL, postgres_error
+
+        if postgres_error():
+            pytest.skip(postgres_error() or "")
+        url, name = PG_URL, f"batch-{random.Random().getrandbits(32):08x}"
+    else:
+        url, name = f"sqlite:///{tmp_path / 'b.db'}", "batch"
+    storage = ResilientStorage(url)
+    study = optuna.create_study(study_name=name, storage=storage)
+    try:
+        native, batched = study.ask(), study.ask()
+        ids = trial_id(storage, study, native.number), trial_id(storage, study, batched.number)
+        batches = [{0: 1.5, 1: float("nan"), 2: float("inf")}, {5: -float("inf"), 1: 0.25, 3: 2.0}, {2: 7.0}]
+        for values in batches:
+            for step, value in values.items():
+                storage.set_trial_intermediate_value(ids[0], step, value)
+            storage.set_trial_intermediate_values(ids[1], values)
+        assert _stored_rows(storage, ids[1]) == _stored_rows(storage, ids[0])
+        assert [s for s, _, _ in _stored_rows(storage, ids[1])] == [0, 1, 2, 3, 5]
+        assert _stored_rows(storage, ids[1])[2] == (2, 7.0, "FINITE")
+        study.tell(batched, 1.0)
+        with pytest.raises(RuntimeError):  # Optuna's UpdateFinishedTrialError
+            storage.set_trial_intermediate_values(ids[1], {9: 1.0})
+        assert len(_stored_rows(storage, ids[1])) == 5
+    finally:
+        if url.startswith("postgresql"):
+            optuna.delete_study(study_name=name, storage=url)
