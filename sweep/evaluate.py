@@ -223,4 +223,6 @@ def run_evaluation(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sweep.exit import exit_now
+
+    exit_now(main())

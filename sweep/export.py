@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -248,4 +247,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sweep.exit import exit_now
+
+    exit_now(main())

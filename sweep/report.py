@@ -226,4 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sweep.exit import exit_now
+
+    exit_now(main())

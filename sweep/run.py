@@ -297,8 +297,10 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
 
 
 if __name__ == "__main__":
+    from sweep.exit import exit_now
+
     try:
-        sys.exit(main())
+        exit_now(main())
     except KeyboardInterrupt:  # before main() installed its handler (interpreter start-up)
         print("Interrupted before the study started: nothing was run.", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

@@ -119,4 +119,6 @@ def serve(command: list[str], env: dict[str, str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sweep.exit import exit_now
+
+    exit_now(main())

@@ -1,0 +1,39 @@
+"""End a command's process without the interpreter's teardown.
+
+With torch, MLflow, SQLAlchemy and pandas loaded, Python's own shutdown spends about 1 s freeing
+every module's objects one by one (1.0-1.1 s measured on the 2-core machine, against 0.02 s for
+``os._exit``): more than a short trial trains, paid by every run, every ``--workers`` process (the
+coordinator waits for the others' exit before its report) and every report or export. Nothing in
+that teardown writes a record. What does is done first, in the order the interpreter would do it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import threading
+from typing import NoReturn
+
+from sweep.sqlite import close_connections
+
+
+def exit_now(code: int | None) -> NoReturn:
+    """Exit with ``code`` (``None``: 0) as ``sys.exit`` would, minus the teardown.
+
+    1. Threads: a live non-daemon thread (a user's problem may start one) is waited for, as the
+       interpreter does: then this exits the usual way.
+    2. ``atexit`` handlers run (temporary folders, logging, DataLoader worker processes).
+    3. SQLite connections are closed (:func:`sweep.sqlite.close_connections`): each database's WAL is
+       checkpointed into its file and ``-wal``/``-shm`` removed.
+    4. The standard streams are flushed, then ``os._exit``.
+    """
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        sys.exit(code)  # 1.
+    atexit._run_exitfuncs()  # 2. (the interpreter's own call; there is no public one)
+    close_connections()  # 3.
+    for stream in (sys.stdout, sys.stderr):  # 4.
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            stream.flush()
+    os._exit(code or 0)
