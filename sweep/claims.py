@@ -161,7 +161,7 @@ class Claims:
             wait: When trials running elsewhere may finish the study, wait for them; ``False``: say no at
                 once (a group of trials in this process asks for its next member while its first ones run).
         """
-        said = False
+        said, pause = False, 0.1
         while not self.interrupts.requested:
             now, decision = self.retry("claim", self._decide)
             if decision == "run":
@@ -175,7 +175,10 @@ class Claims:
                     f"{now.running} trial(s) running elsewhere may finish the study; waiting (a trial whose "
                     "process died is re-queued once its heartbeat is older than study.grace_period)"
                 )
-            time.sleep(min(self.interval, 1.0))
+            # The last trials elsewhere often end within a second or two: look again soon, then back off
+            # to once a second (each look takes the study's lock and counts its trials).
+            time.sleep(pause)
+            pause = min(pause * 1.5, self.interval, 1.0)
         return False
 
     def _decide(self) -> tuple[Census, str]:

@@ -129,10 +129,13 @@ def run_workers(
 
     def others(bar: Progress) -> Others:
         try:
+            shown = time.monotonic()
             while any(p.poll() is None for _, p in procs):
-                time.sleep(0.5)
-                with contextlib.suppress(SweepError):  # the storage is down: the workers say so
-                    bar.refresh(session.study)
+                time.sleep(0.05)  # the report waits for the last worker's exit: notice it at once
+                if time.monotonic() - shown >= 0.5:
+                    shown = time.monotonic()
+                    with contextlib.suppress(SweepError):  # the storage is down: the workers say so
+                        bar.refresh(session.study)
         except KeyboardInterrupt:  # a second Ctrl-C: the workers stop at once
             _signal_all(procs)
             for _, p in procs:

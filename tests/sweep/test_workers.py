@@ -3,6 +3,7 @@ worker processes are replaced by records)."""
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import optuna
@@ -27,7 +28,9 @@ def _record_workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], di
         def poll(self) -> int:
             return 0
 
-    monkeypatch.setattr(workers.subprocess, "Popen", Done)
+    # workers' own name for the module, not subprocess.Popen itself: what else runs meanwhile (MLflow's
+    # first import asks platform for the processor through a subprocess) keeps the real one.
+    monkeypatch.setattr(workers, "subprocess", types.SimpleNamespace(Popen=Done))
     return started
 
 
