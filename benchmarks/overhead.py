@@ -56,6 +56,11 @@ The rows (``--only`` takes the names in brackets):
   number of epochs (start-up, per-trial set-up, the end-of-study report) cancels; what is left is what
   sweep adds per epoch (metrics to MLflow, the Optuna report and pruning check, the loop's own
   bookkeeping). The reference column is the hand-written training time per epoch.
+- **the loop's own cost per epoch** [``loop``]: in one process, sweep's ``dual_loss.train`` with a reporter
+  that only keeps the values (no Optuna, no MLflow) against the hand-written loop computing the same
+  metrics (training losses per task, validation losses and accuracies), alternated, on the quickstart
+  run's first trial for 100 epochs; checks both give the same per-epoch values. What the per-epoch row
+  adds to this is the records (MLflow's metric rows, Optuna's values, pruning).
 - **one-trial run, whole process** [``one_trial``]: ``--n-trials 1`` against the hand-written one-trial
   process: mostly start-up.
 - **peak RSS of the quickstart** [``rss``]: the maximum resident set of each quickstart process
@@ -94,6 +99,7 @@ STORAGE = ".sweep/optuna.db"  # sweep's default storage, relative to the run's f
 LONG_HIDDEN = 1024  # digits_pair hidden size whose 12-epoch trial trains in ~5 s on the 2-core machine
 LONG_TRIALS = 4
 LONG_EPOCHS = 400
+LOOP_EPOCHS = 100  # the loop row: epochs of the in-process comparison (~1.6 s a side on the 2-core machine)
 
 
 # --- the hand-written side: plain PyTorch ------------------------------------------------------------
@@ -201,6 +207,40 @@ def hand_main(trials_json: Path, out_json: Path) -> None:
     out_json.write_text(json.dumps({"values": values, "build_s": build_s, "train_s": train_s, "epochs": epochs}))
 
 
+def loop_main(trials_json: Path, out_json: Path, epochs: int, repeats: int = 3) -> None:
+    """The loop process: sweep's ``dual_loss.train`` (a reporter that keeps the values, no Optuna or
+    MLflow) against the hand-written loop computing the same metrics (``extra``), alternated in this one
+    process on the first trial of ``trials_json`` for ``epochs`` epochs; ``out_json`` receives
+    ``{"sweep_s": [...], "hand_s": [...], "epochs", "identical"}`` (per-epoch ``val_total_loss`` equal)."""
+    import torch
+
+    from objectives.config import DualLossConfig
+    from objectives.dual_loss import train
+    from objectives.problems import build_problem
+
+    torch.set_num_threads(1)
+    cfg = {**json.loads(trials_json.read_text())[0]["config"], "epochs": epochs}
+    problem = build_problem(cfg["problem"]["name"], cfg["problem"]["options"], cfg["data_seed"])
+    resolved = DualLossConfig.model_validate(cfg)
+
+    def sweep_loop() -> list[float]:
+        values: list[float] = []
+        train(resolved, lambda epoch, metrics: values.append(metrics["val_total_loss"]), problem=problem)
+        return values
+
+    def hand() -> list[float]:
+        return [m["val_total_loss"] for m in train_epochs(problem, cfg, epochs, extra=True)]
+
+    identical = sweep_loop() == hand()  # also the warm-up of both
+    sweep_s, hand_s = [], []
+    for _ in range(repeats):
+        for fn, into in ((sweep_loop, sweep_s), (hand, hand_s)):
+            start = time.perf_counter()
+            fn()
+            into.append(time.perf_counter() - start)
+    out_json.write_text(json.dumps({"sweep_s": sweep_s, "hand_s": hand_s, "epochs": epochs, "identical": identical}))
+
+
 # --- the peer side: plain Optuna + plain MLflow ---------------------------------------------------------
 
 
@@ -273,6 +313,7 @@ class Run:
         max_abs_diff: Hand-written only: the largest |replayed − recorded| per-epoch value.
         identical: Hand-written only: ``[bit-identical values, values compared]``.
         failed: Sweep only: failed trials (not replayed: a failure's partial epoch cannot be).
+        loop: The loop process only: what :func:`loop_main` wrote.
     """
 
     wall: float
@@ -283,6 +324,7 @@ class Run:
     train_s: float | None = None
     max_abs_diff: float | None = None
     identical: tuple[int, int] | None = None
+    loop: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -415,6 +457,16 @@ def run_hand(sweep_folder: Path, folder: Path) -> Run:
     return run
 
 
+def run_loop(sweep_folder: Path, folder: Path, epochs: int) -> Run:
+    """The loop process on the first trial of the sweep run in ``sweep_folder``."""
+    folder.mkdir(parents=True)
+    trials, _ = recorded_trials(sweep_folder)
+    (folder / "trials.json").write_text(json.dumps([{"config": t["config"]} for t in trials[:1]]))
+    run = timed(["-m", "benchmarks.overhead", "loop", "trials.json", "out.json", str(epochs)], folder, "loop")
+    run.loop = json.loads((folder / "out.json").read_text())
+    return run
+
+
 def run_peer(n_trials: int, epochs: int, folder: Path) -> Run:
     """The peer process (plain Optuna + MLflow) in the fresh ``folder``."""
     folder.mkdir(parents=True)
@@ -468,12 +520,16 @@ ROWS: dict[str, tuple[str, ...]] = {
     "long_epochs": ("le", "le/hand"),
     "per_trial": ("qs", "qs/hand"),
     "per_epoch": ("le", "le/hand", "se", "se/hand"),
+    "loop": ("qs", "loop"),
     "one_trial": ("ot", "ot/hand"),
     "rss": ("qs", "qs/hand", "peer"),
     "workers": ("qs", "w2"),
     "workers_long": ("wl", "wl2"),
 }
-ORDER = ("qs", "qs/hand", "peer", "lm", "lm/hand", "le", "le/hand", "se", "se/hand", "ot", "ot/hand", "w2", "wl", "wl2")
+ORDER = (
+    *("qs", "qs/hand", "loop", "peer", "lm", "lm/hand", "le", "le/hand"),
+    *("se", "se/hand", "ot", "ot/hand", "w2", "wl", "wl2"),
+)
 
 
 def measure(rows: Sequence[str], repeats: int, quick: bool, root: Path) -> dict[str, list[Run]]:
@@ -496,13 +552,16 @@ def measure(rows: Sequence[str], repeats: int, quick: bool, root: Path) -> dict[
     for r in range(repeats):
         for key in keys:
             folder = root / f"r{r}" / key.replace("/", "-")
-            label = "peer (plain Optuna + MLflow)" if key == "peer" else specs[key.split("/")[0]].label
-            what = "hand-written" if key.endswith("/hand") else ("peer" if key == "peer" else "sweep")
+            label = {"peer": "peer (plain Optuna + MLflow)", "loop": "the loop in process"}.get(key, "")
+            label = label or specs[key.split("/")[0]].label
+            what = "hand-written" if key.endswith("/hand") else ("sweep" if key not in ("peer", "loop") else key)
             print(f"[repeat {r + 1}/{repeats}] {what}: {label} ...", end="", file=sys.stderr, flush=True)
             if key == "peer":
                 run = run_peer(qs_trials, qs_epochs, folder)
             elif key.endswith("/hand"):
                 run = run_hand(root / f"r{r}" / key.split("/")[0], folder)
+            elif key == "loop":
+                run = run_loop(root / f"r{r}" / "qs", folder, 4 if quick else LOOP_EPOCHS)
             else:
                 run = run_sweep(specs[key], folder)
             runs[key].append(run)
@@ -612,6 +671,19 @@ def table(runs: dict[str, list[Run]], rows: Sequence[str], quick: bool) -> tuple
                 f"hand-written training {spread(train, millis)} / epoch",
                 spread(ratios(per, train), times),
             )
+        elif row == "loop":
+            loops = [r.loop for r in runs["loop"] if r.loop]
+            per = [(statistics.median(x["sweep_s"]) - statistics.median(x["hand_s"])) / x["epochs"] for x in loops]
+            hand = [statistics.median(x["hand_s"]) / x["epochs"] for x in loops]
+            add(
+                "the loop's own cost per epoch, in process (no Optuna or MLflow): sweep's dual_loss.train vs "
+                "the hand-written loop computing the same metrics",
+                spread(per, millis),
+                f"hand-written {spread(hand, millis)} / epoch",
+                spread([1 + p / h for p, h in zip(per, hand, strict=True)], times),
+            )
+            same = sum(bool(x["identical"]) for x in loops)
+            notes.append(f"the loop row: {same} of {len(loops)} runs gave bit-identical per-epoch values on both sides")
         elif row == "one_trial":
             versus_hand("ot", "one-trial run, whole process (--n-trials 1)")
         elif row == "rss":
@@ -674,6 +746,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["hand"]:  # the hand-written process: hand TRIALS.json OUT.json
         hand_main(Path(argv[1]), Path(argv[2]))
+        return
+    if argv[:1] == ["loop"]:  # the loop process: loop TRIALS.json OUT.json EPOCHS
+        loop_main(Path(argv[1]), Path(argv[2]), int(argv[3]))
         return
     if argv[:1] == ["peer"]:  # the peer process: peer --n-trials N --epochs E OUT.json
         p = argparse.ArgumentParser(prog="python -m benchmarks.overhead peer")

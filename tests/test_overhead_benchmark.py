@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.overhead import Study, recorded_trials, run_hand, run_sweep, train_epochs
+from benchmarks.overhead import Study, recorded_trials, run_hand, run_loop, run_sweep, train_epochs
 
 
 def test_hand_written_replay_reproduces_the_study(tmp_path: Path) -> None:
@@ -30,3 +30,13 @@ def test_hand_written_replay_reproduces_the_study(tmp_path: Path) -> None:
     other = [m["val_total_loss"] for m in train_epochs(problem, {**cfg, "seed": cfg["seed"] + 1}, 2)]
     assert same == trials[0]["values"]
     assert other != trials[0]["values"]
+
+
+def test_the_loop_row_times_the_same_training_on_both_sides(tmp_path: Path) -> None:
+    """The in-process loop comparison trains the study's first trial with sweep's loop and by hand, and
+    both give the same per-epoch values (else the row would compare different work)."""
+    study = Study("t", "test", {"study.n_trials": 1, "objective.epochs": 1}, ("--no-report",))
+    run_sweep(study, tmp_path / "sweep")
+    loop = run_loop(tmp_path / "sweep", tmp_path / "loop", 3).loop
+    assert loop is not None and loop["identical"] is True and loop["epochs"] == 3
+    assert len(loop["sweep_s"]) == len(loop["hand_s"]) == 3 and min(loop["sweep_s"] + loop["hand_s"]) > 0
