@@ -23,13 +23,17 @@ def exit_now(code: int | None) -> NoReturn:
     """Exit with ``code`` (``None``: 0) as ``sys.exit`` would, minus the teardown.
 
     1. Threads: a live non-daemon thread (a user's problem may start one) is waited for, as the
-       interpreter does: then this exits the usual way.
+       interpreter does: then this exits the usual way. So does a process run under a profiler,
+       tracer or debugger (``python -m cProfile``, coverage, pdb), which writes its results after
+       the program's end.
     2. ``atexit`` handlers run (temporary folders, logging, DataLoader worker processes).
     3. SQLite connections are closed (:func:`sweep.sqlite.close_connections`): each database's WAL is
        checkpointed into its file and ``-wal``/``-shm`` removed.
     4. The standard streams are flushed, then ``os._exit``.
     """
-    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+    if _observed() or any(
+        t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()
+    ):
         sys.exit(code)  # 1.
     atexit._run_exitfuncs()  # 2. (the interpreter's own call; there is no public one)
     close_connections()  # 3.
@@ -37,3 +41,12 @@ def exit_now(code: int | None) -> NoReturn:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
             stream.flush()
     os._exit(code or 0)
+
+
+def _observed() -> bool:
+    """Whether a profiler, tracer or debugger watches this process (``sys.setprofile``/``settrace``, or a
+    ``sys.monitoring`` tool on Python 3.12+, as cProfile and coverage use there)."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))

@@ -99,3 +99,19 @@ def test_a_study_run_ends_with_its_records_complete_in_the_database_files(tmp_pa
             assert c.execute(query).fetchone()[0] >= 3
     bad = run_cli("sweep.run", "missing.yaml", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0  # one line, the config exit code
+
+
+def test_under_a_profiler_the_process_exits_the_usual_way(tmp_path: Path) -> None:
+    """``python -m cProfile -o FILE -m sweep.run ...`` writes its profile after the program ends: the
+    fast exit steps aside (as for coverage and pdb) and the file is there. (cProfile itself ends with 0
+    whatever the program's exit code: it swallows ``SystemExit``.)"""
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", "run.prof", "-m", "sweep.run", "missing.yaml"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stderr.startswith("error: missing.yaml"), done.stderr
+    assert (tmp_path / "run.prof").stat().st_size > 0
