@@ -14,9 +14,22 @@ import contextlib
 import os
 import sys
 import threading
-from typing import NoReturn
+import weakref
+from typing import Any, NoReturn
 
-from sweep.sqlite import close_connections
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+_open: weakref.WeakSet = weakref.WeakSet()  # pool entries of the database connections opened since import
+
+
+def _track(_dbapi_connection: Any, record: Any) -> None:
+    _open.add(record)
+
+
+# Every connection SQLAlchemy opens from here on (Optuna's, MLflow's) is known, to be closed at the exit:
+# a command imports this module before its main() runs.
+event.listen(Engine, "connect", _track)
 
 
 def exit_now(code: int | None) -> NoReturn:
@@ -27,8 +40,9 @@ def exit_now(code: int | None) -> NoReturn:
        tracer or debugger (``python -m cProfile``, coverage, pdb), which writes its results after
        the program's end.
     2. ``atexit`` handlers run (temporary folders, logging, DataLoader worker processes).
-    3. SQLite connections are closed (:func:`sweep.sqlite.close_connections`): each database's WAL is
-       checkpointed into its file and ``-wal``/``-shm`` removed.
+    3. The database connections SQLAlchemy opened are closed (:func:`close_connections`): the last
+       connection to a SQLite database in WAL mode (:mod:`sweep.sqlite`) checkpoints the WAL into
+       the file and removes ``-wal``/``-shm``; a PostgreSQL or MySQL server sees a clean goodbye.
     4. The standard streams are flushed, then ``os._exit``.
     """
     if _observed() or any(
@@ -50,3 +64,12 @@ def _observed() -> bool:
         return True
     monitoring = getattr(sys, "monitoring", None)
     return monitoring is not None and any(monitoring.get_tool(i) is not None for i in range(6))
+
+
+def close_connections() -> None:
+    """Close every database connection SQLAlchemy opened in this process since this module's import."""
+    for record in list(_open):
+        connection = getattr(record, "dbapi_connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()

@@ -14,18 +14,14 @@ PostgreSQL and MySQL storages are untouched.
 
 from __future__ import annotations
 
-import contextlib
-import weakref
 from typing import Any
 
 _installed = False
-_open: weakref.WeakSet = weakref.WeakSet()  # the pool entries of the SQLite connections opened here
 
 
-def _pragmas(dbapi_connection: Any, record: Any) -> None:
+def _pragmas(dbapi_connection: Any, _record: Any) -> None:
     if type(dbapi_connection).__module__.split(".")[0] not in ("sqlite3", "pysqlite2"):
         return
-    _open.add(record)
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")  # stored in the file: every later connection uses it too
@@ -45,14 +41,3 @@ def use_wal() -> None:
 
     event.listen(Engine, "connect", _pragmas)
     _installed = True
-
-
-def close_connections() -> None:
-    """Close every SQLite connection opened through SQLAlchemy in this process (at its exit, see
-    :func:`sweep.exit.exit_now`): the last connection to a database checkpoints its WAL into the file
-    and removes the ``-wal`` and ``-shm`` files, as the interpreter's teardown would."""
-    for record in list(_open):
-        connection = getattr(record, "dbapi_connection", None)
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()

@@ -4,6 +4,7 @@ SQLite WAL files folded back into their database)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def test_exit_now_folds_the_sqlite_wal_back_into_the_database(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]
     copy = tmp_path / "copy.db"
     copy.write_bytes((tmp_path / "t.db").read_bytes())
-    with sqlite3.connect(copy) as db:
+    with contextlib.closing(sqlite3.connect(copy)) as db:
         assert db.execute("select count(*) from t").fetchone() == (3,)
 
 
@@ -93,10 +94,14 @@ def test_a_study_run_ends_with_its_records_complete_in_the_database_files(tmp_pa
         (tmp_path / "mlflow.db", "select count(*) from runs"),
         (tmp_path / ".sweep" / "optuna.db", "select count(*) from trials"),
     ):
-        copy = tmp_path / f"copy-{db.name}"
+        copy = tmp_path.parent / f"{tmp_path.name}-copy-{db.name}"
         copy.write_bytes(db.read_bytes())  # the file alone, as a user copies it
-        with sqlite3.connect(copy) as c:
+        with contextlib.closing(sqlite3.connect(copy)) as c:
             assert c.execute(query).fetchone()[0] >= 3
+    for command in ("sweep.report", "sweep.export"):  # the reading commands open the databases too
+        assert run_cli(command, "s.yaml", cwd=tmp_path).returncode == 0
+        left = [p.name for p in [*tmp_path.iterdir(), *(tmp_path / ".sweep").iterdir()]]
+        assert not [name for name in left if name.endswith(("-wal", "-shm"))], (command, left)
     bad = run_cli("sweep.run", "missing.yaml", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0  # one line, the config exit code
 
