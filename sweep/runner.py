@@ -1,8 +1,8 @@
 """A session of a study: check before writing, open the study and its parent run, run trials, finish.
 
-:func:`run_study` runs trials in this process (alone, or as one worker of :mod:`sweep.workers`) until
-:class:`QuotaStop` says stop; :func:`open_session` and :func:`finish` are what the coordinator of
-several workers shares with it.
+:func:`run_study` runs trials in this process (alone or as a worker of :mod:`sweep.workers`) while
+:class:`sweep.claims.Claims` allows; :func:`open_session` and :func:`finish` are what the coordinator
+of several workers shares with it.
 """
 
 from __future__ import annotations
