@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
-import io
 import math
 import sqlite3
 import sys
@@ -94,7 +93,8 @@ def optuna_records(folder: Path, study_name: str | None) -> dict[str, Any]:
 
 
 def _artifact(path: Path) -> Any:
-    """A file as compared: text by its content's hash, ``.pt`` by its tensors, other files by size."""
+    """A file as compared: text by its content's hash, ``.pt`` by its tensors' bytes (any dtype, bf16
+    too), report tables without their time and id columns, other files (plots) by their presence."""
     if path.suffix == ".pt":
         import torch
 
@@ -103,9 +103,7 @@ def _artifact(path: Path) -> Any:
         for model, state in sorted(tree.items()):
             for key, tensor in sorted(state.items()):
                 digest.update(f"{model}.{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
-                buffer = io.BytesIO()
-                buffer.write(tensor.detach().cpu().contiguous().numpy().tobytes())
-                digest.update(buffer.getvalue())
+                digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
         return f"tensors {digest.hexdigest()[:16]}"
     if path.suffix in (".csv", ".txt") and path.parent.name == "report":  # tables: without time or id columns
         rows = [line.split(",") if path.suffix == ".csv" else line.split() for line in path.read_text().splitlines()]

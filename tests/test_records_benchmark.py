@@ -61,3 +61,17 @@ def test_a_record_only_one_run_has_is_a_difference(tmp_path: Path, capsys) -> No
     assert out.count("/artifacts/loss_curves.png: absent → 'file (.png)'") == 3
     assert "parent/artifacts/study.yaml:" in out  # the study file differs too (trial_plots), and says so
     assert main([str(a), str(b), "--allow", "*/loss_curves.png", "--allow", "*/study.yaml"]) == 0
+
+
+def test_kept_weights_compare_by_their_bytes_in_any_dtype(tmp_path: Path) -> None:
+    """bf16 weights (numpy has no bf16) and 0-d buffers are hashed too; one changed bit is a change."""
+    import torch
+
+    from benchmarks.records import _artifact
+
+    state = {"model": {"w": torch.arange(6, dtype=torch.bfloat16).reshape(2, 3), "steps": torch.tensor(3)}}
+    torch.save(state, tmp_path / "a.pt")
+    state["model"]["w"].view(torch.int16)[0, 0] ^= 1  # the lowest bit of one weight
+    torch.save(state, tmp_path / "b.pt")
+    a, b = _artifact(tmp_path / "a.pt"), _artifact(tmp_path / "b.pt")
+    assert a.startswith("tensors ") and a != b
