@@ -40,13 +40,11 @@ def show_traceback(number: int, text: str) -> None:
 
 
 class _QuietFailures(logging.Filter):
-    """Optuna logs each failed trial with a traceback (we print one line per failure instead) and each
-    lost database connection with its SQL (sweep.resilient prints one note per outage instead)."""
+    """Optuna logs each failed trial with a traceback (we print one line per failure instead). (A lost
+    database connection's log is dropped by :mod:`sweep.resilient`, in or out of this block.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        if msg.startswith("Caught an error from sqlalchemy"):
-            return False  # a lost connection: sweep.resilient retries it and says so in one note
         return not (msg.startswith("Trial ") and " failed " in msg)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sys
 import threading
 import time
@@ -68,6 +69,17 @@ def storage_down(e: BaseException) -> StorageDown | None:
     return next((c for c in _chain(e) if isinstance(c, StorageDown)), None)
 
 
+class _OneNotePerOutage(logging.Filter):
+    """Optuna logs a lost connection with its SQL (and falls back to a slower query) wherever the call
+    came from; this storage retries the call and says so in one note per outage, so that log is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Caught an error from sqlalchemy")
+
+
+_QUIET = _OneNotePerOutage()
+
+
 class ResilientStorage(optuna.storages.RDBStorage):
     """:class:`optuna.storages.RDBStorage` whose public calls retry transient database failures."""
 
@@ -83,6 +95,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         self._given_up = False
         self._lock = threading.Lock()
         self._url = url
+        logging.getLogger("optuna.storages._rdb.storage").addFilter(_QUIET)  # the logger Optuna says it on
         super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
         self.retry_s = retry_s
         self._armed = True
