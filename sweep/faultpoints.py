@@ -15,6 +15,9 @@ The points, in the order a trial passes them:
   ``linked``          the run id is stored on the trial, training not yet started;
   ``told``            Optuna has stored the trial's final state, its MLflow run is still RUNNING;
   ``closed``          its MLflow run is closed too, the next trial not yet asked.
+
+And one before any trial (not in :data:`POINTS`, which tests walk trial by trial):
+  ``opening``         the process has passed its checks (a worker: its gate), its storage not yet opened.
 """
 
 from __future__ import annotations

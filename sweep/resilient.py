@@ -9,8 +9,10 @@ calls fail at once until one succeeds, so nothing waits out the budget twice. A 
 command recovers the rest (:mod:`sweep.recovery`).
 
 Connections are checked before use (``pool_pre_ping``), so a connection the server dropped while
-idle is replaced instead of failing the next call. The first connection is not retried: a storage
-that cannot be reached at start is a one-line error at once (nothing has been written).
+idle is replaced instead of failing the next call. The first connection of a command is not retried:
+a storage that cannot be reached at start is a one-line error at once (nothing has been written). A
+worker of ``--workers`` retries it too (``wait_at_open``): its coordinator has just opened the study,
+so a refusal then is an outage, not a wrong URL.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
     retry_s: float = 120.0
     _local = threading.local()
 
-    def __init__(self, url: str, retry_s: float = 120.0, **kwargs: Any) -> None:
+    def __init__(self, url: str, retry_s: float = 120.0, wait_at_open: bool = False, **kwargs: Any) -> None:
         engine_kwargs = dict(kwargs.pop("engine_kwargs", None) or {})
         if not url.startswith("sqlite"):
             engine_kwargs.setdefault("pool_pre_ping", True)  # a dropped idle connection is replaced, not used
@@ -96,8 +98,11 @@ class ResilientStorage(optuna.storages.RDBStorage):
         self._lock = threading.Lock()
         self._url = url
         logging.getLogger("optuna.storages._rdb.storage").addFilter(_QUIET)  # the logger Optuna says it on
-        super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
         self.retry_s = retry_s
+        if wait_at_open:  # Optuna's set-up is idempotent (tables created if absent): run it again
+            self._retry("open", super().__init__, url, engine_kwargs=engine_kwargs, **kwargs)
+        else:
+            super().__init__(url, engine_kwargs=engine_kwargs, **kwargs)
         self._armed = True
 
     def _call(self, name: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

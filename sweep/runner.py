@@ -29,6 +29,7 @@ from sweep.claims import Claims
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line
+from sweep.faultpoints import pause
 from sweep.groups import run_groups, run_one_by_one
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials, agree
@@ -49,6 +50,7 @@ from sweep.targets import check_target
 from sweep.tracking import Tracker, check_tracking, flatten
 from sweep.trial import Objective, ProblemCache
 from sweep.urls import redact, sqlite_init_lock
+from sweep.workers import started_by_a_coordinator
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -188,7 +190,8 @@ def open_session(
     use_wal()  # SQLite commits without an fsync each (sweep.sqlite)
     dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
     beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
-    rdb = open_storage(url, beat, sf.study.storage_retry)
+    pause("opening")
+    rdb = open_storage(url, beat, sf.study.storage_retry, wait_at_open=started_by_a_coordinator())
     n_weights = len(sf.objective.weights)  # type: ignore[attr-defined]
     grid = grid_space(sf.search, n_weights) if sf.study.sampler.type == "grid" else None
     sampler = SeededAtFirstTrial(lambda seed: build_sampler(sf.study.sampler, seed, grid), sf.study.seed)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import optuna
 
 from sweep.errors import SweepError, one_line
-from sweep.resilient import FAIL_REASON, ResilientStorage
+from sweep.resilient import FAIL_REASON, ResilientStorage, StorageDown
 from sweep.urls import redact, sqlite_init_lock, sqlite_path
 
 DEFAULT_STORAGE = "sqlite:///.sweep/optuna.db"
@@ -47,15 +47,21 @@ def storage_url(storage: str | None) -> str:
 
 
 def open_storage(
-    url: str, heartbeat: tuple[int, int, Callable] | None = None, retry_s: float = 120.0
+    url: str,
+    heartbeat: tuple[int, int, Callable] | None = None,
+    retry_s: float = 120.0,
+    wait_at_open: bool = False,
 ) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage (:class:`sweep.resilient.ResilientStorage`: a blip or an outage shorter than
     ``retry_s`` seconds is waited out); SQLite gets a busy timeout so several local workers can share it.
+    ``wait_at_open``: an unreachable storage is waited for at the first connection too (a worker whose
+    coordinator has just opened the study), not refused at once.
 
     ``heartbeat`` = (interval, grace period, stale-trial callback): a worker that stops beating for the
     grace period has its trial failed by the next worker that looks, and the callback re-queues it.
 
     Raises:
+        StorageDown: ``wait_at_open`` and the storage stayed unreachable for ``retry_s`` seconds.
         SweepError: the storage cannot be opened (unreachable server, missing driver, bad URL).
     """
     path = sqlite_path(url)
@@ -69,8 +75,10 @@ def open_storage(
     try:
         with sqlite_init_lock(url):
             return retry_schema_race(
-                lambda: ResilientStorage(url, retry_s=retry_s, engine_kwargs=engine_kwargs, **beat)
+                lambda: ResilientStorage(url, retry_s, wait_at_open, engine_kwargs=engine_kwargs, **beat)
             )
+    except StorageDown:
+        raise  # its own one line (how long, which setting, what to do)
     except Exception as e:  # sqlalchemy errors, missing drivers, bad URLs
         raise SweepError(f"cannot open Optuna storage {redact(url)}: {one_line(e, with_type=False)}") from None
 

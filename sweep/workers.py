@@ -171,13 +171,18 @@ def run_workers(
     )
 
 
+def started_by_a_coordinator() -> bool:
+    """Whether this process is a worker that :func:`run_workers` started (behind its gate): the study's
+    storage was reachable a moment ago, so a refusal at its first connection is an outage to wait out."""
+    return bool(os.environ.get("SWEEP_WORKER_GATE"))
+
+
 def wait_at_gate(interrupts: Interrupts) -> bool:
     """In a worker: wait until the coordinator has opened the study (``True``) or failed its checks
     (``False``: it says why; the worker exits quietly). No gate (a worker started by hand): go."""
-    gate = os.environ.get("SWEEP_WORKER_GATE")
-    if not gate:
+    if not started_by_a_coordinator():
         return True
-    path = Path(gate)
+    path = Path(os.environ["SWEEP_WORKER_GATE"])
     while not interrupts.requested:
         if path.exists():
             return path.read_text() == "go"

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -242,6 +243,39 @@ def test_a_storage_blip_and_a_short_outage_lose_nothing(tmp_path: Path) -> None:
         waits = re.compile(r"note: \d+ trial\(s\) running elsewhere may finish the study; waiting")
         assert all(line.startswith(said) or waits.match(line) for line in err.strip().splitlines()), err
         check_agreement(pg_study("blip", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 8)
+
+
+@needs_postgres
+def test_a_worker_starting_during_an_outage_waits_for_the_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker of --workers 2 opens the storage while the database refuses connections (its coordinator
+    opened the study a moment before): it waits like any call, then runs trials; nobody exits 1 (CI once
+    saw the worker refused at its first connection, while the coordinator finished the study alone)."""
+    with _database() as db:
+        url = _pg(db)
+        doc = tiny_study("late", study={"n_trials": 6, "storage": url, "storage_retry": 60, **FAST, "grace_period": 30})
+        doc["objective"]["epochs"] = 40
+        path = write_yaml(tmp_path / "l.yaml", doc)
+        paused = _paused(monkeypatch, tmp_path, "opening")
+        monkeypatch.setenv("SWEEP_PAUSE_IN", "workers")
+        proc = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
+        try:
+            _wait_for(paused, proc)
+            down = threading.Thread(target=_outage, args=(db, 6))
+            down.start()
+            time.sleep(1.0)  # the outage has begun (ALTER DATABASE takes milliseconds)
+            (tmp_path / "opening.go").touch()
+            down.join()
+            _, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err
+        assert "exited with code" not in err and "cannot open" not in err and "Traceback" not in err, err
+        ran = re.search(r"worker 1: (\d+) trial\(s\) run", err)
+        assert ran and int(ran.group(1)) >= 1, err  # it went on to train, not only to wait
+        check_agreement(pg_study("late", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
 
 
 @needs_postgres

@@ -1,14 +1,22 @@
 """``sweep.resilient``: what a storage outage prints is one note per outage, wherever the failing call
-came from (also outside a trial, e.g. the coordinator's progress reads while it waits for its workers)."""
+came from (also outside a trial, e.g. the coordinator's progress reads while it waits for its workers);
+a worker's first connection waits out an outage."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import optuna
+import pytest
 
-from sweep.resilient import ResilientStorage
+from sweep.errors import SweepError
+from sweep.resilient import ResilientStorage, StorageDown
+from sweep.storage import open_storage
+from tests.conftest import postgres_error
+from tests.pgtools import database, outage, pg
 
 
 class _Lines(logging.Handler):
@@ -32,3 +40,47 @@ def test_optunas_lost_connection_log_is_dropped_outside_any_block(tmp_path: Path
     finally:
         root.removeHandler(lines)
     assert lines.lines == ["another warning"]
+
+
+needs_postgres = pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
+
+
+@needs_postgres
+def test_a_worker_waits_out_an_outage_at_its_first_connection(capsys: pytest.CaptureFixture[str]) -> None:
+    """A worker that starts while the database refuses connections (its coordinator opened the study a
+    moment before) waits for it; a command opening the storage itself is refused at once; a worker
+    refused past the budget says so in its one line (not wrapped in "cannot open")."""
+    with database() as db:
+        url = pg(db)
+        open_storage(url).engine.dispose()  # the tables, as the coordinator leaves them
+        down = threading.Thread(target=outage, args=(db, 5.0))
+        down.start()
+        try:
+            _until_refused(url)
+            with pytest.raises(SweepError, match=r"cannot open Optuna storage .*not currently accepting"):
+                open_storage(url, retry_s=30)
+            with pytest.raises(StorageDown, match=r"unreachable for 1 s \(study.storage_retry: 1\)"):
+                open_storage(url, retry_s=1, wait_at_open=True)
+            storage = open_storage(url, retry_s=30, wait_at_open=True)  # the outage has ~4 s left
+        finally:
+            down.join()
+        assert optuna.create_study(study_name="s", storage=storage).study_name == "s"  # a working storage
+        storage.engine.dispose()
+    err = capsys.readouterr().err
+    assert "Optuna storage back after" in err  # the last one waited (and said so once, when it could go on)
+
+
+def _until_refused(url: str) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            engine.connect().close()
+        except OperationalError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the database never refused a connection")
