@@ -50,7 +50,6 @@ from sweep.targets import check_target
 from sweep.tracking import Tracker, check_tracking, flatten
 from sweep.trial import Objective, ProblemCache
 from sweep.urls import redact, sqlite_init_lock
-from sweep.workers import started_by_a_coordinator
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -174,6 +173,7 @@ def open_session(
     sf: StudyFile, source: Path, source_text: str, worker: int = 0, allow_changes: bool = False
 ) -> Session:
     """Check everything that can fail before writing, then open (or create) the study and its parent run.
+    A ``worker`` of ``--workers`` (> 0) waits out a storage outage at its first connection too.
 
     Raises:
         ConfigError: the problem's metrics do not include the target (user problems).
@@ -191,7 +191,7 @@ def open_session(
     dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
     beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
     pause("opening")
-    rdb = open_storage(url, beat, sf.study.storage_retry, wait_at_open=started_by_a_coordinator())
+    rdb = open_storage(url, beat, sf.study.storage_retry, wait_at_open=worker > 0)  # see sweep.resilient
     n_weights = len(sf.objective.weights)  # type: ignore[attr-defined]
     grid = grid_space(sf.search, n_weights) if sf.study.sampler.type == "grid" else None
     sampler = SeededAtFirstTrial(lambda seed: build_sampler(sf.study.sampler, seed, grid), sf.study.seed)

@@ -171,18 +171,13 @@ def run_workers(
     )
 
 
-def started_by_a_coordinator() -> bool:
-    """Whether this process is a worker that :func:`run_workers` started (behind its gate): the study's
-    storage was reachable a moment ago, so a refusal at its first connection is an outage to wait out."""
-    return bool(os.environ.get("SWEEP_WORKER_GATE"))
-
-
 def wait_at_gate(interrupts: Interrupts) -> bool:
     """In a worker: wait until the coordinator has opened the study (``True``) or failed its checks
     (``False``: it says why; the worker exits quietly). No gate (a worker started by hand): go."""
-    if not started_by_a_coordinator():
+    gate = os.environ.get("SWEEP_WORKER_GATE")
+    if not gate:
         return True
-    path = Path(os.environ["SWEEP_WORKER_GATE"])
+    path = Path(gate)
     while not interrupts.requested:
         if path.exists():
             return path.read_text() == "go"

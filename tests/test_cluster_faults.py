@@ -254,8 +254,8 @@ def test_a_worker_starting_during_an_outage_waits_for_the_storage(
     saw the worker refused at its first connection, while the coordinator finished the study alone)."""
     with _database() as db:
         url = _pg(db)
-        doc = tiny_study("late", study={"n_trials": 6, "storage": url, "storage_retry": 60, **FAST, "grace_period": 30})
-        doc["objective"]["epochs"] = 40
+        doc = tiny_study("late", study={"n_trials": 4, "storage": url, "storage_retry": 60, **FAST, "grace_period": 30})
+        doc["objective"]["epochs"] = 300  # ~1.5 s a trial: the coordinator cannot take them all meanwhile
         path = write_yaml(tmp_path / "l.yaml", doc)
         paused = _paused(monkeypatch, tmp_path, "opening")
         monkeypatch.setenv("SWEEP_PAUSE_IN", "workers")
@@ -275,7 +275,7 @@ def test_a_worker_starting_during_an_outage_waits_for_the_storage(
         assert "exited with code" not in err and "cannot open" not in err and "Traceback" not in err, err
         ran = re.search(r"worker 1: (\d+) trial\(s\) run", err)
         assert ran and int(ran.group(1)) >= 1, err  # it went on to train, not only to wait
-        check_agreement(pg_study("late", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
+        check_agreement(pg_study("late", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 4)
 
 
 @needs_postgres
@@ -298,12 +298,11 @@ def test_an_outage_past_the_retry_budget_is_one_line_and_a_rerun_recovers(tmp_pa
         assert proc.returncode == 1, err
         assert "Traceback" not in err, err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
-        # Each worker: one "unreachable" line (or, for one still opening the storage when the outage
-        # began, "cannot open Optuna storage"); the coordinator: the same, or (the storage back by then)
-        # how short the study is.
-        storage = ("unreachable for", "cannot open Optuna storage")
-        assert sum(any(s in e for s in storage) for e in errors) >= 2, err
-        assert all(any(s in e for s in storage) or "finished trials after worker(s)" in e for e in errors), err
+        # Each process: one "unreachable for" line (a worker still opening the storage when the outage
+        # began waits too, then says the same); or, for the coordinator (the storage back by then), how
+        # short the study is.
+        assert sum("unreachable for" in e for e in errors) >= 2, err
+        assert all("unreachable for" in e or "finished trials after worker(s)" in e for e in errors), err
         again = run_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         check_agreement(pg_study("out", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
