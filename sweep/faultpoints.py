@@ -1,11 +1,15 @@
 """Named points in a trial's life where a test can stop the process, to kill it at that exact instant.
 
-``SWEEP_PAUSE_AT=<name>`` makes the first process that reaches ``pause("<name>")`` create
-``<name>.paused`` (holding its pid) in ``SWEEP_PAUSE_DIR`` (default: the working directory) and sleep
-until it is killed, or until the test creates ``<name>.go`` there (to change the world at that
-instant, e.g. fill a disk, and let the process go on); other processes (the worker's siblings, a
-re-run) pass on; with ``SWEEP_PAUSE_IN=workers`` only the processes ``--workers`` started pause. Nothing
-else reads these variables; unset (always, outside the fault tests) a
+``SWEEP_PAUSE_AT`` lists points, comma-separated. The first process that reaches a listed point creates
+``<point>.paused`` (holding its pid) in ``SWEEP_PAUSE_DIR`` (default: the working directory) and sleeps
+until it is killed, or until the test creates ``<point>.go`` there (to change the world at that instant,
+e.g. fill a disk, and let the process go on); the process deletes ``<point>.go`` as it goes on, so a
+test knows it left (and may arm the point again by deleting ``<point>.paused``). Other processes (the
+worker's siblings, a re-run) pass a point whose ``.paused`` file exists, so a test *disarms* a point by
+creating that file itself. A point may name who pauses there: ``linked@workers`` only the processes
+``--workers`` started, ``linked@main`` only the others (a coordinator, a plain run). With
+``SWEEP_PAUSE_EACH=1`` every process pauses once at each listed point, with ``<point>.<pid>.paused`` and
+``<point>.<pid>.go``. Nothing else reads these variables; unset (always, outside the fault tests) a
 pause point costs one dictionary lookup.
 
 The points, in the order a trial passes them:
@@ -13,6 +17,7 @@ The points, in the order a trial passes them:
   ``beat``            its first heartbeat is written, no MLflow run yet;
   ``run_created``     its MLflow run exists, not yet linked to the trial;
   ``linked``          the run id is stored on the trial, training not yet started;
+  ``epoch:N``         inside training: epoch N's records are written (``epoch`` alone: any epoch);
   ``told``            Optuna has stored the trial's final state, its MLflow run is still RUNNING;
   ``closed``          its MLflow run is closed too, the next trial not yet asked.
 
@@ -26,21 +31,31 @@ import os
 import time
 from pathlib import Path
 
-POINTS = ("asked", "beat", "run_created", "linked", "told", "closed")
+POINTS = ("asked", "beat", "run_created", "linked", "epoch:1", "told", "closed")
 
 
-def pause(name: str) -> None:
-    """Stop here (until killed, or until ``<name>.go`` exists) when ``SWEEP_PAUSE_AT`` names this point."""
-    if os.environ.get("SWEEP_PAUSE_AT") != name:
+def pause(name: str, step: int | None = None) -> None:
+    """Stop here (until killed, or until the point's ``.go`` file exists) when ``SWEEP_PAUSE_AT`` lists
+    ``name`` (or ``name:step``)."""
+    wanted = os.environ.get("SWEEP_PAUSE_AT")
+    if not wanted:
         return
-    if os.environ.get("SWEEP_PAUSE_IN") == "workers" and not os.environ.get("SWEEP_WORKER_GATE"):
-        return  # only the processes --workers started pause (not the coordinator, which trains too)
+    role = "workers" if os.environ.get("SWEEP_WORKER_GATE") else "main"  # set in --workers' own processes
+    here = (name, f"{name}:{step}")
+    point = next(
+        (p for p in wanted.split(",") if p.partition("@")[0] in here and p.partition("@")[2] in ("", role)), None
+    )
+    if point is None:
+        return
     folder = Path(os.environ.get("SWEEP_PAUSE_DIR", "."))
+    stem = f"{point}.{os.getpid()}" if os.environ.get("SWEEP_PAUSE_EACH") == "1" else point
     try:
-        fd = os.open(folder / f"{name}.paused", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(folder / f"{stem}.paused", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return  # another process paused here first
+        return  # another process paused here first, or the test disarmed the point
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
-    while not (folder / f"{name}.go").exists():
-        time.sleep(0.1)
+    go = folder / f"{stem}.go"
+    while not go.exists():
+        time.sleep(0.05)
+    go.unlink(missing_ok=True)

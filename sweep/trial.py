@@ -270,6 +270,7 @@ class Objective:
                         prune = trial.should_prune()
                     if prune:
                         run.set_tags({"sweep.pruned_at_epoch": epoch})
+            pause("epoch", epoch)  # an instant inside training, for the fault tests (sweep.faultpoints)
             if prune:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
             if can_prune:

@@ -1,4 +1,4 @@
-"""A chaos run: several machines on one PostgreSQL study, random SIGKILLs at random instants (each killed
+"""A chaos run: several machines on one PostgreSQL study, SIGKILLs at random instants of trials (each killed
 machine's job restarted, as a cluster scheduler would), one storage outage; then the study must be whole.
 
     python -m tests.chaos --trials 24 --processes 4 --kills 6 --outage 10   # the figures in README *Faults*
@@ -24,26 +24,31 @@ import optuna
 
 from tests.agreement import check_agreement
 from tests.conftest import ROOT, tiny_study, write_yaml
-from tests.pgtools import database, outage, pg, pg_study
+from tests.pausing import Pauses
+from tests.pgtools import database, outage, pg, pg_study, until_refused
 
 
-def _start(path: Path, folder: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+def _start(path: Path, folder: Path, pauses: dict[str, str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true", **pauses}
     command = [sys.executable, "-m", "sweep.run", str(path), "--no-report", "--no-progress"]
     return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _finished(url: str, n: int) -> bool:
-    try:
-        study = pg_study("chaos", url)
-    except KeyError:
-        return False
-    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) >= n
+# Where a kill may land: each is before the trial's end is told, so the killed trial is re-queued, and its
+# retry passes every point again. That makes the harness exact at any machine speed: a point armed while
+# the previous victim is still paused is reached, at the latest, by that victim's retry.
+KILL_POINTS = ("asked", "beat", "run_created", "linked", "epoch:1", "epoch:3")
+OUTAGE_POINT = "epoch:5"  # a process held here when the outage begins, released into it
 
 
 def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float, seed: int = 0) -> dict[str, object]:
-    """Run the chaos scenario in ``folder``; assert the study ended whole; return its figures."""
+    """Run the chaos scenario in ``folder``; assert the study ended whole; return its figures.
+
+    Exactly ``kills`` SIGKILLs land, each at a random named instant of a trial (whichever process gets
+    there first), and the outage begins while a process is inside a trial: the scenario follows the
+    processes' own progress (:mod:`sweep.faultpoints`), not the clock."""
     rng = random.Random(seed)
+    pauses = Pauses(folder / "pauses", *KILL_POINTS, OUTAGE_POINT, armed=False)
     with database() as db:
         url = pg(db)
         study_cfg = {
@@ -52,50 +57,51 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
             "heartbeat_interval": 1,
             "grace_period": 4,
             "storage_retry": 60,
-            "max_retry": 5,
+            "max_retry": kills + 2,  # a trial and its retries may all be victims
             "pruner": "none",
         }
         doc = tiny_study("chaos", study=study_cfg)
-        doc["objective"]["epochs"] = 150  # trials long enough that kills land inside them
+        doc["objective"]["epochs"] = 8
         path = write_yaml(folder / "chaos.yaml", doc)
+        env = pauses.env()
         start = time.monotonic()
-        procs = [_start(path, folder) for _ in range(processes)]
-        born = {id(p): time.monotonic() for p in procs}
+        point = rng.choice(KILL_POINTS)
+        pauses.arm(point)
+        procs = [_start(path, folder, env) for _ in range(processes)]
         killed_at: list[float] = []
+        for k in range(kills):
+            victim = pauses.wait(point, procs)
+            if k + 1 < kills:  # armed before this victim dies: its retry is still to come
+                point = rng.choice(KILL_POINTS)
+                pauses.arm(point)
+            elif outage_s:
+                pauses.arm(OUTAGE_POINT)
+            os.kill(victim, signal.SIGKILL)
+            (index,) = [i for i, p in enumerate(procs) if p.pid == victim]
+            procs[index].wait()
+            killed_at.append(time.time())
+            procs[index] = _start(path, folder, env)  # the scheduler restarts the job
         outage_thread = None
-        errors: list[str] = []
-        while not _finished(url, 1) and any(p.poll() is None for p in procs):
-            time.sleep(0.5)  # kills start once trials run (before that they only hit start-up)
+        if outage_s:
+            pauses.wait(OUTAGE_POINT, procs)
+            outage_thread = threading.Thread(target=outage, args=(db, outage_s))
+            outage_thread.start()
+            until_refused(url)
+            pauses.release(OUTAGE_POINT, procs=procs)
         refused = 0  # processes (re)started during the outage: refused at once, restarted by the "scheduler"
+        errors: list[str] = []
         while any(p.poll() is None for p in procs):
-            time.sleep(rng.uniform(2.0, 6.0))
+            time.sleep(0.2)
             for i, p in enumerate(procs):
-                if p.poll() not in (None, 0) and outage_thread is not None and not p.stderr.closed:
+                if p.poll() not in (None, 0) and not p.stderr.closed:
                     _, err = p.communicate()
                     if "cannot open Optuna storage" not in err or err.count("\n") != 1:  # not one line: a fault
                         errors.append(f"rc {p.returncode}: {err[-2000:]}")
                         continue
                     refused += 1
-                    procs[i] = _start(path, folder)
-                    born[id(procs[i])] = time.monotonic()
-            live = [p for p in procs if p.poll() is None]
-            if not live:
-                break
-            if len(killed_at) < kills:
-                # A random process, preferring one past its start-up (likely inside a trial).
-                settled = [p for p in live if time.monotonic() - born[id(p)] > 20] or live
-                victim = rng.choice(settled)
-                victim.send_signal(signal.SIGKILL)
-                victim.wait()
-                killed_at.append(time.time())
-                fresh = _start(path, folder)  # the scheduler restarts the job
-                born[id(fresh)] = time.monotonic()
-                procs[procs.index(victim)] = fresh
-            elif outage_thread is None and outage_s:
-                outage_thread = threading.Thread(target=outage, args=(db, outage_s))
-                outage_thread.start()
+                    procs[i] = _start(path, folder, env)
         for p in procs:
-            if p.stderr is None or p.stderr.closed:
+            if p.stderr.closed:
                 continue  # read above
             _, err = p.communicate()
             if p.returncode != 0:

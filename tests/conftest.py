@@ -183,18 +183,9 @@ def start_cli(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_training(proc: subprocess.Popen[str], folder: Path, trials: int, timeout: float = 180) -> None:
-    """Until ``trials`` trials have started training under ``folder``: their MLflow runs' config artifacts
-    exist. Nothing is opened from here meanwhile (a reader could hold SQLite locks the runs wait on)."""
-    deadline = time.monotonic() + timeout
-    while len(list((folder / "mlartifacts").glob("*/artifacts/config.yaml"))) < trials:
-        time.sleep(0.5)
-        assert proc.poll() is None and time.monotonic() < deadline
-
-
 def interrupt(proc: subprocess.Popen[str]) -> tuple[str, float]:
-    """Ctrl-C ``proc`` a second into its training; its stderr and how long it took to exit."""
-    time.sleep(1.0)
+    """Ctrl-C ``proc`` now (the caller holds it where it wants, see :mod:`tests.pausing`); its stderr and
+    how long it took to exit."""
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

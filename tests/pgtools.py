@@ -29,14 +29,43 @@ def database() -> Iterator[str]:
 
 def outage(database: str, seconds: float) -> None:
     """Refuse connections to ``database`` and drop the open ones, for ``seconds`` (0: one blip)."""
+    refuse(database, drop_only=not seconds)
+    time.sleep(seconds)  # the outage's length is part of the scenario, not a wait for an event
+    allow(database)
+
+
+def refuse(database: str, drop_only: bool = False) -> None:
+    """Drop every open connection to ``database`` and (unless ``drop_only``) refuse new ones until :func:`allow`."""
     admin = _admin()
     cur = admin.cursor()
-    if seconds:
+    if not drop_only:
         cur.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
     cur.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
-    time.sleep(seconds)
-    cur.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
     admin.close()
+
+
+def allow(database: str) -> None:
+    """Accept connections to ``database`` again."""
+    admin = _admin()
+    admin.cursor().execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+    admin.close()
+
+
+def until_refused(url: str) -> None:
+    """Until the database refuses a new connection: the outage has begun."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            engine.connect().close()
+        except OperationalError:
+            return
+        assert time.monotonic() < deadline, "the database never refused a connection"
+        time.sleep(0.05)
 
 
 def pg(database: str) -> str:

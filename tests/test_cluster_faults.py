@@ -21,10 +21,12 @@ from sweep.faultpoints import POINTS
 from tests.agreement import check_agreement
 from tests.chaos import chaos
 from tests.conftest import ROOT, postgres_error, run_cli, start_cli, tiny_study, write_yaml
+from tests.pausing import Pauses, alive
 from tests.pgtools import database as _database
 from tests.pgtools import outage as _outage
 from tests.pgtools import pg as _pg
 from tests.pgtools import pg_study
+from tests.pgtools import until_refused as _until_refused
 
 # Kills in these tests: beat every second, call a process dead after 2 s without a beat.
 FAST = {"heartbeat_interval": 1, "grace_period": 2, "pruner": "none"}
@@ -35,31 +37,16 @@ def _sqlite(tmp_path: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.2)
-
-
-def _paused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, point: str) -> Path:
-    monkeypatch.setenv("SWEEP_PAUSE_AT", point)
-    monkeypatch.setenv("SWEEP_PAUSE_DIR", str(tmp_path))
-    return tmp_path / f"{point}.paused"
-
-
 def test_a_kill_at_any_instant_is_recovered_by_the_next_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL at each named instant of a trial's life in turn (each run killed at the next point, having
     recovered what the previous one left), then the same command once more: the study ends with exactly
     n_trials finished, no trial or run RUNNING, every failure explained, the parent run FINISHED."""
     path = write_yaml(tmp_path / "k.yaml", tiny_study("k", study={"n_trials": 3, **FAST}))
-    monkeypatch.setenv("SWEEP_PAUSE_DIR", str(tmp_path))
     for point in POINTS:
-        monkeypatch.setenv("SWEEP_PAUSE_AT", point)
+        pauses = Pauses(tmp_path / "pauses", point).apply(monkeypatch)
         proc = start_cli("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path)
         try:
-            _wait_for(tmp_path / f"{point}.paused", proc)
+            pauses.wait(point, [proc])
         finally:
             proc.kill()
             proc.communicate()
@@ -71,8 +58,8 @@ def test_a_kill_at_any_instant_is_recovered_by_the_next_run(tmp_path: Path, monk
     check_agreement(study, f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
     parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(study.user_attrs["mlflow_parent_run_id"])
     assert parent.info.status == "FINISHED"
-    killed = [t for t in study.trials if t.state.name == "FAIL"]  # asked, beat, run_created, linked
-    assert len(killed) == 4 and all("heartbeat" in t.user_attrs["fail_reason"] for t in killed)
+    killed = [t for t in study.trials if t.state.name == "FAIL"]  # asked, beat, run_created, linked, epoch:1
+    assert len(killed) == 5 and all("heartbeat" in t.user_attrs["fail_reason"] for t in killed)
 
 
 def test_a_rerun_within_the_grace_period_waits_for_the_dead_trial(
@@ -82,10 +69,10 @@ def test_a_rerun_within_the_grace_period_waits_for_the_dead_trial(
     can, waits until the trial is stale, fails and replaces it, and ends with n_trials, exit 0."""
     study_cfg = {"n_trials": 3, "heartbeat_interval": 1, "grace_period": 6, "pruner": "none"}
     path = write_yaml(tmp_path / "g.yaml", tiny_study("g", study=study_cfg))
-    marker = _paused(monkeypatch, tmp_path, "linked")
+    pauses = Pauses(tmp_path / "pauses", "linked").apply(monkeypatch)
     proc = start_cli("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path)
     try:
-        _wait_for(marker, proc)
+        pauses.wait("linked", [proc])
     finally:
         proc.kill()
         proc.communicate()
@@ -101,14 +88,15 @@ def test_a_worker_lost_between_trials_is_topped_up_by_the_living(
     """--workers 2, the worker SIGKILLed between two trials (it holds no trial): the coordinator (which
     trains too) runs the rest, reports the dead worker and exits 0 with exactly n_trials finished."""
     study_cfg = {"n_trials": 8, "heartbeat_interval": 1, "grace_period": 30, "pruner": "none"}
-    # Trials of ~1 s: the coordinator, which trains too, must not finish them all before the worker starts.
-    path = write_yaml(tmp_path / "w.yaml", tiny_study("w", study=study_cfg, objective={"epochs": 400}))
-    marker = _paused(monkeypatch, tmp_path, "closed")
-    monkeypatch.setenv("SWEEP_PAUSE_IN", "workers")  # the worker pauses, the coordinator trains on
+    path = write_yaml(tmp_path / "w.yaml", tiny_study("w", study=study_cfg))
+    # Each process stops after its first trial, so the coordinator cannot run them all before the worker starts.
+    pauses = Pauses(tmp_path / "pauses", "closed", each=True).apply(monkeypatch)
     coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
     try:
-        _wait_for(marker, coordinator)
-        os.kill(int(marker.read_text()), signal.SIGKILL)
+        pids = pauses.wait_each("closed", 2, [coordinator])
+        (worker,) = [pid for pid in pids if pid != coordinator.pid]
+        os.kill(worker, signal.SIGKILL)
+        pauses.release("closed", coordinator.pid, [coordinator])
         _, err = coordinator.communicate(timeout=240)
     finally:
         if coordinator.poll() is None:
@@ -134,8 +122,7 @@ def _worker_pids(coordinator: int) -> list[int]:
 def _gone(pids: list[int], timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [p for p in pids if Path(f"/proc/{p}").exists() and " Z " not in Path(f"/proc/{p}/stat").read_text()]
-        if not alive:
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.2)
     return False
@@ -144,15 +131,17 @@ def _gone(pids: list[int], timeout: float = 30) -> bool:
 @pytest.mark.parametrize(("sig", "workers"), [("TERM", 2), ("HUP", 1)])
 def test_kill_from_a_script_stops_a_background_run(tmp_path: Path, sig: str, workers: int) -> None:
     """``sweep.run … --workers 2 &`` then ``kill $!`` from a non-interactive shell (workers used to inherit
-    SIGINT ignored and run their whole share), or SIGHUP (the terminal closed): the run stops within
-    seconds, its trials FAIL "interrupted", the parent run KILLED, exit 130."""
+    SIGINT ignored and run their whole share), or SIGHUP (the terminal closed), once every process is in
+    its trial's training: the run stops within seconds, its trials FAIL "interrupted", the parent run
+    KILLED, exit 130."""
     doc = tiny_study("bg", study={"n_trials": 2, "heartbeat_interval": 1, "grace_period": 120, "pruner": "none"})
-    doc["objective"]["epochs"] = 20000
     path = write_yaml(tmp_path / "bg.yaml", doc)
+    pauses = Pauses(tmp_path / "pauses", "epoch:1", each=True)
+    env = " ".join(f"{k}={v}" for k, v in pauses.env().items())
     shell = _shell(
-        f"{sys.executable} -m sweep.run {path} --workers {workers} --no-report --no-progress & pid=$!; "
-        f"while [ $(ls mlartifacts/*/artifacts/config.yaml 2>/dev/null | wc -l) -lt {workers} ]; do sleep 0.5; done; "
-        f"sleep 1; kill -{sig} $pid; wait $pid; echo rc=$?",
+        f"{env} {sys.executable} -m sweep.run {path} --workers {workers} --no-report --no-progress & pid=$!; "
+        f"while [ $(ls {pauses.folder} | grep -c paused) -lt {workers} ]; do sleep 0.1; done; "
+        f"kill -{sig} $pid; wait $pid; echo rc=$?",
         tmp_path,
     )
     try:
@@ -169,18 +158,18 @@ def test_kill_from_a_script_stops_a_background_run(tmp_path: Path, sig: str, wor
     assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
 
 
-def test_workers_die_with_a_killed_coordinator_and_a_rerun_finishes(tmp_path: Path) -> None:
-    """kill -9 of the coordinator: its workers notice within seconds and stop (their trials FAIL,
-    runs FAILED); the same command again finishes the study and closes the parent run FINISHED."""
+def test_workers_die_with_a_killed_coordinator_and_a_rerun_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 of the coordinator while both processes train: its workers notice within seconds and stop
+    (their trials FAIL, runs FAILED); the same command again finishes the study and closes the parent
+    run FINISHED."""
     doc = tiny_study("orphan", study={"n_trials": 3, **FAST})
-    doc["objective"]["epochs"] = 20000
     path = write_yaml(tmp_path / "o.yaml", doc)
+    pauses = Pauses(tmp_path / "pauses", "epoch:1", each=True).apply(monkeypatch)
     coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 180
-        while len(list((tmp_path / "mlartifacts").glob("*/artifacts/config.yaml"))) < 2:
-            assert coordinator.poll() is None and time.monotonic() < deadline
-            time.sleep(0.5)
+        pauses.wait_each("epoch:1", 2, [coordinator])
         workers = _worker_pids(coordinator.pid)
         assert len(workers) == 1  # --workers 2: the coordinator and one more
         coordinator.kill()
@@ -189,9 +178,8 @@ def test_workers_die_with_a_killed_coordinator_and_a_rerun_finishes(tmp_path: Pa
     finally:
         if coordinator.poll() is None:
             coordinator.kill()
-    doc["objective"]["epochs"] = 3
-    write_yaml(path, doc)
-    again = run_cli("sweep.run", str(path), "--no-report", "--allow-changes", cwd=tmp_path)
+    monkeypatch.delenv("SWEEP_PAUSE_AT")
+    again = run_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     study = _sqlite(tmp_path, "orphan")
     check_agreement(study, f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
@@ -217,20 +205,28 @@ def _wait_finished(url: str, name: str, n: int, proc: subprocess.Popen[str], tim
 
 
 @needs_postgres
-def test_a_storage_blip_and_a_short_outage_lose_nothing(tmp_path: Path) -> None:
-    """During --workers 2 on PostgreSQL: every connection dropped once (a blip), later connections refused
-    for 8 s: every call is retried; the study ends with exactly n_trials, exit 0, notes, no traceback."""
+def test_a_storage_blip_and_a_short_outage_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During --workers 2 on PostgreSQL: every connection dropped once (a blip) while both processes
+    train, later connections refused for 8 s while both are between trials: every call is retried; the
+    study ends with exactly n_trials, exit 0, notes, no traceback."""
     with _database() as db:
         url = _pg(db)
         doc = tiny_study("blip", study={"n_trials": 8, "storage": url, "storage_retry": 60, **FAST, "grace_period": 30})
-        doc["objective"]["epochs"] = 40
         path = write_yaml(tmp_path / "b.yaml", doc)
+        pauses = Pauses(tmp_path / "pauses", "epoch:1", "closed", each=True).apply(monkeypatch)
         proc = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
         try:
-            _wait_finished(url, "blip", 2, proc)
-            _outage(db, 0)
-            _wait_finished(url, "blip", 4, proc)
-            _outage(db, 8)
+            for point, seconds in (("epoch:1", 0), ("closed", 8)):
+                pids = pauses.wait_each(point, 2, [proc])
+                down = threading.Thread(target=_outage, args=(db, seconds))
+                down.start()
+                if seconds:
+                    _until_refused(url)
+                else:
+                    down.join()  # every connection dropped
+                for pid in pids:
+                    pauses.release(point, pid, [proc])
+            down.join()
             _, err = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
@@ -255,18 +251,23 @@ def test_a_worker_starting_during_an_outage_waits_for_the_storage(
     with _database() as db:
         url = _pg(db)
         doc = tiny_study("late", study={"n_trials": 4, "storage": url, "storage_retry": 60, **FAST, "grace_period": 30})
-        doc["objective"]["epochs"] = 300  # ~1.5 s a trial: the coordinator cannot take them all meanwhile
         path = write_yaml(tmp_path / "l.yaml", doc)
-        paused = _paused(monkeypatch, tmp_path, "opening")
-        monkeypatch.setenv("SWEEP_PAUSE_IN", "workers")
+        # The worker held before its first connection, the coordinator inside its first trial: neither
+        # can finish the study before the outage; the worker held again inside a trial of its own.
+        points = ("opening@workers", "epoch:1@main", "epoch:1@workers")
+        pauses = Pauses(tmp_path / "pauses", *points).apply(monkeypatch)
         proc = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
         try:
-            _wait_for(paused, proc)
+            pauses.wait("opening@workers", [proc])
+            pauses.wait("epoch:1@main", [proc])
             down = threading.Thread(target=_outage, args=(db, 6))
             down.start()
-            time.sleep(1.0)  # the outage has begun (ALTER DATABASE takes milliseconds)
-            (tmp_path / "opening.go").touch()
+            _until_refused(url)
+            pauses.release("opening@workers", procs=[proc])
+            pauses.release("epoch:1@main", procs=[proc])
             down.join()
+            pauses.wait("epoch:1@workers", [proc])  # it went on to train, not only to wait
+            pauses.release("epoch:1@workers", procs=[proc])
             _, err = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
@@ -274,35 +275,43 @@ def test_a_worker_starting_during_an_outage_waits_for_the_storage(
         assert proc.returncode == 0, err
         assert "exited with code" not in err and "cannot open" not in err and "Traceback" not in err, err
         ran = re.search(r"worker 1: (\d+) trial\(s\) run", err)
-        assert ran and int(ran.group(1)) >= 1, err  # it went on to train, not only to wait
+        assert ran and int(ran.group(1)) >= 1, err
         check_agreement(pg_study("late", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 4)
 
 
 @needs_postgres
-def test_an_outage_past_the_retry_budget_is_one_line_and_a_rerun_recovers(tmp_path: Path) -> None:
-    """Refused for longer than study.storage_retry: each process says so in one line, exit 1; once the
-    database is back the same command ends the study with n_trials and everything closed."""
+def test_an_outage_past_the_retry_budget_is_one_line_and_a_rerun_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused for longer than study.storage_retry while both processes are between trials: each says
+    so in one line, exit 1; once the database is back the same command ends the study with n_trials and
+    everything closed."""
     with _database() as db:
         url = _pg(db)
         doc = tiny_study("out", study={"n_trials": 6, "storage": url, "storage_retry": 3, **FAST})
-        doc["objective"]["epochs"] = 40
         path = write_yaml(tmp_path / "o.yaml", doc)
+        pauses = Pauses(tmp_path / "pauses", "closed", each=True).apply(monkeypatch)
         proc = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
         try:
-            _wait_finished(url, "out", 1, proc)
-            _outage(db, 12)
+            pids = pauses.wait_each("closed", 2, [proc])
+            down = threading.Thread(target=_outage, args=(db, 12))
+            down.start()
+            _until_refused(url)
+            for pid in pids:
+                pauses.release("closed", pid, [proc])
             _, err = proc.communicate(timeout=120)
+            down.join()
         finally:
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == 1, err
         assert "Traceback" not in err, err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
-        # Each process: one "unreachable for" line (a worker still opening the storage when the outage
-        # began waits too, then says the same); or, for the coordinator (the storage back by then), how
-        # short the study is.
+        # Each process: one "unreachable for" line; or, for the coordinator (the storage back by then),
+        # how short the study is.
         assert sum("unreachable for" in e for e in errors) >= 2, err
         assert all("unreachable for" in e or "finished trials after worker(s)" in e for e in errors), err
+        monkeypatch.delenv("SWEEP_PAUSE_AT")
         again = run_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         check_agreement(pg_study("out", url), f"sqlite:///{tmp_path / 'mlflow.db'}", 6)
@@ -332,4 +341,5 @@ def test_chaos_machines_killed_at_random_and_a_storage_outage(tmp_path: Path) ->
     outage: exactly n_trials finished, nothing RUNNING, every failure explained, no parameter set twice
     (``python -m tests.chaos`` runs a bigger one for README's figures)."""
     figures = chaos(tmp_path, trials=12, processes=4, kills=3, outage_s=10.0, seed=1)
-    assert figures["kills"] == 3
+    assert figures["kills"] == 3  # each landed inside a trial, which failed and was re-queued
+    assert figures["failed_trials"] >= 3 and figures["requeued"] >= 3, figures

@@ -15,7 +15,8 @@ from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.helpers import NonFiniteLossError
 from objectives.problems import build_problem
-from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, wait_for_training, write_yaml
+from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, write_yaml
+from tests.pausing import Pauses
 from tests.sweep.test_config import BAD, SECRET
 
 
@@ -112,16 +113,16 @@ def test_unreachable_tracking_server_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / ".sweep").exists()
 
 
-def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT mid-trial: exit 130 promptly with a message, the trial FAIL/FAILED, the parent KILLED;
     re-running resumes to n_trials with the same parent run."""
-    # Long enough that the signal lands mid-training on any machine; the resume below shortens it.
-    doc = tiny_study("ctrlc", study={"n_trials": 4, "pruner": "none"}, objective={"epochs": 20000})
+    doc = tiny_study("ctrlc", study={"n_trials": 4, "pruner": "none"})
     path = write_yaml(tmp_path / "c.yaml", doc)
+    pauses = Pauses(tmp_path / "pauses", "epoch:1").apply(monkeypatch)  # held inside its first trial's training
     proc = start_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
     storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
     try:
-        wait_for_training(proc, tmp_path, 1)
+        pauses.wait("epoch:1", [proc])
         err, took = interrupt(proc)
     finally:
         if proc.poll() is None:
@@ -138,9 +139,8 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path) -> None:
     parent = study.user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent).info.status == "KILLED"
 
-    doc["objective"]["epochs"] = 2
-    write_yaml(path, doc)  # same study, quicker trials, to finish: a deliberate change, so --allow-changes
-    resumed = run_main("sweep.run", str(path), "--no-report", "--allow-changes", cwd=tmp_path)
+    monkeypatch.delenv("SWEEP_PAUSE_AT")
+    resumed = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="ctrlc", storage=storage)
     assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 4

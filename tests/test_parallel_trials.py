@@ -4,6 +4,7 @@ own Optuna trial and MLflow run, with the values its sequential run gives."""
 from __future__ import annotations
 
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.agreement import check_agreement
-from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, wait_for_training, write_yaml
+from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, write_yaml
+from tests.pausing import Pauses
 
 POINTS = [
     {"optimizer.lr": lr, "weights.log10_ratio": r}
@@ -166,14 +168,16 @@ def test_parallel_trials_is_checked_and_overridable(tmp_path: Path) -> None:
     }
 
 
-def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     doc = study("ctrlc", parallel_trials=3, pruner="none")
     doc["study"]["n_trials"] = 3
-    doc["objective"]["epochs"] = 20000  # the signal lands mid-training on any machine
     path = write_yaml(tmp_path / "c.yaml", doc)
+    pauses = Pauses(tmp_path / "pauses", "epoch:1").apply(monkeypatch)  # the group held inside its training
     proc = start_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
     try:
-        wait_for_training(proc, tmp_path, 3)
+        pauses.wait("epoch:1", [proc])
         err, took = interrupt(proc)
     finally:
         if proc.poll() is None:
@@ -185,19 +189,34 @@ def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(tmp_path: Pa
     assert all("interrupted" in t.user_attrs["fail_reason"] for t in ts)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in ts} == {"FAILED"}
-    doc["objective"]["epochs"] = 2
-    resumed = run_cli("sweep.run", str(write_yaml(path, doc)), "--no-report", "--allow-changes", cwd=tmp_path)
+    monkeypatch.delenv("SWEEP_PAUSE_AT")
+    resumed = run_cli("sweep.run", str(path), "--no-report", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
     check_agreement(optuna.load_study(study_name="ctrlc", storage=storage), f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
 
 
-def test_workers_each_run_groups(tmp_path: Path) -> None:
+def test_workers_each_run_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--workers 2 with groups of 2: the coordinator and its worker each train groups (the coordinator is
+    held after its first group until the worker trains one too), every trial recorded as one by one."""
     doc = tiny_study("w", study={"n_trials": 8})
-    doc["objective"]["epochs"] = 40  # long enough that the second process gets trials too
     path = write_yaml(tmp_path / "w.yaml", doc)
-    result = run_cli("sweep.run", str(path), "--workers", "2", "--parallel-trials", "2", "--no-report", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    pauses = Pauses(tmp_path / "pauses", "closed@main", "epoch:1@workers").apply(monkeypatch)
+    proc = start_cli(
+        "sweep.run", str(path), "--workers", "2", "--parallel-trials", "2", "--no-report", "--no-progress", cwd=tmp_path
+    )
+    try:
+        pauses.wait("closed@main", [proc])
+        pauses.wait("epoch:1@workers", [proc])
+        pauses.release("epoch:1@workers", procs=[proc])
+        pauses.release("closed@main", procs=[proc])
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    ran = re.search(r"worker 1: (\d+) trial\(s\) run", err)
+    assert ran and int(ran.group(1)) >= 2, err  # at least its group of two
     storage = f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
     check_agreement(optuna.load_study(study_name="w", storage=storage), f"sqlite:///{tmp_path / 'mlflow.db'}", 8)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

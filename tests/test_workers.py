@@ -21,9 +21,9 @@ from tests.conftest import (
     run_cli,
     start_cli,
     tiny_study,
-    wait_for_training,
     write_yaml,
 )
+from tests.pausing import Pauses, alive
 from tests.pgtools import pg_study
 
 PG = PG_URL
@@ -85,27 +85,16 @@ def test_four_workers_on_postgres(tmp_path: Path) -> None:
 
 
 @needs_postgres
-def test_killed_worker_is_recovered(tmp_path: Path) -> None:
+def test_killed_worker_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL one worker mid-trial: its trial goes FAIL (heartbeat) in Optuna and FAILED in MLflow, is
     re-queued and run by another worker, and the study still reaches n_trials finished trials."""
     name = f"pgkill-{uuid.uuid4().hex[:8]}"
     study_cfg = {"n_trials": 6, "storage": PG, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
-    path = write_yaml(tmp_path / "k.yaml", tiny_study(name, study=study_cfg, objective={"epochs": 150}))
+    path = write_yaml(tmp_path / "k.yaml", tiny_study(name, study=study_cfg))
+    pauses = Pauses(tmp_path / "pauses", "epoch:1@workers").apply(monkeypatch)  # a worker inside its training
     coordinator = start_cli("sweep.run", str(path), "--workers", "3", "--no-report", "--no-progress", cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while True:  # a worker's trial is training (its MLflow run exists)
-            time.sleep(0.5)
-            assert coordinator.poll() is None and time.monotonic() < deadline
-            try:
-                running = pg_study(name, PG).get_trials(states=[optuna.trial.TrialState.RUNNING])
-            except KeyError:
-                continue
-            if len(running) == 3 and all("mlflow_run_id" in t.user_attrs for t in running):
-                break
-        workers = subprocess.run(["pgrep", "-P", str(coordinator.pid)], capture_output=True, text=True)
-        victim = int(workers.stdout.split()[0])
-        os.kill(victim, signal.SIGKILL)
+        os.kill(pauses.wait("epoch:1@workers", [coordinator]), signal.SIGKILL)
         _, err = coordinator.communicate(timeout=240)
         assert coordinator.returncode == 0, err
         assert "exited with code -9" in err
@@ -129,17 +118,30 @@ def test_killed_worker_is_recovered(tmp_path: Path) -> None:
         optuna.delete_study(study_name=name, storage=PG)
 
 
-def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path) -> None:
+def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker beside the coordinator dies at its first trial (a segfault as the coordinator sees it):
     the coordinator says so, fails its trial once stale, runs the rest and exits 0 with n_trials finished."""
     study_cfg = {"n_trials": 6, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
-    # Trials of ~1 s: the worker gets to its first trial before the coordinator has run them all.
-    doc = tiny_study("crash", study=study_cfg, objective={"epochs": 400})
+    doc = tiny_study("crash", study=study_cfg)
     doc["objective"]["problem"] = {"name": "tests.fault_problems:crashes_in_workers"}
     path = write_yaml(tmp_path / "c.yaml", doc)
-    result = run_cli("sweep.run", str(path), "--workers", "2", "--no-report", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "warning: worker 1 exited with code 3" in result.stderr
+    # The coordinator is held after its first trial until the worker has reached its own and died.
+    pauses = Pauses(tmp_path / "pauses", "closed@main", "asked@workers").apply(monkeypatch)
+    coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
+    try:
+        worker = pauses.wait("asked@workers", [coordinator])
+        pauses.release("asked@workers", procs=[coordinator])
+        while alive(worker):
+            assert coordinator.poll() is None
+            time.sleep(0.05)
+        pauses.wait("closed@main", [coordinator])
+        pauses.release("closed@main", procs=[coordinator])
+        _, err = coordinator.communicate(timeout=240)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+    assert coordinator.returncode == 0, err
+    assert "warning: worker 1 exited with code 3" in err
     study = optuna.load_study(study_name="crash", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 6
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -147,15 +149,16 @@ def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path) -
     assert [r.info.status for r in parent] == ["FINISHED"]
 
 
-def test_ctrl_c_reaches_every_worker(tmp_path: Path) -> None:
+def test_ctrl_c_reaches_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT to the coordinator of --workers 2: it is forwarded, both running trials (the coordinator's
     and its worker's) end FAIL/FAILED,
     the parent run KILLED, the coordinator exits 130 with no worker left (resuming: the single-process test)."""
-    doc = tiny_study("ctrlc-workers", study={"n_trials": 2, "pruner": "none", **CALM}, objective={"epochs": 20000})
+    doc = tiny_study("ctrlc-workers", study={"n_trials": 2, "pruner": "none", **CALM})
     path = write_yaml(tmp_path / "c.yaml", doc)
+    pauses = Pauses(tmp_path / "pauses", "epoch:1", each=True).apply(monkeypatch)
     coordinator = start_cli("sweep.run", str(path), "--workers", "2", "--no-report", "--no-progress", cwd=tmp_path)
     try:
-        wait_for_training(coordinator, tmp_path, 2)  # both workers are training
+        pauses.wait_each("epoch:1", 2, [coordinator])  # both processes are training
         workers = subprocess.run(["pgrep", "-P", str(coordinator.pid)], capture_output=True, text=True)
         pids = [int(p) for p in workers.stdout.split()]
         assert len(pids) == 1  # --workers 2: the coordinator trains too

@@ -81,12 +81,13 @@ def test_a_process_waits_for_live_trials_and_tops_up_when_one_fails(tmp_path: Pa
     study, rdb, url = _study(tmp_path)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     other = study.ask(X)  # another process's live trial
-    claims = Claims(study, rdb.engine, url, 3, 0.2, Interrupts())
+    waiting = threading.Event()
+    claims = Claims(study, rdb.engine, url, 3, 0.2, Interrupts(), say=lambda _line: waiting.set())
     result: list[bool] = []
     waiter = threading.Thread(target=lambda: result.append(claims.claim()))
     waiter.start()
-    time.sleep(1.0)
-    assert waiter.is_alive()  # waiting, not over-claiming
+    assert waiting.wait(60), "the claim never decided to wait"
+    assert waiter.is_alive() and not result  # waiting, not over-claiming
     study.tell(other, state=optuna.trial.TrialState.FAIL)
     waiter.join(10)
     assert result == [True]
@@ -133,6 +134,25 @@ def test_racing_claims_on_postgres_end_exactly_at_n_trials() -> None:
         optuna.delete_study(study_name=name, storage=PG_URL)
 
 
+def _until_a_lock_is_awaited() -> None:
+    """Until some session of the local PostgreSQL waits for an advisory lock."""
+    from tests.pgtools import _admin
+
+    admin = _admin()
+    try:
+        deadline = time.monotonic() + 60
+        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        while True:
+            cur = admin.cursor()
+            cur.execute(query)
+            if cur.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "nobody ever waited for the lock"
+            time.sleep(0.02)
+    finally:
+        admin.close()
+
+
 @pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 def test_the_postgres_lock_excludes_a_second_holder() -> None:
     """Two connections: the second waits until the first releases (an advisory lock, per study name)."""
@@ -147,7 +167,7 @@ def test_the_postgres_lock_excludes_a_second_holder() -> None:
     with study_lock(rdb.engine, PG_URL, name):
         t = threading.Thread(target=second)
         t.start()
-        time.sleep(0.5)
+        _until_a_lock_is_awaited()  # the second holder is blocked on the lock, not merely late
         order.append("first")
     t.join(10)
     assert order == ["first", "second"]

@@ -5,8 +5,6 @@ a worker's first connection waits out an outage."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +14,7 @@ from sweep.errors import SweepError
 from sweep.resilient import ResilientStorage, StorageDown
 from sweep.storage import open_storage
 from tests.conftest import postgres_error
-from tests.pgtools import database, outage, pg
+from tests.pgtools import allow, database, pg, refuse, until_refused
 
 
 class _Lines(logging.Handler):
@@ -46,41 +44,36 @@ needs_postgres = pytest.mark.skipif(bool(postgres_error()), reason=postgres_erro
 
 
 @needs_postgres
-def test_a_worker_waits_out_an_outage_at_its_first_connection(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_worker_waits_out_an_outage_at_its_first_connection(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker that starts while the database refuses connections (its coordinator opened the study a
     moment before) waits for it; a command opening the storage itself is refused at once; a worker
     refused past the budget says so in its one line (not wrapped in "cannot open")."""
+    import sweep.resilient
+
     with database() as db:
         url = pg(db)
         open_storage(url).engine.dispose()  # the tables, as the coordinator leaves them
-        down = threading.Thread(target=outage, args=(db, 5.0))
-        down.start()
+        refuse(db)
         try:
-            _until_refused(url)
+            until_refused(url)
             with pytest.raises(SweepError, match=r"cannot open Optuna storage .*not currently accepting"):
                 open_storage(url, retry_s=30)
             with pytest.raises(StorageDown, match=r"unreachable for 1 s \(study.storage_retry: 1\)"):
                 open_storage(url, retry_s=1, wait_at_open=True)
-            storage = open_storage(url, retry_s=30, wait_at_open=True)  # the outage has ~4 s left
+            say = sweep.resilient._say
+
+            def back_once_waiting(line: str) -> None:  # the database returns once the open is waiting
+                say(line)
+                if "retrying for up to 30 s" in line:
+                    allow(db)
+
+            monkeypatch.setattr(sweep.resilient, "_say", back_once_waiting)
+            storage = open_storage(url, retry_s=30, wait_at_open=True)
         finally:
-            down.join()
+            allow(db)
         assert optuna.create_study(study_name="s", storage=storage).study_name == "s"  # a working storage
         storage.engine.dispose()
     err = capsys.readouterr().err
     assert "Optuna storage back after" in err  # the last one waited (and said so once, when it could go on)
-
-
-def _until_refused(url: str) -> None:
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import OperationalError
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(url, poolclass=NullPool)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            engine.connect().close()
-        except OperationalError:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the database never refused a connection")
