@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from objectives.loops import LOOPS
 from sweep.config import StudyFile
+from sweep.errors import to_stderr
 from sweep.storage import FINISHED, Attr, best_value, count_finished
 from sweep.urls import redact
 
@@ -27,11 +28,11 @@ if TYPE_CHECKING:
 
 def print_error(message: object) -> None:
     """The one-line error every command prints before a non-zero exit."""
-    print(f"error: {message}", file=sys.stderr)
+    to_stderr(f"error: {message}")
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    to_stderr(f"warning: {message}")
 
 
 def show_traceback(number: int, text: str) -> None:

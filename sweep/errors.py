@@ -6,6 +6,7 @@ traceback reaches the user for a mistake in their file or for a storage that can
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1  # storage or tracking unreachable, a study that cannot finish
 EXIT_CONFIG = 2  # an invalid study file (or command line)
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: re-run the same command to resume
+
+
+def to_stderr(line: str) -> None:
+    """Write one line on stderr in a single write: the processes of ``--workers`` share the terminal, and
+    under ``PYTHONUNBUFFERED`` (common in containers) ``print`` writes a line and its newline separately,
+    so two processes' lines could run into each other."""
+    sys.stderr.write(f"{line}\n")
+    sys.stderr.flush()
 
 
 class ConfigError(Exception):

@@ -29,7 +29,7 @@ from sweep.cli import load_or_report, study_parser
 from sweep.compare import members
 from sweep.config import StudyFile
 from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
+from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError, to_stderr
 from sweep.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
 from sweep.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
 from sweep.storage import Attr, load_existing_study
@@ -63,8 +63,8 @@ def evaluate(
             found = done.get(str(trial.number))
             if found and found["seeds"] == seeds and not again:
                 item.restore(found)
-                print(f"{item.study} #{trial.number}: evaluated before with these seeds; shown from its record "
-                      f"(MLflow run {item.run_id}; --again retrains)", file=sys.stderr)  # fmt: skip
+                to_stderr(f"{item.study} #{trial.number}: evaluated before with these seeds; shown from its record "
+                          f"(MLflow run {item.run_id}; --again retrains)")  # fmt: skip
             plan.append((study, item))
     problems = ProblemCache()
     total = sum(len(seeds) * int(e.trial.user_attrs[Attr.CONFIG]["epochs"]) for _, e in plan if not e.runs)
@@ -213,7 +213,7 @@ def run_evaluation(
         print_error(e)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
-        print("Interrupted: configurations evaluated before it are recorded; the rest are not.", file=sys.stderr)
+        to_stderr("Interrupted: configurations evaluated before it are recorded; the rest are not.")
         return EXIT_INTERRUPTED
     text = table(sf, rows)
     folder = write_files(sf, rows, text, out)

@@ -13,7 +13,6 @@ so a group never takes more than the study's ``n_trials`` leave.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 import warnings
@@ -24,6 +23,7 @@ import optuna
 
 from objectives.batched import group_key, train_group, why_not
 from sweep.claims import Claims
+from sweep.errors import to_stderr
 from sweep.pruning import CompletedView, decides_in_process
 from sweep.trial import Member, Objective
 
@@ -145,10 +145,9 @@ def ended_elsewhere(e: ValueError) -> bool:
 
 def _ended(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    print(
+    to_stderr(
         f"note: trial {number} was ended ({trial.state.name}) by another process while this one trained it "
-        "(its heartbeats could not reach the storage); this process's result for it is dropped",
-        file=sys.stderr,
+        "(its heartbeats could not reach the storage); this process's result for it is dropped"
     )
     return trial
 
@@ -178,7 +177,7 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
         if why:
             if len(group) > 1 and why not in said:
                 said.add(why)
-                print(f"note: trials {numbers} train one after another: {why}", file=sys.stderr)
+                to_stderr(f"note: trials {numbers} train one after another: {why}")
             for m in group:
                 outcomes[m.trial.number] = lambda m=m: objective.train_one(m)
             continue

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from typing import Any
 
 import optuna
 
-from sweep.errors import SweepError, one_line
+from sweep.errors import SweepError, one_line, to_stderr
 from sweep.urls import redact
 
 FAIL_REASON = "fail_reason"  # the trial attribute saying why it failed (sweep.storage.Attr.FAIL)
@@ -250,7 +249,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def _say(line: str) -> None:
-    print(f"note: {line}", file=sys.stderr, flush=True)
+    to_stderr(f"note: {line}")
 
 
 def _wrap(name: str) -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME
+from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, to_stderr
 from sweep.interrupts import Interrupts
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv, interrupts)
         except KeyboardInterrupt:
-            print("Interrupted before the study started: nothing was run.", file=sys.stderr)
+            to_stderr("Interrupted before the study started: nothing was run.")
             return EXIT_INTERRUPTED
 
 
@@ -208,9 +208,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         print_error(e)
         return EXIT_CONFIG, None
     if sf.study.multi_objective and args.worker is None:
-        print(
-            "note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)", file=sys.stderr
-        )
+        to_stderr("note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)")
     source_text = read_study_text(args.study_file)
     if args.worker is not None:
         from sweep.workers import wait_at_gate
@@ -259,7 +257,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         print_error(down)
         return EXIT_RUNTIME, None
     if args.worker is not None:
-        print(f"worker {args.worker}: {outcome.ran} trial(s) run", file=sys.stderr)
+        to_stderr(f"worker {args.worker}: {outcome.ran} trial(s) run")
         count_file = os.environ.get("SWEEP_WORKER_COUNT_FILE")
         if count_file:  # how the coordinator counts the trials run now
             Path(count_file).write_text(f"{outcome.ran} {outcome.failed}")
@@ -267,7 +265,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
     print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf))
     parent = outcome.tracker.parent_id
     if outcome.interrupted:
-        print("Interrupted: finished trials are saved; run the same command again to resume.", file=sys.stderr)
+        to_stderr("Interrupted: finished trials are saved; run the same command again to resume.")
         return EXIT_INTERRUPTED, parent
     if outcome.ran > 0 and outcome.failed == outcome.ran:
         print_error(
@@ -302,5 +300,5 @@ if __name__ == "__main__":
     try:
         exit_now(main())
     except KeyboardInterrupt:  # before main() installed its handler (interpreter start-up)
-        print("Interrupted before the study started: nothing was run.", file=sys.stderr)
+        to_stderr("Interrupted before the study started: nothing was run.")
         sys.exit(EXIT_INTERRUPTED)

@@ -8,7 +8,6 @@ of several workers shares with it.
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 import time
 import warnings
@@ -28,7 +27,7 @@ from sweep.artifacts import artifact_root, check_artifact_space
 from sweep.claims import Claims
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
-from sweep.errors import ConfigError, SweepError, one_line
+from sweep.errors import ConfigError, SweepError, one_line, to_stderr
 from sweep.faultpoints import pause
 from sweep.groups import run_groups, run_one_by_one
 from sweep.interrupts import Interrupts
@@ -262,7 +261,7 @@ def run_study(
     session = session or open_session(sf, source, source_text, worker or 0, allow_changes)
     study = session.study
     interrupts = interrupts or Interrupts()
-    say = None if worker is not None else (lambda line: print(f"note: {line}", file=sys.stderr))
+    say = None if worker is not None else (lambda line: to_stderr(f"note: {line}"))
     interval = sf.study.heartbeat_interval
     objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose)
     claims = Claims(

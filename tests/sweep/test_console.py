@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import optuna
 import pytest
@@ -44,3 +45,37 @@ def test_progress_bar_is_silent_off_a_terminal(monkeypatch: pytest.MonkeyPatch) 
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[bar])
     bar.close()
     assert screen.getvalue() == ""
+
+
+class _Writes(io.StringIO):
+    """stderr that keeps each ``write`` call apart (each is one system call when unbuffered)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_every_line_for_the_user_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors, warnings and notes reach stderr as whole lines in one write each, so the lines of processes
+    sharing a terminal never run into each other (CI saw ``back after 8.0 snote: ...`` with
+    PYTHONUNBUFFERED=1, where ``print`` writes a line and its newline apart); no module prints to stderr
+    another way."""
+    from pathlib import Path
+
+    from sweep.console import print_error, warn
+    from sweep.resilient import _say
+
+    screen = _Writes()
+    monkeypatch.setattr("sys.stderr", screen)
+    print_error("bad")
+    warn("careful")
+    _say("storage back")
+    assert screen.calls == ["error: bad\n", "warning: careful\n", "note: storage back\n"]
+    sweep = Path(__file__).resolve().parents[2] / "sweep"
+    call = re.compile(r"\bprint\((?:[^()]|\([^()]*\))*file=sys\.stderr")  # print(..., file=sys.stderr)
+    printing = [p.name for p in sweep.rglob("*.py") if call.search(p.read_text())]
+    assert printing == [], printing
