@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import uuid
 from pathlib import Path
 
@@ -215,6 +216,99 @@ def test_the_top_table_shows_every_searched_parameter() -> None:
     header, first = table.splitlines()[:2]
     assert "mode" in header and "steps_b" in header
     assert first.split()[0] == "1" and "alternate" in first  # best first
+
+
+def _maximized(name: str, n_trials: int = 4) -> dict:
+    """A tiny study maximising an accuracy (val_a_acc, on digits_pair) with distinct learning rates."""
+    return tiny_study(
+        name,
+        study={"metric": "val_a_acc", "n_trials": n_trials, "pruner": {"type": "none"}},
+        objective={
+            "problem": {
+                "name": "digits_pair",
+                "options": {"n_a": 200, "n_b": 40, "n_val": 200, "n_test": 100, "hidden": 8},
+            }
+        },
+    )
+
+
+def _study_of(direction: str, values: list[float]) -> optuna.Study:
+    """An in-memory study (``direction``) of complete trials 0, 1, ... with these values."""
+    study = optuna.create_study(direction=direction)
+    for value in values:
+        study.add_trial(create_trial(params={}, distributions={}, value=value))
+    return study
+
+
+def test_export_of_a_maximized_study_takes_the_highest_trial() -> None:
+    """Without --trial, a maximised study exports its highest trial (a minimised one its lowest), and the
+    rule it records names the direction."""
+    from sweep.export import choose
+
+    sf = parse_study(_maximized("acc"), "acc.yaml")
+    values = [0.50, 0.90, 0.20, 0.70]
+    trial, rule = choose(_study_of("maximize", values), sf, None, None)
+    assert (trial.number, trial.value, rule) == (1, 0.90, "best val_a_acc (maximize)")
+    loss = parse_study(tiny_study("loss"), "loss.yaml")
+    assert choose(_study_of("minimize", values), loss, None, None)[0].number == 2
+
+
+def test_the_top_table_of_a_maximized_study_lists_the_highest_first() -> None:
+    """The report's top-k table ranks by the first metric in its direction: a maximised metric highest
+    first (the lowest cut off), a minimised one lowest first."""
+    from sweep.report import top_table
+
+    frame = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "state": ["COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE"],
+            "val_a_acc": [0.50, 0.90, 0.20, 0.70],
+            "duration_s": [1.0, 1.0, 1.0, 1.0],
+        }
+    )
+
+    def ranked(direction: str) -> list[int]:
+        rows = top_table(frame, ["val_a_acc"], [direction], 3).splitlines()[1:]
+        return [int(row.split()[0]) for row in rows]
+
+    assert ranked("maximize") == [1, 3, 0]
+    assert ranked("minimize") == [2, 0, 3]
+
+
+def test_a_maximized_study_is_exported_evaluated_reported_and_linked_best_first(tmp_path: Path) -> None:
+    """End to end on a study maximising val_a_acc (4 trials, distinct values): the Optuna study maximises,
+    sweep.export takes the highest trial, sweep.evaluate --top 2 retrains the two highest, sweep.report's
+    top table lists all four highest first, and sweep.ui's link opens a view sorted descending."""
+    path = write_yaml(tmp_path / "max.yaml", _maximized("max"))
+    result = run_main("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="max", storage=_storage(tmp_path))
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    best_first = [t.number for t in sorted(study.trials, key=lambda t: -t.value)]
+    assert len({t.value for t in study.trials}) == 4  # distinct: the order is well defined
+
+    exported = run_main("sweep.export", str(path), "-o", "best.yaml", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert load_study(tmp_path / "best.yaml").provenance["trial"] == best_first[0]
+
+    evaluated = run_main("sweep.evaluate", str(path), "--top", "2", "--seeds", "1", "--no-progress", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("max").experiment_id], max_results=100)
+    tags = [r.data.tags["sweep.trial"] for r in runs if r.data.tags.get("sweep.role") == "evaluation"]
+    assert sorted(tags) == sorted(str(n) for n in best_first[:2])
+
+    report = run_main("sweep.report", str(path), "-o", "out", "--top", "4", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    rows = (tmp_path / "out" / "top.txt").read_text().splitlines()[1:]
+    assert [int(row.split()[0]) for row in rows] == best_first
+
+    shown = run_main("sweep.ui", str(path), "--print-only", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    key = shown.stdout.split("viewStateShareKey=")[1].split()[0]
+    experiment = client.get_experiment_by_name("max")
+    state = json.loads(json.loads(experiment.tags[f"mlflow.sharedViewState.{key}"])["state"])
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_a_acc`", False)
 
 
 @pytest.mark.filterwarnings("ignore:Query string argument:Warning")  # SQLAlchemy: SQLite ignores ?password=

@@ -536,6 +536,42 @@ def test_worker_processes_do_not_change_the_batches(loop):
     assert_same_params(results[2][1], results[0][1], tol=0.0)
 
 
+def _training_orders(loop: str, seed: int, problem: Problem | CoupledProblem | None = None) -> list[list[int]]:
+    """The training samples each :class:`Items` split was read in (2 epochs, batch 4, no workers) by a
+    trial with seed ``seed``; validation splits are tensors, so only training reads are recorded."""
+    if problem is None:
+        if loop == "dual_loss":
+            problem = dual_problem(path="dataset", val_path="tensor", n=(12, 12))
+        else:
+            problem = dataclasses.replace(coupled_problem(path="dataset"), val=coupled_split(10, 4))
+    run(cfg_for(loop, seed=seed, epochs=2, batch_size=4), problem)
+    splits = [problem.a.train, problem.b.train] if isinstance(problem, Problem) else [problem.train]
+    for split in splits:  # 2 epochs, each a full permutation of the 12 samples
+        assert len(split.seen) == 24 and sorted(split.seen[:12]) == sorted(split.seen[12:]) == list(range(12))
+    return [split.seen for split in splits]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_dataset_batch_order_follows_the_trial_seed(loop):
+    """On the Dataset path the DataLoader's shuffling is seeded by the trial's seed: the same seed reads
+    every training split in the same order, epoch after epoch; another seed reads each split (each task's,
+    in the dual loop) in another order, in each epoch."""
+    first, again, other = (_training_orders(loop, seed) for seed in (0, 0, 1))
+    assert first == again
+    for seen, seen_other in zip(first, other, strict=True):
+        assert seen[:12] != seen_other[:12] and seen[12:] != seen_other[12:]
+
+
+def test_the_two_tasks_loaders_are_shuffled_independently():
+    """Two tasks with identical training data (same samples, same size, same batch size) are still read
+    in different orders, in every epoch: each task's DataLoader draws from a seed of its own."""
+    x, y = dual_split(12, 1)
+    base = dual_problem(path="dataset", val_path="tensor", n=(12, 12))
+    twins = {k: dataclasses.replace(getattr(base, k), train=Items((x, y))) for k in ("a", "b")}
+    seen_a, seen_b = _training_orders("dual_loss", 0, dataclasses.replace(base, **twins))
+    assert seen_a[:12] != seen_b[:12] and seen_a[12:] != seen_b[12:]
+
+
 # --- 6. validation averages by sample count -------------------------------------------------------
 
 
