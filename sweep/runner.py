@@ -25,6 +25,7 @@ from objectives.preflight import PreflightError, check_batch
 from objectives.problems import ProblemError
 from sweep.artifacts import artifact_root, check_artifact_space
 from sweep.claims import Claims
+from sweep.comparable import check_unchanged
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line, to_stderr
@@ -37,7 +38,6 @@ from sweep.samplers import SeededAtFirstTrial, build_pruner, build_sampler
 from sweep.space import grid_space, resolve
 from sweep.sqlite import use_wal
 from sweep.storage import (
-    Attr,
     count_finished,
     fail_stale_trials,
     open_storage,
@@ -134,40 +134,6 @@ def weights_bytes(sf: StudyFile, problems: ProblemCache) -> int:
     return sum(t.numel() * t.element_size() for state in states for t in state)
 
 
-def settings(sf: StudyFile) -> dict[str, str]:
-    """What makes a study's trials comparable, flattened: the targets, the objective as written (less its
-    searched paths) and the search space. Not: n_trials, timeout, sampler, pruner, storage, tracking."""
-    study = {"metric": list(sf.study.metric), "direction": list(sf.study.directions), "score": sf.study.score}
-    objective = {k: v for k, v in flatten(sf.objective.model_dump(mode="json")).items() if k not in sf.search.params}
-    search = sf.search.model_dump(mode="json")
-    tree = {"study": {**study, "seed": sf.study.seed}, "objective": objective, "search": search}
-    return {k: str(v) for k, v in flatten(tree).items()}
-
-
-def check_unchanged(study: optuna.Study, sf: StudyFile, source: Path, allow_changes: bool) -> None:
-    """Refuse to add trials to a study whose file changed what its trials are compared on.
-
-    Raises:
-        ConfigError: naming the first setting that differs from the study's first run.
-    """
-    now = settings(sf)
-    stored = study.user_attrs.get(Attr.SETTINGS)
-    if stored is None:
-        study.set_user_attr(Attr.SETTINGS, now)
-        return
-    changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
-    if changed and not allow_changes:
-        key = changed[0]
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        raise ConfigError(
-            source,
-            key,
-            f"is {now.get(key, '(absent)')} here but {stored.get(key, '(absent)')} in study {sf.study.name!r}'s "
-            f"earlier runs{more}: its trials would not be comparable; use a new --study-name, or "
-            "--allow-changes to add trials anyway",
-        )
-
-
 def open_session(
     sf: StudyFile, source: Path, source_text: str, worker: int = 0, allow_changes: bool = False
 ) -> Session:
@@ -197,7 +163,7 @@ def open_session(
     pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
     with optuna_output(verbose=False):  # no "A new study created" line per process
         study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
-    check_unchanged(study, sf, source, allow_changes)
+    check_unchanged(study, sf, source, allow_changes, note=worker == 0)
     try:
         with sqlite_init_lock(sf.tracking.uri):
             tracker = retry_schema_race(lambda: Tracker(sf.tracking, study))

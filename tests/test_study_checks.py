@@ -42,6 +42,30 @@ def test_an_edited_study_file_is_refused_naming_the_key(tmp_path: Path) -> None:
     assert _trials(tmp_path, "edit") == 4
 
 
+def test_a_change_of_speed_only_is_accepted_with_one_note(tmp_path: Path) -> None:
+    """Re-running a study after changing only how fast it trains (device, compile, the DataLoader's
+    workers, pinning, prefetching) adds trials with one note naming what changed; a change of what the
+    trials compute alongside it is still refused."""
+    doc = tiny_study("speed", study={"n_trials": 1})
+    path = write_yaml(tmp_path / "s.yaml", doc)
+    assert run_main("sweep.run", "s.yaml", "--no-report", cwd=tmp_path).returncode == 0
+    doc["objective"]["compile"] = {"backend": "eager"}
+    doc["objective"]["data"] = {"num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4}
+    write_yaml(path, doc)
+    accepted = run_main("sweep.run", "s.yaml", "--no-report", "--n-trials", "2", cwd=tmp_path)
+    assert accepted.returncode == 0, accepted.stderr
+    notes = [line for line in accepted.stderr.splitlines() if "changes how fast" in line]
+    assert len(notes) == 1, accepted.stderr
+    for key in ("objective.compile", "objective.data.num_workers", "objective.data.pin_memory"):
+        assert key in notes[0]
+    assert _trials(tmp_path, "speed") == 2
+
+    doc["objective"]["epochs"] = 2
+    write_yaml(path, doc)
+    refused = run_main("sweep.run", "s.yaml", "--no-report", "--n-trials", "3", cwd=tmp_path)
+    assert refused.returncode == 2 and "objective.epochs: is 2 here but 3" in refused.stderr
+
+
 def test_a_changed_search_space_is_a_change(tmp_path: Path) -> None:
     doc = tiny_study("space", study={"n_trials": 1})
     path = write_yaml(tmp_path / "s.yaml", doc)
