@@ -36,7 +36,7 @@ class DeadTrials:
     MLflow run is closed FAILED with the reason."""
 
     def __init__(self, max_retry: int | None, grace_period: int, n_trials: int) -> None:
-        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.max_retry = max_retry
         self.n_trials = n_trials
         self.grace_period = grace_period
         self.client: MlflowClient | None = None
@@ -46,17 +46,47 @@ class DeadTrials:
         self.client = client
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        requeue = count_finished(study) < self.n_trials  # a finished study needs no replacement
-        if requeue:
-            self.retry(study, trial)  # first: the re-queue must not depend on the tracking store answering
+        # First (a finished study needs no replacement): the re-queue must not depend on the tracking store.
+        queued = count_finished(study) < self.n_trials and requeue(study, trial, self.max_retry)
         run_id = trial.user_attrs.get(Attr.RUN)
         if run_id is None or self.client is None:
             return  # a run never linked is closed by close_stray_runs
         try:
             why = trial.user_attrs.get(Attr.FAIL) or f"no heartbeat for {self.grace_period} s"
-            close_run(self.client, run_id, optuna.trial.TrialState.FAIL, f"{why}{'; re-queued' if requeue else ''}")
+            close_run(self.client, run_id, optuna.trial.TrialState.FAIL, f"{why}{'; re-queued' if queued else ''}")
         except Exception as e:  # busy or unreachable store: the trial is safe; close_stray_runs retries
             warn(f"could not close MLflow run {run_id} of dead trial {trial.number}: {one_line(e)}")
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int | None) -> bool:
+    """Queue ``trial``'s point to run again (WAITING: the next ``ask`` of any process takes it first), unless
+    its line of retries already has ``max_retry``; whether it was queued.
+
+    What Optuna's ``RetryHeartbeatStaleTrialCallback`` does, except that the retry starts with only what it
+    inherits — its parameters and the link to what it retries (``failed_trial``, ``retry_history``) — not
+    the dead trial's attributes (its fail reason, its MLflow run)."""
+    system_attrs = {"failed_trial": trial.number, **trial.system_attrs}  # a retry's retry: the first one's
+    system_attrs["retry_history"] = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if max_retry is not None and len(system_attrs["retry_history"]) > max_retry:
+        return False
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs=system_attrs,
+        )
+    )
+    return True
+
+
+def requeue_interrupted(trial: optuna.Trial, max_retry: int | None) -> None:
+    """Queue an interrupted trial's point to run again, as :class:`DeadTrials` does for a dead process's
+    trial (Ctrl-C landing on the best configuration must not lose it). A trial interrupted before its
+    parameters were sampled leaves nothing to re-run."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    if frozen.params:
+        requeue(trial.study, frozen, max_retry)
 
 
 def running_runs(client: MlflowClient, experiment_id: str, study_name: str) -> list[object]:

@@ -39,6 +39,7 @@ from sweep.errors import one_line, reason
 from sweep.faultpoints import pause
 from sweep.interrupts import Interrupts
 from sweep.pruning import CompletedView, Reports
+from sweep.recovery import requeue_interrupted
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
@@ -183,9 +184,11 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            # Optuna marks the trial FAIL and re-raises without calling callbacks: close the run here.
+            # Optuna marks the trial FAIL and re-raises without calling callbacks: close the run here, and
+            # queue its point again, as a dead process's trial is.
             run.fail(trial, "interrupted (KeyboardInterrupt)")
             self.runs.pop(trial.number).close(optuna.trial.TrialState.FAIL)
+            requeue_interrupted(trial, sf.study.max_retry)
             raise
         except Exception as e:
             details = traceback.format_exc()

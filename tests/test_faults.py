@@ -15,6 +15,7 @@ from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.helpers import NonFiniteLossError
 from objectives.problems import build_problem
+from tests.agreement import check_agreement
 from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, write_yaml
 from tests.pausing import Pauses
 from tests.sweep.test_config import BAD, SECRET
@@ -49,6 +50,7 @@ SUBPROCESS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SUBPROCESS)
 def test_bad_file_in_a_real_process(tmp_path: Path, case: str) -> None:
     """The same contract from ``python -m sweep.run``: exit 2, one line, nothing created, no secret."""
@@ -113,9 +115,11 @@ def test_unreachable_tracking_server_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / ".sweep").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SIGINT mid-trial: exit 130 promptly with a message, the trial FAIL/FAILED, the parent KILLED;
-    re-running resumes to n_trials with the same parent run."""
+    """SIGINT mid-trial: exit 130 promptly with a message, the trial FAIL/FAILED and its point queued
+    again, the parent KILLED; re-running trains that point first and resumes to n_trials with the same
+    parent run."""
     doc = tiny_study("ctrlc", study={"n_trials": 4, "pruner": "none"})
     path = write_yaml(tmp_path / "c.yaml", doc)
     pauses = Pauses(tmp_path / "pauses", "epoch:1").apply(monkeypatch)  # held inside its first trial's training
@@ -132,10 +136,11 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path, monkeypatch: pytest.Monk
     assert proc.returncode in (130, -signal.SIGINT) and took < 20
     assert "Interrupted" in err and "run the same command again to resume" in err
     study = optuna.load_study(study_name="ctrlc", storage=storage)
-    last = study.trials[-1]
-    assert last.state.name == "FAIL" and "interrupted" in last.user_attrs["fail_reason"]
+    stopped, queued = study.trials  # the interrupted trial, and its point queued to run again
+    assert stopped.state.name == "FAIL" and "interrupted" in stopped.user_attrs["fail_reason"]
+    assert queued.state.name == "WAITING" and queued.params == stopped.params and queued.user_attrs == {}
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert client.get_run(last.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    assert client.get_run(stopped.user_attrs["mlflow_run_id"]).info.status == "FAILED"
     parent = study.user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent).info.status == "KILLED"
 
@@ -143,9 +148,12 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path, monkeypatch: pytest.Monk
     resumed = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="ctrlc", storage=storage)
-    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 4
+    complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(complete) == 4
+    assert complete[0].params == stopped.params and complete[0].system_attrs["failed_trial"] == 0  # run first
     assert study.user_attrs["mlflow_parent_run_id"] == parent
     assert client.get_run(parent).info.status == "FINISHED"
+    check_agreement(study, f"sqlite:///{tmp_path / 'mlflow.db'}", 4)
 
 
 def test_build_problem_for_fault_module() -> None:

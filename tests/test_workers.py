@@ -53,6 +53,7 @@ def _assert_exact(study: optuna.Study, tmp_path: Path, n: int) -> None:
     assert sorted(children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
 
 
+@pytest.mark.slow
 def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     """--workers 2 on the default SQLite storage: exactly n_trials, one MLflow child run each."""
     doc = tiny_study("local-workers", study={"n_trials": 5, "pruner": "none", **CALM})
@@ -68,6 +69,7 @@ def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_four_workers_on_postgres(tmp_path: Path) -> None:
     """4 workers × 8 trials on the real PostgreSQL: exactly 8 finished trials, no duplicates, no errors."""
@@ -84,6 +86,7 @@ def test_four_workers_on_postgres(tmp_path: Path) -> None:
         optuna.delete_study(study_name=name, storage=PG)
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_killed_worker_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL one worker mid-trial: its trial goes FAIL (heartbeat) in Optuna and FAILED in MLflow, is
@@ -91,10 +94,14 @@ def test_killed_worker_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     name = f"pgkill-{uuid.uuid4().hex[:8]}"
     study_cfg = {"n_trials": 6, "storage": PG, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
     path = write_yaml(tmp_path / "k.yaml", tiny_study(name, study=study_cfg))
-    pauses = Pauses(tmp_path / "pauses", "epoch:1@workers").apply(monkeypatch)  # a worker inside its training
+    # A worker held inside its training, the coordinator after its first trial (so that it cannot run them
+    # all while the workers start): the worker is killed there, then the coordinator goes on.
+    pauses = Pauses(tmp_path / "pauses", "epoch:1@workers", "closed@main").apply(monkeypatch)
     coordinator = start_cli("sweep.run", str(path), "--workers", "3", "--no-report", "--no-progress", cwd=tmp_path)
     try:
         os.kill(pauses.wait("epoch:1@workers", [coordinator]), signal.SIGKILL)
+        pauses.wait("closed@main", [coordinator])
+        pauses.release("closed@main", procs=[coordinator])
         _, err = coordinator.communicate(timeout=240)
         assert coordinator.returncode == 0, err
         assert "exited with code -9" in err
@@ -118,6 +125,7 @@ def test_killed_worker_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         optuna.delete_study(study_name=name, storage=PG)
 
 
+@pytest.mark.slow
 def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker beside the coordinator dies at its first trial (a segfault as the coordinator sees it):
     the coordinator says so, fails its trial once stale, runs the rest and exits 0 with n_trials finished."""
@@ -149,6 +157,7 @@ def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path, m
     assert [r.info.status for r in parent] == ["FINISHED"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_reaches_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT to the coordinator of --workers 2: it is forwarded, both running trials (the coordinator's
     and its worker's) end FAIL/FAILED,
@@ -171,9 +180,10 @@ def test_ctrl_c_reaches_every_worker(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for pid in pids:  # no worker left behind
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     study = optuna.load_study(study_name="ctrlc-workers", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
-    assert all("interrupted" in t.user_attrs["fail_reason"] for t in study.trials)
+    stopped = [t for t in study.trials if t.state.name != "WAITING"]  # each queued again (WAITING)
+    assert [t.state.name for t in stopped] == ["FAIL", "FAIL"] and len(study.trials) == 4
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in stopped)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in study.trials} == {"FAILED"}
+    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in stopped} == {"FAILED"}
     parent = study.user_attrs["mlflow_parent_run_id"]
     assert client.get_run(parent).info.status == "KILLED"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sweep.recovery import DeadTrials
+from sweep.recovery import DeadTrials, requeue, requeue_interrupted
 
 
 def test_dead_trial_is_requeued_even_when_its_mlflow_run_cannot_be_closed(capsys: pytest.CaptureFixture) -> None:
@@ -33,3 +33,41 @@ def test_a_finished_studys_dead_trial_is_not_requeued() -> None:
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     DeadTrials(max_retry=2, grace_period=3, n_trials=2)(study, study.trials[-1])
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_a_retry_inherits_its_parameters_and_link_only_up_to_max_retry() -> None:
+    """A re-queued trial has the dead one's parameters and the link to it (``failed_trial``: the first of
+    the line, ``retry_history``: every one), not its attributes (fail reason, MLflow run); a line of
+    retries stops at ``max_retry``."""
+    study = optuna.create_study()
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    trial = study.ask(x)
+    trial.set_user_attr("mlflow_run_id", "abc")
+    trial.set_user_attr("fail_reason", "no heartbeat for 3 s")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    for expected_history in ([0], [0, 1]):
+        assert requeue(study, study.trials[-1], max_retry=2)
+        retry = study.trials[-1]
+        assert retry.state.name == "WAITING" and retry.params == study.trials[0].params
+        assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["retry_history"] == expected_history
+        assert retry.user_attrs == {}
+        asked = study.ask(x)  # the retry is taken first, and dies too
+        assert asked.number == retry.number and asked.params == study.trials[0].params
+        study.tell(asked, state=optuna.trial.TrialState.FAIL)
+    assert not requeue(study, study.trials[-1], max_retry=2)  # two retries of trial 0 already ran
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+
+
+def test_an_interrupted_trial_is_requeued_once_it_has_parameters() -> None:
+    """Ctrl-C: a trial with sampled parameters is queued again (its point is not lost); one interrupted
+    before sampling leaves nothing to re-run."""
+    study = optuna.create_study()
+    early = study.ask()
+    requeue_interrupted(early, max_retry=2)
+    study.tell(early, state=optuna.trial.TrialState.FAIL)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    requeue_interrupted(trial, max_retry=2)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "WAITING"]
+    assert study.trials[2].params == trial.params and study.trials[2].system_attrs["failed_trial"] == 1
