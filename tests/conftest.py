@@ -190,3 +190,49 @@ def interrupt(proc: subprocess.Popen[str]) -> tuple[str, float]:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     return err, time.monotonic() - sent
+
+
+# --- the fast lane --------------------------------------------------------------------------------------
+# ``make test-fast`` (``pytest -m "not slow"``) leaves out every test that starts a Python process or a
+# server (a CLI run in a subprocess, workers, an MLflow server, the browser). So that the lane stays
+# what it says, a test that is not marked ``slow`` and starts one fails and says to mark it.
+_STARTS = ("python", "mlflow", "chromium", "bash", "sh")
+
+
+class _Spawns:
+    """Which processes the running test started (read and reset by :func:`pytest_runtest_call`)."""
+
+    allowed = True
+    started: list[str] = []  # noqa: RUF012 (one list, reset per test)
+
+
+def _starts_python(args: object) -> bool:
+    argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)  # type: ignore[call-overload]
+    if not argv:
+        return False
+    program = os.fsdecode(argv[0])
+    return program == sys.executable or os.path.basename(program).startswith(_STARTS)
+
+
+_popen_init = subprocess.Popen.__init__
+
+
+def _watched_init(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+    if not _Spawns.allowed and _starts_python(args):
+        _Spawns.started.append(" ".join(map(str, [args] if isinstance(args, str) else args))[:200])  # type: ignore[call-overload]
+    _popen_init(self, args, *rest, **kwargs)  # type: ignore[arg-type]
+
+
+subprocess.Popen.__init__ = _watched_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    _Spawns.allowed, _Spawns.started = item.get_closest_marker("slow") is not None, []
+    try:
+        result = yield
+    finally:
+        started, _Spawns.allowed, _Spawns.started = _Spawns.started, True, []
+    if started:
+        raise AssertionError(f"this test starts processes ({started[0]}): mark it @pytest.mark.slow")
+    return result

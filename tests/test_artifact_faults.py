@@ -135,6 +135,7 @@ def test_the_watch_stops_after_trials_in_a_row_without_a_file() -> None:
 # ---- real processes ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_artifact_location_that_is_a_file_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     write_yaml(tmp_path / "s.yaml", tiny_study("blocked"))
     (tmp_path / "mlartifacts").write_text("not a directory")
@@ -144,6 +145,7 @@ def test_an_artifact_location_that_is_a_file_is_refused_before_anything_is_creat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlartifacts", "s.yaml"]  # no study, no mlflow.db
 
 
+@pytest.mark.slow
 @needs_mount
 def test_a_full_artifact_disk_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", "256k") as disk:  # less than one trial's margin
@@ -157,6 +159,7 @@ def test_a_full_artifact_disk_is_refused_before_anything_is_created(tmp_path: Pa
         assert list(disk.iterdir()) == []
 
 
+@pytest.mark.slow
 @needs_mount
 def test_a_disk_filling_up_mid_study_keeps_the_trials_and_stops_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -196,6 +199,7 @@ def test_a_disk_filling_up_mid_study_keeps_the_trials_and_stops_with_one_line(
         assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 @needs_mount
 def test_a_tracking_store_that_fills_up_stops_the_study_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -66,6 +66,7 @@ def _headers(page: str) -> set[str]:
     return set(re.findall(r'data-testid="sort-header-([^"]+)"', page))
 
 
+@pytest.mark.slow
 def test_mlflow_ui_shows_study_parent_and_children(tracked: tuple[Path, int, str]) -> None:
     """The runs page lists the study's parent run; each child run's page names the trial and its parent."""
     tmp_path, port, _ = tracked
@@ -81,6 +82,7 @@ def test_mlflow_ui_shows_study_parent_and_children(tracked: tuple[Path, int, str
         assert "Parent run" in child_page and "browser-study" in child_page
 
 
+@pytest.mark.slow
 def test_printed_link_sorts_by_the_target_and_shows_the_searched_params(tracked: tuple[Path, int, str]) -> None:
     """Opened on the link ``sweep.run`` printed (``sweep.ui`` prints the same), the runs table shows the
     target and each searched param as columns, is sorted by the target, and lists the trials best first."""

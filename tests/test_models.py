@@ -120,6 +120,7 @@ def test_an_enqueued_name_that_is_not_searched_is_refused(tmp_path: Path) -> Non
     assert out.stderr.startswith("error: x.yaml: study.enqueue.0.optimizer.momentum: not a searched parameter")
 
 
+@pytest.mark.slow
 def test_register_the_best_model_on_sqlite(tmp_path: Path) -> None:
     """--register logs the trial's model with mlflow.pytorch.log_model on its run and registers it; the
     registered model predicts as the rebuilt one, and the trial's run stays FINISHED."""

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks.overhead import Study, recorded_trials, run_hand, run_loop, run_sweep, train_epochs
 
 
+@pytest.mark.slow
 def test_hand_written_replay_reproduces_the_study(tmp_path: Path) -> None:
     """A 2-trial, 2-epoch quickstart study through the CLI, then the hand-written process: bit-identical."""
     study = Study("t", "test", {"study.n_trials": 2, "objective.epochs": 2}, ("--no-report",))
@@ -32,6 +35,7 @@ def test_hand_written_replay_reproduces_the_study(tmp_path: Path) -> None:
     assert other != trials[0]["values"]
 
 
+@pytest.mark.slow
 def test_the_loop_row_times_the_same_training_on_both_sides(tmp_path: Path) -> None:
     """The in-process loop comparison trains the study's first trial with sweep's loop and by hand, and
     both give the same per-epoch values (else the row would compare different work)."""

@@ -87,6 +87,7 @@ def test_a_study_in_groups_gives_the_values_of_the_same_trials_run_one_by_one(tm
     assert all(len(client.get_metric_history(r.info.run_id, "val_total_loss")) == 3 for r in metrics)
 
 
+@pytest.mark.slow
 def test_a_diverging_member_fails_alone_and_the_study_still_ends_with_n_trials(tmp_path: Path) -> None:
     data = study("nan", parallel_trials=3)
     # The first member diverges; the fourth point is what the top-up trial takes (enqueued points first).
@@ -168,6 +169,7 @@ def test_parallel_trials_is_checked_and_overridable(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,6 +198,7 @@ def test_ctrl_c_in_a_group_fails_every_member_and_the_study_resumes(
     check_agreement(optuna.load_study(study_name="ctrlc", storage=storage), f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
 
 
+@pytest.mark.slow
 def test_workers_each_run_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--workers 2 with groups of 2: the coordinator and its worker each train groups (the coordinator is
     held after its first group until the worker trains one too), every trial recorded as one by one."""

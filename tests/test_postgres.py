@@ -17,6 +17,7 @@ URL = PG_URL
 needs_postgres = pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_study_on_postgres(tmp_path: Path) -> None:
     """sweep.run with a postgresql:// storage creates, runs and resumes the study there."""
@@ -34,6 +35,7 @@ def test_study_on_postgres(tmp_path: Path) -> None:
         optuna.delete_study(study_name=name, storage=URL)
 
 
+@pytest.mark.slow
 @needs_postgres
 def test_unreachable_storage_is_one_line(tmp_path: Path) -> None:
     """A storage that does not answer gives one error line, exit 1, and no MLflow store."""
@@ -58,6 +60,7 @@ def _mariadb_error() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(_mariadb_error()), reason=_mariadb_error() or "")
 def test_study_on_mariadb(tmp_path: Path) -> None:
     """The same study on a mysql:// storage (the local MariaDB) with two workers."""

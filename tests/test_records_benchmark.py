@@ -7,6 +7,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from benchmarks.records import main, records
 from tests.conftest import run_cli, tiny_study, write_yaml
 
@@ -19,6 +21,7 @@ def _run(folder: Path, **overrides: object) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_two_runs_agree_and_each_kind_of_change_is_found(tmp_path: Path, capsys) -> None:
     a, b = _run(tmp_path / "a"), _run(tmp_path / "b")
     assert main([str(a), str(b)]) == 0
@@ -53,6 +56,7 @@ def test_two_runs_agree_and_each_kind_of_change_is_found(tmp_path: Path, capsys)
     assert main([str(b), str(c), "--allow", "*"]) == 0
 
 
+@pytest.mark.slow
 def test_a_record_only_one_run_has_is_a_difference(tmp_path: Path, capsys) -> None:
     a = _run(tmp_path / "a")
     b = _run(tmp_path / "b", tracking={"uri": "sqlite:///mlflow.db", "trial_plots": True})

@@ -7,11 +7,13 @@ import uuid
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_cli, run_main, serving, tiny_study, write_yaml
 
 
+@pytest.mark.slow
 def test_study_on_a_tracking_server_keeps_its_password(tmp_path: Path) -> None:
     """The scale-out set-up on one machine: runs, metrics and artifacts go through the server (which
     stores them under its own folder); the password in the URL (the server, without auth, ignores

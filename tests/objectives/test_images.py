@@ -120,6 +120,7 @@ def test_two_builders_racing_in_threads_leave_one_complete_copy(
     assert sorted(p.name for p in folder.parent.iterdir()) == ["digits"]
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_empty_cache(tmp_path: Path) -> None:
     """Two processes build the same cache at the same moment: both succeed and one complete copy remains."""
     code = "import sys; from objectives.problems.digits_images import digits_png; digits_png(sys.argv[1], 16)"

@@ -376,6 +376,7 @@ def test_digits_read_without_sklearn_equal_load_digits() -> None:
     assert (data[:, :-1].reshape(-1, 8, 8) == reference.images).all()
 
 
+@pytest.mark.slow
 def test_a_run_of_a_digits_problem_does_not_import_sklearn() -> None:
     code = "import sys; from objectives.problems.common import digits; digits(); print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_cli, tiny_study, write_yaml
 
 
@@ -21,6 +23,7 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_exit_now_runs_atexit_flushes_output_and_keeps_the_code(tmp_path: Path) -> None:
     done = _python(
         """
@@ -42,6 +45,7 @@ def test_exit_now_runs_atexit_flushes_output_and_keeps_the_code(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["atexit.txt"]  # the temporary folder went
 
 
+@pytest.mark.slow
 def test_exit_now_waits_for_a_live_non_daemon_thread(tmp_path: Path) -> None:
     done = _python(
         """
@@ -57,6 +61,7 @@ def test_exit_now_waits_for_a_live_non_daemon_thread(tmp_path: Path) -> None:
     assert (tmp_path / "thread.txt").read_text() == "done"
 
 
+@pytest.mark.slow
 def test_exit_now_folds_the_sqlite_wal_back_into_the_database(tmp_path: Path) -> None:
     """Through SQLAlchemy in WAL mode, as Optuna and MLflow use it: after exit no ``-wal``/``-shm`` file
     is left and the database file alone holds every row (a copy of it is complete)."""
@@ -83,6 +88,7 @@ def test_exit_now_folds_the_sqlite_wal_back_into_the_database(tmp_path: Path) ->
         assert db.execute("select count(*) from t").fetchone() == (3,)
 
 
+@pytest.mark.slow
 def test_a_study_run_ends_with_its_records_complete_in_the_database_files(tmp_path: Path) -> None:
     write_yaml(tmp_path / "s.yaml", tiny_study())
     done = run_cli("sweep.run", "s.yaml", cwd=tmp_path)
@@ -106,6 +112,7 @@ def test_a_study_run_ends_with_its_records_complete_in_the_database_files(tmp_pa
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0  # one line, the config exit code
 
 
+@pytest.mark.slow
 def test_under_a_profiler_the_process_exits_the_usual_way(tmp_path: Path) -> None:
     """``python -m cProfile -o FILE -m sweep.run ...`` writes its profile after the program ends: the
     fast exit steps aside (as for coverage and pdb) and the file is there. (cProfile itself ends with 0
