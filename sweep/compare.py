@@ -18,7 +18,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sweep.config import StudyFile
+from sweep.config import StudyFile, TrackingSection
+
+
+class MemberTracking(TrackingSection):
+    """A sub-study's ``tracking:``: the comparison's, with the choice (``weighting.type=dwa``) that
+    :class:`sweep.tracking.Tracker` puts in front of its trial runs' names (``weighting.type=dwa · trial-3``),
+    so that the shared experiment's runs tell the choices apart. Plain studies' runs stay ``trial-3``."""
+
+    choice: str
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ def members(sf: StudyFile) -> list[Member]:
 
     Each is ``sf`` with ``study.name`` = ``<name>.<choice>``, the compared parameter a one-choice
     categorical (so it is still recorded as a parameter of every trial) and the MLflow experiment
-    shared (``tracking.experiment``, default the comparison's name).
+    shared (``tracking.experiment``, default the comparison's name; :class:`MemberTracking`).
     """
     key = sf.study.compare
     if key is None:
@@ -51,11 +59,12 @@ def members(sf: StudyFile) -> list[Member]:
     for value in spec.choices:  # type: ignore[union-attr]
         label = label_of(value)
         params = {**sf.search.params, key: spec.model_copy(update={"choices": (value,)})}
+        tracking = {**sf.tracking.model_dump(), "experiment": experiment, "choice": f"{key}={value}"}
         sub = sf.model_copy(
             update={
                 "study": sf.study.model_copy(update={"name": f"{sf.study.name}.{label}", "compare": None}),
                 "search": sf.search.model_copy(update={"params": params}),
-                "tracking": sf.tracking.model_copy(update={"experiment": experiment}),
+                "tracking": MemberTracking(**tracking),
             }
         )
         out.append(Member(value, label, sub))

@@ -153,7 +153,7 @@ class TrialRun:
         pause("beat")
         run = tracker.client.create_run(
             tracker.experiment_id,
-            run_name=f"trial-{trial.number}",
+            run_name=f"{tracker.run_prefix}trial-{trial.number}",
             tags={
                 "mlflow.parentRunId": tracker.parent_id,
                 "sweep.role": "trial",
@@ -245,6 +245,7 @@ class Tracker:
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = MlflowClient(tracking_uri=absolute_sqlite(cfg.uri))
         self.experiment_name = cfg.experiment or study.study_name
+        self.run_prefix = f"{cfg.choice} · " if hasattr(cfg, "choice") else ""  # a compared choice (sweep.compare)
         self.experiment_id = self._experiment(cfg.artifact_location or default_artifact_location(cfg.uri))
         self.parent_id = self._parent(study)
 

@@ -3,9 +3,11 @@
 For a ``sqlite:///`` (or other database) tracking URI it starts ``mlflow ui`` on that store (one
 worker, job execution off: it starts in ~9 s instead of ~15 s) and prints the URL of the study's
 runs; Ctrl-C stops it. For an ``http://`` tracking server there is nothing to start: it prints the
-server's URL for the study. Either URL opens the study's runs sorted by its target, best first, with
-the target and the searched params as columns (a saved view of the experiment, see
-:func:`sweep.views.runs_view_url`). ``optuna-dashboard`` on the study's storage works too (see README).
+server's URL for the study. Either URL opens the study's trials sorted by its target, best first, with
+the target, the compared key of a comparison and the searched params as columns (a saved view of the
+experiment, see :func:`sweep.views.runs_view_url`); where ``sweep.evaluate`` recorded test-set evaluations
+it prints their view too (:func:`sweep.views.evaluations_view_url`). ``optuna-dashboard`` on the study's
+storage works too (see README).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -24,6 +27,9 @@ from sweep.config import StudyFile
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line
 from sweep.urls import absolute_sqlite, redact
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,13 +44,34 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _trials(sf: StudyFile) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials (their params are the searched ones), or none when its storage has no such study."""
+    """The study's trials (their params are the searched ones); a comparison's are its sub-studies'
+    (``<name>.<choice>``, :mod:`sweep.compare`: the comparison's own name holds none). None from a storage
+    without such a study."""
+    from sweep.compare import members
     from sweep.storage import load_existing_study
 
+    found: list[optuna.trial.FrozenTrial] = []
+    for name in [m.sf.study.name for m in members(sf)] or [sf.study.name]:
+        try:
+            found += load_existing_study(name, sf.study.storage).get_trials(deepcopy=False)
+        except Exception:  # no storage, no study, a database that does not answer: the target column alone
+            continue
+    return found
+
+
+def _evaluations(
+    client: MlflowClient, experiment_id: str, base: str, sf: StudyFile, trials: list[optuna.trial.FrozenTrial]
+) -> str | None:
+    """The link to the study's test-set evaluations (:func:`sweep.views.evaluations_view_url`), where the
+    experiment has any (``sweep.evaluate``); they are not in the trials' view."""
+    from sweep.views import EVALUATIONS_FILTER, evaluations_view_url
+
     try:
-        return load_existing_study(sf.study.name, sf.study.storage).get_trials(deepcopy=False)
-    except Exception:  # no storage, no study, a database that does not answer: the target column alone
-        return []
+        if not client.search_runs([experiment_id], filter_string=EVALUATIONS_FILTER, max_results=1):
+            return None
+    except Exception:  # a server that does not answer the search: the trials' link alone
+        return None
+    return evaluations_view_url(client, experiment_id, base, sf.study, trials)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # MLflow's errors embed the URL: redact it
             print_error(f"cannot reach MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
             return EXIT_RUNTIME
-        base = redact(uri).rstrip("/")
-        url = runs_view_url(client, found.experiment_id, base, sf.study, _trials(sf)) if found else f"{base}/"
+        base, trials = redact(uri).rstrip("/"), _trials(sf)
+        url = runs_view_url(client, found.experiment_id, base, sf.study, trials) if found else f"{base}/"
         print(f"The study is tracked by the server {redact(uri)}: open {url}")
+        evaluations = _evaluations(client, found.experiment_id, base, sf, trials) if found else None
+        if evaluations:
+            print(f"Its test-set evaluations (mean over seeds): {evaluations}")
         return EXIT_OK
     try:
         client = MlflowClient(tracking_uri=absolute_sqlite(uri))
@@ -82,9 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
         "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
     ]  # fmt: skip
-    url = runs_view_url(client, found.experiment_id, f"http://127.0.0.1:{args.port}", sf.study, _trials(sf))
+    base, trials = f"http://127.0.0.1:{args.port}", _trials(sf)
+    url = runs_view_url(client, found.experiment_id, base, sf.study, trials)
+    evaluations = _evaluations(client, found.experiment_id, base, sf, trials)
     shown = " ".join(redact(part) for part in command)
-    print(f"MLflow UI: {url}\n(starting: {shown}; Ctrl-C stops it)", flush=True)
+    how = (
+        f"not started (--print-only); to start it: {shown}"
+        if args.print_only
+        else f"starting: {shown}; Ctrl-C stops it"
+    )
+    print(f"MLflow UI: {url}\n({how})", flush=True)
+    if evaluations:
+        print(f"Test-set evaluations (mean over seeds): {evaluations}", flush=True)
     if args.print_only:
         return EXIT_OK
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, _answers, _free_port, run_main, tiny_study, write_yaml
@@ -52,6 +53,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_ui_and_its_server(tmp_path: Path) -> None:
     """SIGTERM to ``python -m sweep.ui`` (as a script or a service manager sends it) stops the MLflow
     server it started: nothing listens on the port afterwards and no process of its group is left."""

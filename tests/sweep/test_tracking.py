@@ -120,12 +120,14 @@ def test_ui_url_keeps_one_view_per_study(tmp_path: Path) -> None:
 
 def test_ui_url_falls_back_to_the_sort_where_no_view_can_be_written(tmp_path: Path) -> None:
     """Where the view cannot be written (a read-only server, a view over MLflow's 20,000 characters a tag)
-    the URL still sorts by the target, the backquoted key percent-encoded, and carries nothing else."""
+    the URL still sorts by the target, the backquoted key percent-encoded, and leaves out the evaluation runs
+    (``searchFilter``, as the view does); it carries nothing else."""
     from mlflow.exceptions import MlflowException
 
     study = _study_with_trials({"optimizer.lr": 0.1})
     tracker = Tracker(TrackingSection(uri=f"sqlite:///{tmp_path / 'm.db'}"), study)
-    sort = {"orderByKey": "metrics.`val_acc`", "orderByAsc": "false"}
+    no_evaluations = "tags.`sweep.role` != 'evaluation'"
+    sort = {"orderByKey": "metrics.`val_acc`", "orderByAsc": "false", "searchFilter": no_evaluations}
     many = _study_with_trials({f"objective.some.rather.long.parameter.path_{i:04d}": 0.0 for i in range(200)})
     url = tracker.ui_url(target=StudySection(name="s", metric="val_acc"), trials=many.trials)
     assert "?orderByKey=metrics.%60val_acc%60&orderByAsc=false" in url and _opened(url)[1] == sort
@@ -156,3 +158,25 @@ def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(monkeypatch: pytest
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
     quiet_mlflow()
     assert MLFLOW_DISABLE_TELEMETRY.get() is False
+
+
+def test_trial_runs_of_a_compared_choice_are_named_by_it(tmp_path: Path) -> None:
+    """A comparison's sub-studies share one experiment: their trials' runs are named by the choice
+    (``weighting.type=dwa · trial-0``) so that rows of different choices can be told apart; a plain study's
+    stay ``trial-<number>``."""
+    from sweep.compare import MemberTracking
+    from sweep.tracking import TrialRun
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    for study_name, cfg, run_name in (
+        ("plain", TrackingSection(uri=uri), "trial-0"),
+        (
+            "cmp.dwa",
+            MemberTracking(uri=uri, experiment="cmp", choice="weighting.type=dwa"),
+            "weighting.type=dwa · trial-0",
+        ),
+    ):
+        study = optuna.create_study(study_name=study_name)
+        tracker = Tracker(cfg, study)
+        run = TrialRun.open(tracker, study.ask())
+        assert tracker.client.get_run(run.run_id).info.run_name == run_name
