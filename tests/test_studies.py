@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,11 @@ def test_study_file_validates(path: Path) -> None:
 
 @pytest.mark.parametrize("path", STUDIES, ids=[str(p.relative_to(ROOT)) for p in STUDIES])
 def test_study_file_runs_unmodified(path: Path, tmp_path: Path) -> None:
-    """One trial of the file as shipped (only --n-trials is overridden), in a temp dir: it runs, and
-    the trial completes or, where a search may pick a diverging setting, fails with that reason."""
+    """One trial of the file as shipped (only --n-trials is overridden), in a temp dir: it runs, and the
+    trial completes with a finite value for every target (or is pruned after finite reports). A failed
+    trial fails the test, whatever its reason: a shipped study whose trial diverges is a broken study."""
     import optuna
+    from optuna.trial import TrialState
 
     from sweep.compare import members
     from tests.conftest import run_main
@@ -52,4 +55,10 @@ def test_study_file_runs_unmodified(path: Path, tmp_path: Path) -> None:
     sf = first.sf if first else sf
     study = optuna.load_study(study_name=sf.study.name, storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
     (trial,) = study.trials
-    assert trial.state.name == "COMPLETE" or "NonFiniteLossError" in trial.user_attrs.get("fail_reason", ""), trial
+    assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs.get("fail_reason", trial)
+    assert all(math.isfinite(v) for v in trial.intermediate_values.values()), trial.intermediate_values
+    if trial.state == TrialState.COMPLETE:
+        assert trial.values is not None and len(trial.values) == len(sf.study.metric), trial.values
+        assert all(math.isfinite(v) for v in trial.values), trial.values
+    else:
+        assert trial.intermediate_values, "a trial is pruned only after it reported an epoch"

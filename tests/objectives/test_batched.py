@@ -7,6 +7,7 @@ float64 and to float32 round-off in float32.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 
 from objectives.batched import VARIES, group_key, train_group, why_not
 from objectives.batched.optim import BatchedOptimizer
-from objectives.config import DualLossConfig, OptimizerConfig
+from objectives.config import AlternatingConfig, DualLossConfig, OptimizerConfig
 from objectives.dual_loss import train
 from objectives.helpers import NonFiniteLossError
 from objectives.problems import Problem, build_problem
@@ -231,12 +232,154 @@ def test_batched_optimizer_matches_torch_optim_member_by_member() -> None:
         torch.testing.assert_close(params["w"][k], refs[k].detach(), rtol=0, atol=1e-15)
 
 
-def test_group_key_ignores_exactly_what_varies() -> None:
-    a, b, c = members("adam")
-    assert group_key(a) == group_key(b) == group_key(c)
-    assert len(VARIES) == 9
-    assert group_key(a) != group_key(a.model_copy(update={"batch_size": 8}))
-    assert group_key(a) != group_key(a.model_copy(update={"epochs": 4}))
+def _leaves(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of every value in a config dump that is not itself a mapping (lists are values)."""
+    paths = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        paths += _leaves(value, path + ".") if isinstance(value, dict) else [path]
+    return paths
+
+
+def _with(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of a config dump with the value at a dotted path replaced."""
+    out = copy.deepcopy(tree)
+    *parents, last = path.split(".")
+    node = out
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return out
+
+
+# Both loops' shared fields: a valid other value for each (a key names a value or a whole section).
+COMMON_CHANGES: dict[str, Any] = {
+    "problem.name": "linear_pair",
+    "epochs": 4,
+    "batch_size": 24,
+    "weighting": {"type": "rlw"},  # another strategy (its options go with it)
+    "weighting.temperature": 1.0,
+    "weight_schedule.type": "cosine",
+    "weight_schedule.start": 0.25,
+    "weight_schedule.ramp_fraction": 0.6,
+    "eval_batch_size": 7,
+    "data.num_workers": 1,
+    "data.pin_memory": True,
+    "data.persistent_workers": True,
+    "data.prefetch_factor": 2,
+    "data.drop_last": True,
+    "data.steps_per_epoch": 5,
+    "precision": "bf16",
+    "compile": True,
+    "checkpoint": "best",
+    "early_stopping.patience": 3,
+    "early_stopping.min_delta": 0.01,
+    "device": "cuda",
+    "seed": 11,
+    "data_seed": 1,
+}
+OPTIMIZER_CHANGES: dict[str, Any] = {
+    "type": "adam",
+    "lr": 0.2,
+    "weight_decay": 0.05,
+    "momentum": 0.3,
+    "betas": [0.5, 0.6],
+    "schedule.type": "warmup",  # another type that has min_lr_ratio too
+    "schedule.min_lr_ratio": 0.3,
+}
+DUAL_BASE = cfg(
+    optimizer={"type": "sgd", "lr": 0.05, "schedule": {"type": "cosine", "min_lr_ratio": 0.1}},
+    weighting={"type": "dwa", "temperature": 2.0},
+    weight_schedule={"type": "linear", "target": "b", "start": 0.5},
+    grad_clip=1.0,
+    early_stopping={"patience": 2},
+)
+DUAL_CHANGES: dict[str, Any] = {
+    **COMMON_CHANGES,
+    **{f"problem.options.{k}": v + 8 for k, v in DIGITS.items()},
+    "weight_schedule.target": "a",
+    "batch_size_b": 8,
+    "mixing": "zip",
+    **{f"optimizer.{k}": v for k, v in OPTIMIZER_CHANGES.items()},
+    "grad_accum_steps": 2,
+    "grad_clip": 0.5,
+    "weights": [0.9, 0.1],
+}
+# What VARIES says may differ, as the dual loop's paths (a schedule's options: not its type or target).
+DUAL_MAY_VARY = {
+    "weights", "seed", "grad_clip", "optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "optimizer.betas",
+    "optimizer.schedule.min_lr_ratio", "weight_schedule.start", "weight_schedule.ramp_fraction",
+}  # fmt: skip
+CODES = {"n_train": 96, "code_dim": 4, "hidden": 8}
+ALTERNATING_BASE = AlternatingConfig(
+    problem={"name": "digits_codes", "options": CODES},
+    seed=0,
+    data_seed=0,
+    device="cpu",
+    epochs=3,
+    batch_size=16,
+    steps_b=2,
+    weights=(0.4, 0.4, 0.2),
+    weighting={"type": "dwa", "temperature": 2.0},
+    weight_schedule={"type": "linear", "target": "consistency", "start": 0.5},
+    early_stopping={"patience": 2},
+    **{
+        f"model_{m}": {
+            "optimizer": {"type": "sgd", "lr": lr, "schedule": {"type": "cosine", "min_lr_ratio": 0.1}},
+            "grad_clip": 1.0,
+        }
+        for m, lr in (("a", 0.05), ("b", 0.1))
+    },
+)
+ALTERNATING_CHANGES: dict[str, Any] = {
+    **COMMON_CHANGES,
+    **{f"problem.options.{k}": v + 8 for k, v in CODES.items()},
+    "weight_schedule.target": "b",
+    "mode": "joint",
+    "epoch": "model_steps",
+    "steps_a": 2,
+    "steps_b": 3,
+    **{f"model_{m}.optimizer.{k}": v for m in "ab" for k, v in OPTIMIZER_CHANGES.items()},
+    "model_a.grad_clip": 0.5,
+    "model_b.grad_clip": 0.5,
+    "weights": [0.1, 0.3, 0.6],
+}
+ALTERNATING_MAY_VARY = {
+    "weights", "seed", "weight_schedule.start", "weight_schedule.ramp_fraction",
+    *(f"model_{m}.{k}" for m in "ab" for k in ("grad_clip", "optimizer.lr", "optimizer.weight_decay",
+                                                "optimizer.momentum", "optimizer.betas",
+                                                "optimizer.schedule.min_lr_ratio")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("base", "changes", "may_vary"),
+    [(DUAL_BASE, DUAL_CHANGES, DUAL_MAY_VARY), (ALTERNATING_BASE, ALTERNATING_CHANGES, ALTERNATING_MAY_VARY)],
+    ids=["dual_loss", "alternating"],
+)
+def test_group_key_ignores_exactly_what_varies(base: Any, changes: dict[str, Any], may_vary: set[str]) -> None:
+    """Walking every field of a config: changing one that VARIES lists (alone, or all of them at once)
+    keeps the group key; changing any other gives another key. ``loop`` is the config's class (another
+    loop is another type of config), and the number of loss weights must match too."""
+    heads = {entry.split()[0] for entry in VARIES}  # "optimizer.lr (alternating: ...)" → "optimizer.lr"
+    if isinstance(base, DualLossConfig):  # VARIES names the dual loop's paths: each is one that may vary here
+        assert all(any(p == h or p.startswith(h + ".") for h in heads) for p in may_vary)
+        assert all(any(p == h or p.startswith(h + ".") for p in may_vary) for h in heads)
+    dump = base.model_dump(mode="json")
+    covered = {leaf for leaf in _leaves(dump) if any(leaf == k or leaf.startswith(k + ".") for k in changes)}
+    assert covered == set(_leaves(dump)) - {"loop"}  # every field is walked: a new field needs a row above
+    assert may_vary <= set(changes)
+    key = group_key(base)
+    for path, value in changes.items():
+        changed = type(base).model_validate(_with(dump, path, value))
+        assert changed != base, path
+        assert (group_key(changed) == key) == (path in may_vary), path
+    everything = dump
+    for path in may_vary:
+        everything = _with(everything, path, changes[path])
+    assert group_key(type(base).model_validate(everything)) == key
+    if isinstance(base, AlternatingConfig):
+        assert group_key(base.model_copy(update={"weights": (0.5, 0.5)})) != key
 
 
 @pytest.mark.parametrize(

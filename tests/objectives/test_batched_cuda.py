@@ -1,8 +1,14 @@
-"""The vectorized loops on a GPU: each member equals its standalone run there too (float32 round-off)."""
+"""The vectorized loops on a GPU: each member equals its standalone run there too (float32 round-off).
+
+The alternating comparison runs for every mode of the loop (:data:`MODES`, read from the config's
+``mode`` field, so a new mode is included), and the same comparison also runs on the CPU, so its
+parametrization and member configs are exercised on machines without a GPU.
+"""
 
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
@@ -13,9 +19,10 @@ from objectives.config import AlternatingConfig, DualLossConfig
 from objectives.dual_loss import train as train_dual
 from objectives.problems import CoupledProblem, Problem, build_problem
 
-pytestmark = pytest.mark.skipif(
+needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device: the vectorized loops on the GPU"
 )
+MODES = typing.get_args(AlternatingConfig.model_fields["mode"].annotation)
 
 
 def close(a: dict[str, float], b: dict[str, float]) -> None:
@@ -24,6 +31,7 @@ def close(a: dict[str, float], b: dict[str, float]) -> None:
             assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a[key], b[key])
 
 
+@needs_cuda
 def test_dual_loss_members_on_cuda() -> None:
     options = {"n_a": 200, "n_b": 40, "n_val": 100, "hidden": 16}
     p = build_problem("digits_pair", options, 0, "dual_loss", Problem).to("cuda")
@@ -46,22 +54,46 @@ def test_dual_loss_members_on_cuda() -> None:
         close(train_dual(c, problem=p), r)
 
 
-def test_alternating_members_on_cuda() -> None:
+def _alternating_members_match(mode: str, device: str) -> None:
+    """Train three alternating members of one mode as a group on ``device`` and compare each with its
+    standalone run there.
+
+    Args:
+        mode: The alternating mode every member uses (a group has one mode).
+        device: ``cuda`` or ``cpu``.
+    """
     options = {"n_train": 120, "code_dim": 4, "hidden": 8}
-    p = build_problem("digits_codes", options, 0, "alternating", CoupledProblem).to("cuda")
+    p = build_problem("digits_codes", options, 0, "alternating", CoupledProblem).to(device)
     cs = [
         AlternatingConfig(
             problem={"name": "digits_codes", "options": options},
             seed=i,
             data_seed=0,
-            device="cuda",
+            device=device,
             epochs=3,
             batch_size=32,
             mode=mode,
-            model_a={"optimizer": {"type": "sgd", "lr": 0.05 * (i + 1)}},
+            # joint mode needs one optimizer type and LR schedule for both models; the LRs are each member's own
+            model_a={"optimizer": {"type": "sgd", "lr": 0.05 * (i + 1), "schedule": {"type": "cosine"}}},
+            model_b={"optimizer": {"type": "sgd", "lr": 0.1, "schedule": {"type": "cosine"}}},
         )
-        for i, mode in enumerate(["alternate", "alternate", "alternate"])
+        for i in range(3)
     ]
     results = train_group(cs, [None] * 3, problem=p)
     for c, r in zip(cs, results, strict=True):
+        assert not isinstance(r, BaseException), r
         close(train_alternating(c, problem=p), r)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_alternating_members_on_cuda(mode: str) -> None:
+    """Every alternating mode: each member of a group equals its standalone run on the GPU."""
+    _alternating_members_match(mode, "cuda")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_alternating_members_on_cpu(mode: str) -> None:
+    """The GPU comparison's parametrization and members, on the CPU: every mode of the loop, so a
+    mode added to the config runs in the GPU test too and its member configs are known to validate."""
+    _alternating_members_match(mode, "cpu")

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import typing
 
+import numpy as np
 import pytest
 import torch
 
 from objectives import alternating, dual_loss
 from objectives.config import AlternatingConfig, DualLossConfig
+from objectives.helpers import derive_seed
 from objectives.lr_schedules import SCHEDULES
 from objectives.problems import build_problem
 from objectives.weight_schedules import WEIGHT_SCHEDULES
-from objectives.weighting import STRATEGIES
+from objectives.weighting import STRATEGIES, pcgrad
 
 DUAL = build_problem("digits_pair", {"n_a": 96, "n_b": 32, "n_val": 64, "hidden": 8}, 0)
 COUPLED = build_problem("digits_codes", {"n_train": 96, "code_dim": 4, "hidden": 8}, 0, "alternating")
@@ -43,6 +47,14 @@ def _finite(metrics: dict[str, float]) -> bool:
     return all(math.isfinite(v) for v in metrics.values())
 
 
+def _history(train: typing.Callable[..., dict[str, float]], cfg: object, problem: object) -> list[dict[str, float]]:
+    """Train ``cfg`` with a loop's ``train`` and return every epoch's reported metrics, in order."""
+    epochs: list[dict[str, float]] = []
+    train(cfg, lambda epoch, metrics: epochs.append(dict(metrics)), problem=problem)
+    assert all(_finite(m) for m in epochs)
+    return epochs
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_strategy_in_dual_loop(strategy: str) -> None:
     """The dual-loss loop trains with the strategy and logs its effective weights."""
@@ -50,20 +62,289 @@ def test_strategy_in_dual_loop(strategy: str) -> None:
     assert _finite(m) and m["weight_a"] > 0 and m["weight_b"] > 0
 
 
-@pytest.mark.parametrize("mode", ["alternate", "b_on_detached", "joint"])
+BASE = (0.4, 0.4, 0.2)  # the alternating runs' static weights (w_a, w_b, w_consistency)
+TERMS = AlternatingConfig.LOSSES
+MODES = typing.get_args(AlternatingConfig.model_fields["mode"].annotation)
+# Strategy options that make each strategy's effect on the weights large (the defaults where they already are).
+OPTIONS: dict[str, dict[str, object]] = {"uncertainty": {"init_log_var": 1.0}, "dwa": {"temperature": 0.1}}
+# Plain SGD: its step scales with the weights (Adam's would hardly change when all weights scale alike).
+SGD = {"type": "sgd", "lr": 0.05, "momentum": 0.0}
+
+
+def _epochs(mode: str, strategy: str, weights: tuple[float, ...] = BASE) -> list[dict[str, float]]:
+    """Train the alternating loop (three losses) with a weighting strategy.
+
+    Args:
+        mode: The alternating mode.
+        strategy: The weighting strategy's name (with its :data:`OPTIONS`).
+        weights: The static loss weights.
+
+    Returns:
+        Every epoch's metrics, in order.
+    """
+    cfg = AlternatingConfig(
+        problem="digits_codes", mode=mode, steps_b=2, seed=0, data_seed=0, device="cpu", epochs=3, batch_size=32,
+        weights=weights, weighting={"type": strategy, **OPTIONS.get(strategy, {})},
+        model_a={"optimizer": SGD}, model_b={"optimizer": SGD},
+    )  # fmt: skip
+    return _history(alternating.train, cfg, COUPLED)
+
+
+def _weights(metrics: dict[str, float]) -> np.ndarray:
+    """An epoch's logged mean effective weights, in loss order."""
+    return np.array([metrics[f"weight_{t}"] for t in TERMS])
+
+
+def _losses(metrics: dict[str, float], split: str) -> np.ndarray:
+    """An epoch's logged mean unweighted losses of ``split`` (``train``/``val``), in loss order."""
+    return np.array([metrics[f"{split}_{t}_loss"] for t in TERMS])
+
+
+def _departs(run: list[dict[str, float]], static: list[dict[str, float]]) -> bool:
+    """Whether the last epoch's validation losses differ from the static run's by more than round-off."""
+    a, b = _losses(run[-1], "val"), _losses(static[-1], "val")
+    return bool(np.max(np.abs(a - b) / np.abs(b)) > 1e-5)
+
+
+def _steps(run: list[dict[str, float]], mode: str) -> list[int]:
+    """Training steps (batches) per epoch, from the logged optimizer step counts."""
+    done = [m["opt_steps_a"] + m["opt_steps_b"] if mode == "alternate" else m["opt_steps_a"] for m in run]
+    return [int(n - before) for n, before in zip(done, [0.0, *done[:-1]], strict=True)]
+
+
+def _check_static(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """The weights as given, every epoch."""
+    for m in run:
+        np.testing.assert_allclose(_weights(m), BASE, rtol=1e-6)
+
+
+def _check_uncertainty(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """The weights are w_i / (2 e^{s_i}): with s_i starting at init_log_var = 1 the first epoch's are near
+    w_i / (2e) (within 15%: its steps already train the s_i); A's optimizer trains the s_i, so they
+    change every epoch and training departs from static weighting."""
+    ratios = [_weights(m) / np.array(BASE) for m in run]
+    np.testing.assert_allclose(ratios[0], 1.0 / (2.0 * math.e), rtol=0.15)
+    for before, after in itertools.pairwise(ratios):
+        assert np.all(before != after)
+    assert _departs(run, static)
+
+
+def _check_dwa(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """λ = 1 for the first two epochs, then λ = K softmax((L(1) / L(0)) / T) from the logged training
+    losses; the weights are w · λ, so only the third epoch departs from static weighting."""
+    for m in run[:2]:
+        np.testing.assert_allclose(_weights(m), BASE, rtol=1e-6)
+    ratio = _losses(run[1], "train") / _losses(run[0], "train")
+    z = np.exp(ratio / OPTIONS["dwa"]["temperature"])
+    np.testing.assert_allclose(_weights(run[2]), np.array(BASE) * len(TERMS) * z / z.sum(), rtol=1e-5)
+    assert _losses(run[1], "val").tolist() == _losses(static[1], "val").tolist()
+    assert _departs(run, static)
+
+
+def _check_rlw(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """Every step draws λ = softmax(z), z ~ N(0, I) from the strategy's seeded generator, and weighs
+    with K λ w: each epoch's logged weights are the mean over its steps of those draws."""
+    generator = torch.Generator().manual_seed(derive_seed(0, "weighting"))
+    for m, steps in zip(run, _steps(run, mode), strict=True):
+        draws = [len(TERMS) * torch.softmax(torch.randn(len(TERMS), generator=generator), 0) for _ in range(steps)]
+        np.testing.assert_allclose(_weights(m), np.array(BASE) * torch.stack(draws).mean(0).numpy(), rtol=1e-5)
+    assert _departs(run, static)
+
+
+def _check_gradnorm(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """ω (renormalised to sum to K) scales the weights, so Σ_i weight_i / w_i = K every epoch. ω learns
+    from the gradient norms on the parameters every loss reaches: in b_on_detached A's loss reaches
+    only A and B's losses only B, so there are none, ω stays 1 and training is static weighting."""
+    ratios = [_weights(m) / np.array(BASE) for m in run]
+    for r in ratios:
+        assert r.sum() == pytest.approx(len(TERMS), rel=1e-5)
+    if mode == "b_on_detached":
+        assert [_losses(m, "val").tolist() for m in run] == [_losses(m, "val").tolist() for m in static]
+        np.testing.assert_allclose(ratios[-1], 1.0, rtol=1e-6)
+    else:
+        assert np.max(np.abs(ratios[-1] - 1.0)) > 0.01
+        assert _departs(run, static)
+
+
+def _check_pcgrad(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], projections: list) -> None:
+    """The weights are the static ones; the step's gradient is PCGrad's projected sum, computed on every
+    step. It departs from static weighting exactly when a projection changed the sum (a conflict)."""
+    for m in run:
+        np.testing.assert_allclose(_weights(m), BASE, rtol=1e-6)
+    assert len(projections) == sum(_steps(run, mode))
+    if any(projections):
+        assert _departs(run, static)
+    else:
+        assert [_losses(m, "val").tolist() for m in run] == [_losses(m, "val").tolist() for m in static]
+
+
+def _check_famo(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """FAMO's weights z_i / (c L_i) sum to 1 and replace the static ones: the run is the same with other
+    static weights, and departs from static weighting."""
+    for m in run:
+        assert _weights(m).sum() == pytest.approx(1.0, rel=1e-5)
+    other = _epochs(mode, "famo", (0.2, 0.3, 0.5))
+    assert [{k: v for k, v in m.items() if k != "peak_memory_mb"} for m in other] == [
+        {k: v for k, v in m.items() if k != "peak_memory_mb"} for m in run
+    ]
+    assert _departs(run, static)
+
+
+# One check per registered strategy: check(mode, the strategy's run, the static run, PCGrad's projections).
+CHECKS = {
+    "static": _check_static,
+    "uncertainty": _check_uncertainty,
+    "dwa": _check_dwa,
+    "rlw": _check_rlw,
+    "gradnorm": _check_gradnorm,
+    "pcgrad": _check_pcgrad,
+    "famo": _check_famo,
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_strategy_in_alternating_loop(strategy: str, mode: str) -> None:
-    """The alternating loop trains with the strategy in every mode, three losses included."""
-    m = _alternating(mode, weighting={"type": strategy})
-    assert _finite(m) and m["weight_consistency"] >= 0
+def test_strategy_in_alternating_loop(strategy: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alternating loop trains with the strategy in every mode, three losses included: the logged
+    weights are the strategy's (checked against its rule) and training departs from static weighting
+    as the strategy implies (:data:`CHECKS`, one per registered strategy)."""
+    projections: list[bool] = []  # per PCGrad step: whether projecting changed the summed gradient
+    project = pcgrad.project
+
+    def spy(grads: list[torch.Tensor], order: list[list[int]]) -> torch.Tensor:
+        out = project(grads, order)
+        projections.append(not torch.equal(out, torch.stack(grads).sum(dim=0)))
+        return out
+
+    monkeypatch.setattr(pcgrad, "project", spy)
+    run = _epochs(mode, strategy)
+    CHECKS[strategy](mode, run, _epochs(mode, "static"), projections)
+
+
+# Each LR schedule with options under which it moves the LR within three epochs.
+LR_OPTIONS: dict[str, dict[str, object]] = {
+    "constant": {},
+    "step": {"every_epochs": 1, "gamma": 0.5},
+    "multistep": {"milestones": [1, 2], "gamma": 0.5},
+    "exponential": {"gamma": 0.5},
+    "cosine": {"min_lr_ratio": 0.2},
+    "warmup": {"warmup_fraction": 0.4, "start_factor": 0.1, "decay": "cosine", "min_lr_ratio": 0.0},
+    "onecycle": {"pct_start": 0.3, "anneal_strategy": "cos", "div_factor": 10.0, "final_div_factor": 100.0},
+    "plateau": {"factor": 0.5, "patience": 0, "threshold": 0.9},
+}
+DUAL_STEPS_PER_EPOCH = 3  # task a's 96 samples in batches of 32 (mixing cycle repeats task b's 32)
+
+
+def _cos_anneal(start: float, end: float, fraction: float) -> float:
+    """Cosine from ``start`` (fraction 0) to ``end`` (fraction 1)."""
+    return end + (start - end) * (1.0 + math.cos(math.pi * fraction)) / 2.0
+
+
+def _lr_factor(schedule: str, t: int, total: int, per_epoch: int) -> float:
+    """The closed form of a step-driven schedule with its :data:`LR_OPTIONS`.
+
+    Args:
+        schedule: The schedule's name.
+        t: Optimizer steps taken.
+        total: Optimizer steps in the whole run.
+        per_epoch: Optimizer steps per epoch (epoch-denominated options are converted with it).
+
+    Returns:
+        The LR after ``t`` steps, as a multiple of the optimizer's configured LR.
+    """
+    o = LR_OPTIONS[schedule]
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return o["gamma"] ** (t // (o["every_epochs"] * per_epoch))
+    if schedule == "multistep":
+        return o["gamma"] ** sum(t >= m * per_epoch for m in o["milestones"])
+    if schedule == "exponential":
+        return o["gamma"] ** (t / per_epoch)
+    if schedule == "cosine":
+        return _cos_anneal(1.0, o["min_lr_ratio"], t / total)
+    if schedule == "warmup":
+        warm = max(1, round(o["warmup_fraction"] * total))
+        if t <= warm:
+            return o["start_factor"] + (1.0 - o["start_factor"]) * t / warm
+        return _cos_anneal(1.0, o["min_lr_ratio"], (t - warm) / max(1, total - warm))
+    if schedule == "onecycle":  # torch's two phases: up until step pct·T − 1, then down until step T − 1
+        # (after the last step, t = T, torch evaluates the second phase's cosine one step past its end)
+        initial = 1.0 / o["div_factor"]
+        peak_at = o["pct_start"] * total - 1.0
+        if t <= peak_at:
+            return _cos_anneal(initial, 1.0, t / peak_at)
+        return _cos_anneal(1.0, initial / o["final_div_factor"], (t - peak_at) / (total - 1.0 - peak_at))
+    raise AssertionError(f"no closed form for LR schedule {schedule!r}: add one")
+
+
+def _plateau_factors(val_losses: list[float]) -> list[float]:
+    """The LR factor each epoch runs with under reduce-on-plateau with patience 0: multiplied by ``factor``
+    after every epoch whose validation loss is not below (1 − threshold) times the best so far."""
+    o = LR_OPTIONS["plateau"]
+    factor, best, factors = 1.0, math.inf, []
+    for loss in val_losses:
+        factors.append(factor)
+        if loss < best * (1.0 - o["threshold"]):
+            best = loss
+        else:
+            factor *= o["factor"]
+    return factors
+
+
+def _expected_lrs(
+    schedule: str, lr: float, steps: list[float], total: int, epochs: list[dict[str, float]]
+) -> list[float]:
+    """The LR a loop should log at the end of each epoch.
+
+    Args:
+        schedule: The schedule's name.
+        lr: The optimizer's configured LR.
+        steps: The optimizer's steps taken by the end of each epoch.
+        total: Its steps in the whole run.
+        epochs: Every epoch's logged metrics (reduce-on-plateau reads ``val_total_loss``).
+
+    Returns:
+        ``lr`` times the schedule's factor after each epoch's steps (reduce-on-plateau: after the
+        previous epochs' validation losses, as it steps once per epoch after the metrics are logged).
+    """
+    if schedule == "plateau":
+        return [lr * f for f in _plateau_factors([m["val_total_loss"] for m in epochs])]
+    per_epoch = math.ceil(total / len(epochs))
+    return [lr * _lr_factor(schedule, int(t), total, per_epoch) for t in steps]
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_lr_schedule_in_both_loops(schedule: str) -> None:
-    """Each LR schedule drives the dual optimizer and both alternating optimizers."""
-    assert _finite(_dual(optimizer={"type": "sgd", "lr": 0.05, "schedule": {"type": schedule}}))
-    opt = {"lr": 0.01, "schedule": {"type": schedule}}
-    assert _finite(_alternating("alternate", model_a={"optimizer": opt}, model_b={"optimizer": opt}))
+    """Each LR schedule drives the dual optimizer and both alternating optimizers: the LR each loop logs
+    after every epoch is the schedule's closed form at the optimizer steps taken so far (in alternate
+    mode A and B step different numbers of times; in joint mode one schedule drives both parameter
+    groups, each from its own LR)."""
+    sched = {"type": schedule, **LR_OPTIONS[schedule]}
+    cfg = DualLossConfig(
+        problem="digits_pair", seed=0, data_seed=0, device="cpu", epochs=3, batch_size=32,
+        optimizer={"type": "sgd", "lr": 0.05, "schedule": sched},
+    )  # fmt: skip
+    epochs = _history(dual_loss.train, cfg, DUAL)
+    steps = [DUAL_STEPS_PER_EPOCH * (e + 1) for e in range(3)]
+    expected = _expected_lrs(schedule, 0.05, steps, steps[-1], epochs)
+    assert [m["lr"] for m in epochs] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    if schedule != "constant":
+        assert len(set(expected)) > 1  # the LR moves in this run, so a schedule that is never stepped shows
+
+    for mode in ("alternate", "joint"):
+        cfg = AlternatingConfig(
+            problem="digits_codes", mode=mode, steps_b=2, seed=0, data_seed=0, device="cpu", epochs=3,
+            batch_size=32, weights=BASE, model_a={"optimizer": {"lr": 0.01, "schedule": sched}},
+            model_b={"optimizer": {"lr": 0.02, "schedule": sched}},
+        )  # fmt: skip
+        epochs = _history(alternating.train, cfg, COUPLED)
+        for model, lr in (("a", 0.01), ("b", 0.02)):
+            steps = [m[f"opt_steps_{model}"] for m in epochs]
+            expected = _expected_lrs(schedule, lr, steps, int(steps[-1]), epochs)
+            assert [m[f"lr_{model}"] for m in epochs] == pytest.approx(expected, rel=1e-6, abs=1e-12), (mode, model)
+            if schedule != "constant":
+                assert len(set(expected)) > 1
 
 
 @pytest.mark.parametrize("schedule", sorted(WEIGHT_SCHEDULES))
@@ -83,6 +364,7 @@ def test_uncertainty_parameters_are_trained() -> None:
     assert m["weight_a"] != pytest.approx(0.25, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_objectives_import_neither_optuna_nor_mlflow() -> None:
     """Every module of objectives/ imports in a fresh interpreter without pulling in optuna or mlflow
     (the loops take a resolved config and a reporter; sweep/ binds them)."""
