@@ -10,8 +10,10 @@ value from the search, its retrained validation and test values ± CI, and its c
 Records: one MLflow run per configuration, tagged ``sweep.role = evaluation``, nested under the study's
 parent run (per-seed values as metric steps 0..N−1, ``<metric>_mean`` and ``<metric>_ci95``), written
 once the configuration's seeds have all run (an interrupted evaluation leaves no half-written run);
-the results also go to the Optuna study (user attribute ``sweep.evaluation``) and to
-``.sweep/reports/<study>/evaluation.{md,csv}``. A problem without a test split is refused.
+a new evaluation of a configuration (``--again``, other seeds) supersedes its earlier runs (tagged
+``sweep.superseded_by``, moved to MLflow's deleted runs). The results also go to the Optuna study (user
+attribute ``sweep.evaluation``) and to ``.sweep/reports/<study>/evaluation.{md,csv}``. A problem without a
+test split is refused. Training runs on ``--cpu-threads`` torch threads, as in ``sweep.run``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 
 from objectives.helpers import NonFiniteLossError
-from sweep.cli import load_or_report, study_parser
+from sweep.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
 from sweep.compare import members
 from sweep.config import StudyFile
 from sweep.console import print_error
@@ -33,6 +36,9 @@ from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, C
 from sweep.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
 from sweep.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
 from sweep.storage import Attr, load_existing_study
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def evaluate(
@@ -86,14 +92,22 @@ def evaluate(
                     raise ConfigError(
                         file, "objective.problem", f"{e}: give its Task(s) a test split to evaluate on held-out data"
                     ) from None
-            item.run_id = _record(sf, study, item)
+            item.run_id, replaced = _record(sf, study, item)
+            if replaced:
+                tqdm.write(f"{item.study} #{item.trial.number}: MLflow run {item.run_id} supersedes the earlier "
+                           f"evaluation run(s) {', '.join(replaced)} (tagged sweep.superseded_by, moved to MLflow's "
+                           "deleted runs)", file=sys.stderr)  # fmt: skip
     finally:
         bar.close()
     return [item for _, item in plan]
 
 
-def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
-    """One MLflow run for the configuration (under the study's parent run) and the study's user attribute."""
+def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> tuple[str, list[str]]:
+    """One MLflow run for the configuration (under the study's parent run) and the study's user attribute.
+
+    Returns:
+        The new run's id, and those of the configuration's earlier evaluation runs it supersedes.
+    """
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
@@ -143,7 +157,27 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> str:
         "values": {k: [r.get(k) for r in item.runs] for k in keys},  # None: that seed diverged
     }
     study.set_user_attr(EVALUATION_ATTR, record)
-    return run_id
+    return run_id, _supersede(client, experiment.experiment_id, item, run_id)
+
+
+def _supersede(client: MlflowClient, experiment_id: str, item: Evaluated, run_id: str) -> list[str]:
+    """Mark the configuration's earlier evaluation runs as replaced by ``run_id``: each gets the tag
+    ``sweep.superseded_by`` and moves to MLflow's deleted runs (hidden from the runs table and searches,
+    restorable in the UI), so one evaluation per configuration shows, as in the study's record.
+
+    Returns:
+        The superseded runs' ids.
+    """
+    query = (
+        f"tags.`sweep.role` = 'evaluation' and tags.`sweep.study_name` = '{item.study}' "
+        f"and tags.`sweep.trial` = '{item.trial.number}'"
+    )
+    earlier = [r.info.run_id for r in client.search_runs([experiment_id], query, max_results=1000)]
+    earlier = [old for old in earlier if old != run_id]
+    for old in earlier:
+        client.set_tag(old, "sweep.superseded_by", run_id)
+        client.delete_run(old)
+    return earlier
 
 
 def write_files(sf: StudyFile, rows: list[Evaluated], text: str, out: Path | None = None) -> Path:
@@ -169,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     p = study_parser(
         "python -m sweep.evaluate",
         "Retrain a study's best configuration(s) with fresh seeds and score them on the held-out test split: "
-        "mean ± 95%% CI over seeds, recorded in MLflow (runs tagged sweep.role=evaluation) and printed as a table.",
+        "mean ± 95% CI over seeds, recorded in MLflow (runs tagged sweep.role=evaluation) and printed as a table.",
         "python -m sweep.evaluate studies/weighting_compare.yaml --seeds 5",
     )
     p.add_argument("--top", type=int, help="evaluate the K best trials (of each compared choice); default 1")
@@ -178,7 +212,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device for the retraining runs (default: auto)")
     p.add_argument("-o", "--out", type=Path, help="folder for evaluation.md/.csv (default: .sweep/reports/<study>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is shown only on a terminal)")
-    p.add_argument("--again", action="store_true", help="retrain configurations already evaluated with the same seeds")
+    p.add_argument(
+        "--again",
+        action="store_true",
+        help="retrain configurations already evaluated with the same seeds (the new runs supersede the old)",
+    )
+    add_cpu_threads(p)
     return p
 
 
@@ -194,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if value < 1:
             print_error(f"{flag} {value}: give a positive number")
             return EXIT_CONFIG
+    apply_cpu_threads(args.cpu_threads)
     return run_evaluation(
         sf, args.study_file, top, seeds, args.trial, args.device, not args.no_progress, args.out, args.again
     )

@@ -5,7 +5,8 @@ validation value is biased upwards (it won a contest on that very data), and one
 the spread. :func:`retrain` trains a trial's resolved config again with seeds the search never used,
 keeps the epoch the trial's own scoring rule would keep (the last, or the best on the validation
 target, with the trial's early stopping) and scores those models on the problem's ``test`` split, which
-no trial reads. :func:`mean_ci` summarises the seeds: mean and Student-t 95 % confidence interval.
+no trial reads. :func:`mean_ci` summarises the seeds: mean and Student-t 95 % confidence interval,
+clipped to the values the metric can take (:func:`metric_range`).
 
 Nothing here imports Optuna or MLflow; :mod:`sweep.evaluate` picks the trials and records the results.
 """
@@ -32,23 +33,58 @@ class NoTestSplit(ValueError):
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean over seeds and its confidence interval ``mean ± half_width`` (``nan`` with one seed)."""
+    """A mean over seeds and its confidence interval ``mean ± half_width`` (``nan`` with one seed), the
+    interval clipped to ``[lowest, highest]``: :attr:`low` and :attr:`high` are its ends."""
 
     mean: float
     half_width: float
     sd: float
     n: int
+    lowest: float = -math.inf
+    highest: float = math.inf
+
+    @property
+    def low(self) -> float:
+        """The interval's lower end, no lower than :attr:`lowest`."""
+        return max(self.mean - self.half_width, self.lowest)
+
+    @property
+    def high(self) -> float:
+        """The interval's upper end, no higher than :attr:`highest`."""
+        return min(self.mean + self.half_width, self.highest)
 
     def text(self, digits: int = 3) -> str:
+        """``mean ± half_width``; ``mean [low, high]`` where clipping made the interval lopsided."""
         if math.isnan(self.half_width):
             return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+        if self.low == self.mean - self.half_width and self.high == self.mean + self.half_width:
+            return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
+def metric_range(name: str) -> tuple[float, float]:
+    """The values a metric can take, by sweep's naming (as for directions, :mod:`sweep.targets`): an
+    accuracy (``*_acc``) lies in [0, 1], a loss (``*_loss``) is ≥ 0; any other metric is unbounded."""
+    if name.endswith("_acc"):
+        return 0.0, 1.0
+    if name.endswith("_loss"):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def mean_ci(
+    values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Interval:
     """Mean and two-sided Student-t confidence interval of independent per-seed values.
 
     ``half_width = t_{(1+level)/2, n-1} · s / √n`` with ``s`` the sample standard deviation (n − 1).
+
+    Args:
+        values: One value per seed.
+        level: The confidence level.
+        bounds: The values the metric can take (:func:`metric_range`): the interval is clipped to them
+            (the half width stays the Student-t one), unless a value lies outside them, which shows the
+            metric is not of that kind (an accuracy in percent, a negative log-likelihood as a loss).
     """
     from scipy.stats import t  # only evaluation needs it
 
@@ -56,10 +92,11 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     if n == 0:
         raise ValueError("no values to summarise")
     mean = math.fsum(values) / n
+    lowest, highest = bounds if all(bounds[0] <= v <= bounds[1] for v in values) else (-math.inf, math.inf)
     if n == 1:
-        return Interval(mean, math.nan, math.nan, 1)
+        return Interval(mean, math.nan, math.nan, 1, lowest, highest)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return Interval(mean, float(t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n), sd, n)
+    return Interval(mean, float(t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n), sd, n, lowest, highest)
 
 
 def evaluation_seeds(study_seed: int, n: int) -> list[int]:

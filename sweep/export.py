@@ -11,6 +11,10 @@ wrote with ``${VAR}`` keep their references, so no secret reaches the exported f
 Multi-objective studies list their Pareto front; the trial is chosen by ``--trial N``, by
 ``--prefer METRIC`` (the front's best on that metric) or, by default, by the knee point: the front
 trial closest to the ideal point once each objective is scaled to [0, 1] over the front.
+
+``--seeds N`` also evaluates the exported trial (:mod:`sweep.evaluate`), training on ``--cpu-threads``
+torch threads as every training command does. A replay's trial runs are named after what they replay
+(:func:`replay_run_prefix`), not ``trial-0`` beside the original's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import contextlib
 import math
 import tempfile
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,7 @@ import optuna
 import yaml
 
 from sweep.artifacts import write_atomically
-from sweep.cli import load_or_report, study_parser
+from sweep.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
 from sweep.config import StudyFile, parse_study
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
@@ -153,6 +158,20 @@ def export_document(
     return {"study": study_section, "tracking": tracking, "objective": objective, "provenance": _flat(provenance)}
 
 
+def replay_run_prefix(provenance: Mapping[str, Any] | None) -> str:
+    """What a study file's trial runs are named with, in front of ``trial-<number>`` (as a comparison's
+    choice is, :attr:`sweep.tracking.Tracker.run_prefix`): ``replay of <study> trial-<N> · `` for a file
+    this command wrote (its ``provenance`` names the study and trial it replays), nothing for any other;
+    so a replay's run is not a second ``trial-0`` beside the original's.
+
+    Args:
+        provenance: The study file's ``provenance`` section (``StudyFile.provenance``), or ``None``.
+    """
+    if not provenance or "trial" not in provenance:
+        return ""
+    return f"replay of {provenance.get('study')} trial-{provenance['trial']} · "
+
+
 def _flat(provenance: dict[str, Any]) -> dict[str, Any]:
     """Provenance as scalar values (the schema keeps it flat): nested maps become ``a.b`` keys."""
     out: dict[str, Any] = {}
@@ -180,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also retrain the exported trial with N fresh seeds and score it on the test split (sweep.evaluate)",
     )
+    add_cpu_threads(p)
     p.add_argument(
         "--register",
         metavar="NAME",
@@ -223,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         from sweep.evaluate import run_evaluation
 
+        apply_cpu_threads(args.cpu_threads)
         status = run_evaluation(sf, args.study_file, 1, args.seeds, trial.number)
         if status != EXIT_OK:
             return status

@@ -3,6 +3,8 @@
 The same files are logged as artifacts of the study's parent MLflow run at the end of every
 ``sweep.run``. Plots are Optuna's own: interactive HTML from ``optuna.visualization`` (plotly) and
 static PNG from ``optuna.visualization.matplotlib``, so they show in the MLflow artifact viewer.
+Beside the Optuna records, the tables show what each trial's MLflow run logged at the trial's kept
+epoch (:func:`kept_metrics`): every task's losses and metrics, ``peak_memory_mb``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pandas as pd
@@ -20,14 +22,63 @@ import pandas as pd
 from objectives.loops import LOOPS
 from sweep.cli import load_or_report, study_parser
 from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_RUNTIME, SweepError
+from sweep.errors import EXIT_CONFIG, EXIT_RUNTIME, SweepError, one_line, to_stderr
 from sweep.storage import Attr, load_existing_study
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
-def trials_frame(study: optuna.Study, metrics: Sequence[str], losses: Sequence[str]) -> pd.DataFrame:
+
+def kept_metrics(client: MlflowClient, study: optuna.Study) -> dict[int, dict[str, float]]:
+    """What each trial's MLflow run logged for the trial's kept epoch, by trial number: the epoch its value
+    comes from (``best_epoch``: ``score: best``, early stopping), else the last one it logged (a pruned
+    trial's: the epoch it stopped at). A trial without a run in the store is left out.
+
+    One search for the study's trial runs (their latest values); a metric history per metric only for a
+    trial whose kept epoch is not its last.
+    """
+    parent = study.user_attrs.get(Attr.PARENT)
+    if parent is None:
+        return {}
+    experiment = client.get_run(parent).info.experiment_id
+    query = f"tags.`sweep.role` = 'trial' and tags.`sweep.study_name` = '{study.study_name}'"
+    runs, token = {}, None
+    while True:
+        page = client.search_runs([experiment], query, max_results=1000, page_token=token)
+        runs.update((r.info.run_id, r) for r in page)
+        token = page.token
+        if not token:
+            break
+    out = {}
+    for trial in study.get_trials(deepcopy=False):
+        run = runs.get(trial.user_attrs.get(Attr.RUN))
+        if run is None:
+            continue
+        values = dict(run.data.metrics)  # each metric's value at its last step
+        kept = trial.user_attrs.get(Attr.BEST_EPOCH)
+        if kept is not None and kept != max(trial.intermediate_values, default=None):
+            at = {k: {m.step: m.value for m in client.get_metric_history(run.info.run_id, k)} for k in values}
+            values = {k: steps[kept] for k, steps in at.items() if kept in steps}
+        out[trial.number] = values
+    return out
+
+
+def _logged_order(name: str) -> tuple[bool, bool, bool, str]:
+    """Logged metrics as columns: validation first, then training, the rest, ``peak_memory_mb`` last."""
+    return not name.startswith("val_"), not name.startswith("train_"), name == "peak_memory_mb", name
+
+
+def trials_frame(
+    study: optuna.Study,
+    metrics: Sequence[str],
+    losses: Sequence[str],
+    logged: Mapping[int, Mapping[str, float]] | None = None,
+) -> pd.DataFrame:
     """One row per trial (Optuna's ``trials_dataframe``, columns named for people): number, state, the
     value(s) named by metric, duration, ``param.*``, the effective weights by loss name (``weight.a``),
-    the failure reason and the MLflow run id."""
+    what the trial's run logged for its kept epoch (``logged``, by trial number: see :func:`kept_metrics`;
+    ``val_a_loss``, ``val_b_acc``, ``train_a_loss``, ``lr``, ``peak_memory_mb``...), the failure reason and
+    the MLflow run id."""
     frame = study.trials_dataframe(attrs=("number", "state", "values", "duration", "params", "user_attrs"))
     out = pd.DataFrame({"number": frame["number"], "state": frame["state"].astype(str)})
     for i, metric in enumerate(metrics):
@@ -45,20 +96,25 @@ def trials_frame(study: optuna.Study, metrics: Sequence[str], losses: Sequence[s
     for i, name in enumerate(losses):
         if weights is not None and any(isinstance(w, list) and len(w) > i for w in weights):
             out[f"weight.{name}"] = [w[i] if isinstance(w, list) and len(w) > i else None for w in weights]
+    names = sorted({k for values in (logged or {}).values() for k in values} - set(out.columns), key=_logged_order)
+    for name in names:
+        out[name] = [(logged or {}).get(number, {}).get(name) for number in frame["number"]]
     for attr in (Attr.FAIL, Attr.RUN):
         out[attr] = frame.get(f"user_attrs_{attr}")
     return out
 
 
 def top_table(frame: pd.DataFrame, metrics: Sequence[str], directions: Sequence[str], k: int) -> str:
-    """The k best complete trials (by the first metric) as text: values, weights, every searched parameter."""
+    """The k best complete trials (by the first metric) as text: values, weights, every searched parameter,
+    the validation metrics logged for the kept epoch and the peak memory (:func:`trials_frame`)."""
     done = frame[frame["state"] == "COMPLETE"]
     if done.empty:
         return "No complete trial yet."
     ranked = done.sort_values(metrics[0], ascending=directions[0] == "minimize").head(k)
     columns = ["number", *metrics, *[c for c in ranked.columns if c.startswith("weight.")]]
     columns += [c for c in ranked.columns if c.startswith("param.")]  # every searched parameter
-    columns += ["state", "duration_s"]
+    columns += [c for c in ranked.columns if c.startswith("val_") and c not in metrics]  # each task's, logged
+    columns += ["peak_memory_mb", "state", "duration_s"]
     shown = ranked[[c for c in columns if c in ranked.columns]].rename(columns=lambda c: c.removeprefix("param."))
     return shown.to_string(index=False, float_format=lambda v: f"{v:.5g}")
 
@@ -111,22 +167,33 @@ def write_report(
     losses: Sequence[str],
     out: Path,
     k: int = 10,
+    client: MlflowClient | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Write the trials table (CSV, and Parquet when pyarrow is present), the top-k table and the plots.
 
+    Args:
+        client: The study's MLflow tracking store, for what each trial's run logged (:func:`kept_metrics`);
+            ``None``: the tables hold the Optuna records only.
+
     Returns:
-        The files written, and one line per plot that could not be drawn (e.g. importances need two
-        complete trials) — a study that is just starting still gets the rest.
+        The files written, and one line per plot (or table part) that could not be made (e.g. importances
+        need two complete trials) — a study that is just starting still gets the rest.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from mlflow.exceptions import MlflowException
 
     _import_importance_without_sklearn()
     out.mkdir(parents=True, exist_ok=True)
     metrics, directions = list(metrics), list(directions)
-    frame = trials_frame(study, metrics, losses)
+    skipped, logged = [], None
+    try:
+        logged = kept_metrics(client, study) if client is not None else None
+    except (MlflowException, OSError) as e:  # the Optuna records still make a report
+        skipped.append(f"the trials' logged metrics (MLflow): {one_line(e, with_type=False)}")
+    frame = trials_frame(study, metrics, losses, logged)
     written = [out / "trials.csv"]
     frame.to_csv(written[0], index=False)
     try:
@@ -137,7 +204,6 @@ def write_report(
     (out / "top.txt").write_text(top_table(frame, metrics, directions, k) + "\n")
     written.append(out / "top.txt")
 
-    skipped = []
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     for name, (html_fn, png_fn, kwargs) in _plots(study, metrics).items():
         if not complete:
@@ -181,6 +247,26 @@ def loss_curves_png(history: Sequence[Mapping[str, float]], path: Path) -> Path:
     return path
 
 
+def _tracking_client(uri: str) -> MlflowClient | None:
+    """A client of the study's MLflow tracking store, or ``None`` (said on stderr where it matters): a
+    SQLite file that does not exist (a reading command creates none), a server that does not answer."""
+    from mlflow import MlflowClient
+
+    from sweep.tracking import check_tracking, quiet_mlflow
+    from sweep.urls import absolute_sqlite, sqlite_path
+
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        return None
+    try:
+        check_tracking(uri)
+    except SweepError as e:
+        to_stderr(f"note: {e}: the tables show the Optuna records only")
+        return None
+    quiet_mlflow()
+    return MlflowClient(tracking_uri=absolute_sqlite(uri))
+
+
 def parser() -> argparse.ArgumentParser:
     p = study_parser(
         "python -m sweep.report",
@@ -203,10 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(".sweep") / "reports" / sf.study.name
     losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
     subs = [(m.sf, out / m.label) for m in members(sf)] or [(sf, out)]
+    client: MlflowClient | None = None
     try:
-        for sub, folder in subs:
+        for i, (sub, folder) in enumerate(subs):
             study = load_existing_study(sub.study.name, sub.study.storage)
-            written, skipped = write_report(study, sf.study.metric, sf.study.directions, losses, folder, args.top)
+            if i == 0:  # once a study is there to report on (sub-studies share the tracking store)
+                client = _tracking_client(sf.tracking.uri)
+            written, skipped = write_report(
+                study, sf.study.metric, sf.study.directions, losses, folder, args.top, client
+            )
             if len(subs) > 1:
                 print(f"== {sub.study.name} ==")
             print((folder / "top.txt").read_text(), end="")

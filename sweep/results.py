@@ -14,7 +14,7 @@ import optuna
 from sweep.compare import members
 from sweep.config import StudyFile
 from sweep.errors import SweepError
-from sweep.evaluation import Interval, mean_ci
+from sweep.evaluation import Interval, mean_ci, metric_range
 from sweep.storage import load_existing_study
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -49,7 +49,8 @@ class Evaluated:
         return list(self.finite[0]) if self.finite else []
 
     def interval(self, metric: str) -> Interval:
-        return mean_ci([r[metric] for r in self.finite])
+        """Mean and 95 % CI of ``metric`` over the finite seeds, clipped to the metric's range."""
+        return mean_ci([r[metric] for r in self.finite], bounds=metric_range(metric))
 
     def restore(self, found: dict) -> None:
         """Take the results recorded on the study (:data:`EVALUATION_ATTR`) for this trial."""
@@ -121,10 +122,12 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
     lines.append("")
     lines.append(
         f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
-        f"mean ± 95 % CI (Student t) over {n} fresh seeds, the kept epoch chosen by the study's rule "
-        f"(score: {sf.study.score}) on validation; test_* on the held-out test split no trial read. A seed whose "
-        "training diverged (NaN/Inf loss) is counted and shown, and left out of the mean. trials: the search's "
-        "complete trials (+ failed ones, which it replaced); s / trial: a complete search trial's mean wall time."
+        f"mean ± 95 % CI (Student t) over {n} fresh seeds (an interval reaching past the metric's range, "
+        "accuracies in [0, 1] and losses ≥ 0, is shown clipped, as mean [low, high]), the kept epoch chosen by "
+        f"the study's rule (score: {sf.study.score}) on validation; test_* on the held-out test split no trial "
+        "read. A seed whose training diverged (NaN/Inf loss) is counted and shown, and left out of the mean. "
+        "trials: the search's complete trials (+ failed ones, which it replaced); s / trial: a complete search "
+        "trial's mean wall time."
         + ("" if len(tested) == len(rows) else " —: not evaluated (run python -m sweep.evaluate).")
     )
     return "\n".join(lines)

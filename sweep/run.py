@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sweep.cli import add_cpu_threads, apply_cpu_threads
 from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, to_stderr
 from sweep.interrupts import Interrupts
 
@@ -43,13 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verbose", action="store_true", help="also print Optuna's line per trial and a failed trial's traceback"
     )
-    p.add_argument(
-        "--cpu-threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads on CPU (default 1: small models run faster single-threaded, and far "
-        "faster when other processes share the cores; 0 keeps torch's default)",
-    )
+    add_cpu_threads(p)  # shared with every command that trains (sweep.evaluate, sweep.export --seeds)
     p.add_argument(
         "--no-report", action="store_true", help="do not log the report (tables, plots) to the parent run at the end"
     )
@@ -126,13 +121,10 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         return EXIT_CONFIG
     if args.check:
         # The preflight of a run (build the problem, one batch through it) without storage or tracking.
-        import torch
-
         from sweep.runner import preflight
         from sweep.trial import ProblemCache
 
-        if args.cpu_threads > 0:
-            torch.set_num_threads(args.cpu_threads)
+        apply_cpu_threads(args.cpu_threads)
         try:
             checked = preflight(sf, args.study_file, ProblemCache())
         except ConfigError as e:
@@ -198,10 +190,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
     from sweep.studyyaml import read_study_text
     from sweep.workers import run_workers, worker_devices
 
-    if args.cpu_threads > 0:
-        import torch
-
-        torch.set_num_threads(args.cpu_threads)
+    apply_cpu_threads(args.cpu_threads)
     try:
         workers, devices = worker_devices(args.workers, args.devices)
     except ValueError as e:

@@ -29,6 +29,7 @@ from sweep.comparable import check_unchanged
 from sweep.config import StudyFile
 from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line, to_stderr
+from sweep.export import replay_run_prefix
 from sweep.faultpoints import pause
 from sweep.groups import run_groups, run_one_by_one
 from sweep.interrupts import Interrupts
@@ -167,6 +168,7 @@ def open_session(
     try:
         with sqlite_init_lock(sf.tracking.uri):
             tracker = retry_schema_race(lambda: Tracker(sf.tracking, study))
+        tracker.run_prefix = replay_run_prefix(sf.provenance) or tracker.run_prefix  # an export's replay
         tracker.set_parent_tags(
             {
                 "sweep.storage": redact(url),
@@ -306,7 +308,7 @@ def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, fai
     if report and not interrupted:
         with tempfile.TemporaryDirectory() as tmp:
             losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
-            write_report(study, sf.study.metric, sf.study.directions, losses, Path(tmp))
+            write_report(study, sf.study.metric, sf.study.directions, losses, Path(tmp), client=tracker.client)
             try:
                 tracker.log_parent_dir(tmp, "report")
             except (OSError, MlflowException) as e:  # a full artifact store: the study's records stand

@@ -52,6 +52,7 @@ def assert_agree(study: optuna.Study, client: MlflowClient, runs: list) -> None:
             assert run.data.tags["sweep.fail_reason"] == trial.user_attrs["fail_reason"]
 
 
+@pytest.mark.slow
 def test_run_resume_and_agree(tmp_path: Path) -> None:
     """A tiny study runs, prints the best trial and UI command; resume adds trials, not parents."""
     path = write_yaml(tmp_path / "tiny.yaml", tiny_study())
@@ -103,6 +104,7 @@ def test_run_resume_and_agree(tmp_path: Path) -> None:
     assert "0 run now" in done.stdout
 
 
+@pytest.mark.slow
 def test_failing_trials_end_failed_in_both(tmp_path: Path) -> None:
     """A diverging trial (NaN/Inf loss) ends FAILED in Optuna and MLflow with the reason; the study goes on;
     a command whose every trial failed exits 1."""
@@ -154,6 +156,7 @@ def test_multi_objective_study(tmp_path: Path) -> None:
     assert_agree(study, client, runs)
 
 
+@pytest.mark.slow
 def test_bad_file_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     """Invalid input: one line naming file and key on stderr, exit 2, no storage or MLflow store created."""
     doc = tiny_study("bad", study={"metric": "train_weighted_loss"})
@@ -166,6 +169,7 @@ def test_bad_file_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "mlartifacts").exists()
 
 
+@pytest.mark.slow
 def test_help_and_check(tmp_path: Path) -> None:
     """--help documents the command; --check validates without writing anything."""
     helped = run_cli("sweep.run", "--help", cwd=tmp_path)
@@ -199,6 +203,7 @@ def test_timeout_override_stops_starting_trials(tmp_path: Path) -> None:
     assert_agree(study, client, runs)
 
 
+@pytest.mark.slow
 def test_concurrent_starts_share_one_parent_run(tmp_path: Path) -> None:
     """Two workers starting on the same study at once end up with one parent run, not two."""
     import subprocess

@@ -200,7 +200,74 @@ def test_interrupted_evaluation_leaves_no_half_written_run(tmp_path, monkeypatch
     assert third.returncode == 0 and len(evaluation_runs()) == 2
     table = [line for line in third.stdout.splitlines() if line.startswith("| stop")]
     assert table == [line for line in resumed.stdout.splitlines() if line.startswith("| stop")] and len(table) == 2
-    assert run_main(*args, "--again", cwd=tmp_path).returncode == 0 and len(evaluation_runs()) == 4
+    assert run_main(*args, "--again", cwd=tmp_path).returncode == 0 and len(evaluation_runs()) == 2  # replaced
+
+
+def test_again_supersedes_the_earlier_evaluation_run(tmp_path) -> None:
+    """``--again`` (or other seeds) replaces a configuration's evaluation: the earlier MLflow run is tagged
+    ``sweep.superseded_by`` with the new run's id and moved to MLflow's deleted runs (restorable), said in
+    one line; the study's record and the report show the new one only."""
+    from mlflow.entities import ViewType
+
+    write_yaml(tmp_path / "s.yaml", _guarded_study("again"))
+    assert run_main("sweep.run", "s.yaml", "--no-progress", "--no-report", cwd=tmp_path).returncode == 0
+    args = ("sweep.evaluate", "s.yaml", "--seeds", "2", "--no-progress")
+    assert run_main(*args, cwd=tmp_path).returncode == 0
+    evaluations = lambda: [r for r in _runs(tmp_path, "again") if r.data.tags.get("sweep.role") == "evaluation"]  # noqa: E731
+    (old,) = evaluations()
+    again = run_main(*args, "--again", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    (new,) = evaluations()
+    assert new.info.run_id != old.info.run_id and new.info.run_name == old.info.run_name
+    replaced = _client(tmp_path).get_run(old.info.run_id)
+    assert replaced.data.tags["sweep.superseded_by"] == new.info.run_id
+    assert replaced.info.lifecycle_stage == "deleted"
+    said = [line for line in again.stderr.splitlines() if "superseded" in line]
+    assert len(said) == 1 and old.info.run_id in said[0] and new.info.run_id in said[0], again.stderr
+    study = optuna.load_study(study_name="again", storage=_storage(tmp_path))
+    assert study.user_attrs[EVALUATION_ATTR][new.data.tags["sweep.trial"]]["run_id"] == new.info.run_id
+    # Other seeds replace it too; the deleted runs keep the chain.
+    assert run_main("sweep.evaluate", "s.yaml", "--seeds", "3", "--no-progress", cwd=tmp_path).returncode == 0
+    (third,) = evaluations()
+    assert third.data.tags["sweep.seeds"] == "3"
+    assert _client(tmp_path).get_run(new.info.run_id).data.tags["sweep.superseded_by"] == third.info.run_id
+    experiment = _client(tmp_path).get_experiment_by_name("again").experiment_id
+    deleted = _client(tmp_path).search_runs([experiment], run_view_type=ViewType.DELETED_ONLY)
+    assert {r.info.run_id for r in deleted} == {old.info.run_id, new.info.run_id}
+
+
+def test_the_help_says_95_percent() -> None:
+    """argparse does not %-format a description: a doubled ``%%`` was printed as written."""
+    from sweep.evaluate import parser
+
+    text = " ".join(parser().format_help().split())
+    assert "95% CI" in text and "%%" not in text
+
+
+def test_a_ci_is_clipped_to_the_range_of_its_metric() -> None:
+    """Accuracies lie in [0, 1], losses are ≥ 0: an interval passing that range is shown clipped (as
+    ``[low, high]``, no longer symmetric); one inside it stays ``mean ± half width``; values outside the
+    conventional range (an accuracy in percent, a negative log-likelihood) leave the interval as it is."""
+    from sweep.evaluation import metric_range
+    from sweep.results import Evaluated
+
+    acc = mean_ci([1.0, 1.0, 0.82], bounds=metric_range("test_a_acc"))
+    assert acc.half_width == pytest.approx(mean_ci([1.0, 1.0, 0.82]).half_width)  # the Student-t width as ever
+    assert acc.low == pytest.approx(acc.mean - acc.half_width) and acc.high == 1.0
+    assert acc.text() == f"0.940 [{acc.mean - acc.half_width:.3f}, 1.000]"
+    loss = mean_ci([0.001, 0.03, 0.002], bounds=metric_range("val_total_loss"))
+    assert loss.low == 0.0 and loss.text().startswith("0.011 [0.000, ")
+    inside = mean_ci([0.71, 0.64, 0.80, 0.69, 0.75], bounds=metric_range("test_b_acc"))
+    assert "±" in inside.text() and (inside.low, inside.high) == (inside.mean - inside.half_width,
+                                                                  inside.mean + inside.half_width)  # fmt: skip
+    percent = mean_ci([100.0, 100.0, 82.0], bounds=metric_range("test_a_acc"))
+    assert "±" in percent.text()
+    nll = mean_ci([-0.5, 0.1, 0.2], bounds=metric_range("test_a_loss"))
+    assert "±" in nll.text()
+    assert metric_range("test_a_mae") == (-math.inf, math.inf)
+    row = Evaluated("s", None, optuna.trial.create_trial(value=0.5), "3", 1.0, [1, 2, 3])
+    row.runs = [{"test_a_acc": 1.0}, {"test_a_acc": 1.0}, {"test_a_acc": 0.82}]
+    assert row.cell("test_a_acc") == acc.text()
 
 
 def test_a_diverged_seed_is_counted_not_averaged(tmp_path, monkeypatch) -> None:
@@ -282,6 +349,7 @@ def test_compare_runs_one_equal_budget_study_per_choice_and_evaluates_each(tmp_p
     assert (tmp_path / ".sweep" / "reports" / "cmp" / "static" / "trials.csv").exists()
 
 
+@pytest.mark.slow
 def test_compare_with_workers_passes_each_choice_to_its_processes(tmp_path) -> None:
     """``--workers 2`` on a comparison: each sub-study's worker process gets ``--compare-value`` and
     trains only that choice (a real subprocess run of the CLI)."""

@@ -24,6 +24,7 @@ def _storage(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
 
 
+@pytest.mark.slow
 def test_export_replays_the_trial(tmp_path: Path) -> None:
     """The exported best trial validates, has no search space, and replays to the same value (CPU)."""
     path = write_yaml(tmp_path / "tiny.yaml", tiny_study("replay", study={"n_trials": 4}))
@@ -132,8 +133,59 @@ def test_report_files_and_parent_artifacts(tmp_path: Path) -> None:
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/trials.csv", "report/weights_vs_objective.png", "report/optimization_history.html"} <= logged
+    parent_csv = Path(client.download_artifacts(parent.info.run_id, "report/trials.csv", str(tmp_path)))
+    assert {"val_a_loss", "val_b_loss", "peak_memory_mb"} <= set(parent_csv.read_text().splitlines()[0].split(","))
     child = study.trials[0].user_attrs["mlflow_run_id"]
     assert "loss_curves.png" in {a.path for a in client.list_artifacts(child)}  # tracking.trial_plots: true
+
+
+def test_the_report_shows_each_trials_logged_metrics_at_its_kept_epoch(tmp_path: Path) -> None:
+    """trials.csv has every metric the loop logged (each task's losses and accuracies, weights, LR,
+    ``peak_memory_mb``) as it was at the trial's kept epoch (``score: best``: the best one, not the last);
+    the top table shows the validation metrics and the peak memory."""
+    doc = _maximized("logged", n_trials=3)
+    doc["study"]["score"] = "best"
+    doc["objective"]["epochs"] = 4
+    doc["search"]["params"]["optimizer.lr"] = {"type": "float", "low": 0.05, "high": 1.0, "log": True}
+    path = write_yaml(tmp_path / "logged.yaml", doc)
+    assert run_main("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path).returncode == 0
+    result = run_main("sweep.report", str(path), "-o", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="logged", storage=_storage(tmp_path))
+    frame = pd.read_csv(tmp_path / "out" / "trials.csv").set_index("number")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = ("val_a_loss", "val_b_loss", "val_a_acc", "val_b_acc", "train_a_loss", "weight_a", "lr", "peak_memory_mb")
+    for trial in study.trials:
+        kept = trial.user_attrs["best_epoch"]
+        run_id = trial.user_attrs["mlflow_run_id"]
+        for key in logged:
+            at = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+            assert frame.loc[trial.number, key] == pytest.approx(at[kept], rel=1e-12), (trial.number, key)
+        assert frame.loc[trial.number, "val_a_acc"] == pytest.approx(trial.value, rel=1e-12)
+    assert any(t.user_attrs["best_epoch"] != max(t.intermediate_values) for t in study.trials)  # not the last
+    header = (tmp_path / "out" / "top.txt").read_text().splitlines()[0].split()
+    assert {"val_a_loss", "val_b_loss", "val_b_acc", "peak_memory_mb"} <= set(header), header
+    assert header == next(line for line in result.stdout.splitlines() if "val_b_loss" in line).split()
+
+
+def test_a_replays_run_is_named_after_what_it_replays() -> None:
+    """The name an exported file's trial runs get (its provenance), not ``trial-0`` beside the original."""
+    from sweep.export import replay_run_prefix
+
+    assert replay_run_prefix({"study": "quickstart", "trial": 7}) == "replay of quickstart trial-7 · "
+    assert replay_run_prefix(None) == replay_run_prefix({}) == ""  # not a replay: trial-<number>
+
+
+def test_a_replayed_run_is_not_named_like_the_original(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "s.yaml", tiny_study("named", study={"n_trials": 2}))
+    assert run_main("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path).returncode == 0
+    exported = run_main("sweep.export", str(path), "--trial", "1", "-o", "best.yaml", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    replay = run_main("sweep.run", "best.yaml", "--no-report", "--no-progress", cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    again = optuna.load_study(study_name="named-trial1", storage=_storage(tmp_path)).trials[0]
+    assert client.get_run(again.user_attrs["mlflow_run_id"]).info.run_name == "replay of named trial-1 · trial-0"
 
 
 def test_ui_command(tmp_path: Path) -> None:
@@ -143,11 +195,13 @@ def test_ui_command(tmp_path: Path) -> None:
     shown = run_main("sweep.ui", str(path), "--port", "5123", "--print-only", cwd=tmp_path)
     assert shown.returncode == 0
     assert "http://127.0.0.1:5123/#/experiments/1/runs" in shown.stdout and "--host 127.0.0.1" in shown.stdout
+    assert "starting" not in shown.stdout and "not started" in shown.stdout  # --print-only starts nothing
     other = write_yaml(tmp_path / "other.yaml", tiny_study("not-run"))
     missing = run_main("sweep.ui", str(other), "--print-only", cwd=tmp_path)
     assert missing.returncode == 1 and "run the study first" in missing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 def test_no_password_in_exports_or_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A password in the storage URL (trust auth ignores it) appears in no output, MLflow file or export."""
@@ -311,6 +365,7 @@ def test_a_maximized_study_is_exported_evaluated_reported_and_linked_best_first(
     assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_a_acc`", False)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Query string argument:Warning")  # SQLAlchemy: SQLite ignores ?password=
 def test_no_secret_in_url_parameters_reaches_outputs_stores_or_exports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -388,6 +443,7 @@ print("later import", sklearn.ensemble.RandomForestRegressor.__name__)
 """
 
 
+@pytest.mark.slow
 def test_the_report_draws_importances_without_importing_scikit_learn(tmp_path: Path) -> None:
     """Optuna's importance package would import scikit-learn's forests (for fANOVA, unused): ~1 s of every run."""
     import subprocess

@@ -34,7 +34,7 @@ def test_trial_beats_before_its_mlflow_run_exists(tmp_path: Path) -> None:
             raise RuntimeError("stop here")
 
     class Tracker:
-        client, experiment_id, parent_id = Client(), "0", "p"
+        client, experiment_id, parent_id, run_prefix = Client(), "0", "p", ""
 
     sf = parse_study(tiny_study("beat"), "b.yaml")
     objective = Objective(sf, Tracker(), ProblemCache(), Interrupts(), beat=Beat())  # type: ignore[arg-type]
