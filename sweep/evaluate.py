@@ -8,7 +8,7 @@ for the top K of every compared choice and prints the comparison table: each met
 value from the search, its retrained validation and test values ± CI, and its cost per trial.
 
 Records: one MLflow run per configuration, tagged ``sweep.role = evaluation``, nested under the study's
-parent run (per-seed values as metric steps 0..N−1, ``<metric>_mean`` and ``<metric>_ci95``), written
+parent run (per-seed values as steps 0..N−1 of ``<metric>_seed``, ``<metric>_mean`` and ``<metric>_ci95``), written
 once the configuration's seeds have all run (an interrupted evaluation leaves no half-written run);
 a new evaluation of a configuration (``--again``, other seeds) supersedes its earlier runs (tagged
 ``sweep.superseded_by``, moved to MLflow's deleted runs). The results also go to the Optuna study (user
@@ -132,7 +132,9 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> tuple[str, l
     run_id = client.create_run(experiment.experiment_id, run_name=name, tags=tags).info.run_id
     now = int(time.time() * 1000)
     keys = [k for k in item.metric_names() if k != "epoch"]
-    metrics = [Metric(k, r[k], now, i) for i, r in enumerate(item.runs) for k in (*keys, "epoch") if r]
+    # Each seed's values under ``<metric>_seed`` (step = seed index), never under the metric's own name: a
+    # table or a sort on ``val_total_loss`` must not show one seed's value where the mean belongs.
+    metrics = [Metric(f"{k}_seed", r[k], now, i) for i, r in enumerate(item.runs) for k in (*keys, "epoch") if r]
     metrics.append(Metric("diverged_seeds", item.diverged, now, 0))
     for k in keys:  # none when every seed diverged
         ci = item.interval(k)

@@ -106,10 +106,12 @@ def test_search_never_reads_the_test_split_and_evaluate_scores_on_it(tmp_path, m
     assert ev.data.tags["mlflow.parentRunId"] == study.user_attrs[Attr.PARENT]
     assert ev.data.tags["sweep.trial"] == str(study.best_trial.number)
     assert ev.info.status == "FINISHED"
-    # Search runs still carry no test metric; the evaluation run has one value per seed (steps 0..4).
+    # Search runs still carry no test metric; the evaluation run has one value per seed (steps 0..4), never
+    # under the metric's own name (where a table would show one seed's value as the run's).
     searched = [r for r in runs if r.data.tags.get("sweep.role") != "evaluation"]
     assert not any(k.startswith("test_") for r in searched for k in r.data.metrics)
-    history = _client(tmp_path).get_metric_history(ev.info.run_id, "test_total_loss")
+    assert "test_total_loss" not in ev.data.metrics and "val_total_loss" not in ev.data.metrics
+    history = _client(tmp_path).get_metric_history(ev.info.run_id, "test_total_loss_seed")
     values = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1, 2, 3, 4]
     # The CI, checked against a direct computation from the five per-seed values.
@@ -293,7 +295,7 @@ def test_a_diverged_seed_is_counted_not_averaged(tmp_path, monkeypatch) -> None:
     assert "diverged (a training loss is not finite" in result.stderr
     (ev,) = [r for r in _runs(tmp_path, "nan") if r.data.tags.get("sweep.role") == "evaluation"]
     assert ev.data.metrics["diverged_seeds"] == 1
-    history = _client(tmp_path).get_metric_history(ev.info.run_id, "test_total_loss")
+    history = _client(tmp_path).get_metric_history(ev.info.run_id, "test_total_loss_seed")
     assert sorted(m.step for m in history) == [0, 2]
     values = [m.value for m in history]
     assert ev.data.metrics["test_total_loss_mean"] == pytest.approx(float(np.mean(values)), rel=1e-12)
