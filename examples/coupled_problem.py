@@ -7,7 +7,10 @@ target tells A what its code should mean; B's loss tells it what the classifier 
 
 The consistency term is the user's: B's class distribution on A's code should match its distribution
 on A's target (a KL divergence, a better fit for a classifier's logits than the default squared
-difference). A's metric ``cos`` (cosine between code and target) is logged as ``val_a_cos``.
+difference). With ``consistency: views`` it is instead a term on two views of the input, the seed
+article's kind: B's distribution on A's code of a noisy copy of ``x`` against its distribution on the
+batch; such a term takes ``x`` and ``model_a`` by keyword. A's metric ``cos`` (cosine between code and
+target) is logged as ``val_a_cos``.
 
 Named in a study file as ``problem: {name: "examples.coupled_problem:make", options: {n: 1500}}``
 with ``loop: alternating``; sweep imports this module (running its code) and calls
@@ -15,6 +18,8 @@ with ``loop: alternating``; sweep imports this module (running its code) and cal
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
@@ -33,15 +38,45 @@ def consistency(
     )
 
 
+def views(
+    z: torch.Tensor,
+    y_hat: torch.Tensor,
+    y: torch.Tensor,
+    t_a: torch.Tensor,
+    model_b: nn.Module,
+    *,
+    x: torch.Tensor,
+    model_a: nn.Module,
+) -> torch.Tensor:
+    """KL(B(A(x)) ‖ B(A(x + noise))), batch mean: B should answer alike on two views of the input.
+
+    It draws its noise from torch's RNG (seeded per trial, so a trial replays), which is why a
+    vectorized group (``parallel_trials``) trains such trials one after another.
+    """
+    other = model_b(model_a(x + 0.1 * torch.randn_like(x)))
+    return F.kl_div(F.log_softmax(other, dim=-1), F.log_softmax(y_hat, dim=-1), reduction="batchmean", log_target=True)
+
+
+TERMS = {"target": consistency, "views": views}  # the ``consistency`` option of make
+
+
 def cosine(z: torch.Tensor, t_a: torch.Tensor) -> torch.Tensor:
     """Mean cosine similarity of each code with its target (a per-sample mean, so chunked means add up)."""
     return F.cosine_similarity(z, t_a, dim=-1).mean()
 
 
 def make(
-    seed: int, n: int = 1500, n_val: int = 500, factors: int = 4, classes: int = 5, hidden: int = 32, noise: float = 0.3
+    seed: int,
+    n: int = 1500,
+    n_val: int = 500,
+    factors: int = 4,
+    classes: int = 5,
+    hidden: int = 32,
+    noise: float = 0.3,
+    consistency: Literal["target", "views"] = "target",
 ) -> CoupledProblem:
-    """Build the problem. ``seed`` is the data seed sweep passes; the rest are the study's options."""
+    """Build the problem. ``seed`` is the data seed sweep passes; the rest are the study's options
+    (``consistency``: which term above, :func:`consistency` on A's target or :func:`views` of x)."""
     g = torch.Generator().manual_seed(seed)
     rows = n + n_val
     f = torch.randn(rows, factors, generator=g)
@@ -58,6 +93,6 @@ def make(
         loss_a=F.mse_loss,
         loss_b=F.cross_entropy,
         metrics={"acc": accuracy},
-        consistency=consistency,
+        consistency=TERMS[consistency],
         metrics_a={"cos": cosine},
     )

@@ -5,17 +5,20 @@ Read top to bottom. With ``z = A(x)`` and ``y_hat = B(z)`` the objective is
     L = w_a · loss_a(z, t_a) + w_b · loss_b(y_hat, y) [+ w_c · mean((y_hat − B(t_a))²)]
 
 where the consistency term (third weight) is the problem's own ``consistency(z, y_hat, y, t_a, B)``
-when it gives one, and the ``mode`` says which model learns from which terms:
+when it gives one (also given ``x=`` and ``model_a=A`` by keyword when it names them: a term on two
+views of x), and the ``mode`` says which model learns from which terms:
 
 ``alternate``
     per cycle ``steps_a`` optimizer steps on A, then ``steps_b`` on B. An A step back-propagates L
     into A only (B is frozen: no gradient reaches B's parameters); a B step computes z without
-    gradient (A gets nothing) and back-propagates L into B. Every step draws a fresh batch and runs a
+    gradient (A gets nothing, nor from a consistency term that calls A) and back-propagates L into B.
+    Every step draws a fresh batch and runs a
     fresh forward pass after the previous step: there is never a backward through a graph built
     before an optimizer step (the ``retain_graph=True`` pattern, which applies stale gradients or
     fails with "modified by an inplace operation").
 ``b_on_detached``
-    every step updates both: A on its own loss only, B on L computed from ``z.detach()``.
+    every step updates both: A on its own loss only, B on L computed from ``z.detach()`` (A frozen
+    where the consistency term calls it).
 ``joint``
     one optimizer over both models, one parameter group per model (own LR, weight decay), one
     backward of L.
@@ -68,28 +71,33 @@ Step = Callable[[tuple[Any, ...], torch.Tensor], StepResult]  # (batch (x, y, t_
 
 def losses(
     problem: CoupledProblem,
-    model_b: torch.nn.Module,
+    model_b: Callable[..., Any],
     z: torch.Tensor,
     y: torch.Tensor,
     t: torch.Tensor,
     consistency: bool,
+    *,
+    x: Any,
+    model_a: Callable[..., Any],
 ) -> torch.Tensor:
     """The unweighted loss terms ``[loss_a, loss_b(, consistency)]`` for A's output ``z``, stacked.
 
-    The consistency term is the problem's ``consistency(z, y_hat, y, t_a, model_b)`` when it has one,
-    else ``mean((y_hat − B(t_a))²)``.
+    The consistency term is :meth:`CoupledProblem.consistency_term`: the problem's
+    ``consistency(z, y_hat, y, t_a, model_b)`` (given the batch's inputs ``x`` and ``model_a`` by keyword
+    when it takes them) when it has one, else ``mean((y_hat − B(t_a))²)``. The vectorized loop calls
+    this with its models as functions of a member's parameters.
+
+    Raises:
+        ValueError: the problem's consistency function returned no 0-d tensor.
     """
     out = model_b(z)
     terms = [problem.loss_a(z, t), problem.loss_b(out, y)]
     if consistency:
-        if problem.consistency is None:
-            terms.append(torch.mean((out - model_b(t)) ** 2))
-        else:
-            term = problem.consistency(z, out, y, t, model_b)
-            if not isinstance(term, torch.Tensor) or term.ndim != 0:
-                shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
-                raise ValueError(f"CoupledProblem.consistency must return a 0-d tensor (a batch mean), got {shape}")
-            terms.append(term)
+        term = problem.consistency_term(z, out, y, t, model_b, x=x, model_a=model_a)
+        if not isinstance(term, torch.Tensor) or term.ndim != 0:
+            shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
+            raise ValueError(f"CoupledProblem.consistency must return a 0-d tensor (a batch mean), got {shape}")
+        terms.append(term)
     return torch.stack(terms)
 
 
@@ -111,7 +119,7 @@ def evaluate(
         x, y, t = batch
         with autocast(cfg.precision, device):
             z = call(model_a, x)
-            terms = losses(problem, model_b, z, y, t, consistency)
+            terms = losses(problem, model_b, z, y, t, consistency, x=x, model_a=model_a)
             out = model_b(z)
             means = {f"val_{name}_loss": value for name, value in zip(TERMS, terms, strict=False)}
             means.update({f"val_a_{key}": fn(z, t) for key, fn in problem.metrics_a.items()})
@@ -206,7 +214,8 @@ def train(
         """The step's loss terms for A's output (computed here unless given), under autocast."""
         x, y, t = batch
         with autocast(cfg.precision, device):
-            return losses(problem, model_b, call(model_a, x) if z is None else z, y, t, consistency)
+            z = call(model_a, x) if z is None else z
+            return losses(problem, model_b, z, y, t, consistency, x=x, model_a=model_a)
 
     # 6. One step function per mode, picked once below. Each runs a fresh forward pass of the batch,
     #    fills the gradients and steps its optimizer(s); it returns the terms, effective weights and
@@ -224,7 +233,8 @@ def train(
         # 6b. B step (alternate): A's output without gradient, so A gets nothing from B's steps.
         with torch.no_grad(), autocast(cfg.precision, device):
             z = call(model_a, batch[0])
-        terms = forward(batch, z)
+        with frozen(model_a):  # a consistency term that calls A gives A nothing either
+            terms = forward(batch, z)
         opt_b.zero_grad(set_to_none=True)
         w = backward(strategy, grad_scaler, terms, base, params_b)
         step_optimizer(opt_b, grad_scaler, [clip_b])
@@ -236,7 +246,9 @@ def train(
         with autocast(cfg.precision, device):
             z = call(model_a, batch[0])
             own = problem.loss_a(z, batch[2]).unsqueeze(0)
-        terms = torch.cat([own, forward(batch, z.detach())[1:]])
+        with frozen(model_a):  # A learns from its own loss only, also where the consistency term calls A
+            rest = forward(batch, z.detach())[1:]
+        terms = torch.cat([own, rest])
         opt_a.zero_grad(set_to_none=True)
         opt_b.zero_grad(set_to_none=True)
         w = backward(strategy, grad_scaler, terms, base, params_a + params_b)

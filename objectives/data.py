@@ -11,6 +11,8 @@ dict (``model(**inputs)``), see :func:`call`.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,12 +30,60 @@ class DataError(ValueError):
 
 
 def call(model: torch.nn.Module, inputs: Any) -> Any:
-    """The model on a batch's inputs: ``model(x)``, ``model(*inputs)`` for a tuple/list, ``model(**inputs)``."""
+    """The model on a batch's inputs: ``model(x)``, ``model(*inputs)`` for a tuple/list, ``model(**inputs)``.
+
+    Raises:
+        TypeError: dict inputs whose keys do not fit ``model.forward``'s parameters, saying so (see
+            :func:`dict_mismatch`); any other error of the model's as it is.
+    """
     if isinstance(inputs, dict):
-        return model(**inputs)
+        try:
+            return model(**inputs)
+        except TypeError as e:
+            why = dict_mismatch(model, inputs)
+            if why is None:
+                raise
+            raise TypeError(why) from e
     if isinstance(inputs, list | tuple):
         return model(*inputs)
     return model(inputs)
+
+
+def dict_mismatch(model: torch.nn.Module, inputs: dict[str, Any]) -> str | None:
+    """Why dict ``inputs`` cannot be ``model.forward``'s keyword arguments, in one line: the keys it does
+    not take (each with the closest parameter no key gives, "did you mean") and the parameters without
+    a default that no key gives. ``None`` when they fit (a TypeError then came from inside the model) or
+    ``forward``'s signature cannot be read. Only called once the model has raised: it costs nothing per step."""
+    forward = getattr(model, "forward", model)
+    try:
+        signature = inspect.signature(forward)
+        signature.bind(**inputs)
+        return None
+    except ValueError:
+        return None
+    except TypeError:
+        pass
+    params = signature.parameters
+    by_name = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    required = [n for n, p in params.items() if p.default is p.empty and p.kind not in variadic]
+    free = [n for n in by_name if n not in inputs]  # parameters no key gives: what a misspelt key meant
+    problems, meant = [], set()
+    for key in [] if takes_any else [k for k in inputs if k not in by_name]:
+        close = difflib.get_close_matches(key, free, n=1)
+        meant.update(close)
+        problems.append(f"key {key!r} is not a parameter" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    problems += [f"no key for its parameter {n!r}" for n in required if n not in inputs and n not in meant]
+    if not problems:
+        return None
+    keys = ", ".join(repr(k) for k in inputs)
+    stars = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
+    names = ", ".join(stars.get(p.kind, "") + n for n, p in params.items())
+    return (
+        f"dict inputs are passed as model(**inputs): the keys {keys} do not fit "
+        f"{type(model).__name__}.forward({names}): {'; '.join(problems)}"
+    )
 
 
 def take(tree: Any, index: torch.Tensor | slice) -> Any:
@@ -91,6 +141,11 @@ def loader(
     )
 
 
+def pass_seed(seed: int, number: int) -> int:
+    """The seed of a DataLoader's shuffled pass ``number`` (1, 2, ...) for a split whose loader seed is ``seed``."""
+    return derive_seed(seed, "pass", number)
+
+
 class Source:
     """One training split's batches, epoch by epoch.
 
@@ -144,7 +199,7 @@ class Source:
         not on how much of the previous pass was read, which ``num_workers`` (prefetching) changes."""
         assert self._loader is not None and self._loader.generator is not None
         self._passes += 1
-        self._loader.generator.manual_seed(derive_seed(self._seed, "pass", self._passes))
+        self._loader.generator.manual_seed(pass_seed(self._seed, self._passes))
         return iter(self._loader)
 
     def _loaded(self, steps: int) -> Iterator[Any]:

@@ -1,13 +1,17 @@
 """One batch through a built problem before a study starts: what only running it can tell.
 
-:func:`check_batch` takes the first batch of each training split (and of each validation split), on
-the study's device, builds the model(s) and calls them, the losses and the metrics as the loops do,
-then runs one backward pass of the summed losses. It raises :class:`PreflightError`, one line
+:func:`check_batch` takes the trial's first batch of each training split (shuffled with the trial's
+seed, as the loop draws it: :mod:`objectives.preflight_batches`) and the first batch of each validation
+split, on the study's device, builds the model(s) and calls them, the losses and the metrics as the
+loops do, then runs one backward pass of the summed losses. It raises :class:`PreflightError`, one line
 naming the task (``task a's loss``, ``B's metric 'acc'``, ``the consistency term``...) and what is
 wrong, for:
 
 - a loss that is not a 0-d tensor (``reduction='none'``), is NaN or infinite, or has no gradient;
 - a metric that is not a 0-d tensor;
+- a cross-entropy/NLL loss whose labels are no classes of the output it gets (a 5-class task on a
+  3-logit head): labels outside ``[0, C)``, over all of a tensor split's labels or a few shuffled
+  batches of a Dataset (:mod:`objectives.preflight_batches`), checked before the loss runs;
 - a prediction and a target whose shapes broadcast into a wrong loss that trains without error —
   **the shape rule**: a loss or metric is flagged when torch itself warns that the target size
   differs from the input size (``mse_loss``, ``l1_loss``, ``smooth_l1_loss``, ``huber_loss``...),
@@ -19,7 +23,8 @@ wrong, for:
   (A first batch whose targets are all equal hides a hand-written broadcast: it gives the same value.)
 - a model factory that raises or returns no ``nn.Module``, a model without parameters, a backward
   pass that reaches none of a model's parameters, a batch that is not ``(inputs, target[, t_a])``,
-  and anything the user's code raises on the way (its exception's first line).
+  dict inputs whose keys ``forward`` does not take (:func:`objectives.data.call` names them), and
+  anything the user's code raises on the way (its exception's first line).
 
 A CUDA out-of-memory error is not a verdict on the problem (other batch sizes or models in the
 search may fit): it propagates as it is, for the caller to decide. Everything runs on its own RNG
@@ -37,31 +42,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from objectives.data import DataError, call, take
-from objectives.helpers import first_line, is_out_of_memory, seed_all
+from objectives.data import call
+from objectives.helpers import derive_seed, seed_all
 from objectives.numerics import autocast
-from objectives.problems.base import CoupledProblem, Problem, Split, Task, move
+from objectives.preflight_batches import PreflightError, check_classes, draw, run
+from objectives.problems.base import CoupledProblem, Problem, Task
+
+__all__ = ["PreflightError", "check_batch"]
 
 # What torch's elementwise losses warn when they are about to broadcast a target against a prediction.
 _TORCH_BROADCAST_WARNING = "that is different to the input size"
-
-
-class PreflightError(ValueError):
-    """A built problem cannot train as it is: one line naming the task (or model) and what is wrong."""
-
-
-def _run(what: str, fn: Callable[[], Any]) -> Any:
-    """``fn()``; anything it raises (but running out of memory) as a PreflightError naming ``what``."""
-    try:
-        return fn()
-    except PreflightError:
-        raise
-    except Exception as e:
-        if is_out_of_memory(e):
-            raise
-        raise PreflightError(f"{what} raised {first_line(e)}") from None
 
 
 @contextlib.contextmanager
@@ -78,37 +69,11 @@ def _own_rng(seed: int, device: torch.device) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def first_batch(
-    split: Split, size: int, collate_fn: Callable[[list[Any]], Any] | None, device: torch.device, what: str, items: int
-) -> tuple[Any, ...]:
-    """The split's first ``size`` samples on ``device``: its first rows (tensors), or the first batch of a
-    DataLoader with no workers (a Dataset). ``what`` names the split (``task a's training data``);
-    ``items`` is how many elements a batch must have (2: inputs, target; 3: inputs, target, t_a)."""
-    form = "(inputs, target, t_a)" if items == 3 else "(inputs, target)"
-    if isinstance(split, Dataset):
-        loader = DataLoader(split, batch_size=size, shuffle=False, num_workers=0, collate_fn=collate_fn)
-        batch = _run(f"reading the first batch of {what}", lambda: next(iter(loader), None))
-        if batch is None:
-            raise PreflightError(f"{what} gives no batch")
-    else:
-        try:
-            rows = min(size, len(split[1]))
-            batch = take(split, slice(0, rows))
-        except DataError as e:
-            raise PreflightError(f"{what}: {first_line(e).removeprefix('DataError: ')}") from None
-        except Exception as e:
-            raise PreflightError(f"{what} is not an {form} tuple of tensors ({first_line(e)})") from None
-    if not isinstance(batch, list | tuple) or len(batch) < items:
-        held = f"{len(batch)} element(s)" if isinstance(batch, list | tuple) else f"a {type(batch).__name__}"
-        raise PreflightError(f"a batch of {what} holds {held}; expected {form}")
-    return move(tuple(batch), device)
-
-
 def _model(what: str, factory: Callable[[], Any], device: torch.device) -> torch.nn.Module:
-    model = _run(f"{what}()", factory)
+    model = run(f"{what}()", factory)
     if not isinstance(model, torch.nn.Module):
         raise PreflightError(f"{what}() returned {type(model).__name__}, not a torch.nn.Module")
-    model = _run(f"moving {what}()'s model to {device}", lambda: model.to(device))
+    model = run(f"moving {what}()'s model to {device}", lambda: model.to(device))
     if not any(True for _ in model.parameters()):
         raise PreflightError(f"{what}()'s model has no parameters: there is nothing to train")
     return model
@@ -156,7 +121,7 @@ def _value(what: str, fn: Callable[..., Any], pred: Any, target: Any, *, loss: b
     is being recorded); no silent broadcast of the pair."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        value = _run(what, lambda: fn(pred, target))
+        value = run(what, lambda: fn(pred, target))
     torch_warned = any(_TORCH_BROADCAST_WARNING in str(w.message) for w in caught)
     mean = "a batch mean is needed (reduction='none'?)" if loss else "a batch mean is needed (.mean()?)"
     if not isinstance(value, torch.Tensor):
@@ -179,7 +144,7 @@ def _finite(what: str, value: torch.Tensor) -> None:
 
 def _backward(losses: Mapping[str, torch.Tensor], models: Mapping[str, torch.nn.Module]) -> None:
     """One backward pass of the summed losses; each model must get a gradient on some parameter."""
-    _run("the backward pass of the summed losses", lambda: torch.stack(list(losses.values())).float().sum().backward())
+    run("the backward pass of the summed losses", lambda: torch.stack(list(losses.values())).float().sum().backward())
     for name, model in models.items():
         if all(p.grad is None for p in model.parameters()):
             raise PreflightError(
@@ -190,23 +155,25 @@ def _backward(losses: Mapping[str, torch.Tensor], models: Mapping[str, torch.nn.
 
 def _output(model: torch.nn.Module, task: Task, inputs: Any, what: str) -> Any:
     """The model on a batch's inputs, and this task's output of it (``task.head``), as the loop takes it."""
-    out = _run(what, lambda: call(model, inputs))
+    out = run(what, lambda: call(model, inputs))
     if task.head is None:
         return out
-    return _run(f"taking output {task.head} (Task.head) of the model's output {_shape(out)}", lambda: out[task.head])
+    return run(f"taking output {task.head} (Task.head) of the model's output {_shape(out)}", lambda: out[task.head])
 
 
 def _check_dual(cfg: Any, problem: Problem, device: torch.device) -> None:
     tasks = {"a": problem.a, "b": problem.b}
     sizes = {"a": cfg.batch_size, "b": getattr(cfg, "batch_size_b", None) or cfg.batch_size}
+    # The trial's draws (objectives.dual_loss): one generator for the tensors (task a's first), and each
+    # Dataset its loader's seed.
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     train = {
-        n: first_batch(t.train, sizes[n], t.collate_fn, device, f"task {n}'s training data", 2)
+        n: draw(t.train, sizes[n], t.collate_fn, device, f"task {n}'s training data", 2,
+                (generator, derive_seed(cfg.seed, "loader", n)))
         for n, t in tasks.items()
-    }
+    }  # fmt: skip
     val = {
-        n: first_batch(
-            t.val, min(cfg.eval_batch_size, sizes[n]), t.collate_fn, device, f"task {n}'s validation data", 2
-        )
+        n: draw(t.val, min(cfg.eval_batch_size, sizes[n]), t.collate_fn, device, f"task {n}'s validation data", 2)
         for n, t in tasks.items()
     }
     model = _model("make_model", problem.make_model, device)
@@ -214,14 +181,16 @@ def _check_dual(cfg: Any, problem: Problem, device: torch.device) -> None:
     losses: dict[str, torch.Tensor] = {}
     with autocast(cfg.precision, device):
         for name, task in tasks.items():
-            batch = train[name]
+            batch = train[name][0]
             out = _output(model, task, batch[0], f"the model on task {name}'s training batch")
+            labels = [train[name][1][1], val[name][1][1]]
+            check_classes(f"task {name}", task.loss, out, labels, ", or check which output it reads (Task.head)")
             losses[name] = _value(f"task {name}'s loss", task.loss, out, batch[1], loss=True)
     _backward(losses, {"the model": model})
     model.eval()
     with torch.no_grad(), autocast(cfg.precision, device):
         for name, task in tasks.items():
-            batch = val[name]
+            batch = val[name][0]
             out = _output(model, task, batch[0], f"the model on task {name}'s validation batch")
             _value(f"task {name}'s loss on validation data", task.loss, out, batch[1], loss=True)
             for key, fn in task.metrics.items():
@@ -234,20 +203,22 @@ def _coupled_terms(
     model_b: torch.nn.Module,
     batch: tuple[Any, ...],
     consistency: bool,
+    labels: dict[int, Any],
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A's and B's outputs on ``batch`` and the loss terms; ``labels`` by position (1: y, 2: t_a) are the
+    targets whose classes are checked first where a loss is cross-entropy or NLL."""
     x, y, t = batch[:3]
-    z = _run("model A on a batch's inputs", lambda: call(model_a, x))
-    out = _run(f"model B on model A's output {_shape(z)}", lambda: model_b(z))
+    z = run("model A on a batch's inputs", lambda: call(model_a, x))
+    out = run(f"model B on model A's output {_shape(z)}", lambda: model_b(z))
+    check_classes("A", problem.loss_a, z, [labels.get(2)])
+    check_classes("B", problem.loss_b, out, [labels.get(1)])
     terms = {
         "a": _value("A's loss", problem.loss_a, z, t, loss=True),
         "b": _value("B's loss", problem.loss_b, out, y, loss=True),
     }
     if consistency:
-        fn = problem.consistency
-        if fn is None:
-            term = _run("the consistency term (B on t_a)", lambda: torch.mean((out - model_b(t)) ** 2))
-        else:
-            term = _run("the consistency term", lambda: fn(z, out, y, t, model_b))
+        what = "the consistency term" if problem.consistency is not None else "the consistency term (B on t_a)"
+        term = run(what, lambda: problem.consistency_term(z, out, y, t, model_b, x=x, model_a=model_a))
         if not isinstance(term, torch.Tensor) or term.ndim != 0:
             raise PreflightError(
                 f"the consistency term returns {_shape(term)}, not a 0-d tensor: a batch mean is needed"
@@ -258,19 +229,24 @@ def _coupled_terms(
 
 
 def _check_coupled(cfg: Any, problem: CoupledProblem, device: torch.device) -> None:
-    train = first_batch(problem.train, cfg.batch_size, problem.collate_fn, device, "the training data", 3)
+    # The trial's draw (objectives.alternating): its generator for tensors, its loader's seed for a Dataset.
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    shuffle = (generator, derive_seed(cfg.seed, "loader"))
+    train, train_labels = draw(
+        problem.train, cfg.batch_size, problem.collate_fn, device, "the training data", 3, shuffle
+    )
     size = min(cfg.eval_batch_size, cfg.batch_size)
-    val = first_batch(problem.val, size, problem.collate_fn, device, "the validation data", 3)
+    val, val_labels = draw(problem.val, size, problem.collate_fn, device, "the validation data", 3)
     model_a = _model("make_model_a", problem.make_model_a, device)
     model_b = _model("make_model_b", problem.make_model_b, device)
     consistency = len(cfg.weights) == 3
     with autocast(cfg.precision, device):
-        _, _, terms = _coupled_terms(problem, model_a, model_b, train, consistency)
+        _, _, terms = _coupled_terms(problem, model_a, model_b, train, consistency, train_labels)
     _backward(terms, {"model A": model_a, "model B": model_b})
     model_a.eval()
     model_b.eval()
     with torch.no_grad(), autocast(cfg.precision, device):
-        z, out, _ = _coupled_terms(problem, model_a, model_b, val, consistency)
+        z, out, _ = _coupled_terms(problem, model_a, model_b, val, consistency, val_labels)
         for key, fn in problem.metrics_a.items():
             _value(f"A's metric {key!r}", fn, z, val[2], loss=False)
         for key, fn in problem.metrics.items():

@@ -8,7 +8,9 @@ A member stops alone (its reporter raised, or a loss became NaN or infinite) and
 
 Each mode's step takes gradients only for the model(s) the standalone step updates: ``alternate`` A
 steps for A (B is not updated), B steps for B (A's output enters B's loss as a value); ``b_on_detached``
-A from its own loss and B from the rest on the detached code; ``joint`` both from every term.
+A from its own loss and B from the rest on the detached code (and detached A parameters where the
+problem's own consistency term calls A); ``joint`` both from every term. The problem's own consistency
+term runs inside the vmap with the member's models as functions (:mod:`objectives.batched.coupled`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from objectives.batched.common import (
     stacked_batches,
     strategy_weights,
 )
+from objectives.batched.coupled import call, losses
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
 from objectives.config import AlternatingConfig
@@ -121,12 +124,13 @@ def train_group(
     opt_steps = {"a": 0, "b": 0}
 
     def terms_of(p_a: dict, p_b: dict, batch: tuple[Any, ...]) -> torch.Tensor:
-        x, y, t = batch
-        z = _call(tmpl_a, p_a, x)
+        z = call(tmpl_a, p_a, batch[0])
         if first.mode != "b_on_detached":
-            return _losses(problem, tmpl_b, p_b, z, y, t, consistency)
-        own = problem.loss_a(z, t).unsqueeze(0)  # A learns from its own loss; B from the rest on the code
-        return torch.cat([own, _losses(problem, tmpl_b, p_b, z.detach(), y, t, consistency)[1:]])
+            return losses(problem, tmpl_a, p_a, tmpl_b, p_b, batch, z, consistency)
+        # A learns from its own loss; B from the rest on the code (A a constant where the consistency calls it).
+        own = problem.loss_a(z, batch[2]).unsqueeze(0)
+        fixed_a = {name: p.detach() for name, p in p_a.items()}
+        return torch.cat([own, losses(problem, tmpl_a, fixed_a, tmpl_b, p_b, batch, z.detach(), consistency)[1:]])
 
     batched_terms = vmap(terms_of)
     members = list(range(len(cfgs)))
@@ -284,29 +288,6 @@ def _stacked(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
     }
 
 
-def _call(template: nn.Module, params: dict[str, torch.Tensor], inputs: Any) -> torch.Tensor:
-    if isinstance(inputs, dict):
-        return functional_call(template, params, (), inputs)
-    return functional_call(template, params, tuple(inputs) if isinstance(inputs, list | tuple) else (inputs,))
-
-
-def _losses(
-    problem: CoupledProblem,
-    tmpl_b: nn.Module,
-    p_b: dict[str, torch.Tensor],
-    z: torch.Tensor,
-    y: torch.Tensor,
-    t: torch.Tensor,
-    consistency: bool,
-) -> torch.Tensor:
-    """:func:`objectives.alternating.losses` with B's parameters ``p_b`` (the default consistency term only)."""
-    out = functional_call(tmpl_b, p_b, (z,))
-    terms = [problem.loss_a(z, t), problem.loss_b(out, y)]
-    if consistency:
-        terms.append(torch.mean((out - functional_call(tmpl_b, p_b, (t,))) ** 2))
-    return torch.stack(terms)
-
-
 @torch.no_grad()
 def _evaluate(
     problem: CoupledProblem,
@@ -323,9 +304,9 @@ def _evaluate(
     tmpl_b.eval()
 
     def member(p_a: dict, p_b: dict, batch: tuple[Any, ...]) -> dict[str, torch.Tensor]:
-        x, y, t = batch
-        z = _call(tmpl_a, p_a, x)
-        terms = _losses(problem, tmpl_b, p_b, z, y, t, consistency)
+        _, y, t = batch
+        z = call(tmpl_a, p_a, batch[0])
+        terms = losses(problem, tmpl_a, p_a, tmpl_b, p_b, batch, z, consistency)
         out = functional_call(tmpl_b, p_b, (z,))
         means = {f"val_{name}_loss": terms[j] for j, name in enumerate(TERMS[: len(terms)])}
         means.update({f"val_a_{key}": fn(z, t) for key, fn in problem.metrics_a.items()})

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from objectives.batched.coupled import why_not_vmapped
 from objectives.config import LoopCommon
 from objectives.weighting import names_with
 
@@ -75,11 +76,13 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
     splits = [problem.train] if coupled else [problem.a.train, problem.b.train]
     if any(isinstance(split, Dataset) for split in splits):
         return "the training data is a Dataset read by a DataLoader; only tensor data is vectorized"
-    if coupled and len(first.weights) == 3 and problem.consistency is not None:  # type: ignore[attr-defined]
-        return "the problem's own consistency function takes model B as a module; the default term is vectorized"
-    for model in [problem.make_model_a(), problem.make_model_b()] if coupled else [problem.make_model()]:
+    models = [problem.make_model_a(), problem.make_model_b()] if coupled else [problem.make_model()]
+    for model in models:
         if any(True for _ in model.buffers()):
             return "the model has buffers (e.g. BatchNorm's running statistics), which are not vectorized"
         if any(isinstance(m, _DROPOUT) for m in model.modules()):
             return "the model uses dropout, whose masks would differ from each member's standalone run"
+    if coupled and len(first.weights) == 3:
+        # The problem's own consistency term runs inside the vmap: one try on two rows says whether it can.
+        return why_not_vmapped(problem, *models)
     return ""

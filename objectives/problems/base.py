@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -12,10 +13,48 @@ from torch.utils.data import Dataset
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-# A coupled problem's consistency term ``consistency(z, y_hat, y, t_a, model_b)``: A's output, B's output
-# on it, the batch's final target and A's target, and model B (to apply it to something else, as the
-# default ``mean((y_hat − model_b(t_a))²)`` does); returns a 0-d tensor (a batch mean).
-ConsistencyFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.nn.Module], torch.Tensor]
+# A coupled problem's consistency term ``consistency(z, y_hat, y, t_a, model_b, *, x, model_a)``: A's output,
+# B's output on it, the batch's final target and A's target, and model B (to apply it to something else,
+# as the default ``mean((y_hat − model_b(t_a))²)`` does), positionally; and, by keyword when its signature
+# names them as parameters, the batch's inputs ``x`` and model A (to compare two views of x:
+# ``model_b(model_a(augment(x)))`` against ``y_hat``). Returns a 0-d tensor (a batch mean). A callable of
+# the five positional arguments alone is called with those five.
+ConsistencyFn = Callable[..., torch.Tensor]
+
+# What a consistency function may take by keyword, beyond its five positional arguments.
+CONSISTENCY_KEYWORDS = ("x", "model_a")
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def consistency_keywords(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """Which of :data:`CONSISTENCY_KEYWORDS` ``fn`` names as parameters it takes by keyword, read once from
+    its signature (an ``nn.Module``'s ``forward``).
+
+    Only named parameters count: ``**kwargs`` alone gets neither (a generic wrapper's ``*args, **kwargs``
+    would pass them on to a five-argument function). A name among its first five positional parameters
+    is one of the five (an old-style callable may call A's output ``x``), so it is not passed again. A
+    callable whose signature cannot be read gets the five positional arguments only.
+
+    Raises:
+        ValueError: ``fn`` cannot be called as ``fn(z, y_hat, y, t_a, model_b[, x=..., model_a=...])``.
+    """
+    try:
+        signature = inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn)
+    except (TypeError, ValueError):
+        return ()
+    params = signature.parameters
+    positional = [n for n, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_ONLY, *_KEYWORD_KINDS)]
+    five = set(positional[:5])
+    names = tuple(n for n in CONSISTENCY_KEYWORDS if n in params and params[n].kind in _KEYWORD_KINDS and n not in five)
+    try:
+        signature.bind(*range(5), **dict.fromkeys(names))
+    except TypeError as e:
+        raise ValueError(
+            f"CoupledProblem.consistency{signature} cannot be called as consistency(z, y_hat, y, t_a, model_b"
+            f"[, x=..., model_a=...]): {e}"
+        ) from None
+    return names
+
 
 # A split is either tensors — ``(inputs, target)`` (``(inputs, target, a_target)`` for a coupled
 # problem), first dimension = samples, moved to the device once and indexed there (the fast path) —
@@ -122,9 +161,13 @@ class CoupledProblem:
         collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
         steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split.
         consistency: The third loss (used when ``weights`` has three entries; ``w_consistency`` weighs
-            it): ``consistency(z, y_hat, y, t_a, model_b)`` → 0-d tensor, a batch mean (see
-            :data:`ConsistencyFn`). It runs inside the loop's forward pass (autocast, B frozen in A's
-            steps), so gradients reach whichever model the mode trains. ``None``: the default
+            it): ``consistency(z, y_hat, y, t_a, model_b, *, x, model_a)`` → 0-d tensor, a batch mean
+            (see :data:`ConsistencyFn`): ``x`` (the batch's inputs) and ``model_a`` are passed by keyword
+            only when its signature names them, so a five-argument callable keeps working. It runs inside
+            the loop's forward pass (autocast, B frozen in A's steps, A frozen in B's steps and in
+            ``b_on_detached``, where A learns from its own loss only), so gradients reach whichever model
+            the mode trains. In a vectorized group (``parallel_trials``) the models are functions of the
+            member's parameters: call them, do not read their attributes. ``None``: the default
             ``mean((y_hat − model_b(t_a))²)``, B's answer on A's output against its answer on A's target.
         metrics_a: Extra metrics on A's output, ``metric(z, t_a)`` (batch mean), logged as ``val_a_<name>``.
         test: The held-out test split, the same way as ``val``, or ``None``; read only by ``sweep.evaluate``.
@@ -142,12 +185,36 @@ class CoupledProblem:
     consistency: ConsistencyFn | None = None
     metrics_a: Mapping[str, LossFn] = field(default_factory=dict)
     test: Split | None = None
+    # Which of x, model_a the consistency function takes by keyword: read from its signature once, here.
+    _consistency_keywords: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for key, names in (("metrics_a", self.metrics_a), ("metrics", self.metrics)):
             if "loss" in names:
                 which = "a" if key == "metrics_a" else "b"
                 raise ValueError(f"CoupledProblem.{key}: the name 'loss' would overwrite val_{which}_loss; rename it")
+        if self.consistency is not None:
+            object.__setattr__(self, "_consistency_keywords", consistency_keywords(self.consistency))
+
+    def consistency_term(
+        self,
+        z: torch.Tensor,
+        y_hat: torch.Tensor,
+        y: torch.Tensor,
+        t_a: torch.Tensor,
+        model_b: Callable[..., Any],
+        *,
+        x: Any,
+        model_a: Callable[..., Any],
+    ) -> Any:
+        """The consistency term as every loop computes it: :attr:`consistency` with its five arguments
+        and, by keyword, those of ``x``/``model_a`` its signature takes; or the default
+        ``mean((y_hat − model_b(t_a))²)`` when it is ``None``. Not checked here (the callers check it
+        is a 0-d tensor)."""
+        if self.consistency is None:
+            return torch.mean((y_hat - model_b(t_a)) ** 2)
+        given = {"x": x, "model_a": model_a}
+        return self.consistency(z, y_hat, y, t_a, model_b, **{k: given[k] for k in self._consistency_keywords})
 
     def to(self, device: torch.device | str) -> CoupledProblem:
         """The same problem with its tensor splits on ``device`` (Datasets stay: their batches move per step)."""

@@ -4,8 +4,22 @@ Balancing in Deep Multitask Networks" (ICML).
 Learned task weights ω_i (start at 1) scale the static weights. Each step, with G_i = ω_i ‖∇_W L_i‖
 over the parameters W that every loss reaches (the shared ones; the paper uses the last shared
 layer), r_i = (L_i / L_i(0)) / mean_j(L_j / L_j(0)) and the target Ḡ r_i^α (held constant), ω takes
-one step of its own Adam on Σ_i |G_i − Ḡ r_i^α| and is renormalised to sum to K. The model trains on
-Σ_i w_i ω_i L_i. Costs one extra backward pass per loss each step.
+one step of its own Adam on Σ_i |G_i − Ḡ r_i^α|, is floored at :data:`FLOOR` and is renormalised to
+sum to K. The model trains on Σ_i w_i ω_i L_i. Costs one extra backward pass per loss each step.
+
+G_i uses the task's own loss L_i, not w_i L_i: the paper's G_W^(i) = ‖∇_W w_i(t) L_i(t)‖ has the
+*learned* weight as its w_i(t) (here ω_i, renormalised to sum to K as the paper's weights sum to T),
+and the static weights w_i (the searched ratio, after the weight schedule) are a preference applied
+on top. Were w_i inside G_i, GradNorm would equalise the weighted gradients and so undo whatever
+ratio the search chose (with equal raw gradient norms ω_a/ω_b → w_b/w_a: 10^-3 at the searched
+ratio 10^3, which an Adam step of ~lr overshoots into ω_a < 0).
+
+Positivity: the paper's weights are positive, but an Adam step of size ~lr can carry a small ω_i
+below 0 (the raw update has no barrier), which turns that task's descent into ascent. ω is clamped
+to at least :data:`FLOOR` after the Adam step and before renormalising, so every weight stays in
+(0, K). A floor, not a positive parametrisation (Adam on log ω): it changes nothing while ω stays
+above the floor, so the update is exactly the paper's wherever the paper's update is well defined,
+whereas Adam on log ω would take multiplicative steps and alter every update.
 """
 
 from __future__ import annotations
@@ -18,6 +32,9 @@ from pydantic import Field
 
 from objectives.frozen import Frozen
 from objectives.weighting.base import Weighting, weighted_backward
+
+FLOOR = 1e-3
+"""Least ω_i after an update, before renormalising (ω's mean is 1, so a task is down-weighted at most ~K/FLOOR×)."""
 
 
 class Config(Frozen):
@@ -67,13 +84,11 @@ class GradNorm(Weighting):
             norms = torch.stack(
                 [
                     torch.linalg.vector_norm(
-                        torch.cat(
-                            [g.reshape(-1) for g in torch.autograd.grad(base[i] * losses[i], shared, retain_graph=True)]
-                        )
+                        torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[i], shared, retain_graph=True)])
                     )
                     for i in active
                 ]
-            )
+            )  # ‖∇_W L_i‖ of the task's own loss: the static weight is not part of G_i (module docstring)
             g = self.omega.index_select(0, index) * norms  # G_i, differentiable in ω
             ratio = detached.index_select(0, index) / self.initial.index_select(0, index)
             target = (g.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
@@ -81,6 +96,8 @@ class GradNorm(Weighting):
             (g - target).abs().sum().backward(inputs=[self.omega])
             self.optimizer.step()
             with torch.no_grad():
+                # Floor, then renormalise: every ω_i ≥ FLOOR > 0 before the division, so ω stays positive.
+                self.omega.clamp_(min=FLOOR)
                 self.omega.mul_(len(self.omega) / self.omega.sum())
         return weighted_backward(weights, losses)
 

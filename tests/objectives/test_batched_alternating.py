@@ -142,6 +142,58 @@ def test_grouping_keeps_what_must_be_equal() -> None:
     assert group_key(a) != group_key(members("alternate", "adam", n_weights=3)[0])
     p = build_problem("digits_codes", OPTIONS, 0, "alternating", CoupledProblem)
     assert why_not([a, b], p) == ""
-    own = dataclasses.replace(p, consistency=lambda z, out, y, t, model_b: torch.mean((out - model_b(t)) ** 2))
     three = members("alternate", "adam", n_weights=3)
-    assert "consistency" in why_not(three, own)
+    own = dataclasses.replace(p, consistency=lambda z, out, y, t, model_b: torch.mean((out - model_b(t)) ** 2))
+    assert why_not(three, own) == ""  # the problem's own term is vectorized (it runs under vmap)
+    noisy = dataclasses.replace(p, consistency=lambda z, out, y, t, model_b: torch.mean(out * torch.randn_like(out)))
+    assert why_not(three, noisy).startswith("the problem's own consistency function does not run under torch.vmap")
+    assert "random" in why_not(three, noisy)  # its own draws would differ from each member's standalone run
+
+
+def two_views(
+    z: torch.Tensor,
+    y_hat: torch.Tensor,
+    y: torch.Tensor,
+    t_a: torch.Tensor,
+    model_b: Any,
+    *,
+    x: torch.Tensor,
+    model_a: Any,
+) -> torch.Tensor:
+    """B on A's code of a second view of x (reversed pixels, dimmed) against B's answer on the batch."""
+    return torch.mean((model_b(model_a(0.5 * x.flip(-1))) - y_hat) ** 2)
+
+
+def five_arguments(
+    z: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor, t_a: torch.Tensor, model_b: Any
+) -> torch.Tensor:
+    """An old-style term: KL(B(t_a) ‖ B(z)) of B's class distributions, batch mean."""
+    target = torch.log_softmax(model_b(t_a), -1)
+    return (target.exp() * (target - torch.log_softmax(y_hat, -1))).sum(-1).mean()
+
+
+@pytest.mark.parametrize("mode", ["alternate", "b_on_detached", "joint"])
+def test_own_consistency_with_x_and_model_a_equals_the_standalone_run(mode: str) -> None:
+    """A term using x and model A (keywords) trains every member as its standalone run does, and each
+    member's logged val_consistency_loss is the term computed directly on its trained models."""
+    p = dataclasses.replace(problem64(), consistency=two_views)
+    cs = members(mode, "adam", n_weights=3)
+    recs = [Recorder() for _ in cs]
+    train_group(cs, [r.report for r in recs], problem=p, checkpoints=[r.checkpoint for r in recs])
+    check(cs, p)
+    xv, yv, tv = p.val
+    for rec in recs:
+        a, b = p.make_model_a(), p.make_model_b()
+        a.load_state_dict({k[len("model_a.") :]: v for k, v in rec.params[-1].items() if k.startswith("model_a.")})
+        b.load_state_dict({k[len("model_b.") :]: v for k, v in rec.params[-1].items() if k.startswith("model_b.")})
+        with torch.no_grad():
+            zv = a(xv)
+            want = two_views(zv, b(zv), yv, tv, b, x=xv, model_a=a)
+        assert math.isclose(rec.metrics[-1]["val_consistency_loss"], want.item(), rel_tol=1e-6)  # logged as float32
+
+
+def test_own_five_argument_consistency_equals_the_standalone_run() -> None:
+    """An old-style five-argument term is vectorized too (it used to make the group train one by one)."""
+    p = dataclasses.replace(problem64(), consistency=five_arguments)
+    assert why_not(members("joint", "sgd", n_weights=3), p) == ""
+    check(members("joint", "sgd", n_weights=3), p)

@@ -26,6 +26,7 @@ from objectives.problems import CoupledProblem, build_problem
 from sweep.config import parse_study
 from sweep.errors import ConfigError
 from sweep.runner import preflight
+from sweep.space import resolve
 from sweep.trial import ProblemCache
 from tests.objectives.test_alternating import synthetic_problem
 
@@ -323,10 +324,27 @@ def _study(metric: str, problem: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_study_targeting_an_a_metric_validates(tmp_path: Path):
-    """val_a_cos of the user problem passes the load-time check and the preflight (problem built)."""
+    """val_a_cos of the user problem passes the load-time check and the preflight (problem built): the
+    study targets that metric in the direction given (``_cos`` names no direction, so without one the
+    file is refused), the built problem's loop logs it as a validation target, and the preflight's one
+    batch ran to the end."""
     path = tmp_path / "coupled.yaml"
-    sf = parse_study(_study("val_a_cos", {"name": EXAMPLE, "options": {"n": 200, "n_val": 50}}), path)
-    preflight(sf, path, ProblemCache())
+    problem = {"name": EXAMPLE, "options": {"n": 200, "n_val": 50}}
+    sf = parse_study(_study("val_a_cos", problem), path)
+    assert sf.study.metric == ("val_a_cos",)
+    assert sf.study.directions == ("maximize",)
+    assert not sf.study.multi_objective
+    assert sf.objective.loop == "alternating" and sf.objective.problem.name == EXAMPLE
+    problems = ProblemCache()
+    assert preflight(sf, path, problems) is True
+    cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))
+    built = problems.get(cfg.model_copy(update={"device": "cpu"}))
+    assert "val_a_cos" in LOOPS["alternating"].targets(built.metric_names(), 3)
+
+    undirected = _study("val_a_cos", problem)
+    del undirected["study"]["direction"]
+    with pytest.raises(ConfigError, match="cannot infer the direction for val_a_cos"):
+        parse_study(undirected, path)
 
 
 def test_study_targeting_an_unknown_a_metric_is_refused(tmp_path: Path):
@@ -341,3 +359,147 @@ def test_builtin_has_no_a_metric_target(tmp_path: Path):
     """digits_codes declares only B's metrics: val_a_acc is refused when the file is loaded."""
     with pytest.raises(ConfigError, match="unknown metric"):
         parse_study(_study("val_a_acc", {"name": "digits_codes"}), tmp_path / "coupled.yaml")
+
+
+# --- a consistency term on two views of x (it is also given x and model A) ------------------------
+
+
+def view(x: torch.Tensor) -> torch.Tensor:
+    """A deterministic second view of the inputs (reversed features, scaled): an 'augmentation'."""
+    return 0.5 * x.flip(-1)
+
+
+def two_views(
+    z: torch.Tensor,
+    y_hat: torch.Tensor,
+    y: torch.Tensor,
+    t_a: torch.Tensor,
+    model_b: nn.Module,
+    *,
+    x: torch.Tensor,
+    model_a: nn.Module,
+) -> torch.Tensor:
+    """B's answer on A's code of a second view of x against its answer on the batch (the seed's kind of term)."""
+    return torch.mean((model_b(model_a(view(x))) - y_hat) ** 2)
+
+
+def objective_two_views(a, b, x, y, t, weights, z=None, a_in_term=None) -> torch.Tensor:
+    """L with the two-view term, written out; ``z`` replaces A(x), ``a_in_term`` the A the term calls."""
+    z = a(x) if z is None else z
+    out = b(z)
+    term = torch.mean((b((a if a_in_term is None else a_in_term)(view(x))) - out) ** 2)
+    return weights[0] * mse(z, t) + weights[1] * mse(out, y) + weights[2] * term
+
+
+def reference_two_views(cap: Capture, problem: CoupledProblem, mode: str, n_steps: int) -> tuple[nn.Module, nn.Module]:
+    """Full-batch SGD by hand with the two-view term, per mode: alternate A steps take ∂L/∂A (through z
+    and through the term's A), B steps ∂L/∂B with A's code fixed; b_on_detached A from its own loss
+    only and B from L on the detached code (the term's A a constant); joint ∂L over both."""
+    a, b = cap.fresh("a"), cap.fresh("b")
+    pa, pb = list(a.parameters()), list(b.parameters())
+    x, y, t = problem.train
+    for k in range(n_steps):
+        if mode == "alternate" and k % 2 == 0:
+            _descend(pa, torch.autograd.grad(objective_two_views(a, b, x, y, t, W3), pa), LR_A)
+        elif mode == "alternate":
+            code = a(x).detach()
+            _descend(pb, torch.autograd.grad(objective_two_views(a, b, x, y, t, W3, z=code), pb), LR_B)
+        elif mode == "b_on_detached":
+            z = a(x)
+            ga = torch.autograd.grad(W3[0] * mse(z, t), pa)
+            const_a = copy.deepcopy(a).requires_grad_(False)
+            gb = torch.autograd.grad(objective_two_views(a, b, x, y, t, W3, z=z.detach(), a_in_term=const_a), pb)
+            _descend(pa, ga, LR_A)
+            _descend(pb, gb, LR_B)
+        else:  # joint
+            grads = torch.autograd.grad(objective_two_views(a, b, x, y, t, W3), pa + pb)
+            _descend(pa, grads[: len(pa)], LR_A)
+            _descend(pb, grads[len(pa) :], LR_B)
+    return a, b
+
+
+@pytest.mark.parametrize(("mode", "n_steps"), [("alternate", 3), ("b_on_detached", 2), ("joint", 2)])
+def test_consistency_on_two_views_of_x_gets_x_and_model_a(mode: str, n_steps: int) -> None:
+    """A term declaring ``x`` and ``model_a`` (keywords) gets the batch's inputs and model A: the trained
+    parameters equal autograd's on the objective written out (A in the term trains where the mode trains
+    A from L: alternate A steps and joint; not in B steps nor in b_on_detached), and the logged
+    consistency losses equal the term computed by hand."""
+    problem = synthetic_problem(consistency=two_views)
+    cap = Capture(problem)
+    metrics = train(cfg_for(mode, epochs=n_steps), problem=cap.problem)
+    ref_a, ref_b = reference_two_views(cap, problem, mode, n_steps)
+    for which, ref in (("a", ref_a), ("b", ref_b)):
+        torch.testing.assert_close(flat(cap.models[which]), flat(ref), **TOL, msg=which)
+    xv, yv, tv = problem.val
+    with torch.no_grad():
+        zv = ref_a(xv)
+        want = two_views(zv, ref_b(zv), yv, tv, ref_b, x=xv, model_a=ref_a)
+    assert metrics["val_consistency_loss"] == pytest.approx(want.item(), rel=1e-5)
+    without_a_in_term = synthetic_problem(consistency=lambda z, y_hat, y, t_a, model_b, *, x: torch.mean(x) * 0 + 1)
+    assert train(cfg_for(mode), problem=without_a_in_term)["val_consistency_loss"] == 1.0  # x alone, by keyword
+
+
+def test_five_argument_consistency_keeps_working_even_with_a_parameter_named_x() -> None:
+    """An old-style callable gets its five arguments positionally, whatever it names them (a first
+    parameter called ``x`` is A's output ``z``, not the batch's inputs)."""
+    seen: list[torch.Tensor] = []
+
+    def old(
+        x: torch.Tensor, y_hat: torch.Tensor, y: torch.Tensor, t_a: torch.Tensor, model_b: nn.Module
+    ) -> torch.Tensor:
+        seen.append(x)
+        return torch.mean((y_hat - model_b(t_a)) ** 2)
+
+    cap = Capture(synthetic_problem(consistency=old))
+    train(cfg_for("joint"), problem=cap.problem)
+    assert seen and all(s.shape[-1] == 3 for s in seen)  # A's 3-number code, not the 4 input features
+
+
+def test_consistency_that_cannot_take_the_five_arguments_is_refused_when_built() -> None:
+    """A callable that cannot be called as ``consistency(z, y_hat, y, t_a, model_b[, x=, model_a=])`` is
+    refused when the problem is built, naming the signature (not at the first step with a TypeError)."""
+    with pytest.raises(ValueError, match=r"CoupledProblem.consistency\(z, y_hat\) cannot be called"):
+        synthetic_problem(consistency=lambda z, y_hat: (z - y_hat).mean())
+
+
+def test_example_views_term_uses_x_and_model_a_and_trains_alone() -> None:
+    """The example's ``consistency: views`` option: a term on a noisy view of x through A and B. With the
+    noise's draws replayed it equals KL(B(A(x)) ‖ B(A(x + noise))) computed by hand, trains (seeded: the
+    same config gives the same metrics), and a vectorized group refuses it (its draws are random)."""
+    from objectives.batched import why_not
+
+    problem = coupled_problem.make(0, n=64, n_val=32, consistency="views")
+    assert problem.consistency is coupled_problem.views
+    x, y, t = problem.train
+    a, b = problem.make_model_a(), problem.make_model_b()
+    with torch.no_grad():
+        z = a(x)
+        torch.manual_seed(3)
+        got = problem.consistency_term(z, b(z), y, t, b, x=x, model_a=a)
+        torch.manual_seed(3)
+        other = b(a(x + 0.1 * torch.randn_like(x)))
+    p, q = torch.softmax(b(z), -1), torch.softmax(other, -1)
+    torch.testing.assert_close(got, (p * (p.log() - q.log())).sum(-1).mean(), rtol=1e-5, atol=1e-7)
+    cfg = cfg_for("joint", epochs=2).model_copy(update={"batch_size": 16})
+    first, again = train(cfg, problem=problem), train(cfg, problem=problem)
+    first.pop("peak_memory_mb"), again.pop("peak_memory_mb")
+    assert first == again and math.isfinite(first["val_consistency_loss"]) and first["val_consistency_loss"] > 0
+    assert "random" in why_not([cfg, cfg], problem)
+
+
+def test_which_consistency_signatures_get_x_and_model_a() -> None:
+    """x and model_a go by keyword to a callable that names them (a module's forward counts); not to one
+    taking only ``**kwargs`` (a generic wrapper would pass them on to a five-argument function)."""
+    from objectives.problems.base import consistency_keywords
+
+    class Term(nn.Module):
+        def forward(
+            self, z: torch.Tensor, y_hat: torch.Tensor, y: Any, t_a: torch.Tensor, model_b: Any, *, model_a: Any
+        ) -> torch.Tensor:
+            return torch.mean(y_hat)
+
+    assert consistency_keywords(two_views) == ("x", "model_a")
+    assert consistency_keywords(Term()) == ("model_a",)
+    assert consistency_keywords(lambda z, y_hat, y, t_a, model_b, model_a=None: 0) == ("model_a",)
+    assert consistency_keywords(lambda *args, **kwargs: 0) == ()
+    assert consistency_keywords(custom) == ()

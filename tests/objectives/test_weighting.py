@@ -390,3 +390,72 @@ def test_gradnorm_in_alternate_mode_with_a_deeper_than_b() -> None:
     )  # fmt: skip
     metrics = alternating.train(cfg, None, problem=problem)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def _gradnorm_on_two_heads(
+    log_ratio: float, lr: float = 0.025, scale: float = 1.0, steps: int = 300
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """GradNorm (default α) on a shared trunk with two regression heads, static weights at
+    ``w_a / w_b = 10^log_ratio``, the model on SGD 0.1 with momentum 0.9 (weighting_compare's
+    optimizer), task b's target ``scale`` times larger. Returns ω after every step and the final
+    parameters."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(256, 8, generator=g)
+    targets = torch.stack([torch.sin(x[:, 0]) + x[:, 1], scale * (x[:, 2] * x[:, 3] - x[:, 4])], dim=1)
+    trunk, heads = nn.Sequential(nn.Linear(8, 16), nn.Tanh()), nn.ModuleList(nn.Linear(16, 1) for _ in range(2))
+    params = [*trunk.parameters(), *heads.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    w_a = 10.0**log_ratio / (1 + 10.0**log_ratio)
+    base = torch.tensor([w_a, 1 - w_a])
+    strategy = make(STRATEGIES["gradnorm"].Config(lr=lr), 2, torch.device("cpu"), 0)
+    omegas = []
+    for _ in range(steps):
+        batch = torch.randint(256, (32,), generator=g)
+        h = trunk(x[batch])
+        losses = torch.stack([((head(h)[:, 0] - targets[batch, i]) ** 2).mean() for i, head in enumerate(heads)])
+        optimizer.zero_grad(set_to_none=True)
+        strategy.backward(losses, base, params)
+        optimizer.step()
+        omegas.append(strategy.weights(losses, torch.ones(2)))
+    return torch.stack(omegas), params
+
+
+@pytest.mark.parametrize(
+    ("log_ratio", "lr", "scale"),
+    [(r, 0.025, 1.0) for r in range(-3, 4)] + [(-3, 0.1, 10.0), (0, 0.1, 10.0), (3, 0.1, 10.0)],
+)
+def test_gradnorm_weights_stay_positive_over_the_searched_range(log_ratio: float, lr: float, scale: float) -> None:
+    """Over the searched static ratios (10^-3 … 10^3), and with GradNorm's lr 0.1 on a task whose target
+    is 10× larger, ω stays positive and finite for 300 steps and the model stays finite (unfloored, ω
+    went below 0 at ratios ±2, ±3 and the lr 0.1 case ended in NaN)."""
+    omegas, params = _gradnorm_on_two_heads(log_ratio, lr, scale)
+    assert torch.isfinite(omegas).all()
+    assert float(omegas.min()) > 0
+    torch.testing.assert_close(omegas.sum(dim=1), torch.full((len(omegas),), 2.0))  # still renormalised to K
+    assert all(torch.isfinite(p).all() for p in params)
+
+
+def test_gradnorm_measures_the_unweighted_task_gradients() -> None:
+    """G_i = ω_i ‖∇_W L_i‖ (the paper's L_i is the task's own loss; the static weights multiply ω
+    outside GradNorm): scaling the static weights leaves ω's update unchanged. With ‖∇L_1‖ = 1 and
+    ‖∇L_2‖ = 2, task 2 loses weight even though its static weight is 10× smaller (when G included the
+    static weight, G = (1, 0.2) and task 1 lost weight instead)."""
+    p = torch.tensor([1.0], requires_grad=True)
+    losses = torch.stack([1.0 * p[0], 2.0 * p[0]])
+    strategy = make(STRATEGIES["gradnorm"].Config(lr=0.1), 2, torch.device("cpu"), 0)
+    strategy.backward(losses, torch.tensor([1.0, 0.1]), [p])
+    torch.testing.assert_close(strategy.weights(losses, torch.ones(2)), torch.tensor([1.1, 0.9]), atol=1e-5, rtol=0)
+
+
+def test_gradnorm_floors_omega_before_renormalising() -> None:
+    """An Adam step larger than ω (lr 1.5: ω = (1 − 1.5, 1 + 1.5) = (−0.5, 2.5) unconstrained) is floored
+    at FLOOR and then renormalised to sum to K: (FLOOR, 2.5) · 2 / (2.5 + FLOOR), both positive."""
+    from objectives.weighting.gradnorm import FLOOR
+
+    p = torch.tensor([1.0], requires_grad=True)
+    losses = torch.stack([3.0 * p[0], 1.0 * p[0]])
+    strategy = make(STRATEGIES["gradnorm"].Config(lr=1.5), 2, torch.device("cpu"), 0)
+    strategy.backward(losses, torch.tensor([0.5, 0.5]), [p])
+    expected = torch.tensor([FLOOR, 2.5]) * 2 / (2.5 + FLOOR)
+    torch.testing.assert_close(strategy.weights(losses, torch.ones(2)), expected, atol=1e-6, rtol=0)
