@@ -19,7 +19,8 @@ def check_agreement(study: optuna.Study, tracking_uri: str, n_trials: int) -> di
     - no trial RUNNING; every FAILED trial says why;
     - every trial with a run: the run's status is its trial's (COMPLETE→FINISHED, PRUNED→KILLED,
       FAIL→FAILED); no run of the study RUNNING; every run belongs to a trial or is marked orphaned;
-    - no parameter set run twice among the trials that were not re-queued copies of a dead one.
+    - no parameter set run twice among the trials that were not re-queued copies of a dead one;
+    - no run linked by two trials, no fail reason on a trial that did not fail (a retry inherits neither).
     """
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
@@ -37,6 +38,12 @@ def check_agreement(study: optuna.Study, tracking_uri: str, n_trials: int) -> di
         if run_id is None:
             continue
         assert children[run_id].info.status == STATUS[t.state], (t.number, t.state, children[run_id].info.status)
+    # A run belongs to one trial (a retry does not inherit its predecessor's run), and only a failed trial
+    # says why it failed (a retry that completed does not carry the dead one's reason).
+    links = Counter(t.user_attrs["mlflow_run_id"] for t in trials if "mlflow_run_id" in t.user_attrs)
+    assert all(n == 1 for n in links.values()), [(r, n) for r, n in links.items() if n > 1]
+    reasons = [t.number for t in trials if t.state != optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs]
+    assert not reasons, reasons
     linked = {t.user_attrs.get("mlflow_run_id") for t in trials}
     for run_id, run in children.items():
         assert run.info.status != "RUNNING", (run_id, run.data.tags)
