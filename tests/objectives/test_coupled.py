@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -296,9 +295,7 @@ def test_example_builds_and_trains_one_epoch():
     assert len(y.unique()) > 1
     for mode in ("alternate", "b_on_detached", "joint"):
         cfg = cfg_for(mode, epochs=1, batch_size=64, model_a=sgd(0.05), model_b=sgd(0.05))
-        start = time.perf_counter()
         metrics = train(cfg, problem=problem)
-        assert time.perf_counter() - start < 5.0  # ~0.05 s on one CPU thread
         assert set(metrics) == set(logged_metrics(problem.metric_names(), 3))
         assert all(math.isfinite(v) for v in metrics.values())
         assert -1.0 <= metrics["val_a_cos"] <= 1.0 and 0.0 <= metrics["val_b_acc"] <= 1.0
