@@ -7,7 +7,6 @@ study file, 130 interrupted (Ctrl-C; re-run the same command to resume).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -247,9 +246,9 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         return EXIT_RUNTIME, None
     if args.worker is not None:
         to_stderr(f"worker {args.worker}: {outcome.ran} trial(s) run")
-        count_file = os.environ.get("SWEEP_WORKER_COUNT_FILE")
-        if count_file:  # how the coordinator counts the trials run now
-            Path(count_file).write_text(f"{outcome.ran} {outcome.failed}")
+        from sweep.workers import report_count
+
+        report_count(outcome.ran, outcome.failed)  # how the coordinator counts the trials run now
         return (EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK), None
     print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf))
     parent = outcome.tracker.parent_id

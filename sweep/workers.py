@@ -106,7 +106,9 @@ def run_workers(
     interrupts = interrupts or Interrupts()
     if devices and "torch" in sys.modules and not sys.modules["torch"].cuda.is_initialized():
         os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]  # this process is worker 0 (before CUDA starts)
-    counts = Path(tempfile.mkdtemp(prefix="sweep-workers-"))
+    remove_orphaned_folders()
+    counts = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    (counts / "owner").write_text(str(os.getpid()))  # whose it is (remove_orphaned_folders)
     gate = counts / "gate"
     procs: list[tuple[int, subprocess.Popen]] = []
     for i in range(1, workers):
@@ -146,8 +148,7 @@ def run_workers(
         for i, p in procs:
             if i in dead:
                 warn(f"worker {i} exited with code {p.returncode}")
-        tallies = [[int(n) for n in f.read_text().split()] for f in counts.iterdir() if f.name != "gate"]
-        shutil.rmtree(counts, ignore_errors=True)
+        tallies = [[int(n) for n in f.read_text().split()] for f in counts.iterdir() if f.name not in ("gate", "owner")]
         finished = count_finished(session.study)
         incomplete = ""
         if dead and not interrupts.requested and finished < sf.study.n_trials:
@@ -157,18 +158,64 @@ def run_workers(
             )
         return Others(sum(t[0] for t in tallies if t), sum(t[1] for t in tallies if t), incomplete)
 
-    return run_study(
-        sf,
-        source,
-        source_text,
-        progress=progress,
-        verbose=verbose,
-        report=report,
-        interrupts=interrupts,
-        allow_changes=allow_changes,
-        session=session,
-        others=others,
-    )
+    try:
+        return run_study(
+            sf,
+            source,
+            source_text,
+            progress=progress,
+            verbose=verbose,
+            report=report,
+            interrupts=interrupts,
+            allow_changes=allow_changes,
+            session=session,
+            others=others,
+        )
+    finally:  # also when the study ends in an error (a storage outage past its budget)
+        shutil.rmtree(counts, ignore_errors=True)
+
+
+FOLDER_PREFIX = "sweep-workers-"
+
+
+def remove_orphaned_folders() -> None:
+    """Remove the temporary folders of coordinators that died without removing theirs (``kill -9``): a
+    folder whose owner process is gone. A live owner's folder, or one whose owner cannot be told, stays."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            owner = int((folder / "owner").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_count(ran: int, failed: int) -> None:
+    """In a worker: tell the coordinator how many trials this process ran (and how many failed). A worker
+    whose coordinator is gone removes the folder instead: nobody will read it."""
+    count_file = os.environ.get("SWEEP_WORKER_COUNT_FILE")
+    if not count_file:
+        return
+    folder = Path(count_file).parent
+    try:
+        owner = int((folder / "owner").read_text())
+    except (OSError, ValueError):
+        return  # removed already
+    if not _alive(owner):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):  # the coordinator ended meanwhile and removed it
+        Path(count_file).write_text(f"{ran} {failed}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True
 
 
 def wait_at_gate(interrupts: Interrupts) -> bool:

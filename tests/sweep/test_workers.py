@@ -78,3 +78,58 @@ def test_workers_are_spread_over_devices_round_robin(tmp_path: Path, monkeypatch
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # restored after the test: run_workers sets it
     workers.run_workers(load_study(path), path, path.read_text(), 3, ["2", "3"], [], progress=False, report=False)
     assert [env["CUDA_VISIBLE_DEVICES"] for _, env in started] == ["3", "2"]
+
+
+def _dead_pid() -> int:
+    """A pid no process has (one past the highest in use, checked)."""
+    pid = max(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()) + 1000
+    while Path(f"/proc/{pid}").exists():
+        pid += 1
+    return pid
+
+
+def test_a_coordinator_ending_in_an_error_removes_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordinator's temporary folder (gate, counts) is removed however run_study ends, a storage
+    error included (it was left behind)."""
+    import tempfile
+
+    from sweep.errors import SweepError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    path = write_yaml(tmp_path / "w.yaml", tiny_study("gone", study={"n_trials": 2}))
+    monkeypatch.chdir(tmp_path)
+    _record_workers(monkeypatch)
+
+    def down(*_: object, **__: object) -> None:
+        raise SweepError("Optuna storage unreachable for 3 s")
+
+    monkeypatch.setattr("sweep.runner.run_study", down)
+    with pytest.raises(SweepError):
+        workers.run_workers(load_study(path), path, path.read_text(), 2, [], [], progress=False, report=False)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_folders_of_dead_coordinators_are_removed_and_live_ones_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator killed with SIGKILL cannot remove its folder: the next coordinator removes it (its
+    owner is gone), a worker that outlives it removes it instead of writing its count; a live one's stays."""
+    import os
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead, live = tmp_path / f"{workers.FOLDER_PREFIX}dead", tmp_path / f"{workers.FOLDER_PREFIX}live"
+    for folder, pid in ((dead, _dead_pid()), (live, os.getpid())):
+        folder.mkdir()
+        (folder / "owner").write_text(str(pid))
+    workers.remove_orphaned_folders()
+    assert not dead.exists() and live.exists()
+
+    monkeypatch.setenv("SWEEP_WORKER_COUNT_FILE", str(live / "1"))
+    workers.report_count(3, 1)
+    assert (live / "1").read_text() == "3 1"  # the coordinator is alive: it reads the count
+    (live / "owner").write_text(str(_dead_pid()))
+    workers.report_count(3, 1)
+    assert not live.exists()  # its coordinator is gone: nobody reads it
+    workers.report_count(3, 1)  # and a sibling doing the same later finds nothing to do
