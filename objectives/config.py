@@ -27,6 +27,8 @@ from objectives.lr_schedules import LRScheduleConfig, constant
 from objectives.weight_schedules import WeightScheduleConfig
 from objectives.weighting import WeightingConfig
 
+MAX_EPOCHS = 100_000  # objective.epochs; real training runs use far fewer (see LoopCommon._epochs)
+
 
 class OptimizerConfig(Frozen):
     """One optimizer and its LR schedule. ``momentum`` applies to ``sgd`` only; ``betas`` to ``adam``/``adamw``.
@@ -150,6 +152,16 @@ class LoopCommon(Frozen):
                 f"weight_schedule.target {self.weight_schedule.target!r} is not one of this loop's losses {list(names)}"
             )
         return self
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: int) -> int:
+        if v > MAX_EPOCHS:
+            raise ValueError(
+                f"at most {MAX_EPOCHS:,} epochs (got {v:,}): the loops hold every optimizer step's loss weights "
+                "in one table, which must fit in memory"
+            )
+        return v
 
     @field_validator("problem", mode="before")
     @classmethod

@@ -14,11 +14,11 @@ test-set evaluation that :mod:`sweep.evaluate` recorded there) into the table RE
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sweep.config import StudyFile, TrackingSection
+from sweep.search_checks import label_of
 
 
 class MemberTracking(TrackingSection):
@@ -36,11 +36,6 @@ class Member:
     value: object
     label: str
     sf: StudyFile
-
-
-def label_of(value: object) -> str:
-    """A choice as a study-name part (``[A-Za-z0-9_.-]``; anything else becomes ``_``)."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", str(value))
 
 
 def members(sf: StudyFile) -> list[Member]:

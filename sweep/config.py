@@ -19,7 +19,6 @@ from pydantic import (
     BaseModel,
     Field,
     NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     SerializeAsAny,
     ValidationError,
@@ -35,12 +34,14 @@ from objectives.loops import LOOPS
 from objectives.problems import ProblemError, check_problem
 from sweep.errors import ConfigError, pydantic_message
 from sweep.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
-from sweep.search_checks import check_search
-from sweep.space import Scalar, SearchSection, get_path, searched_names
+from sweep.search_checks import check_compare, check_enqueued, check_param_names, check_search
+from sweep.space import Scalar, SearchSection, get_path
 from sweep.studyyaml import check_numbers, expand_env, read_study_yaml
 from sweep.targets import Direction, check_target, infer_direction
+from sweep.urls import forget_secrets, remember_credentials, stored_credential
 
 DEFAULT_LOOP = "dual_loss"
+MAX_TIMEOUT = 365 * 86_400  # study.timeout: a year of seconds (a study meant to run longer needs none)
 
 
 class StudySection(Frozen):
@@ -51,6 +52,8 @@ class StudySection(Frozen):
     ``heartbeat_interval``/``grace_period`` (seconds) let Optuna fail the trial of a worker that died;
     it is then re-queued up to ``max_retry`` times. ``storage_retry``: for how many seconds a storage call
     that cannot reach the database is retried before the process gives up (one line, exit 1).
+    ``trial_timeout``/``stall_timeout``: a trial that trains longer, or reports no epoch for longer, fails
+    with the reason (:mod:`sweep.watchdog`).
     ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
     baseline points (searched parameter → value) run first, once (Optuna's ``enqueue_trial``).
     ``parallel_trials``: train this many trials at once as one vectorized program (:mod:`sweep.groups`).
@@ -62,15 +65,17 @@ class StudySection(Frozen):
     metric: tuple[str, ...] = ("val_total_loss",)
     direction: tuple[Direction, ...] | None = None
     n_trials: PositiveInt = 20
-    timeout: PositiveFloat | None = None
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
     seed: int = 0
     sampler: SamplerConfig = TPE()
     pruner: PrunerConfig | None = None
     storage: str | None = None
-    heartbeat_interval: PositiveInt = 10
-    grace_period: PositiveInt = 30
+    heartbeat_interval: Annotated[int, Field(ge=1, le=3600)] = 10
+    grace_period: Annotated[int, Field(ge=1, le=86_400)] = 30
     max_retry: NonNegativeInt = 2
-    storage_retry: PositiveFloat = 120.0
+    storage_retry: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    trial_timeout: Annotated[float, Field(gt=0, le=2_592_000)] | None = None  # s a trial may train (30 days at most)
+    stall_timeout: Annotated[float, Field(gt=0, le=2_592_000)] | None = None  # s a trial may go without an epoch
     score: Literal["last", "best"] = "last"
     enqueue: tuple[dict[str, Scalar], ...] = ()
     parallel_trials: Annotated[int, Field(ge=1, le=1024)] = 1
@@ -118,7 +123,7 @@ class TrackingSection(Frozen):
     """``tracking:`` — where MLflow records the study (one parent run, one child run per trial)."""
 
     uri: str = "sqlite:///mlflow.db"
-    experiment: str | None = None
+    experiment: Annotated[str, Field(max_length=500)] | None = None  # MLflow's limit on experiment names
     artifact_location: str | None = None
     trial_plots: bool = False  # a loss_curves.png per trial (~150 ms each); the MLflow UI draws the same curves
 
@@ -159,21 +164,24 @@ class StudyFile(Frozen):
 # --- loading --------------------------------------------------------------------------------------
 
 
-def _check_coerced(value: Any, raw: Any, file: Path, key: str) -> None:
+def _check_coerced(value: Any, raw: Any, file: Path, key: str, unexpanded: Any = None) -> None:
     """Compare a validated value with what the file wrote: pydantic's lax mode reads ``yes``/``true`` as
-    the number 1 (``n_trials: yes``) and the strings ``"nan"``/``"inf"`` as floats; refuse both."""
+    the number 1 (``n_trials: yes``), the strings ``"nan"``/``"inf"`` as floats and the string ``"2"`` as
+    2; refuse them. ``unexpanded`` is the file before ``${NAME}`` expansion: a string that came from the
+    environment (``n_trials: ${N_TRIALS}``) may still give a number."""
     if isinstance(value, BaseModel):
         if isinstance(raw, dict):
             for name in type(value).model_fields:
                 if name in raw:
-                    _check_coerced(getattr(value, name), raw[name], file, f"{key}.{name}" if key else name)
+                    _check_coerced(getattr(value, name), raw[name], file, f"{key}.{name}" if key else name,
+                                   _at(unexpanded, name))  # fmt: skip
     elif isinstance(value, tuple | list) and isinstance(raw, list) and len(value) == len(raw):
         for i, (v, r) in enumerate(zip(value, raw, strict=True)):
-            _check_coerced(v, r, file, f"{key}.{i}")
+            _check_coerced(v, r, file, f"{key}.{i}", _at(unexpanded, i))
     elif isinstance(value, dict) and isinstance(raw, dict):
         for k, v in value.items():
             if k in raw:
-                _check_coerced(v, raw[k], file, f"{key}.{k}")
+                _check_coerced(v, raw[k], file, f"{key}.{k}", _at(unexpanded, k))
     elif isinstance(raw, bool) and isinstance(value, int | float) and not isinstance(value, bool):
         written = "true" if raw else "false"
         raise ConfigError(
@@ -181,6 +189,16 @@ def _check_coerced(value: Any, raw: Any, file: Path, key: str) -> None:
         )
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(file, key, f"{value} is not a usable number: give a finite value")
+    elif isinstance(raw, str) and isinstance(value, int | float) and raw == unexpanded:  # quoted, not ${NAME}
+        what = "a boolean" if isinstance(value, bool) else "a number"
+        raise ConfigError(file, key, f"expected {what}, got the string {raw!r}: write it without quotes")
+
+
+def _at(node: Any, part: str | int) -> Any:
+    """``node[part]`` of a parsed YAML tree, ``None`` where there is none."""
+    if isinstance(node, dict) or (isinstance(node, list) and isinstance(part, int) and part < len(node)):
+        return node.get(part) if isinstance(node, dict) else node[part]
+    return None
 
 
 def _error_key(data: Any, loc: tuple[Any, ...]) -> str:
@@ -215,8 +233,11 @@ def parse_study(
     file = Path(file)
     if not isinstance(data, dict):
         raise ConfigError(file, "", "the study file must be a mapping with study, objective (and search, tracking)")
+    unexpanded = data
     if substitute_env:
+        forget_secrets()  # this file's secrets, from here on known by value (masked, sealed in storage)
         data = expand_env(data, file)
+        remember_credentials(data)
     check_numbers(data, file)
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -234,7 +255,7 @@ def parse_study(
             tag_key = "loop" if isinstance(node, dict) and "loop" in node else "type"
             key = f"{key}.{tag_key}" if key else tag_key
         raise ConfigError(file, key, pydantic_message(err)) from None
-    _check_coerced(sf, data, file, "")
+    _check_coerced(sf, data, file, "", unexpanded)
     check_study(sf, file)
     return sf
 
@@ -273,6 +294,12 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
     allowed = None if declared is None else loop.targets(loop.problem.declared_metric_names(declared), n_losses)
     check_target(sf.study.metric, sf.study.direction, allowed, file)
 
+    # Optuna fails a trial whose heartbeat is older than the grace period: a live worker's too, if it is short.
+    beat, grace = sf.study.heartbeat_interval, sf.study.grace_period
+    if grace < 2 * beat:
+        why = f"must be at least 2 × heartbeat_interval ({2 * beat} s, Optuna's default), or live workers fail"
+        raise ConfigError(file, "study.grace_period", f"{grace} s: {why} each other's trials as stale")
+
     # Multi-objective studies cannot be pruned (Trial.report raises in Optuna), and have no one best epoch.
     if sf.study.multi_objective and sf.study.pruner is not None and sf.study.pruner.type != "none":
         raise ConfigError(file, "study.pruner", "Optuna cannot prune multi-objective studies; remove the pruner")
@@ -282,34 +309,12 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
         raise ConfigError(file, "objective.early_stopping", "a multi-objective study has no single target to stop on")
 
     _check_device(objective.device, file)
+    if (why := stored_credential(sf.tracking.artifact_location or "")) is not None:
+        raise ConfigError(file, "tracking.artifact_location", why)
     check_search(sf.search, objective, sf.study.sampler.type == "grid", file)
-    _check_compare(sf, file)
-    known = searched_names(sf.search, n_losses)
-    for i, point in enumerate(sf.study.enqueue):
-        for name in point:
-            if name not in known:
-                raise ConfigError(
-                    file, f"study.enqueue.{i}.{name}", f"not a searched parameter; searched: {', '.join(known)}"
-                )
-
-
-def _check_compare(sf: StudyFile, file: str | Path) -> None:
-    """``study.compare`` names a searched categorical with at least two choices."""
-    key = sf.study.compare
-    if key is None:
-        return
-    spec = sf.search.params.get(key)
-    if spec is None or spec.type != "categorical":
-        categoricals = [k for k, v in sf.search.params.items() if v.type == "categorical"] or ["none"]
-        searched = ", ".join(categoricals)
-        raise ConfigError(file, "study.compare", f"{key!r} is not a searched categorical; searched ones: {searched}")
-    if len(spec.choices) < 2:
-        raise ConfigError(file, "study.compare", f"{key!r} has one choice: nothing to compare")
-    if spec.when:
-        raise ConfigError(file, "study.compare", f"{key!r} is conditional (when:); compare an unconditional one")
-    for i, point in enumerate(sf.study.enqueue):
-        if key in point:
-            raise ConfigError(file, f"study.enqueue.{i}.{key}", "the compared parameter is fixed per sub-study")
+    check_param_names(objective, sf.search, file)
+    check_compare(sf.study.compare, sf.study.name, sf.search, sf.study.enqueue, file)
+    check_enqueued(sf.study.enqueue, sf.search, n_losses, file)
 
 
 def _check_device(device: str, file: str | Path) -> None:

@@ -20,7 +20,7 @@ from objectives.loops import LOOPS
 from sweep.config import StudyFile
 from sweep.errors import to_stderr
 from sweep.storage import FINISHED, Attr, best_value, count_finished
-from sweep.urls import redact
+from sweep.urls import mask_known, redact
 
 if TYPE_CHECKING:
     from sweep.tracking import Tracker
@@ -49,21 +49,34 @@ class _QuietFailures(logging.Filter):
         return not (msg.startswith("Trial ") and " failed " in msg)
 
 
+class _Redacting(logging.Filter):
+    """A log line with its credentials masked (:func:`~sweep.urls.redact`) before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
 @contextlib.contextmanager
 def optuna_output(verbose: bool) -> Iterator[None]:
     """Within the block Optuna prints no per-trial INFO lines (they would tear the progress bar, which
-    shows the same facts) unless ``verbose``, and no failure traceback (:class:`Progress` prints one line)."""
+    shows the same facts) unless ``verbose``, and no failure traceback (:class:`Progress` prints one line);
+    what Optuna and MLflow log has its credentials masked."""
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    logger = logging.getLogger("optuna")
-    quiet = _QuietFailures()
-    targets = [logger, *logger.handlers]
-    for target in targets:
-        target.addFilter(quiet)
+    optuna_logger, mlflow_logger = logging.getLogger("optuna"), logging.getLogger("mlflow")
+    quiet, masked = _QuietFailures(), _Redacting()
+    added = [(target, quiet) for target in [optuna_logger, *optuna_logger.handlers]]
+    added += [(target, masked) for logger in (optuna_logger, mlflow_logger) for target in [logger, *logger.handlers]]
+    for target, what in added:
+        target.addFilter(what)
     try:
         yield
     finally:
-        for target in targets:
-            target.removeFilter(quiet)
+        for target, what in added:
+            target.removeFilter(what)
 
 
 class Progress:
@@ -156,4 +169,4 @@ def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: S
         f"    {tracker.ui_command(f'{python} -m mlflow')}",
         f"  then browse {tracker.ui_url(target=sf.study, trials=trials)}",
     ]
-    return "\n".join(lines)
+    return mask_known("\n".join(lines))  # a value from the environment anywhere in it (a metric's name...)

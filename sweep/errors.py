@@ -22,8 +22,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: re-run the same command to resume
 def to_stderr(line: str) -> None:
     """Write one line on stderr in a single write: the processes of ``--workers`` share the terminal, and
     under ``PYTHONUNBUFFERED`` (common in containers) ``print`` writes a line and its newline separately,
-    so two processes' lines could run into each other."""
-    sys.stderr.write(f"{line}\n")
+    so two processes' lines could run into each other. Credentials in it are masked (:func:`~sweep.urls.redact`)."""
+    sys.stderr.write(f"{redact(line)}\n")
     sys.stderr.flush()
 
 

@@ -6,7 +6,8 @@ best.yaml`` trains exactly that configuration as a one-trial study, logged to ML
 original. A ``provenance`` section records where it came from. Storage and tracking URLs are copied
 as the original file wrote them (``${VAR}`` references stay references); a password or token written
 into a URL (userinfo or query) is replaced by ``${SWEEP_PASSWORD}``, and objective values the file
-wrote with ``${VAR}`` keep their references, so no secret reaches the exported file.
+wrote with ``${VAR}`` keep their references (any other credential in them, a literal ``token:`` or a DSN's
+``password=``, becomes ``${SWEEP_PASSWORD}`` too), so no secret reaches the exported file.
 
 Multi-objective studies list their Pareto front; the trial is chosen by ``--trial N``, by
 ``--prefer METRIC`` (the front's best on that metric) or, by default, by the knee point: the front
@@ -91,6 +92,16 @@ def _hide_password(url: str) -> str:
     return redact(url, mask=PASSWORD_PLACEHOLDER, keep_references=True)
 
 
+def _hide_secrets(tree: Any) -> Any:
+    """``tree`` for the exported file: each credential in its strings that is no ``${VAR}`` reference (a
+    literal ``token:``, a URL's password, a value known to be secret) becomes the placeholder."""
+    if isinstance(tree, dict):
+        return {k: _hide_secrets(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_hide_secrets(v) for v in tree]
+    return _hide_password(tree) if isinstance(tree, str) else tree
+
+
 def _as_written(config: Any, raw: Any) -> Any:
     """``config`` with each string the study file wrote with ``${VAR}`` references given back as written.
 
@@ -154,8 +165,9 @@ def export_document(
     # The discriminator first, as people write it; the device as "auto" so a file exported from a GPU
     # study runs on a CPU machine too (the original device is in the provenance).
     raw_objective = raw.get("objective") if isinstance(raw.get("objective"), dict) else {}
-    objective = {"loop": config["loop"], **_as_written(config, raw_objective), "device": "auto"}
-    return {"study": study_section, "tracking": tracking, "objective": objective, "provenance": _flat(provenance)}
+    objective = {"loop": config["loop"], **_hide_secrets(_as_written(config, raw_objective)), "device": "auto"}
+    provenance = {k: redact(v) if isinstance(v, str) else v for k, v in _flat(provenance).items()}
+    return {"study": study_section, "tracking": tracking, "objective": objective, "provenance": provenance}
 
 
 def replay_run_prefix(provenance: Mapping[str, Any] | None) -> str:

@@ -23,6 +23,7 @@ import optuna
 
 from objectives.batched import group_key, train_group, why_not
 from sweep.claims import Claims
+from sweep.console import Progress
 from sweep.errors import to_stderr
 from sweep.pruning import CompletedView, decides_in_process
 from sweep.trial import Member, Objective
@@ -91,7 +92,8 @@ def run_groups(
                 frozen, elsewhere = _ended(study, m.trial.number), True
             if not interrupted:
                 for callback in callbacks:
-                    callback(study, frozen)
+                    if not (elsewhere and isinstance(callback, Progress)):  # _ended said it: no "failed" line
+                        callback(study, frozen)
             claims.count(frozen, ended_elsewhere=elsewhere)
         if interrupted:
             raise KeyboardInterrupt
@@ -131,7 +133,9 @@ def run_one_by_one(
         for trial in ended:
             frozen = _ended(study, trial.number)
             for callback in callbacks:
-                if callback is not claims:  # its own call stops optimize; here we decide below
+                # Not the claims' (its own call stops optimize; here we decide below), nor the progress
+                # bar's (its "failed" line: _ended said what happened).
+                if callback is not claims and not isinstance(callback, Progress):
                     callback(study, frozen)
             claims.count(frozen, ended_elsewhere=True)
         if not claims.claim():
@@ -144,10 +148,12 @@ def ended_elsewhere(e: ValueError) -> bool:
 
 
 def _ended(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """The trial another process ended, said once (:mod:`sweep.ownership`: nothing more was written to it)."""
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     to_stderr(
         f"note: trial {number} was ended ({trial.state.name}) by another process while this one trained it "
-        "(its heartbeats could not reach the storage); this process's result for it is dropped"
+        "(this process's heartbeats stopped for longer than study.grace_period: it was stopped, or could not "
+        "reach the storage); this process wrote nothing more to it or its run, and dropped its result"
     )
     return trial
 
@@ -184,7 +190,8 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
         for m in group:
             m.run.set_tags({"sweep.group": numbers})
         try:
-            with warnings.catch_warnings(), objective.interrupts.training():
+            watch = objective.watchdog.watching(objective.abandoner(group))  # the trials' time limits
+            with watch, warnings.catch_warnings(), objective.interrupts.training():
                 warnings.simplefilter("once")
                 results = train_group(
                     [m.cfg for m in group],  # type: ignore[misc]

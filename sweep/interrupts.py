@@ -7,6 +7,9 @@ at once only inside :meth:`Interrupts.training` (the loop's tensor work, which h
 everywhere else the request is honoured at the next safe point: the start of the next trial's
 training, the end of a :meth:`shielded` block, or between trials (the study stops). A second signal
 raises at once whatever is running (the user insists).
+
+A trial's time limits (:mod:`sweep.watchdog`) stop its training the same way: their error is raised at
+once inside :meth:`Interrupts.training`, else at the end of the database write under way (:meth:`defer`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from collections.abc import Iterator
 from types import FrameType
 
 
+class RaisedInto(Exception):
+    """An error another thread has the training raise (:class:`sweep.watchdog.TrialTimeout`); one that
+    Python swallows in a finalizer is delivered again by its sender, silently."""
+
+
 class Interrupts:
     """The process's interrupt state while a study runs (install with :meth:`installed`)."""
 
@@ -29,6 +37,7 @@ class Interrupts:
         self._again = False  # the next signal is our own re-delivery, not the user insisting
         self._signum = signal.SIGINT
         self._previous_hook = sys.unraisablehook
+        self._deferred: BaseException | None = None  # raised at the end of the shielded write under way
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = not self.requested or self._again
@@ -45,6 +54,8 @@ class Interrupts:
             self._again = True
             threading.Timer(0.05, os.kill, (os.getpid(), self._signum)).start()
             return
+        if isinstance(unraisable.exc_value, RaisedInto):
+            return  # its sender delivers it again
         self._previous_hook(unraisable)
 
     @contextlib.contextmanager
@@ -75,6 +86,15 @@ class Interrupts:
         if self.requested:
             raise KeyboardInterrupt
 
+    @property
+    def interruptible(self) -> bool:
+        """Inside :meth:`training`, outside a :meth:`shielded` write: an error may be raised here at once."""
+        return self._interruptible
+
+    def defer(self, error: BaseException | None) -> None:
+        """Raise ``error`` when the shielded write under way ends, back in training (``None``: forget it)."""
+        self._deferred = error
+
     @contextlib.contextmanager
     def training(self) -> Iterator[None]:
         """Inside: an interrupt raises at once (tensor work only, no database calls)."""
@@ -96,3 +116,6 @@ class Interrupts:
             self._interruptible = was
         if was:
             self.check()
+            error, self._deferred = self._deferred, None
+            if error is not None:
+                raise error

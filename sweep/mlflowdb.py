@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from objectives.helpers import cache_root
+from sweep.sqlite import private_dir, private_file
 from sweep.urls import sqlite_path
 
 
@@ -83,10 +84,11 @@ def seed_mlflow_db(uri: str) -> bool:
             build_template(template)
             if not _valid(template):
                 return False
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
             copy = Path(tmp) / target.name
             shutil.copyfile(template, copy)
+            os.chmod(copy, 0o600)
             try:
                 os.link(copy, target)  # atomic, and never over a database another process made meanwhile
             except FileExistsError:
@@ -94,3 +96,17 @@ def seed_mlflow_db(uri: str) -> bool:
         return True
     except Exception:  # any failure here leaves the database to MLflow, as without a template
         return False
+
+
+def prepare_stores(uri: str, artifacts: Path | None) -> None:
+    """Before MLflow opens tracking ``uri``: a new SQLite database made from the template
+    (:func:`seed_mlflow_db`), and, made or not, the owner's only (an empty file, which MLflow migrates as
+    it would a new one; its -wal and -shm files follow its mode), as is a new local ``artifacts`` folder."""
+    seed_mlflow_db(uri)
+    target = sqlite_path(uri)
+    with contextlib.suppress(OSError):  # MLflow then says what is wrong with the place
+        if target is not None:
+            private_dir(target.parent)
+            private_file(target)
+        if artifacts is not None:
+            private_dir(artifacts)

@@ -35,6 +35,7 @@ from sweep.groups import run_groups, run_one_by_one
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials, agree
 from sweep.report import write_report
+from sweep.resilient import storage_down
 from sweep.samplers import SeededAtFirstTrial, build_pruner, build_sampler
 from sweep.space import grid_space, resolve
 from sweep.sqlite import use_wal
@@ -50,6 +51,7 @@ from sweep.targets import check_target
 from sweep.tracking import Tracker, check_tracking, flatten
 from sweep.trial import Objective, ProblemCache
 from sweep.urls import redact, sqlite_init_lock
+from sweep.watchdog import Watchdog
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -119,7 +121,7 @@ def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
     except (ProblemError, DataError, PreflightError) as e:
         message = str(e).strip().splitlines()[0].removeprefix(f"{name} ")  # the name once, first
         raise ConfigError(source, "objective.problem", f"{name}: {message}") from None
-    except Exception as e:  # anything else the user's code raised on the way (moving it to the device...)
+    except (Exception, SystemExit) as e:  # anything else the user's code raised (or sys.exit) on the way
         raise ConfigError(source, "objective.problem", f"{name}: {one_line(e)}") from None
     loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
     check_target(sf.study.metric, sf.study.direction, loop.targets(problem.metric_names(), len(cfg.weights)), source)  # type: ignore[attr-defined]
@@ -244,10 +246,12 @@ def run_study(
         retry=session.rdb.retrying,
     )
     objective.started = claims.release
+    limits = sf.study.trial_timeout, sf.study.stall_timeout
+    objective.watchdog = Watchdog(*limits, interrupts, grace=sf.study.grace_period)  # hung trials
     bar = Progress(study, sf.study.n_trials, progress and worker is None)
     interrupted, error = False, False
     try:
-        with optuna_output(verbose):
+        with optuna_output(verbose), objective.watchdog.installed():
             if claims.claim():
                 k, timeout = sf.study.parallel_trials, sf.study.timeout
                 if k > 1:  # K trials at once as one program (sweep.groups)
@@ -267,6 +271,8 @@ def run_study(
         if worker is None and error:
             with contextlib.suppress(Exception):  # the storage is down: the parent closes FAILED
                 session.tracker.finish("FAILED")
+    if objective.memory.summary():
+        warn(objective.memory.summary())
     incomplete = objective.files.why() if objective.files.stopped else ""
     if claims.gave_up:
         incomplete = (
@@ -282,35 +288,57 @@ def run_study(
         interrupted = interrupted or interrupts.requested
         incomplete = incomplete or them.incomplete
     if worker is None:
-        try:
-            finish(session, sf, report, interrupted, failed=bool(incomplete))
-        except MlflowException:
-            if not objective.files.store_error:
-                raise  # else: the store refused again; the next start closes what is left open
+        unfinished = finish(session, sf, report, interrupted, failed=bool(incomplete))
+        incomplete = incomplete or unfinished
     return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed=failed)
 
 
-def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> None:
+def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> str:
     """Close what the run leaves: stray MLflow runs, then the report (tables and plots) on the parent run
     and the parent run itself — FINISHED once the study is done, FAILED when it had to give up, KILLED
-    when interrupted; left RUNNING while another process still runs trials (it closes it)."""
+    when interrupted; left RUNNING while another process still runs trials (it closes it).
+
+    Never raises (but for an interrupt): a report that cannot be written is a warning, and whatever
+    else fails here (the storage gone, memory exhausted) closes the parent run FAILED.
+
+    Returns:
+        Why the study could not be finished (one line), or ``""``.
+    """
     study, tracker = session.study, session.tracker
-    done = count_finished(study) >= sf.study.n_trials
-    if done and not interrupted:
-        # Trials still RUNNING in a finished study belong to dead processes: fail them once stale.
-        deadline = time.monotonic() + sf.study.grace_period + 2 * sf.study.heartbeat_interval
-        while study.get_trials(deepcopy=False, states=(RUNNING,)) and time.monotonic() < deadline:
-            time.sleep(min(1.0, sf.study.heartbeat_interval))
-            fail_stale_trials(study)
-    agree(study, session.rdb, tracker.client, tracker.experiment_id, "at the end")
-    if not done and not failed and study.get_trials(deepcopy=False, states=(RUNNING,)):
-        return  # the study goes on in other processes: the one that finishes it closes the parent
-    if report and not interrupted:
+    why = ""
+    try:
+        done = count_finished(study) >= sf.study.n_trials
+        if done and not interrupted:
+            # Trials still RUNNING in a finished study belong to dead processes: fail them once stale.
+            deadline = time.monotonic() + sf.study.grace_period + 2 * sf.study.heartbeat_interval
+            while study.get_trials(deepcopy=False, states=(RUNNING,)) and time.monotonic() < deadline:
+                time.sleep(min(1.0, sf.study.heartbeat_interval))
+                fail_stale_trials(study)
+        agree(study, session.rdb, tracker.client, tracker.experiment_id, "at the end")
+        if not done and not failed and study.get_trials(deepcopy=False, states=(RUNNING,)):
+            return ""  # the study goes on in other processes: the one that finishes it closes the parent
+    except Exception as e:  # the storage gone (its own line), memory exhausted...
+        down = storage_down(e)
+        why = str(down) if down else f"could not finish the study ({one_line(e)}); run the same command again"
+    if report and not interrupted and not why:
+        _report(session, sf)
+    status = "KILLED" if interrupted else "FAILED" if failed or why else "FINISHED"
+    try:
+        tracker.finish(status)
+    except Exception as e:  # the tracking store is gone: the next start or finish closes it
+        return why or f"could not close the study's MLflow parent run ({one_line(e)}); run the same command again"
+    return why
+
+
+def _report(session: Session, sf: StudyFile) -> None:
+    """The report (tables and plots) on the parent run; anything that fails here is one warning: the study's
+    records stand without it (``python -m sweep.report`` writes it again)."""
+    try:
         with tempfile.TemporaryDirectory() as tmp:
             losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
-            write_report(study, sf.study.metric, sf.study.directions, losses, Path(tmp), client=tracker.client)
-            try:
-                tracker.log_parent_dir(tmp, "report")
-            except (OSError, MlflowException) as e:  # a full artifact store: the study's records stand
-                warn(f"could not write the report to the parent run: {one_line(e, with_type=False)}")
-    tracker.finish("KILLED" if interrupted else "FAILED" if failed else "FINISHED")
+            client = session.tracker.client
+            write_report(session.study, sf.study.metric, sf.study.directions, losses, Path(tmp), client=client)
+            session.tracker.log_parent_dir(tmp, "report")
+    except Exception as e:  # a full artifact store, memory exhausted, a plot that fails
+        plain = isinstance(e, OSError | MlflowException)  # their own words say what failed
+        warn(f"could not write the report to the parent run: {one_line(e, with_type=not plain)}")

@@ -6,7 +6,9 @@ different per-model schedules, which would otherwise fail every such trial)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ from sweep.space import (
     UNION_KEYS,
     CategoricalParam,
     FloatParam,
+    IntParam,
     SearchSection,
     Spec,
     When,
     active,
     get_path,
+    searched_names,
     set_path,
 )
 
@@ -115,6 +119,113 @@ def check_search(search: SearchSection, objective: LoopCommon, grid: bool, file:
         raise ConfigError(file, "search.weights", "the grid sampler needs log_ratio with grid: [...]")
     if w.parametrization == "log_ratio" and not w.grid:
         raise ConfigError(file, "search.weights.grid", "the grid sampler needs a list of log10 ratios")
+
+
+def check_enqueued(
+    enqueue: Sequence[Mapping[str, Any]], search: SearchSection, n_weights: int, file: str | Path
+) -> None:
+    """Each baseline point (``study.enqueue``) names searched parameters, with values the search itself
+    could draw: Optuna runs an enqueued value as given, even outside the space. Bounds are inclusive
+    (as in Optuna); an int or a float with ``step`` must be on its grid; a categorical value must be one
+    of the choices (``true`` is not the choice ``1``)."""
+    known = searched_names(search, n_weights)
+    w = search.weights
+    low, high = (w.low, w.high) if w.parametrization == "log_ratio" else (0.0, 1.0)
+    weights = FloatParam(type="float", low=low, high=high)  # log10 ratios, or the simplex's uniforms
+    for i, point in enumerate(enqueue):
+        for name, value in point.items():
+            if name not in known:
+                why: str | None = f"not a searched parameter; searched: {', '.join(known)}"
+            else:
+                why = _not_drawable(search.params.get(name, weights), value)
+            if why:
+                raise ConfigError(file, f"study.enqueue.{i}.{name}", why)
+
+
+def _not_drawable(spec: Spec, value: Any) -> str | None:
+    """Why the search could never draw ``value`` for ``spec`` (``None``: it could)."""
+    if isinstance(spec, CategoricalParam):
+        if any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in spec.choices):
+            return None
+        return f"{value!r} is not one of the choices {list(spec.choices)}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+        kind = "the boolean " if isinstance(value, bool) else "the string " if isinstance(value, str) else ""
+        return f"expected a number, got {kind}{shown}"
+    if isinstance(spec, IntParam) and not isinstance(value, int):
+        return f"expected an integer, got {value!r}"
+    if not spec.low <= value <= spec.high:
+        return f"{value!r} is outside the searched range [{spec.low!r}, {spec.high!r}] (bounds are inclusive)"
+    step = spec.step
+    if step is not None and abs((k := (value - spec.low) / step) - round(k)) > 1e-8:  # Optuna's own test
+        return f"{value!r} is off the searched grid: low ({spec.low!r}) plus a multiple of step ({step!r})"
+    return None
+
+
+_MLFLOW_NAME = re.compile(r"[/\w.\- :]{1,250}")  # what MLflow takes as a param name (mlflow.utils.validation)
+
+
+def check_param_names(objective: LoopCommon, search: SearchSection, file: str | Path) -> None:
+    """Every setting a trial logs as an MLflow param (the objective flattened to dotted names, and each
+    searched name) has a name MLflow takes: at most 250 characters of letters, digits, spaces and
+    ``_ - . : /``, and no empty or ``.`` path step. Only a user problem's options can break that; one that
+    did failed every trial's records with a traceback."""
+    names = [(f"objective.{n}", n) for n in _dotted(objective.problem.options, "problem.options.")]
+    names += [(f"search.params.{n}", n) for n in search.params]
+    for key, name in names:
+        if not _MLFLOW_NAME.fullmatch(name) or posixpath.normpath(name) != name:
+            raise ConfigError(file, key, f"{name[:60]!r}{'...' if len(name) > 60 else ''} cannot be an MLflow "
+                              "param name (each trial logs its settings as params): at most 250 characters of "
+                              "letters, digits, spaces and _ - . : /")  # fmt: skip
+
+
+def _dotted(tree: Mapping[Any, Any], prefix: str) -> list[str]:
+    """The dotted names of a nested mapping's leaves, as :func:`sweep.tracking.flatten` makes them."""
+    out: list[str] = []
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            out += _dotted(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def label_of(value: object) -> str:
+    """A categorical choice as a study-name part (``[A-Za-z0-9_.-]``; anything else becomes ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", str(value))
+
+
+def check_compare(
+    compare: str | None, name: str, search: SearchSection, enqueue: Sequence[Mapping[str, Any]], file: str | Path
+) -> None:
+    """``study.compare`` names a searched, unconditional categorical with at least two choices, each of
+    which names a sub-study of its own (``<name>.<choice>``, at most 200 characters as ``study.name``:
+    it is also the sub-study's MLflow run name); no baseline point fixes it."""
+    if compare is None:
+        return
+    spec = search.params.get(compare)
+    if not isinstance(spec, CategoricalParam):
+        categoricals = [k for k, v in search.params.items() if isinstance(v, CategoricalParam)] or ["none"]
+        searched = ", ".join(categoricals)
+        raise ConfigError(
+            file, "study.compare", f"{compare!r} is not a searched categorical; searched ones: {searched}"
+        )
+    if len(spec.choices) < 2:
+        raise ConfigError(file, "study.compare", f"{compare!r} has one choice: nothing to compare")
+    if spec.when:
+        raise ConfigError(file, "study.compare", f"{compare!r} is conditional (when:); compare an unconditional one")
+    names: dict[str, object] = {}
+    for i, choice in enumerate(spec.choices):
+        key, sub = f"search.params.{compare}.choices.{i}", f"{name}.{label_of(choice)}"
+        if len(sub) > 200:
+            shown = sub if len(sub) <= 60 else f"{sub[:40]}...{sub[-10:]}"
+            raise ConfigError(file, key, f"its sub-study name {shown} has {len(sub)} characters; at most 200")
+        if sub in names:
+            raise ConfigError(file, key, f"{choice!r} names the same sub-study ({sub}) as {names[sub]!r}")
+        names[sub] = choice
+    for i, point in enumerate(enqueue):
+        if compare in point:
+            raise ConfigError(file, f"study.enqueue.{i}.{compare}", "the compared parameter is fixed per sub-study")
 
 
 MAX_COMBINATIONS = 4096

@@ -76,6 +76,12 @@ class CategoricalParam(Frozen):
     def _finite(self) -> CategoricalParam:
         if any(isinstance(c, float) and not math.isfinite(c) for c in self.choices):
             raise ValueError("choices must be finite numbers (NaN never equals itself: Optuna cannot record it)")
+        for i, choice in enumerate(self.choices):  # Optuna records a choice as its first equal one (1 == 1.0 == true)
+            if (first := self.choices.index(choice)) < i:
+                earlier = self.choices[first]
+                same = f"{choice!r} is" if repr(earlier) == repr(choice) else f"{earlier!r} and {choice!r} (equal) are"
+                raise ValueError(f"{same} given twice: give each choice once (a repeated one is drawn more often, "
+                                 "and Optuna records it as the first)")  # fmt: skip
         return self
 
 

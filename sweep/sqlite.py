@@ -10,10 +10,16 @@ killed process wrote) the last commits before the cut may be rolled back; the da
 corrupted. What it needs: the database on a local disk (WAL shares memory between processes; SQLite
 over NFS is unsafe in any mode), and two files beside it (``-wal``, ``-shm``) while it is open.
 PostgreSQL and MySQL storages are untouched.
+
+The stores a study creates on this machine (the Optuna and MLflow databases, their folders, the artifact
+folder) are its owner's only, whatever the umask: :func:`private_dir` and :func:`private_file` make them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 _installed = False
@@ -41,3 +47,22 @@ def use_wal() -> None:
 
     event.listen(Engine, "connect", _pragmas)
     _installed = True
+
+
+def private_dir(path: Path) -> None:
+    """Make folder ``path`` and its missing parents, each new one readable by its owner only (0700);
+    folders that exist are left as they are."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty and readable by its owner only (0600) unless it exists. SQLite opens an empty
+    file as a new database and gives its ``-wal``, ``-shm`` and journal files the database file's mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

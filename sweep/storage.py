@@ -6,6 +6,7 @@ Everything here speaks to the Optuna storage only (no MLflow, no training), so t
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -15,7 +16,8 @@ import optuna
 
 from sweep.errors import SweepError, one_line
 from sweep.resilient import FAIL_REASON, ResilientStorage, StorageDown
-from sweep.urls import redact, sqlite_init_lock, sqlite_path
+from sweep.sqlite import private_dir, private_file
+from sweep.urls import redact, seal, sqlite_init_lock, sqlite_path, unseal
 
 DEFAULT_STORAGE = "sqlite:///.sweep/optuna.db"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -46,6 +48,44 @@ def storage_url(storage: str | None) -> str:
     return storage or DEFAULT_STORAGE
 
 
+class SealedStorage(ResilientStorage):
+    """The study's storage, which stores no secret: user attributes (a trial's ``config``, the study's
+    ``sweep.settings``...) are written with each secret known by value replaced by its reference
+    (:func:`sweep.urls.seal`: ``${PGPASSWORD}``, ``${secret:objective.problem.options.token}``) and read
+    back with the values this process knows (:func:`sweep.urls.unseal`): a resume compares, an evaluation
+    retrains and an export writes what the file says, while the database holds only references."""
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_user_attr(trial_id, key, seal(value))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        super().set_study_user_attr(study_id, key, seal(value))
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return unseal(super().get_study_user_attrs(study_id))  # type: ignore[no-any-return]
+
+    def get_all_studies(self) -> list[optuna.study.FrozenStudy]:
+        studies = super().get_all_studies()
+        for study in studies:
+            study.user_attrs = unseal(study.user_attrs)
+        return studies
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
+    ) -> optuna.trial.FrozenTrial:
+        if template_trial is not None:  # a re-queued trial's copy (sweep.recovery) or an enqueued one
+            template_trial = copy.copy(template_trial)
+            template_trial.user_attrs = seal(template_trial.user_attrs)
+        trial = super()._create_new_trial(study_id, template_trial)
+        trial.user_attrs = unseal(trial.user_attrs)
+        return trial
+
+    def _build_frozen_trial_from_trial_model(self, trial: Any) -> optuna.trial.FrozenTrial:
+        frozen = super()._build_frozen_trial_from_trial_model(trial)
+        frozen.user_attrs = unseal(frozen.user_attrs)
+        return frozen
+
+
 def open_storage(
     url: str,
     heartbeat: tuple[int, int, Callable] | None = None,
@@ -65,8 +105,9 @@ def open_storage(
         SweepError: the storage cannot be opened (unreachable server, missing driver, bad URL).
     """
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:  # a new database (and its -wal, -shm files) and folder: the owner's only
+        private_dir(path.parent)
+        private_file(path)
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     beat: dict[str, Any] = {}
     if heartbeat is not None:
@@ -75,7 +116,7 @@ def open_storage(
     try:
         with sqlite_init_lock(url):
             return retry_schema_race(
-                lambda: ResilientStorage(url, retry_s, wait_at_open, engine_kwargs=engine_kwargs, **beat)
+                lambda: SealedStorage(url, retry_s, wait_at_open, engine_kwargs=engine_kwargs, **beat)
             )
     except StorageDown:
         raise  # its own one line (how long, which setting, what to do)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sweep.errors import ConfigError
+from sweep.urls import remember_secret
 
 MAX_FILE_BYTES = 1_000_000  # a study file is a few kB; anything near this is the wrong file
 MAX_NODES = 100_000  # values in the document with every alias expanded (an alias bomb is refused early)
@@ -26,8 +27,20 @@ MAX_INT = 2**63 - 1  # integers beyond 64 bits are no seed, size or count any li
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def _setting_like(value: str) -> bool:
+    """A number or a YAML boolean/null (``${N_TRIALS}`` → ``"20"``): a setting, never masked by value (masking
+    every "20" would garble every number printed)."""
+    try:
+        float(value)
+    except ValueError:
+        return value.strip().lower() in ("true", "false", "yes", "no", "on", "off", "null", "none", "~")
+    return True
+
+
 def expand_env(node: Any, file: Path, key: str = "") -> Any:
-    """Replace ``${NAME}`` in strings with the environment variable (for credentials in URLs)."""
+    """Replace ``${NAME}`` in strings with the environment variable (for credentials in URLs). Each value
+    taken (numbers and booleans excepted) is a secret from then on: masked wherever sweep prints or records
+    it, stored in the Optuna database as its reference (:func:`sweep.urls.remember_secret`)."""
     if isinstance(node, dict):
         return {k: expand_env(v, file, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
     if isinstance(node, list):
@@ -37,7 +50,10 @@ def expand_env(node: Any, file: Path, key: str = "") -> Any:
         def value(m: re.Match[str]) -> str:
             if m.group(1) not in os.environ:
                 raise ConfigError(file, key, f"environment variable {m.group(1)} is not set")
-            return os.environ[m.group(1)]
+            found = os.environ[m.group(1)]
+            if not _setting_like(found):
+                remember_secret(found, m.group(0))
+            return found
 
         return _ENV.sub(value, node)
     return node
@@ -45,13 +61,21 @@ def expand_env(node: Any, file: Path, key: str = "") -> Any:
 
 def check_numbers(node: Any, file: Path, key: str = "") -> None:
     """Refuse numbers no setting can use: NaN and infinite floats (``.nan``, ``1e400``), integers beyond
-    64 bits. Named by their key, before the schema sees them."""
+    64 bits, and YAML 1.1's base-60 numbers (``timeout: 1:30`` reads as 90). Named by their key, before
+    the schema sees them."""
     if isinstance(node, dict):
         for k, v in node.items():
             check_numbers(v, file, f"{key}.{k}" if key else str(k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
             check_numbers(v, file, f"{key}.{i}")
+    elif isinstance(node, _BaseSixtyInt | _BaseSixtyFloat):
+        raise ConfigError(
+            file,
+            key,
+            f"{node.written} is a base-60 number in YAML 1.1 (read as {node!r}): write the number itself, "
+            f"or quote '{node.written}' where text belongs",
+        )
     elif isinstance(node, float) and not math.isfinite(node):
         raise ConfigError(file, key, f"{node} is not a usable number: give a finite value")
     elif isinstance(node, _LongInteger):
@@ -68,6 +92,27 @@ class _LongInteger(int):
     :func:`check_numbers` refuses it by its key."""
 
 
+class _BaseSixtyInt(int):
+    """A base-60 integer (``1:30``, which YAML 1.1 reads as 90); ``written`` is the text.
+    :func:`check_numbers` refuses it by its key: no setting means a clock time as a number."""
+
+    written: str
+
+
+class _BaseSixtyFloat(float):
+    """A base-60 float (``1:30.5``, read as 90.5); see :class:`_BaseSixtyInt`."""
+
+    written: str
+
+
+# Tags the safe loader would build into something other than text, numbers, booleans, lists and
+# mappings (bytes, dates, sets, ordered pairs): a study file has no use for them, and a str setting
+# would take ``!!binary`` bytes decoded.
+_NOT_PLAIN = {f"tag:yaml.org,2002:{t}": f"!!{t}" for t in ("binary", "timestamp", "set", "omap", "pairs")}
+# YAML 1.2 floats that YAML 1.1 reads as strings (``1e-3``, ``1E5``: no dot, or no exponent sign).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
 class _Refused(yaml.MarkedYAMLError):
     """A document the loader will not build (too large, too deep, a recursive alias...), with its position."""
 
@@ -79,7 +124,9 @@ class _StudyLoader(yaml.SafeLoader):
     (``<<: *shared``, where a key given beside the merge overrides the merged one), and refuses before
     building anything: more than :data:`MAX_NODES` values once aliases are expanded (a "billion laughs"
     document needs only a few lines), nesting deeper than :data:`MAX_DEPTH` (no ``RecursionError``),
-    and an alias inside its own anchor.
+    and an alias inside its own anchor. It refuses the tags of :data:`_NOT_PLAIN`, reads ``1e-3`` as a
+    number (as YAML 1.2 does; YAML 1.1 makes it a string), and marks base-60 numbers for
+    :func:`check_numbers`.
     """
 
     def __init__(self, stream: str) -> None:
@@ -125,6 +172,14 @@ class _StudyLoader(yaml.SafeLoader):
                 self._count(*self._expanded(target), event.start_mark)
             return super().compose_node(parent, index)  # type: ignore[no-untyped-call,no-any-return]
         event = self.peek_event()  # type: ignore[no-untyped-call]
+        if getattr(event, "tag", None) in _NOT_PLAIN:
+            raise _Refused(
+                None,
+                None,
+                f"the tag {_NOT_PLAIN[event.tag]} is not allowed: a study file holds plain text, numbers, "
+                "booleans, lists and mappings",
+                event.start_mark,
+            )
         self._count(1, 1, event.start_mark)
         self._depth += 1
         if event.anchor is not None:  # registered when it starts: until it ends, an alias to it is recursive
@@ -150,14 +205,32 @@ class _StudyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+    def _construct_int(self, node: yaml.ScalarNode) -> int:
         try:
             return super().construct_yaml_int(node)  # type: ignore[no-untyped-call,no-any-return]
         except ValueError:  # Python refuses to read integers of more than 4300 digits
             return _LongInteger(sum(c.isdigit() for c in str(node.value)))
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        value = self._construct_int(node)
+        if ":" not in str(node.value) or isinstance(value, _LongInteger):
+            return value
+        marked = _BaseSixtyInt(value)
+        marked.written = str(node.value)
+        return marked
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value: float = super().construct_yaml_float(node)  # type: ignore[no-untyped-call]
+        if ":" not in str(node.value):
+            return value
+        marked = _BaseSixtyFloat(value)
+        marked.written = str(node.value)
+        return marked
+
 
 _StudyLoader.add_constructor("tag:yaml.org,2002:int", _StudyLoader.construct_yaml_int)
+_StudyLoader.add_constructor("tag:yaml.org,2002:float", _StudyLoader.construct_yaml_float)
+_StudyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
 
 
 def read_study_text(path: str | Path) -> str:

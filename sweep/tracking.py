@@ -28,10 +28,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
+from sweep.artifacts import artifact_root
 from sweep.config import StudySection, TrackingSection
 from sweep.errors import SweepError, one_line
 from sweep.faultpoints import pause
-from sweep.mlflowdb import seed_mlflow_db
+from sweep.mlflowdb import prepare_stores
 from sweep.storage import Attr, trial_id
 from sweep.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
 from sweep.views import runs_view_url
@@ -109,7 +110,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
-    return [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    return [RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()]
 
 
 def close_run(client: MlflowClient, run_id: str, state: optuna.trial.TrialState, reason: str | None = None) -> None:
@@ -241,7 +242,7 @@ class Tracker:
 
     def __init__(self, cfg: TrackingSection, study: optuna.Study) -> None:
         quiet_mlflow()
-        seed_mlflow_db(cfg.uri)  # a new SQLite store: a copy of a migrated one, not 1 s of migrations
+        prepare_stores(cfg.uri, artifact_root(cfg))  # a new SQLite store: a copy of a migrated one, the owner's only
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = MlflowClient(tracking_uri=absolute_sqlite(cfg.uri))
         self.experiment_name = cfg.experiment or study.study_name

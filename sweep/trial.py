@@ -5,19 +5,19 @@ One objective call = one trial:
      early has a run;
   2. sample the search space and resolve a fully fixed config (seeds derived, device chosen);
   3. run the loop with a reporter that queues per-epoch metrics for MLflow and reports the target to
-     Optuna for pruning;
+     Optuna for pruning — under the trial's time limits (:mod:`sweep.watchdog`), and writing only while
+     the trial is still this process's (:mod:`sweep.ownership`: another may have failed it as stale);
   4. return the trial's value (the last epoch's target, or the best epoch's with ``study.score: best``
      or early stopping) and write the kept weights once; :meth:`Objective.on_trial_end` then closes
-     the run with the status matching the trial's final state.
+     the run with the status matching the trial's final state. A failed trial's memory is let go before
+     the next trial starts (:mod:`sweep.memory`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import tempfile
-import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from mlflow.exceptions import MlflowException
 
 from objectives.config import LoopCommon
-from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
 from sweep.artifacts import ArtifactWatch, unwritable
@@ -38,6 +36,8 @@ from sweep.console import show_traceback, warn
 from sweep.errors import one_line, reason
 from sweep.faultpoints import pause
 from sweep.interrupts import Interrupts
+from sweep.memory import MemoryLog, details, oom_reason, out_of_memory, release
+from sweep.ownership import Owner, TrialLost
 from sweep.pruning import CompletedView, Reports
 from sweep.recovery import requeue_interrupted
 from sweep.report import loss_curves_png
@@ -46,6 +46,7 @@ from sweep.space import resolve, sample
 from sweep.storage import WEIGHTS, Attr, best_value, trial_id
 from sweep.tracking import Tracker, TrialRun, close_run
 from sweep.urls import redact
+from sweep.watchdog import Watchdog, abandon
 
 
 class SurplusTrial(RuntimeError):
@@ -80,6 +81,7 @@ class Member:
     trial: optuna.Trial
     run: TrialRun
     tid: int | None  # the trial's id in the storage (heartbeats)
+    owner: Owner  # whether the trial is still this process's to write (sweep.ownership)
     cfg: LoopCommon | None = None
     score: Score | None = None
     keeper: Keeper | None = None
@@ -109,6 +111,9 @@ class Objective:
         self.runs: dict[int, TrialRun] = {}
         self.asked: int | None = None  # the trial being run now, also before (or without) its MLflow run
         self.files = ArtifactWatch()  # stops the study when trials in a row could write no file
+        self.watchdog = Watchdog(None, None, interrupts, 0)  # the trials' time limits (sweep.runner sets them)
+        self.lost: set[int] = set()  # trials another process ended while this one trained them
+        self.memory = MemoryLog()  # trials that ran out of memory
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         self.asked = trial.number
@@ -138,7 +143,7 @@ class Objective:
             self._store_refused(e)
             trial.set_user_attr(Attr.FAIL, reason(e))
             raise
-        return Member(trial, run, tid)
+        return Member(trial, run, tid, Owner(self.beat, tid, trial.number, self.sf.study.heartbeat_interval))
 
     def setup(self, m: Member, view: CompletedView | None = None) -> None:
         """Sample and resolve the trial's config (2.), record it, and make what training reports to
@@ -152,27 +157,36 @@ class Objective:
         m.keeper = self._keeper(cfg, m.score)
         if self.beat is not None and m.tid is not None and not sf.study.multi_objective:  # no pruning otherwise
             m.reports = Reports(trial, self.beat, m.tid, view=view)
-        m.report = self._reporter(trial, m.run, m.history, m.score, m.reports)
+        m.report = self._reporter(trial, m.run, m.history, m.score, m.reports, m.owner)
         m.problem = self.problems.get(cfg)
 
     def train_one(self, m: Member) -> dict[str, float]:
         """Train the member's config on its own (3.)."""
         assert m.cfg is not None
-        with warnings.catch_warnings(), self.interrupts.training():
+        with self.watchdog.watching(self.abandoner([m])), warnings.catch_warnings(), self.interrupts.training():
             warnings.simplefilter("once")
             return LOOPS[m.cfg.loop].train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # type: ignore[attr-defined]  # 3.
 
+    def abandoner(self, members: list[Member]) -> Callable[[str], None]:
+        """What the watchdog does with ``members`` when their training does not stop (sweep.watchdog)."""
+        runs = [(m.trial.number, m.tid, m.run.log_text) for m in members]
+        return lambda why: abandon(self.beat, members[0].trial.study, runs, why)
+
     def conclude(self, m: Member, train: Callable[[], dict[str, float]]) -> float | list[float]:
         """Run ``train`` (the member's training, or what its group's training gave it) and record how the
-        trial ended (4.): its value, its kept weights, or why it failed; re-raises what stopped it."""
+        trial ended (4.): its value, its kept weights, or why it failed; re-raises what stopped it. A trial
+        another process ended meanwhile gets no record from this process (:class:`TrialLost`)."""
         sf, trial, run = self.sf, m.trial, m.run
         try:
             try:
                 metrics = train()
             except EarlyStop:
+                metrics = {}
+                m.owner.check()
                 assert m.score is not None
                 run.set_tags({"sweep.early_stopped_at_epoch": m.score.stopped_at})
                 trial.set_user_attr(Attr.EARLY_STOP, m.score.stopped_at)
+            m.owner.check()
             assert m.score is not None
             self._keep_weights(trial, run, m.keeper)
             if sf.study.multi_objective:  # 4. the last epoch's values (no single best epoch)
@@ -184,6 +198,8 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
+            if m.owner.lost:
+                raise
             # Optuna marks the trial FAIL and re-raises without calling callbacks: close the run here, and
             # queue its point again, as a dead process's trial is.
             run.fail(trial, "interrupted (KeyboardInterrupt)")
@@ -191,20 +207,30 @@ class Objective:
             requeue_interrupted(trial, sf.study.max_retry)
             raise
         except Exception as e:
-            details = traceback.format_exc()
+            oom = out_of_memory(e)
+            m.keeper = m.report = None  # the trial's models and tensors: freed with its frames (release)
+            if m.owner.ended_by(e):
+                release(e, oom)
+                raise TrialLost(m.owner.why) from None
+            text = details(e)
             self._store_refused(e)
-            run.fail(trial, reason(e), details)
+            run.fail(trial, oom_reason(e, m.cfg.device if m.cfg else None) if oom else reason(e), text)
+            if oom:
+                self.memory.add(trial.number, m.cfg.device if m.cfg else None)
             if self.verbose:
-                show_traceback(trial.number, redact(details))
-            if is_out_of_memory(e):
-                # Drop this trial's tensors before the next trial allocates: the exception's traceback
-                # holds the frames, so free after it is recorded, then return the cached blocks.
-                e.__traceback__ = None
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+                show_traceback(trial.number, redact(text))
+            release(e, oom)  # before the next trial allocates (the traceback holds the frames)
             raise
         finally:
+            self._last_writes(m)
+
+    def _last_writes(self, m: Member) -> None:
+        """A trial's last records: queued values, queued metrics, its plot and files; none for a trial
+        another process ended. Then what it trained with is let go (its memory, before the next trial)."""
+        trial, run = m.trial, m.run
+        try:
+            if m.owner.lost:
+                return
             if m.reports is not None:
                 m.reports.flush()  # every epoch's value stored before Optuna records the trial's end
             if trial.number in self.runs:
@@ -213,6 +239,12 @@ class Objective:
                     with tempfile.TemporaryDirectory() as tmp:
                         run.log_artifact(loss_curves_png(m.history, Path(tmp) / "loss_curves.png"))
                 self._files(trial, run)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            m.owner.lost = True  # ended by another process between the last look and this write
+        finally:
+            if m.owner.lost:
+                self.lost.add(trial.number)
+            m.keeper, m.report, m.problem, m.history = None, None, None, []
 
     def _store_refused(self, e: Exception) -> None:
         """A tracking store that refused a write for lack of room or permission stops the study after this
@@ -254,15 +286,19 @@ class Objective:
         history: list[dict[str, float]],
         score: Score,
         reports: Reports | None,
+        owner: Owner,
     ) -> Callable[[int, Mapping[str, float]], None]:
         target = self.sf.study.metric[0]
         can_prune = not self.sf.study.multi_objective
         plots = self.sf.tracking.trial_plots
+        progress = self.watchdog.progress
 
         def report(epoch: int, metrics: Mapping[str, float]) -> None:
+            progress(epoch)
             if plots:
                 history.append(dict(metrics))
             with self.interrupts.shielded():  # database writes: an interrupt waits for their end
+                owner.check()  # still this process's trial (else TrialLost: nothing more is written)
                 run.log_epoch(epoch, metrics)
                 prune = False
                 if can_prune:
@@ -289,6 +325,10 @@ class Objective:
         or finish."""
         pause("told")
         run = self.runs.pop(trial.number, None)
+        self.memory.ended(trial.state)
+        if trial.number in self.lost:  # another process ended it, and closed its run: nothing to write
+            self.lost.discard(trial.number)
+            return
         try:
             if run is not None:
                 run.close(trial.state)

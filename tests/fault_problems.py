@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 from functools import partial
 
@@ -75,6 +76,25 @@ def crashes_in_workers(seed: int) -> Problem:
         return crashes(seed)
     g = torch.Generator().manual_seed(seed)
     return Problem(make_model=lambda: nn.Linear(4, 1), a=_task(g), b=_task(g))
+
+
+def exits(seed: int, code: int | str | None = 0, exit: bool = True) -> Problem:
+    """A builder that calls ``sys.exit(code)`` when ``exit`` instead of returning a problem."""
+    if exit:
+        sys.exit(code)
+    g = torch.Generator().manual_seed(seed)
+    return Problem(make_model=lambda: nn.Linear(4, 1), a=_task(g), b=_task(g))
+
+
+def exits_in_forward(seed: int) -> Problem:
+    """A problem whose model calls ``sys.exit(0)`` in its forward pass (the preflight's batch runs it)."""
+    g = torch.Generator().manual_seed(seed)
+    return Problem(make_model=lambda: _ExitsInForward(4, 1), a=_task(g), b=_task(g))
+
+
+class _ExitsInForward(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sys.exit(0)
 
 
 def empty(seed: int, which: str = "a_train") -> Problem:
@@ -264,3 +284,107 @@ def fails_in_training(seed: int) -> Problem:
     """Every trial fails in its first epoch with a multi-line message (after the preflight passed)."""
     g = torch.Generator().manual_seed(seed)
     return Problem(make_model=lambda: _FailsInTraining(4, 1), a=_task(g), b=_task(g))
+
+
+# --- memory, hangs (tests/test_trial_limits.py) ---------------------------------------------------------
+
+
+class _Ledger:
+    """A process's pretend memory: the bytes of the tensors :class:`_Hog` models allocated and that are still
+    alive (each is counted down when it is freed), against a budget. Over it: ``MemoryError``, as Python
+    raises when the host runs out (no message), so a trial's memory that outlives the trial makes every
+    later trial run out too."""
+
+    live = 0
+    peak = 0
+
+    @classmethod
+    def allocate(cls, mb: int, budget_mb: int) -> torch.Tensor:
+        nbytes = mb * 2**20
+        if cls.live + nbytes > budget_mb * 2**20:
+            raise MemoryError()
+        import weakref
+
+        tensor = torch.zeros(nbytes // 4)
+        cls.live += nbytes
+        cls.peak = max(cls.peak, cls.live)
+        weakref.finalize(tensor, cls._free, nbytes)
+        return tensor
+
+    @classmethod
+    def _free(cls, nbytes: int) -> None:
+        cls.live -= nbytes
+
+
+class _Hog(nn.Linear):
+    """Holds ``chunk_mb`` of memory from its first forward pass; a greedy one takes one more chunk at every
+    pass, kept by the model, until the budget is exhausted (a trial whose batch or model is too big). The
+    greedy one is the second model that runs (the first: the preflight's batch check), the first trial's."""
+
+    ran = 0
+
+    def __init__(self, chunk_mb: int, budget_mb: int) -> None:
+        super().__init__(4, 1)
+        self.chunk_mb, self.budget_mb, self.greedy = chunk_mb, budget_mb, False
+        self.held: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.held:
+            type(self).ran += 1
+            self.greedy = type(self).ran == 2
+        if self.greedy or not self.held:
+            self.held.append(_Ledger.allocate(self.chunk_mb, self.budget_mb))
+        return super().forward(x)
+
+
+def exhausts_memory(seed: int, chunk_mb: int = 4, budget_mb: int = 32) -> Problem:
+    """The first trial a process runs exhausts its (pretend) memory; the others need one chunk of it."""
+    g = torch.Generator().manual_seed(seed)
+    _Hog.ran = 0
+    return Problem(make_model=lambda: _Hog(chunk_mb, budget_mb), a=_task(g), b=_task(g))
+
+
+class _Hangs(nn.Linear):
+    """The first model that trains in a process (the second that runs: the first is the preflight's batch
+    check) blocks for ever in its ``at_call``-th forward pass: ``how: python`` waits on an Event that no one
+    sets (a deadlock in user code: a signal interrupts it); ``how: c`` locks a mutex it holds already, in C
+    with the GIL released, where no signal gets it out (a stuck driver call). ``env``: hang only in a process
+    whose environment has that variable (so another process can take the trial over), whose value names a
+    file it creates as it starts hanging (so a test knows when)."""
+
+    ran = 0
+
+    def __init__(self, at_call: int, how: str, env: str) -> None:
+        super().__init__(4, 1)
+        self.at_call, self.how, self.env, self.calls, self.hangs = at_call, how, env, 0, False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calls == 0:
+            type(self).ran += 1
+            self.hangs = type(self).ran == 2 and (not self.env or self.env in os.environ)
+        self.calls += 1
+        if self.hangs and self.calls == self.at_call:
+            if self.env:
+                open(os.environ[self.env], "a").close()  # a file the test waits for
+            _hang(self.how)
+        return super().forward(x)
+
+
+def _hang(how: str) -> None:
+    import ctypes
+    import threading
+
+    if how == "python":
+        threading.Event().wait()
+    mutex = ctypes.create_string_buffer(64)  # zeroed: a default (non-recursive) glibc mutex, unlocked
+    libc = ctypes.CDLL(None)  # CDLL calls release the GIL
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)  # never returns
+
+
+def hangs(seed: int, at_call: int = 9, how: str = "python", env: str = "") -> Problem:
+    """The first trial a process trains hangs at its ``at_call``-th forward pass (9: in its second epoch,
+    which makes 6 passes an epoch: 2 steps of tasks a and b, then one validation pass of each)."""
+    g = torch.Generator().manual_seed(seed)
+    _Hangs.ran = 0
+    return Problem(make_model=lambda: _Hangs(at_call, how, env), a=_task(g), b=_task(g))

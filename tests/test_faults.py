@@ -181,3 +181,102 @@ def test_unusable_data_is_refused_before_anything_is_created(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: bad.yaml: objective.problem: {name}: {fragment}"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no storage, no MLflow store
+
+
+@pytest.mark.parametrize(
+    ("problem", "check", "fragment"),
+    [
+        ({"name": "tests.fault_problems:exits"}, False, "called sys.exit(0)"),
+        ({"name": "tests.fault_problems:exits"}, True, "called sys.exit(0)"),
+        ({"name": "tests.fault_problems:exits", "options": {"code": "bye"}}, False, "called sys.exit('bye')"),
+        ({"name": "tests.fault_problems:exits_in_forward"}, True, "SystemExit: 0"),
+    ],
+    ids=["builder", "builder --check", "builder sys.exit('bye')", "model --check"],
+)
+def test_a_problem_that_calls_sys_exit_is_refused(tmp_path: Path, problem: dict, check: bool, fragment: str) -> None:
+    """A builder (or its model) that calls sys.exit(0) ended ``sweep.run`` with status 0, nothing run and
+    nothing said: now one line naming the problem, exit 2, nothing created, with or without --check."""
+    write_yaml(tmp_path / "bad.yaml", tiny_study("exits", objective={"problem": problem}))
+    result = run_main("sweep.run", "bad.yaml", *(["--check"] if check else []), cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: bad.yaml: objective.problem: {problem['name']}: {fragment}"), lines
+    assert result.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_trial_whose_builder_exits_fails_with_its_reason(tmp_path: Path) -> None:
+    """A builder that calls sys.exit(0) for one searched option (the preflight builds the file's own,
+    which returns): that trial fails with the reason in both systems, and the study goes on."""
+    doc = tiny_study("exits", study={"sampler": {"type": "grid"}, "n_trials": 2})
+    doc["objective"]["problem"] = {"name": "tests.fault_problems:exits", "options": {"exit": False}}
+    doc["search"] = {"params": {"problem.options.exit": {"type": "categorical", "choices": [True, False]}}}
+    path = write_yaml(tmp_path / "exits.yaml", doc)
+    result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="exits", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    states = {t.params["problem.options.exit"]: t for t in study.trials}
+    assert states[True].state.name == "FAIL" and states[False].state.name == "COMPLETE"
+    assert "tests.fault_problems:exits called sys.exit(0)" in states[True].user_attrs["fail_reason"]
+    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(states[True].user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "called sys.exit(0)" in run.data.tags["sweep.fail_reason"]
+
+
+@pytest.mark.parametrize("k", [1, 2], ids=["one by one", "parallel_trials 2"])
+def test_a_trial_that_exhausts_memory_fails_alone(tmp_path: Path, k: int) -> None:
+    """The first trial (its group, with parallel_trials) takes all the memory: MemoryError. It fails "out of
+    memory" with the peak, and its memory goes back at once — not whenever Python's cyclic collector runs
+    (off here, so nothing else frees it: before, every later trial ran out of memory too, and the study gave
+    up) — so every later trial runs; one line sums it up."""
+    import gc
+
+    doc = tiny_study("hog", study={"n_trials": 3, "pruner": "none", "parallel_trials": k})
+    doc["objective"]["problem"] = {"name": "tests.fault_problems:exhausts_memory"}
+    path = write_yaml(tmp_path / "hog.yaml", doc)
+    gc.disable()
+    try:
+        result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
+    finally:
+        gc.enable()
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="hog", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL"] * k + ["COMPLETE"] * (len(states) - k), states
+    for trial in study.trials[:k]:
+        assert trial.user_attrs["fail_reason"].startswith("out of memory: MemoryError (process peak ")
+    which = "trial 0" if k == 1 else "trials 0..1"
+    after = "it" if k == 1 else "the first"
+    line = f"warning: {which} failed: out of memory (process peak "
+    assert line in result.stderr and f"MiB resident); 3 trial(s) finished after {after}" in result.stderr
+    check_agreement(study, f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
+
+
+@pytest.mark.parametrize(
+    ("fails", "status", "code", "said"),
+    [
+        ("write_report", "FINISHED", 0, "warning: could not write the report to the parent run: MemoryError"),
+        ("count_finished", "FAILED", 1, "error: could not finish the study (MemoryError); run the same command"),
+    ],
+    ids=["the report", "the last checks"],
+)
+def test_the_end_of_a_study_never_tracebacks_and_closes_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str, status: str, code: int, said: str
+) -> None:
+    """Memory exhausted while the study ends (here: raised by the report, or by the last look at the study):
+    before, a traceback and the parent run left RUNNING; now one line, and the parent run closed —
+    FINISHED when only the report failed (the trials are all there), else FAILED, exit 1."""
+    import sweep.runner
+
+    def exhausted(*_args: object, **_kwargs: object) -> None:
+        raise MemoryError()
+
+    path = write_yaml(tmp_path / "end.yaml", tiny_study("end", study={"n_trials": 2, "pruner": "none"}))
+    monkeypatch.setattr(sweep.runner, fails, exhausted)
+    result = run_main("sweep.run", str(path), cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("warning:", "error:"))]
+    assert len(lines) == 1 and lines[0].startswith(said), result.stderr
+    study = optuna.load_study(study_name="end", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    parent = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == status

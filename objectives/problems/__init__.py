@@ -182,7 +182,8 @@ def build_problem(
 
     Raises:
         ProblemError: what :func:`check_problem` refuses; a user function that raises (``NAME raised
-            ValueError: ...``, its first line) or returns anything but the problem type the loop trains.
+            ValueError: ...``, its first line), calls ``sys.exit`` or returns anything but the problem
+            type the loop trains.
     """
     check_problem(name, options, loop, kind)
     if is_user_path(name):
@@ -191,6 +192,8 @@ def build_problem(
             problem = func(seed=seed, **options)
         except Exception as e:  # the user's code: one line naming it, not its traceback
             raise ProblemError(f"{name} raised {first_line(e)}") from e
+        except SystemExit as e:  # sys.exit() in a builder would end sweep itself, silently with sys.exit(0)
+            raise ProblemError(f"{name} called sys.exit({e.code!r}): a problem builder must return a problem") from e
     else:
         builtin = BUILTINS[name]
         problem = builtin.build(builtin.options.model_validate(options), seed)

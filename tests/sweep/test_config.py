@@ -765,6 +765,229 @@ BAD = {
         "objective.weight_schedule.type",
         "'wavy'",
     ),
+    # --- values that passed --check and then cost a run or records (each refused when the file loads) ---
+    "epochs 10**12": (
+        "study: {name: s}\nobjective: {problem: linear_pair, epochs: 1000000000000}",
+        "objective.epochs",
+        "at most 100,000",
+    ),
+    "epochs searched up to 10**12": (
+        MIN + "search: {params: {epochs: {type: int, low: 1, high: 1000000000000}}}",
+        "search.params.epochs",
+        "at most 100,000",
+    ),
+    "experiment name of 5000 characters": (
+        "tracking: {experiment: '" + "x" * 5000 + "'}\n" + MIN,
+        "tracking.experiment",
+        "at most 500",
+    ),
+    "sub-study name over 200 characters": (
+        "study: {name: " + "s" * 199 + ", compare: problem.options.hidden}\nobjective: {problem: digits_pair}\n"
+        "search: {params: {problem.options.hidden: {type: categorical, choices: [8, 16]}}}",
+        "search.params.problem.options.hidden.choices.0",
+        "at most 200",
+    ),
+    "compared choices with one sub-study name": (
+        "study: {name: s, compare: problem.options.x}\n"
+        "objective: {problem: 'tests.objectives.user_problem:make_any'}\n"
+        "search: {params: {problem.options.x: {type: categorical, choices: ['a b', 'a_b']}}}",
+        "search.params.problem.options.x.choices.1",
+        "same sub-study",
+    ),
+    "problem option MLflow cannot name": (
+        "study: {name: s}\nobjective: {problem: {name: 'tests.objectives.user_problem:make_any',"
+        " options: {'bad@key': 1}}}",
+        "objective.problem.options.bad@key",
+        "MLflow param name",
+    ),
+    "nested problem option of 300 characters": (
+        "study: {name: s}\nobjective: {problem: {name: 'tests.objectives.user_problem:make_any',"
+        " options: {net: {" + "w" * 300 + ": 1}}}}",
+        "objective.problem.options.net." + "w" * 300,
+        "at most 250 characters",
+    ),
+    "searched option MLflow cannot name": (
+        "study: {name: s}\nobjective: {problem: 'tests.objectives.user_problem:make_any'}\n"
+        "search: {params: {problem.options.a//b: {type: categorical, choices: [1, 2]}}}",
+        "search.params.problem.options.a//b",
+        "MLflow param name",
+    ),
+    "baseline above the searched range": (
+        "study: {name: s, enqueue: [{optimizer.lr: 0.5}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {optimizer.lr: {type: float, low: 0.01, high: 0.1, log: true}}}",
+        "study.enqueue.0.optimizer.lr",
+        "outside",
+    ),
+    "baseline below the searched range": (
+        "study: {name: s, enqueue: [{epochs: 1}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {epochs: {type: int, low: 2, high: 9}}}",
+        "study.enqueue.0.epochs",
+        "outside",
+    ),
+    "baseline off the int step": (
+        "study: {name: s, enqueue: [{}, {epochs: 3}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {epochs: {type: int, low: 2, high: 10, step: 2}}}",
+        "study.enqueue.1.epochs",
+        "step",
+    ),
+    "baseline off the float step": (
+        "study: {name: s, enqueue: [{optimizer.lr: 0.015}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {optimizer.lr: {type: float, low: 0.01, high: 0.1, step: 0.01}}}",
+        "study.enqueue.0.optimizer.lr",
+        "step",
+    ),
+    "baseline fractional for an int": (
+        "study: {name: s, enqueue: [{epochs: 2.5}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {epochs: {type: int, low: 1, high: 9}}}",
+        "study.enqueue.0.epochs",
+        "integer",
+    ),
+    "baseline a string for a number": (
+        "study: {name: s, enqueue: [{optimizer.lr: '0.05'}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {optimizer.lr: {type: float, low: 0.01, high: 0.1}}}",
+        "study.enqueue.0.optimizer.lr",
+        "expected a number",
+    ),
+    "baseline a boolean for a number": (
+        "study: {name: s, enqueue: [{epochs: yes}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {epochs: {type: int, low: 1, high: 9}}}",
+        "study.enqueue.0.epochs",
+        "boolean",
+    ),
+    "baseline not a choice": (
+        "study: {name: s, enqueue: [{mixing: accumulate}]}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {mixing: {type: categorical, choices: [zip, cycle]}}}",
+        "study.enqueue.0.mixing",
+        "not one of",
+    ),
+    "baseline true for the choice 1": (
+        "study: {name: s, enqueue: [{problem.options.hidden: true}]}\nobjective: {problem: digits_pair}\n"
+        "search: {params: {problem.options.hidden: {type: categorical, choices: [1, 8]}}}",
+        "study.enqueue.0.problem.options.hidden",
+        "not one of",
+    ),
+    "baseline log ratio outside the weights' range": (
+        "study: {name: s, enqueue: [{weights.log10_ratio: 5}]}\nobjective: {problem: linear_pair}\n"
+        "search: {weights: {parametrization: log_ratio, low: -3, high: 3}}",
+        "study.enqueue.0.weights.log10_ratio",
+        "outside",
+    ),
+    "baseline simplex weight above 1": (
+        "study: {name: s, enqueue: [{weights.u0: 1.5}]}\nobjective: {problem: linear_pair}\n"
+        "search: {weights: {parametrization: simplex}}",
+        "study.enqueue.0.weights.u0",
+        "outside",
+    ),
+    "compared choice given twice": (
+        "study: {name: s, compare: weighting.type}\nobjective: {problem: linear_pair}\n"
+        "search: {params: {weighting.type: {type: categorical, choices: [static, dwa, static]}}}",
+        "search.params.weighting.type",
+        "twice",
+    ),
+    "categorical choice given twice": (
+        MIN + "search: {params: {mixing: {type: categorical, choices: [zip, cycle, zip]}}}",
+        "search.params.mixing",
+        "twice",
+    ),
+    "categorical choices equal in Python": (
+        "study: {name: s}\nobjective: {problem: digits_pair}\n"
+        "search: {params: {problem.options.hidden: {type: categorical, choices: [8, 16, 8.0]}}}",
+        "search.params.problem.options.hidden",
+        "twice",
+    ),
+    "timeout: 1:30 (base 60)": (
+        "study: {name: s, timeout: 1:30}\nobjective: {problem: linear_pair}",
+        "study.timeout",
+        "base-60",
+    ),
+    "seed: 1:00:00 (base 60)": (
+        "study: {name: s, seed: 1:00:00}\nobjective: {problem: linear_pair}",
+        "study.seed",
+        "base-60",
+    ),
+    "lr: 1:30.5 (base 60 float)": (
+        "study: {name: s}\nobjective: {problem: linear_pair, optimizer: {lr: 1:30.5}}",
+        "objective.optimizer.lr",
+        "base-60",
+    ),
+    "base-60 categorical choice": (
+        MIN + "search: {params: {optimizer.momentum: {type: categorical, choices: [0.9, 1:30]}}}",
+        "search.params.optimizer.momentum.choices.1",
+        "base-60",
+    ),
+    "n_trials: '2' (a string)": (
+        "study: {name: s, n_trials: '2'}\nobjective: {problem: linear_pair}",
+        "study.n_trials",
+        "string",
+    ),
+    "lr: '0.1' (a string)": (
+        "study: {name: s}\nobjective: {problem: linear_pair, optimizer: {lr: '0.1'}}",
+        "objective.optimizer.lr",
+        "string",
+    ),
+    "weights as strings": (
+        "study: {name: s}\nobjective: {problem: linear_pair, weights: ['1', '2']}",
+        "objective.weights.0",
+        "string",
+    ),
+    "searched bound a string": (
+        MIN + "search: {params: {optimizer.lr: {type: float, low: '0.01', high: 0.1}}}",
+        "search.params.optimizer.lr.low",
+        "string",
+    ),
+    "boolean as a string": (
+        "study: {name: s}\nobjective: {problem: linear_pair, data: {drop_last: 'true'}}",
+        "objective.data.drop_last",
+        "string",
+    ),
+    "!!binary storage": (
+        "study: {name: s, storage: !!binary c3FsaXRlOi8vL3guZGI=}\nobjective: {problem: linear_pair}",
+        "line 1, column 27",
+        "!!binary",
+    ),
+    "!!set": ("study: {name: s, metric: !!set {val_a_loss}}\nobjective: {problem: linear_pair}", "line 1", "!!set"),
+    "!!omap": ("study: !!omap [{name: s}]\nobjective: {problem: linear_pair}", "line 1", "!!omap"),
+    "!!pairs": ("study: {name: s}\nobjective: !!pairs [{problem: linear_pair}]", "line 2", "!!pairs"),
+    "!!timestamp": (
+        "study: {name: s, seed: !!timestamp 2024-01-01}\nobjective: {problem: linear_pair}",
+        "line 1",
+        "!!timestamp",
+    ),
+    "heartbeat_interval: 10**11": (
+        "study: {name: s, heartbeat_interval: 100000000000}\nobjective: {problem: linear_pair}",
+        "study.heartbeat_interval",
+        "3600",
+    ),
+    "grace_period beyond a day": (
+        "study: {name: s, grace_period: 1000000}\nobjective: {problem: linear_pair}",
+        "study.grace_period",
+        "86400",
+    ),
+    "storage_retry beyond a day": (
+        "study: {name: s, storage_retry: 1e12}\nobjective: {problem: linear_pair}",
+        "study.storage_retry",
+        "86400",
+    ),
+    "timeout beyond a year": (
+        "study: {name: s, timeout: 1e11}\nobjective: {problem: linear_pair}",
+        "study.timeout",
+        "31536000",
+    ),
+    "grace_period below heartbeat_interval": (
+        "study: {name: s, heartbeat_interval: 20, grace_period: 3}\nobjective: {problem: linear_pair}",
+        "study.grace_period",
+        "at least 2 × heartbeat_interval",
+    ),
+    "grace_period equal to heartbeat_interval": (
+        "study: {name: s, heartbeat_interval: 10, grace_period: 10}\nobjective: {problem: linear_pair}",
+        "study.grace_period",
+        "at least 2 × heartbeat_interval",
+    ),
+    "grace_period default below a longer heartbeat": (
+        "study: {name: s, heartbeat_interval: 60}\nobjective: {problem: linear_pair}",
+        "study.grace_period",
+        "(120 s",
+    ),
 }
 
 
@@ -898,3 +1121,38 @@ def test_command_line_overrides_are_checked_like_the_file(tmp_path: Path, overri
     with pytest.raises(ConfigError) as info:
         load_study(path, overrides)
     assert info.value.key == key
+
+
+def test_a_number_may_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``n_trials: "2"`` is refused (a quoted number), but ``${NAME}`` still gives a number where one
+    belongs: its value is a string only because the environment holds strings."""
+    monkeypatch.setenv("SWEEP_TEST_TRIALS", "7")
+    monkeypatch.setenv("SWEEP_TEST_LR", "0.05")
+    sf = load_text(
+        tmp_path,
+        "study: {name: s, n_trials: '${SWEEP_TEST_TRIALS}'}\n"
+        "objective: {problem: linear_pair, optimizer: {lr: '${SWEEP_TEST_LR}'}}",
+    )
+    assert (sf.study.n_trials, sf.objective.optimizer.lr) == (7, 0.05)
+    with pytest.raises(ConfigError, match=r"study\.n_trials: expected a number, got the string '7'"):
+        load_text(tmp_path, "study: {name: s, n_trials: '7'}\nobjective: {problem: linear_pair}")
+
+
+def test_exponent_numbers_are_numbers(tmp_path: Path) -> None:
+    """``1e-3`` is a number (YAML 1.2; YAML 1.1 reads it as the string '1e-3'), so refusing quoted
+    numbers does not refuse it, and a categorical of such values searches numbers, not strings."""
+    sf = load_text(
+        tmp_path,
+        "study: {name: s, timeout: 1E4}\nobjective: {problem: linear_pair, optimizer: {lr: 1e-3}}\n"
+        "search: {params: {optimizer.weight_decay: {type: categorical, choices: [0, 1e-4, 1e-2]}}}",
+    )
+    assert (sf.study.timeout, sf.objective.optimizer.lr) == (1e4, 1e-3)
+    assert sf.search.params["optimizer.weight_decay"].choices == (0, 1e-4, 1e-2)  # type: ignore[union-attr]
+
+
+def test_base_60_lookalikes_stay_text(tmp_path: Path) -> None:
+    """Only YAML 1.1's base-60 numbers are refused: quoted, or not a valid base-60 number, they are text."""
+    sf = load_text(tmp_path, "study: {name: s}\ntracking: {experiment: '1:30'}\nobjective: {problem: linear_pair}")
+    assert sf.tracking.experiment == "1:30"
+    sf = load_text(tmp_path, "study: {name: s}\ntracking: {experiment: 10:61}\nobjective: {problem: linear_pair}")
+    assert sf.tracking.experiment == "10:61"

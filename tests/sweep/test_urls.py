@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from sweep.urls import redact
+from sweep.urls import (
+    credentials_in,
+    forget_secrets,
+    mask_known,
+    redact,
+    remember_credentials,
+    remember_secret,
+    seal,
+    stored_credential,
+    unseal,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_known_secrets() -> Iterator[None]:
+    """Each test starts and ends knowing no secret by value (a study file loaded before would add its own)."""
+    forget_secrets()
+    yield
+    forget_secrets()
 
 
 @pytest.mark.parametrize(
@@ -138,3 +158,74 @@ def test_settings_named_like_credentials_are_masked_whole() -> None:
         "problem": {"options": {"token": "***", "n": 3, "urls": ["https://u:***@h/x"]}},
         "lr": 0.1,
     }
+
+
+def test_known_secrets_are_masked_whole_wherever_they_appear() -> None:
+    """A secret known by value is masked in any text, where no pattern finds it: with a space and a quote
+    (the URL pattern stops there), echoed in a message, or cut at an '@' by a driver (its parts masked)."""
+    remember_secret('p@ssw0rd w"rd-x', "${PW}")
+    assert redact('sqlite:///x.db?password=p@ssw0rd w"rd-x') == "sqlite:///x.db?password=***"
+    assert redact("unknown metric 'val_p@ssw0rd w\"rd-x'") == "unknown metric 'val_***'"
+    assert redact('could not translate host name "ssw0rd w"rd-x@127.0.0.1"') == (
+        'could not translate host name "***@127.0.0.1"'
+    )
+    assert redact("postgresql://u:p%40ssw0rd%20w%22rd-x@h/db and p%40ssw0rd%20w%22rd-x") == (
+        "postgresql://u:***@h/db and ***"
+    )
+    remember_secret("abcdefgh")
+    remember_secret("abcd")  # a secret inside a longer one: the longer is masked whole, first
+    assert mask_known("abcdefgh abcd", "#") == "# #"
+    remember_secret("abc")  # too short to tell from any other text: not masked by value
+    assert redact("abc") == "abc"
+
+
+def test_sealed_values_hold_references_and_unseal_to_the_values() -> None:
+    """What the Optuna database stores: each known secret as its reference (a mask where it has none);
+    read back, the references this process knows are the values again; sealing twice changes nothing."""
+    remember_secret("s3cr3t-value", "${PW}")
+    remember_secret("lit-token-123", "${secret:objective.problem.options.token}")
+    tree = {"dsn": "postgresql://u:s3cr3t-value@h/x", "token": "lit-token-123", "n": [3, "ssw0rd"], "f": 0.5}
+    sealed = seal(tree)
+    assert sealed == {
+        "dsn": "postgresql://u:${PW}@h/x",
+        "token": "${secret:objective.problem.options.token}",
+        "n": [3, "ssw0rd"],
+        "f": 0.5,
+    }
+    assert seal(sealed) == sealed and unseal(sealed) == tree
+    remember_secret("ab@cdefgh", "${AT}")  # 'cdefgh' is masked, has no reference: stored masked
+    assert seal("host cdefgh") == "host ***" and unseal("host ***") == "host ***"
+    forget_secrets()
+    assert unseal(sealed) == sealed  # a process that does not know them leaves the references
+
+
+def test_credentials_in_a_study_file_are_known_by_value_once_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a study file makes its secrets known: values from the environment (numbers and booleans
+    excepted: ``n_trials: ${N}`` still reads as a number), a URL's password (whole, spaces included, when the
+    field is the URL), a DSN's ``password=``, and a string under a key named like a credential."""
+    from sweep.config import load_study
+
+    monkeypatch.setenv("SWEEP_TEST_N", "1234")
+    monkeypatch.setenv("SWEEP_TEST_DEVICE", "cpu")
+    monkeypatch.setenv("SWEEP_TEST_TOKEN", "env-token-value")
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "study: {name: s, n_trials: '${SWEEP_TEST_N}', storage: 'sqlite:///x.db?password=lit pass word'}\n"
+        "objective: {problem: linear_pair, device: '${SWEEP_TEST_DEVICE}'}\n"
+    )
+    sf = load_study(path)
+    assert sf.study.n_trials == 1234 and redact("1234 trials") == "1234 trials"
+    assert redact("sqlite:///x.db?password=lit pass word") == "sqlite:///x.db?password=***"
+    assert redact("cpu") == "cpu"  # three characters: too short to mask
+    remember_credentials({"options": {"passphrase": "correct horse", "conn": "host=h password=pw-in-dsn", "n": 5}})
+    assert redact("correct horse, pw-in-dsn") == "***, ***"
+    assert credentials_in("https://u:a b@h/x?token=t 1") == ["t", "a b", "t 1"]  # in text; the whole field
+
+
+def test_a_credential_in_an_artifact_location_is_refused_naming_where_the_store_reads_one() -> None:
+    assert stored_credential("s3://bucket/mlflow") is None and stored_credential("file:///data/a") is None
+    why = stored_credential("s3://bucket/x?token=tk-1") or ""
+    assert "AWS_SECRET_ACCESS_KEY" in why and "tk-1" not in why and "artifact_uri" in why
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in (stored_credential("gs://u:pw@bucket/x") or "")
