@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from objectives.config import LoopCommon, resolved_type
+from objectives.config import LoopCommon
 from objectives.helpers import derive_seed, resolve_device
 from objectives.loops import LOOPS
+from objectives.resolved import resolved_type
 from sweep.scoring import EarlyStop, Keeper, Score
 
 

@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 import optuna
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
-from objectives.config import LoopCommon, resolved_type
+from objectives.config import LoopCommon
 from objectives.frozen import Frozen
 from objectives.helpers import derive_seed, resolve_device, weights_from_log10_ratios, weights_from_uniforms
+from objectives.resolved import resolved_type
 
 Scalar = None | bool | int | float | str
 When = dict[str, Scalar | list[Scalar]]

@@ -16,10 +16,10 @@ from typing import Any
 import optuna
 import torch
 
-from objectives.config import resolved
 from objectives.data import call
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
+from objectives.resolved import resolved
 from sweep.errors import SweepError, one_line
 from sweep.storage import WEIGHTS, Attr
 from sweep.tracking import quiet_mlflow

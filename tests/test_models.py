@@ -10,9 +10,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from objectives.config import resolved
 from objectives.dual_loss import evaluate
 from objectives.problems import build_problem
+from objectives.resolved import resolved
 from sweep.weights import rebuild
 from tests.conftest import run_main, tiny_study, write_yaml
 

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from objectives.config import resolved
 from objectives.helpers import first_line
 from objectives.problems import digits_codes, digits_images, digits_pair, linear_pair
 from objectives.problems.base import PROBLEM_KINDS, Builtin, CoupledProblem, LossFn, Problem, Task
+from objectives.resolved import resolved
 
 __all__ = [
     "BUILTINS",
