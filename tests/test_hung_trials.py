@@ -94,6 +94,11 @@ def test_a_limit_passed_in_a_database_write_is_raised_when_the_write_ends() -> N
     assert written.is_set()
 
 
+# The limits these tests set: far above a normal trial's epoch (milliseconds; a few seconds on a loaded,
+# slowed machine), so only the trial that hangs meets them, at any machine speed.
+LIMIT = 10
+
+
 def _hang_study(name: str, how: str, limits: dict, n_trials: int = 3, env: str = "") -> dict:
     doc = tiny_study(name, study={"n_trials": n_trials, "pruner": "none", "heartbeat_interval": 1, **limits})
     doc["study"]["grace_period"] = 2
@@ -108,14 +113,14 @@ def _study(tmp_path: Path, name: str) -> optuna.Study:
 def test_a_trial_past_its_timeout_fails_and_the_next_trial_runs(tmp_path: Path) -> None:
     """study.trial_timeout: the hung trial (blocked in user code) fails with the reason in Optuna and MLflow,
     and the same process runs the others to n_trials."""
-    path = write_yaml(tmp_path / "t.yaml", _hang_study("wall", "python", {"trial_timeout": 3}))
+    path = write_yaml(tmp_path / "t.yaml", _hang_study("wall", "python", {"trial_timeout": LIMIT}))
     result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = _study(tmp_path, "wall")
     failed = [t for t in study.trials if t.state.name == "FAIL"]
     assert [t.number for t in failed] == [0]
     why = failed[0].user_attrs["fail_reason"]
-    assert why == "TrialTimeout: timed out: still training after 3 s (study.trial_timeout)"
+    assert why == f"TrialTimeout: timed out: still training after {LIMIT} s (study.trial_timeout)"
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(failed[0].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["sweep.fail_reason"] == why
     assert "trial 0 failed: TrialTimeout: timed out" in result.stderr
@@ -126,7 +131,7 @@ def test_a_trial_past_its_timeout_fails_and_the_next_trial_runs(tmp_path: Path) 
 def test_a_stalled_trial_fails_with_no_progress_and_the_study_ends(tmp_path: Path) -> None:
     """study.stall_timeout, a real process: the trial that stops reporting epochs fails "no progress" after
     its last epoch; the study still ends with n_trials, exit 0."""
-    path = write_yaml(tmp_path / "s.yaml", _hang_study("stall", "python", {"stall_timeout": 2}))
+    path = write_yaml(tmp_path / "s.yaml", _hang_study("stall", "python", {"stall_timeout": LIMIT}))
     proc = start_cli("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path)
     try:
         _, err = proc.communicate(timeout=120)
@@ -138,7 +143,7 @@ def test_a_stalled_trial_fails_with_no_progress_and_the_study_ends(tmp_path: Pat
     study = _study(tmp_path, "stall")
     (failed,) = [t for t in study.trials if t.state.name == "FAIL"]
     assert failed.user_attrs["fail_reason"] == (
-        "TrialTimeout: no progress: no epoch reported for 2 s after epoch 0 (study.stall_timeout)"
+        f"TrialTimeout: no progress: no epoch reported for {LIMIT} s after epoch 0 (study.stall_timeout)"
     )
     assert sorted(failed.intermediate_values) == [0]  # its one reported epoch is kept
     check_agreement(study, f"sqlite:///{tmp_path / 'mlflow.db'}", 3)
@@ -153,7 +158,7 @@ def test_a_trial_stuck_in_c_code_is_taken_over_by_another_process(
     "running elsewhere". grace_period after its timeout the second process fails the trial with the reason,
     re-queues it and exits (1, one line) as a killed one would; the first takes the trial over and ends the
     study with n_trials."""
-    doc = _hang_study("stuck", "c", {"trial_timeout": 2}, n_trials=2, env="SWEEP_TEST_HANG")
+    doc = _hang_study("stuck", "c", {"trial_timeout": LIMIT}, n_trials=2, env="SWEEP_TEST_HANG")
     path = write_yaml(tmp_path / "c.yaml", doc)
     pauses = Pauses(tmp_path / "pauses", "closed").apply(monkeypatch)  # the first process to close a trial
     waits = start_cli("sweep.run", str(path), "--no-report", "--no-progress", cwd=tmp_path)
@@ -175,7 +180,7 @@ def test_a_trial_stuck_in_c_code_is_taken_over_by_another_process(
                 proc.kill()
     assert stuck.returncode == 1, stuck_err
     errors = [line for line in stuck_err.splitlines() if line.startswith("error:")]
-    why = "timed out: still training after 2 s (study.trial_timeout); the training did not stop within 2 s"
+    why = f"timed out: still training after {LIMIT} s (study.trial_timeout); the training did not stop within 2 s"
     assert len(errors) == 1 and errors[0].startswith(f"error: trial 1: {why}"), stuck_err
     assert "this process exits, as a killed one would" in errors[0] and "Traceback" not in stuck_err
     assert waits.returncode == 0, waits_err
