@@ -106,6 +106,19 @@ class Interrupts:
             self._interruptible = False
 
     @contextlib.contextmanager
+    def raising(self) -> Iterator[None]:
+        """Inside: an interrupt raises at once, as in :meth:`training` — for phases that hold no database
+        lock of this process (a user module's import, preflight, waits between retries, calls to a
+        tracking server over HTTP). Nests: the state before it is restored after."""
+        self.check()
+        was = self._interruptible
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = was
+
+    @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:
         """Inside ``training``: database calls (the reporter's), deferred interrupts raised after them."""
         was = self._interruptible

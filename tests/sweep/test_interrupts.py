@@ -43,3 +43,22 @@ def test_outside_training_the_request_waits_for_a_safe_point() -> None:
         assert interrupts.requested
         with pytest.raises(KeyboardInterrupt):
             interrupts.check()
+
+
+def test_raising_interrupts_at_once_and_restores_the_state_before_it() -> None:
+    interrupts = Interrupts()
+    with interrupts.installed():
+        with pytest.raises(KeyboardInterrupt), interrupts.raising():
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode: raises here
+            for _ in range(10_000_000):
+                pass
+        assert interrupts.requested and not interrupts.interruptible
+        with pytest.raises(KeyboardInterrupt), interrupts.raising():
+            pass  # a request already made raises on entry
+    nested = Interrupts()
+    with nested.training():
+        with nested.shielded():
+            with nested.raising():
+                assert nested.interruptible
+            assert not nested.interruptible  # back to shielded
+        assert nested.interruptible
