@@ -55,8 +55,23 @@ class SealedStorage(ResilientStorage):
     back with the values this process knows (:func:`sweep.urls.unseal`): a resume compares, an evaluation
     retrains and an export writes what the file says, while the database holds only references."""
 
+    on_running: Callable[[int], None] | None = None  # told each trial id this process makes RUNNING (Claims.created)
+    stale_checked = False  # sweep.claims just failed the stale trials: Study.optimize's own look is not needed
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if self.stale_checked:  # one look the claim lock's critical section saves (sweep.claims)
+            self.stale_checked = False
+            return []
+        return super()._get_stale_trial_ids(study_id)  # type: ignore[no-any-return]
+
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_user_attr(trial_id, key, seal(value))
+
+    def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState, values: Any = None) -> bool:
+        stored: bool = super().set_trial_state_values(trial_id, state, values)
+        if stored and state == optuna.trial.TrialState.RUNNING and self.on_running is not None:
+            self.on_running(trial_id)  # a queued trial taken by Study.ask: the claim lock can go
+        return stored
 
     def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
         super().set_study_user_attr(study_id, key, seal(value))
@@ -78,6 +93,8 @@ class SealedStorage(ResilientStorage):
             template_trial.user_attrs = seal(template_trial.user_attrs)
         trial = super()._create_new_trial(study_id, template_trial)
         trial.user_attrs = unseal(trial.user_attrs)
+        if trial.state == optuna.trial.TrialState.RUNNING and self.on_running is not None:
+            self.on_running(trial._trial_id)  # Study.ask's new trial exists: the claim lock can go
         return trial
 
     def _build_frozen_trial_from_trial_model(self, trial: Any) -> optuna.trial.FrozenTrial:

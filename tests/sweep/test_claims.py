@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -176,8 +177,8 @@ def test_the_postgres_lock_excludes_a_second_holder() -> None:
 @pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 def test_a_claim_whose_lock_died_in_a_blip_yields_to_the_earlier_trial() -> None:
     """A's lock connection is dropped while it holds the claim (a blip): B claims the same last place.
-    On release A learns its lock was lost and that B's trial fills the study: A's trial is not wanted
-    (even though it is the earlier one); B's is (its lock held to the end): exactly one of the two trains."""
+    Each counts again once its trial exists, by the same rule: A's trial is the earlier (lower number),
+    so it is wanted; B's is not, though B's lock held to the end: exactly one of the two trains."""
     from tests.pgtools import _admin, database, pg
 
     with database() as db:
@@ -195,9 +196,139 @@ def test_a_claim_whose_lock_died_in_a_blip_yields_to_the_earlier_trial() -> None
         )
         admin.close()
         assert b.claim()  # the lock is free again: B sees no trial yet and claims
-        trial_a = study_a.ask()  # A's trial first (the lower number): the lost lock decides, not the order
+        trial_a = study_a.ask()  # A's trial first (the lower number): it trains, whichever lock held
         trial_b = study_b.ask()
-        assert b.release(trial_b.number) is True
-        assert a.release(trial_a.number) is False
+        assert b.release(trial_b.number) is False
+        assert a.release(trial_a.number) is True
+        assert b.surplus == {trial_b.number} and not a.surplus
         rdb_a.engine.dispose()
         rdb_b.engine.dispose()
+
+
+def _mariadb_error() -> str | None:
+    try:
+        import pymysql
+
+        pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test", connect_timeout=3).close()
+    except Exception as e:  # ImportError, or no server answers
+        return f"no MariaDB/MySQL at 127.0.0.1:3306/test ({type(e).__name__})"
+    return None
+
+
+LOCK_URLS = [
+    "sqlite",
+    pytest.param(PG_URL, marks=pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")),
+    pytest.param(
+        "mysql+pymysql://root@127.0.0.1:3306/test",
+        marks=pytest.mark.skipif(bool(_mariadb_error()), reason=_mariadb_error() or ""),
+    ),
+]
+
+
+@pytest.mark.parametrize("url", LOCK_URLS)
+def test_a_lock_held_elsewhere_is_given_up_after_wait_saying_who_holds_it(url: str, tmp_path: Path) -> None:
+    """``wait`` seconds for a lock another connection holds: the block runs without it (``taken`` false) and
+    ``holder`` names the holder; a requested interrupt ends an endless wait (KeyboardInterrupt)."""
+    url = f"sqlite:///{tmp_path / 'o.db'}" if url == "sqlite" else url
+    engine = open_storage(url).engine
+    name = f"held-{uuid.uuid4().hex[:8]}"
+    with study_lock(engine, url, name) as mine:
+        with study_lock(engine, url, name, wait=0.2) as other:
+            assert not other.taken and not other.kept
+        assert f"pid {os.getpid()} " in other.holder if "mysql" not in url else "MySQL connection" in other.holder
+        with study_lock(engine, url, f"{name} [other]", wait=0) as unrelated:  # another name: another lock
+            assert unrelated.taken
+        interrupts = Interrupts()
+        interrupts.requested = True  # SIGTERM arrived while waiting
+        with pytest.raises(KeyboardInterrupt), study_lock(engine, url, name, interrupts=interrupts):
+            pass
+    assert mine.taken and mine.kept
+    engine.dispose()
+
+
+class _LookingSampler(optuna.samplers.RandomSampler):
+    """A sampler that, as Optuna builds each trial, tries the claim lock from another connection."""
+
+    def __init__(self, engine: object, url: str) -> None:
+        super().__init__(seed=0)
+        self.engine, self.url = engine, url
+        self.free: list[bool] = []
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with study_lock(self.engine, self.url, study.study_name, wait=0) as held:
+            self.free.append(held.taken)
+
+
+@pytest.mark.parametrize("url", LOCK_URLS[:2])
+def test_the_lock_is_let_go_as_soon_as_the_trial_exists(url: str, tmp_path: Path) -> None:
+    """The critical section ends when the trial's row exists (the storage tells the claims), before Optuna
+    builds the trial (the sampler's work): another connection can take the lock by then."""
+    url = f"sqlite:///{tmp_path / 'o.db'}" if url == "sqlite" else url
+    rdb = open_storage(url)
+    name = f"soon-{uuid.uuid4().hex[:8]}"
+    sampler = _LookingSampler(rdb.engine, url)
+    study = optuna.create_study(storage=rdb, study_name=name, sampler=sampler)
+    try:
+        claims = Claims(study, rdb.engine, url, 2, 0.1, Interrupts(), storage=rdb)
+        study.enqueue_trial({"x": 0.5})  # a queued trial taken by ask: the same
+        for _ in range(2):
+            assert claims.claim()
+            assert rdb.stale_checked  # just looked: Study.optimize's look before ask is skipped
+            trial = study.ask(X)
+            assert not rdb.stale_checked
+            assert claims.release(trial.number)
+            study.tell(trial, 0.5)
+        assert sampler.free == [True, True]
+        assert not claims.claim()
+    finally:
+        optuna.delete_study(study_name=name, storage=rdb)
+        rdb.engine.dispose()
+
+
+def test_claims_made_beside_each_other_leave_the_lowest_to_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three processes give up waiting for a stopped holder and claim at once for the study's last place:
+    once their trials exist, each counts the finished trials and the lower-numbered RUNNING ones: only the
+    lowest trains, whatever order they count in; the surplus ones are not counted as run or failed."""
+    study, rdb, url = _study(tmp_path)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    processes = [Claims(study, rdb.engine, url, 2, 0.1, Interrupts(), grace=0) for _ in range(3)]
+    with study_lock(rdb.engine, url, "c"):  # the stopped holder
+        assert all(claims.claim() for claims in processes)  # each decided on the same count
+    said = [line for line in capsys.readouterr().err.splitlines() if "claim lock" in line]
+    assert len(said) == 3 and all("claiming without it" in line for line in said), said
+    trials = [study.ask(X) for _ in processes]
+    wanted = [claims.release(t.number) for claims, t in reversed(list(zip(processes, trials, strict=True)))]
+    assert wanted == [False, False, True]  # trials 3 and 2 are surplus; trial 1 trains
+    for claims, trial in zip(processes[1:], trials[1:], strict=True):
+        frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        assert claims.count(frozen) and (claims.ran, claims.failed) == (0, 0)
+    study.tell(trials[0], 0.5)
+    assert not any(claims.claim() for claims in processes)  # the study is full
+
+
+def test_a_dead_trials_run_is_closed_after_the_lock_is_let_go(tmp_path: Path) -> None:
+    """The stale-trial callback re-queues the dead trial at once but closes its MLflow run (a tracking
+    server's round trips) only once this process holds no claim lock."""
+    from sweep.recovery import DeadTrials
+
+    study, rdb, url = _study(tmp_path)
+    dead = study.ask(X)
+    rdb.set_trial_user_attr(dead._trial_id, "mlflow_run_id", "run-1")
+    rdb.set_trial_state_values(dead._trial_id, optuna.trial.TrialState.FAIL)
+    calls: list[str] = []
+
+    class Client:
+        def log_batch(self, run_id: str, **_: object) -> None:
+            calls.append(run_id)
+
+        def set_terminated(self, run_id: str, status: str) -> None:
+            calls.append(status)
+
+    callback = DeadTrials(None, 2, 5)
+    callback.bind(Client())  # type: ignore[arg-type]
+    with study_lock(rdb.engine, url, "c"):
+        callback(study, study.trials[0])
+        assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"] and not calls
+    assert calls == ["run-1", "FAILED"]
