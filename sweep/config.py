@@ -51,7 +51,8 @@ class StudySection(Frozen):
     (or ``directions``) defaults from the name (``*_loss`` minimise, ``*_acc`` maximise).
     ``heartbeat_interval``/``grace_period`` (seconds) let Optuna fail the trial of a worker that died;
     it is then re-queued up to ``max_retry`` times. ``storage_retry``: for how many seconds a storage call
-    that cannot reach the database is retried before the process gives up (one line, exit 1).
+    that cannot reach the database is retried before the process gives up (one line, exit 1);
+    ``tracking_retry``: the same for a call to the MLflow tracking store (:mod:`sweep.trackingretry`).
     ``trial_timeout``/``stall_timeout``: a trial that trains longer, or reports no epoch for longer, fails
     with the reason (:mod:`sweep.watchdog`).
     ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
@@ -74,6 +75,7 @@ class StudySection(Frozen):
     grace_period: Annotated[int, Field(ge=1, le=86_400)] = 30
     max_retry: NonNegativeInt = 2
     storage_retry: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    tracking_retry: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     trial_timeout: Annotated[float, Field(gt=0, le=2_592_000)] | None = None  # s a trial may train (30 days at most)
     stall_timeout: Annotated[float, Field(gt=0, le=2_592_000)] | None = None  # s a trial may go without an epoch
     score: Literal["last", "best"] = "last"

@@ -1,8 +1,8 @@
 """MLflow tracking: one parent run per study, one child run per trial, metrics sent in batches.
 
-Our own tracker (optuna-integration's MLflowCallback is deprecated and logs no intermediate values,
-no parent run and no run status). It talks to MLflow through ``MlflowClient`` with explicit run ids,
-never the fluent API's global "active run", so nothing depends on process-wide state.
+Our own tracker (optuna-integration's MLflowCallback is deprecated and logs no intermediate values, no
+parent run and no run status). It talks to MLflow with explicit run ids, never the fluent API's "active
+run", through a client that retries while the store cannot be reached (:mod:`sweep.trackingretry`).
 
 Agreement with Optuna is kept in one place, :func:`close_run`: the child run's status follows the
 trial's final state (COMPLETE→FINISHED, PRUNED→KILLED, FAIL→FAILED) with the state and failure
@@ -34,6 +34,7 @@ from sweep.errors import SweepError, one_line
 from sweep.faultpoints import pause
 from sweep.mlflowdb import prepare_stores
 from sweep.storage import Attr, trial_id
+from sweep.trackingretry import RetryingClient
 from sweep.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
 from sweep.views import runs_view_url
 
@@ -59,8 +60,7 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # off unless the user turns it on (=false)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    # It logs every database error with its traceback, then raises it: we say it once, in one line.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # logs each error it raises (said once)
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
@@ -238,13 +238,13 @@ class TrialRun:
 
 
 class Tracker:
-    """The MLflow side of one study: its experiment and parent run."""
+    """The MLflow side of one study: its experiment and parent run (calls retried for up to ``retry_s`` s)."""
 
-    def __init__(self, cfg: TrackingSection, study: optuna.Study) -> None:
+    def __init__(self, cfg: TrackingSection, study: optuna.Study, retry_s: float = 120.0) -> None:
         quiet_mlflow()
         prepare_stores(cfg.uri, artifact_root(cfg))  # a new SQLite store: a copy of a migrated one, the owner's only
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
-        self.client = MlflowClient(tracking_uri=absolute_sqlite(cfg.uri))
+        self.client = RetryingClient(absolute_sqlite(cfg.uri), retry_s, cfg.uri)
         self.experiment_name = cfg.experiment or study.study_name
         self.run_prefix = f"{cfg.choice} · " if hasattr(cfg, "choice") else ""  # a compared choice (sweep.compare)
         self.experiment_id = self._experiment(cfg.artifact_location or default_artifact_location(cfg.uri))
