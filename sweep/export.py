@@ -37,6 +37,7 @@ from sweep.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_
 from sweep.config import StudyFile, parse_study
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
+from sweep.interrupts import interruptible
 from sweep.storage import Attr, load_existing_study, storage_url
 from sweep.studyyaml import expand_env, read_study_yaml
 from sweep.urls import redact
@@ -223,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    said = "Interrupted: each file it said it wrote is complete; run the same command again for the rest."
+    return interruptible(lambda: _main(args), said)  # its writes are atomic or shielded (sweep.evaluate)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         print_error(f"--seeds {args.seeds}: give a positive number")
         return EXIT_CONFIG

@@ -10,6 +10,11 @@ raises at once whatever is running (the user insists).
 
 A trial's time limits (:mod:`sweep.watchdog`) stop its training the same way: their error is raised at
 once inside :meth:`Interrupts.training`, else at the end of the database write under way (:meth:`defer`).
+
+Phases that hold no database lock of this process (importing and building the user's problem, a wait
+between storage retries, the report's plots, a whole read-only command) run inside :meth:`raising`:
+there the first signal raises at once too. Code that is not handed the process's instance reaches it
+with :meth:`Interrupts.active`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 
@@ -30,6 +35,8 @@ class RaisedInto(Exception):
 
 class Interrupts:
     """The process's interrupt state while a study runs (install with :meth:`installed`)."""
+
+    _active: list[Interrupts] = []  # noqa: RUF012 (the installed instances, innermost last: one process-wide stack)
 
     def __init__(self) -> None:
         self.requested = False
@@ -74,12 +81,21 @@ class Interrupts:
         for s in old:
             if s not in ignored:
                 signal.signal(s, self._handle)
+        Interrupts._active.append(self)
         try:
             yield self
         finally:
+            Interrupts._active.remove(self)
             sys.unraisablehook = self._previous_hook
             for s, handler in old.items():
                 signal.signal(s, handler)
+
+    @classmethod
+    def active(cls) -> Interrupts:
+        """The instance installed in this process (the innermost), or a new one that no signal reaches,
+        whose :meth:`raising` and :meth:`shielded` then change nothing: for code that is not handed the
+        process's instance (a preflight, the storage's retries, the report)."""
+        return cls._active[-1] if cls._active else cls()
 
     def check(self) -> None:
         """A safe point: raise now if an interrupt was requested."""
@@ -132,3 +148,24 @@ class Interrupts:
             error, self._deferred = self._deferred, None
             if error is not None:
                 raise error
+
+
+def interruptible(command: Callable[[], int], said: str) -> int:
+    """Run a command that writes no record a signal could leave half done (``sweep.report``, ``sweep.ui``),
+    or that shields its writes (:meth:`Interrupts.shielded`: ``sweep.evaluate``, ``sweep.export``): the
+    first Ctrl-C, SIGTERM or SIGHUP ends it at once, with the one line ``said`` and exit status 130.
+
+    Args:
+        command: The command's work; its exit status.
+        said: What the user reads when a signal ended it.
+    """
+    from sweep.errors import EXIT_INTERRUPTED, to_stderr
+
+    interrupts = Interrupts()
+    with interrupts.installed():
+        try:
+            with interrupts.raising():
+                return command()
+        except KeyboardInterrupt:
+            to_stderr(said)
+            return EXIT_INTERRUPTED

@@ -23,6 +23,8 @@ from objectives.loops import LOOPS
 from sweep.cli import load_or_report, study_parser
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_RUNTIME, SweepError, one_line, to_stderr
+from sweep.faultpoints import pause
+from sweep.interrupts import interruptible
 from sweep.storage import Attr, load_existing_study
 
 if TYPE_CHECKING:
@@ -186,6 +188,7 @@ def write_report(
     from mlflow.exceptions import MlflowException
 
     _import_importance_without_sklearn()
+    pause("report")  # a test's pause point (sweep.faultpoints)
     out.mkdir(parents=True, exist_ok=True)
     metrics, directions = list(metrics), list(directions)
     skipped, logged = [], None
@@ -280,6 +283,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    said = "Interrupted: the report is not complete; run the same command again to write it."
+    return interruptible(lambda: _main(args), said)  # reads only: the first signal ends it at once
+
+
+def _main(args: argparse.Namespace) -> int:
     sf = load_or_report(args)
     if sf is None:
         return EXIT_CONFIG

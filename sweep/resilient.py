@@ -29,9 +29,11 @@ from typing import Any
 import optuna
 
 from sweep.errors import SweepError, one_line, to_stderr
+from sweep.interrupts import Interrupts
 from sweep.urls import redact
 
 FAIL_REASON = "fail_reason"  # the trial attribute saying why it failed (sweep.storage.Attr.FAIL)
+AFTER_SIGNAL_S = 5.0  # after Ctrl-C or SIGTERM, how long a call is retried (the writes closing the work)
 
 
 class StorageDown(SweepError):
@@ -94,6 +96,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         self._armed = False  # the first connection is not retried (see the module's docstring)
         self._down_since: float | None = None
         self._given_up = False
+        self._interrupted = False  # a signal ended the wait (Ctrl-C, SIGTERM)
         self._lock = threading.Lock()
         self._url = url
         logging.getLogger("optuna.storages._rdb.storage").addFilter(_QUIET)  # the logger Optuna says it on
@@ -115,7 +118,8 @@ class ResilientStorage(optuna.storages.RDBStorage):
             local.depth = 0
 
     def _retry(self, name: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        delay, failed_once = 0.25, False
+        delay, failed_once, first = 0.25, False, None
+        interrupts = Interrupts.active()
         while True:
             try:
                 result = method(*args, **kwargs)
@@ -130,6 +134,9 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 why = _first_line(root)
                 failed_once = True
                 now = time.monotonic()
+                first = first or now
+                # After a signal (the writes that close the interrupted work): a blip, not an outage, is waited for.
+                late = interrupts.requested and now - first >= AFTER_SIGNAL_S
                 with self._lock:
                     if self._down_since is None:
                         self._down_since = now
@@ -138,22 +145,29 @@ class ResilientStorage(optuna.storages.RDBStorage):
                             f"retrying for up to {self.retry_s:g} s"
                         )
                     down_for = now - self._down_since
-                    if self._given_up or down_for >= self.retry_s:
-                        self._given_up = True
-                        raise StorageDown(
-                            f"Optuna storage {redact(self._url)} unreachable for {down_for:.0f} s "
-                            f"(study.storage_retry: {self.retry_s:g}): {why}; "
-                            "run the same command again when it is back to resume"
-                        ) from None
-                time.sleep(min(delay, max(0.0, self.retry_s - down_for)))
+                    if self._given_up or down_for >= self.retry_s or late:
+                        self._given_up, self._interrupted = True, self._interrupted or late
+                        raise self._down(down_for, why) from None
+                if _ended_by_signal(min(delay, max(0.0, self.retry_s - down_for)), interrupts):
+                    with self._lock:
+                        self._given_up = self._interrupted = True  # the writes closing the work fail at once
+                    raise self._down(time.monotonic() - (self._down_since or now), why) from None
                 delay = min(delay * 2, 5.0)
                 continue
             if self._down_since is not None:
                 with self._lock:
                     if self._down_since is not None:
                         _say(f"Optuna storage back after {time.monotonic() - self._down_since:.1f} s")
-                    self._down_since, self._given_up = None, False
+                    self._down_since, self._given_up, self._interrupted = None, False, False
             return result
+
+    def _down(self, down_for: float, why: str) -> StorageDown:
+        """The error saying the storage stayed unreachable (for its budget, or until a signal ended the wait)."""
+        until = "until interrupted" if self._interrupted else f"(study.storage_retry: {self.retry_s:g})"
+        return StorageDown(
+            f"Optuna storage {redact(self._url)} unreachable for {down_for:.0f} s {until}: {why}; "
+            "run the same command again when it is back to resume"
+        )
 
     def retrying(self, name: str, work: Callable[[], Any]) -> Any:
         """Run ``work`` (database work of ours outside Optuna's calls, e.g. taking the claims lock) with
@@ -240,6 +254,19 @@ class ResilientStorage(optuna.storages.RDBStorage):
         )
         with self.engine.connect() as conn:
             return {row[0] for row in conn.execute(query, {"ids": trial_ids})}
+
+
+def _ended_by_signal(seconds: float, interrupts: Interrupts) -> bool:
+    """Wait ``seconds`` between tries, or until the first Ctrl-C or SIGTERM comes (``True``). No lock is
+    held meanwhile, but the wait polls rather than raising (:meth:`Interrupts.raising`): it may run in any
+    thread (a heartbeat's), and the trial's time limits must not land in it."""
+    if interrupts.requested:  # came before: closing the interrupted work, whose blip is waited out
+        time.sleep(seconds)
+        return False
+    end = time.monotonic() + seconds
+    while not interrupts.requested and (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.05))
+    return interrupts.requested
 
 
 def _first_line(e: BaseException) -> str:

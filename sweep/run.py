@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv, interrupts)
         except KeyboardInterrupt:
-            to_stderr("Interrupted before the study started: nothing was run.")
+            if not worker:  # a worker stops with its coordinator, which says it
+                to_stderr("Interrupted before the study started: nothing was run.")
             return EXIT_INTERRUPTED
 
 
@@ -114,18 +115,20 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         "study.parallel_trials": args.parallel_trials,
     }
     try:
-        sf = load_study(args.study_file, overrides)
+        with interrupts.raising():  # imports a user problem's module: its code may take long (nothing written)
+            sf = load_study(args.study_file, overrides)
     except ConfigError as e:
         print_error(e)
         return EXIT_CONFIG
     if args.check:
         # The preflight of a run (build the problem, one batch through it) without storage or tracking.
-        from sweep.runner import preflight
-        from sweep.trial import ProblemCache
-
         apply_cpu_threads(args.cpu_threads)
         try:
-            checked = preflight(sf, args.study_file, ProblemCache())
+            with interrupts.raising():  # heavy imports, the user's code: nothing written, a signal ends it
+                from sweep.runner import preflight
+                from sweep.trial import ProblemCache
+
+                checked = preflight(sf, args.study_file, ProblemCache())
         except ConfigError as e:
             print_error(e)
             return EXIT_CONFIG
@@ -235,7 +238,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         return EXIT_CONFIG, None
     except SweepError as e:
         print_error(e)
-        return EXIT_RUNTIME, None
+        return (EXIT_INTERRUPTED if interrupts.requested else EXIT_RUNTIME), None  # a wait a signal ended
     except Exception as e:
         from sweep.resilient import storage_down
 
@@ -243,7 +246,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         if down is None:
             raise
         print_error(down)
-        return EXIT_RUNTIME, None
+        return (EXIT_INTERRUPTED if interrupts.requested else EXIT_RUNTIME), None
     if args.worker is not None:
         to_stderr(f"worker {args.worker}: {outcome.ran} trial(s) run")
         from sweep.workers import report_count
@@ -254,6 +257,8 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
     parent = outcome.tracker.parent_id
     if outcome.interrupted:
         to_stderr("Interrupted: finished trials are saved; run the same command again to resume.")
+        return EXIT_INTERRUPTED, parent
+    if interrupts.requested:  # as the study ended (the report said so): its records are complete
         return EXIT_INTERRUPTED, parent
     if outcome.ran > 0 and outcome.failed == outcome.ran:
         print_error(

@@ -26,6 +26,7 @@ from sweep.cli import load_or_report, study_parser
 from sweep.config import StudyFile
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line
+from sweep.interrupts import interruptible
 from sweep.urls import absolute_sqlite, redact
 
 if TYPE_CHECKING:
@@ -76,6 +77,10 @@ def _evaluations(
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    return interruptible(lambda: _main(args), "Interrupted: the MLflow UI was not started.")  # Ctrl-C once it is: 0
+
+
+def _main(args: argparse.Namespace) -> int:
     sf = load_or_report(args)
     if sf is None:
         return EXIT_CONFIG

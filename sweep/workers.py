@@ -2,9 +2,10 @@
 
 The coordinator (this process) starts ``N - 1`` workers (``python -m sweep.run ... --worker i``) first,
 so their start-up overlaps its own, spreads them over GPUs, creates the study and its parent run,
-runs trials itself, forwards Ctrl-C and SIGTERM, shows progress from the storage and writes the report
-when all are done. Each process claims trials until the study has ``n_trials`` finished
-(:class:`sweep.claims.Claims`), topping up whatever a dead sibling lost.
+runs trials itself, forwards Ctrl-C and SIGTERM, stops and continues them with itself (Ctrl-Z, ``fg``),
+shows progress from the storage and writes the report when all are done. Each process claims trials
+until the study has ``n_trials`` finished (:class:`sweep.claims.Claims`), topping up whatever a dead
+sibling lost.
 
 Workers die with their coordinator: each watches its parent process (:func:`watch_parent`) and stops
 as if interrupted when the coordinator is gone (killed with SIGKILL, its terminal closed).
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,13 +119,17 @@ def run_workers(
             env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
         command = [sys.executable, "-m", "sweep.run", str(source), "--worker", str(i), *passthrough]
         procs.append((i, subprocess.Popen(command, env=env, start_new_session=True)))
+    restore_tstp = _stop_together(procs)  # Ctrl-Z: the workers, in sessions of their own, stop too
     try:
         session = open_session(sf, source, source_text, 0, allow_changes)
-    except BaseException:
+    except BaseException as e:
         _open_gate(gate, "stop")
+        if isinstance(e, KeyboardInterrupt):  # a worker may still be importing the user's module
+            _signal_all(procs)
         for _, p in procs:
             p.wait()
         shutil.rmtree(counts, ignore_errors=True)
+        restore_tstp()
         raise
     _open_gate(gate, "go")
     forwarder = threading.Thread(target=_forward, args=(interrupts, procs), name="sweep-forward", daemon=True)
@@ -173,6 +179,7 @@ def run_workers(
         )
     finally:  # also when the study ends in an error (a storage outage past its budget)
         shutil.rmtree(counts, ignore_errors=True)
+        restore_tstp()
 
 
 FOLDER_PREFIX = "sweep-workers-"
@@ -251,3 +258,39 @@ def _signal_all(procs: list[tuple[int, subprocess.Popen]]) -> None:
     for _, p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)  # never ignored (SIGINT is, in a background job's children)
+
+
+def _stop_together(procs: list[tuple[int, subprocess.Popen]]) -> Callable[[], None]:
+    """Handle SIGTSTP (Ctrl-Z) in the coordinator: stop each worker's process group (SIGSTOP: a group
+    without a terminal ignores SIGTSTP), then this process; once continued (``fg``, ``bg``, SIGCONT),
+    continue the workers. Returns what puts the handler it replaced back."""
+    if not hasattr(signal, "SIGTSTP") or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum: int, frame: object) -> None:
+        live = [p.pid for _, p in procs if p.returncode is None]  # no waitpid in a handler: the attribute only
+        for pid in live:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        try:
+            os.kill(os.getpid(), signal.SIGTSTP if _job_control() else signal.SIGSTOP)  # stops here
+        finally:
+            signal.signal(signal.SIGTSTP, stop)
+            for pid in live:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGCONT)
+
+    previous = signal.signal(signal.SIGTSTP, stop)
+    return lambda: signal.signal(signal.SIGTSTP, signal.SIG_DFL if previous is None else previous)
+
+
+def _job_control() -> bool:
+    """Whether SIGTSTP stops this process: its process group is not orphaned (the kernel discards SIGTSTP
+    sent to an orphaned group), as under a shell's job control (the parent, a shell, in another group of
+    the same session). Otherwise it stops with SIGSTOP."""
+    try:
+        parent = os.getppid()
+        return os.getsid(parent) == os.getsid(0) and os.getpgid(parent) != os.getpgrp()
+    except OSError:
+        return False
