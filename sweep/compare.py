@@ -80,7 +80,8 @@ def member(sf: StudyFile, label: str) -> Member:
 
 
 def nest_under_comparison(sf: StudyFile, parent_ids: Sequence[str]) -> str:
-    """Make (or find) the comparison's MLflow run and nest the sub-studies' parent runs under it."""
+    """Make (or find) the comparison's MLflow run and nest the sub-studies' parent runs under it. Runs of
+    the same comparison that end together may each make one: all keep the earliest, the others are deleted."""
     from mlflow.tracking import MlflowClient
 
     from sweep.tracking import quiet_mlflow
@@ -92,17 +93,25 @@ def nest_under_comparison(sf: StudyFile, parent_ids: Sequence[str]) -> str:
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None, "the sub-studies created it"
     tags = {"sweep.role": "comparison", "sweep.study_name": sf.study.name}
-    found = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`sweep.role` = 'comparison' and tags.`sweep.study_name` = '{sf.study.name}'",
-        max_results=1,
-    )
-    run_id = found[0].info.run_id if found else None
+
+    def earliest() -> str | None:
+        found = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`sweep.role` = 'comparison' and tags.`sweep.study_name` = '{sf.study.name}'",
+            max_results=100,
+        )
+        return min(((r.info.start_time, r.info.run_id) for r in found), default=(0, None))[1]
+
+    run_id = earliest()
     if run_id is None:
         run = client.create_run(experiment.experiment_id, run_name=sf.study.name, tags=tags)
         run_id = run.info.run_id
         client.log_param(run_id, "compare", sf.study.compare)
         client.set_terminated(run_id)
+        first = earliest()
+        if first is not None and first != run_id:  # another process made one first: keep that one
+            client.delete_run(run_id)
+            run_id = first
     for parent in parent_ids:
         client.set_tag(parent, "mlflow.parentRunId", run_id)
     return run_id

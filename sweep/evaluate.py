@@ -34,11 +34,15 @@ from sweep.config import StudyFile
 from sweep.console import print_error
 from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError, to_stderr
 from sweep.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
+from sweep.finishing import evaluation_claim
+from sweep.interrupts import Interrupts, interruptible
 from sweep.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
 from sweep.storage import Attr, load_existing_study
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+INTERRUPTED = "Interrupted: configurations evaluated before it are recorded; the rest are not."
 
 
 def evaluate(
@@ -77,6 +81,7 @@ def evaluate(
     bar = tqdm(total=total, desc="evaluate", unit="epoch", disable=not (progress and sys.stderr.isatty()))
     target = None if sf.study.multi_objective else sf.study.metric[0]
     selection = Selection(target, sf.study.directions[0], sf.study.score)
+    interrupts = Interrupts.active()  # a signal ends the training at once; each record is written whole
     try:
         for study, item in plan:
             if item.runs:  # recorded before
@@ -84,7 +89,9 @@ def evaluate(
             for seed in seeds:
                 cfg = config_for(item.trial.user_attrs[Attr.CONFIG], seed, device)
                 try:
-                    item.runs.append(retrain(cfg, problems.get(cfg), selection, on_epoch=lambda _: bar.update()))
+                    with interrupts.raising():
+                        run = retrain(cfg, problems.get(cfg), selection, on_epoch=lambda _: bar.update())
+                    item.runs.append(run)
                 except NonFiniteLossError as e:  # a result about this configuration: counted, not averaged
                     tqdm.write(f"{item.study} #{item.trial.number}, seed {seed}: diverged ({e})", file=sys.stderr)
                     item.runs.append({})
@@ -92,7 +99,8 @@ def evaluate(
                     raise ConfigError(
                         file, "objective.problem", f"{e}: give its Task(s) a test split to evaluate on held-out data"
                     ) from None
-            item.run_id, replaced = _record(sf, study, item)
+            with interrupts.shielded():
+                item.run_id, replaced = _record(sf, study, item)
             if replaced:
                 tqdm.write(f"{item.study} #{item.trial.number}: MLflow run {item.run_id} supersedes the earlier "
                            f"evaluation run(s) {', '.join(replaced)} (tagged sweep.superseded_by, moved to MLflow's "
@@ -225,6 +233,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    return interruptible(lambda: _main(args), INTERRUPTED)
+
+
+def _main(args: argparse.Namespace) -> int:
     sf = load_or_report(args)
     if sf is None:
         return EXIT_CONFIG
@@ -245,9 +257,15 @@ def run_evaluation(
     sf: StudyFile, file: Path, top: int, seeds: int, number: int | None = None, device: str = "auto",
     progress: bool = True, out: Path | None = None, again: bool = False,
 ) -> int:  # fmt: skip
-    """Evaluate, print the table and write its files; the exit status (also used by ``sweep.run``)."""
+    """Evaluate, print the table and write its files; the exit status (also used by ``sweep.run``). While
+    another process evaluates the same study (:func:`sweep.finishing.evaluation_claim`): one line, exit 0."""
     try:
-        rows = evaluate(sf, file, top, seeds, number, device, progress, again)
+        with evaluation_claim(sf) as other:
+            if other is not None:
+                to_stderr(f"note: the evaluation is under way in another process ({other}); once it ends, python -m "
+                          f"sweep.evaluate {file} shows its table (--again retrains)")  # fmt: skip
+                return EXIT_OK
+            rows = evaluate(sf, file, top, seeds, number, device, progress, again)
     except ConfigError as e:
         print_error(e)
         return EXIT_CONFIG
@@ -255,7 +273,7 @@ def run_evaluation(
         print_error(e)
         return EXIT_RUNTIME
     except KeyboardInterrupt:
-        to_stderr("Interrupted: configurations evaluated before it are recorded; the rest are not.")
+        to_stderr(INTERRUPTED)
         return EXIT_INTERRUPTED
     text = table(sf, rows)
     folder = write_files(sf, rows, text, out)

@@ -21,8 +21,14 @@ The points, in the order a trial passes them:
   ``told``            Optuna has stored the trial's final state, its MLflow run is still RUNNING;
   ``closed``          its MLflow run is closed too, the next trial not yet asked.
 
-And one before any trial (not in :data:`POINTS`, which tests walk trial by trial):
-  ``opening``         the process has passed its checks (a worker: its gate), its storage not yet opened.
+And some outside any trial (not in :data:`POINTS`, which tests walk trial by trial):
+  ``claimed``         it decided to start a trial, holding the study's claim lock (:mod:`sweep.claims`);
+  ``lock_wait``       another process holds the claim lock: this one waits for it (:mod:`sweep.claimlock`);
+  ``opening``         the process has passed its checks (a worker: its gate), its storage not yet opened;
+  ``report``          the report (:func:`sweep.report.write_report`) starts: the study's trials are all told;
+  ``finish``          the study is done: the process is about to claim its end (:mod:`sweep.finishing`);
+  ``finish_claimed``  it has claimed the end: no report written, the parent run not closed yet;
+  ``evaluate``        an evaluation is about to be claimed; ``evaluate_claimed``: claimed, nothing retrained.
 """
 
 from __future__ import annotations

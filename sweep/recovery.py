@@ -18,15 +18,19 @@ A process can die (SIGKILL, OOM killer, lost machine) at any instant of a trial'
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 import optuna
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from sweep.claimlock import after_release
 from sweep.console import warn
 from sweep.errors import one_line
 from sweep.storage import Attr, count_finished, trial_id
-from sweep.tracking import close_run
+from sweep.tracking import TrialRun, close_run
+from sweep.trackingretry import TrackingDown, gave_up
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -48,6 +52,10 @@ class DeadTrials:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         # First (a finished study needs no replacement): the re-queue must not depend on the tracking store.
         queued = count_finished(study) < self.n_trials and requeue(study, trial, self.max_retry)
+        # Then its run, once this process holds no claim lock: a slow tracking server holds up no claim.
+        after_release(lambda: self._close(trial, queued))
+
+    def _close(self, trial: optuna.trial.FrozenTrial, queued: bool) -> None:
         run_id = trial.user_attrs.get(Attr.RUN)
         if run_id is None or self.client is None:
             return  # a run never linked is closed by close_stray_runs
@@ -87,6 +95,21 @@ def requeue_interrupted(trial: optuna.Trial, max_retry: int | None) -> None:
     frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
     if frozen.params:
         requeue(trial.study, frozen, max_retry)
+
+
+def unrecorded(trial: optuna.Trial, run: TrialRun | None, stop: BaseException, max_retry: int | None) -> None:
+    """End a trial that ``stop`` ended before its records were all written — an interrupt, or the tracking
+    store unreachable past ``study.tracking_retry`` (:class:`sweep.trackingretry.TrackingDown`): it fails
+    with the reason and its point is queued again (:func:`requeue_interrupted`: not its configuration's
+    fault); its ``run`` is closed FAILED if the store answers, else by the next start's :func:`agree`.
+    ``run`` ``None``: ended already (nothing to do)."""
+    if run is None:
+        return
+    run.fail(trial, stop.reason if isinstance(stop, TrackingDown) else f"interrupted ({type(stop).__name__})")
+    requeue_interrupted(trial, max_retry)
+    if gave_up(run.client) is None:
+        with contextlib.suppress(MlflowException, TrackingDown):  # not answering: closed at the next start
+            run.close(optuna.trial.TrialState.FAIL)
 
 
 def running_runs(client: MlflowClient, experiment_id: str, study_name: str) -> list[object]:
@@ -162,4 +185,4 @@ def agree(
         warn(f"could not check the study's MLflow runs {when}: {one_line(e)}")
         return
     if closed:
-        warn(f"closed {closed} MLflow run(s) left RUNNING by a process that died (found {when})")
+        warn(f"closed {closed} MLflow run(s) left RUNNING by a process that died or lost tracking (found {when})")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from sweep.console import Progress, optuna_output, warn
 from sweep.errors import ConfigError, SweepError, one_line, to_stderr
 from sweep.export import replay_run_prefix
 from sweep.faultpoints import pause
+from sweep.finishing import close_once, settle
 from sweep.groups import run_groups, run_one_by_one
 from sweep.interrupts import Interrupts
 from sweep.recovery import DeadTrials, agree
@@ -41,7 +41,6 @@ from sweep.space import grid_space, resolve
 from sweep.sqlite import use_wal
 from sweep.storage import (
     count_finished,
-    fail_stale_trials,
     open_storage,
     open_study,
     retry_schema_race,
@@ -108,16 +107,18 @@ def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
     cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))  # type: ignore[attr-defined]
     name = cfg.problem.name
     checked = True
-    try:
-        problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
-        check_data(problem, cfg.data)
-        try:
-            check_batch(cfg, problems.get(cfg))  # the copy on the study's device, which the trials reuse
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            warn(f"{name}: one batch on {cfg.device} ran out of memory ({one_line(e, with_type=False)}); not checked")
-            checked = False
+    try:  # the user's code, before anything is written: a signal ends it at once (KeyboardInterrupt)
+        with Interrupts.active().raising():
+            problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
+            check_data(problem, cfg.data)
+            try:
+                check_batch(cfg, problems.get(cfg))  # the copy on the study's device, which the trials reuse
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                why = one_line(e, with_type=False)
+                warn(f"{name}: one batch on {cfg.device} ran out of memory ({why}); not checked")
+                checked = False
     except (ProblemError, DataError, PreflightError) as e:
         message = str(e).strip().splitlines()[0].removeprefix(f"{name} ")  # the name once, first
         raise ConfigError(source, "objective.problem", f"{name}: {message}") from None
@@ -169,7 +170,7 @@ def open_session(
     check_unchanged(study, sf, source, allow_changes, note=worker == 0)
     try:
         with sqlite_init_lock(sf.tracking.uri):
-            tracker = retry_schema_race(lambda: Tracker(sf.tracking, study))
+            tracker = retry_schema_race(lambda: Tracker(sf.tracking, study, sf.study.tracking_retry))
         tracker.run_prefix = replay_run_prefix(sf.provenance) or tracker.run_prefix  # an export's replay
         tracker.set_parent_tags(
             {
@@ -244,6 +245,8 @@ def run_study(
         say,
         halt=objective.files.stop,
         retry=session.rdb.retrying,
+        grace=sf.study.grace_period,  # a stopped holder of the claim lock holds this process up no longer
+        storage=session.rdb,  # says when the trial exists: the lock goes then
     )
     objective.started = claims.release
     limits = sf.study.trial_timeout, sf.study.stall_timeout
@@ -294,9 +297,9 @@ def run_study(
 
 
 def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> str:
-    """Close what the run leaves: stray MLflow runs, then the report (tables and plots) on the parent run
-    and the parent run itself — FINISHED once the study is done, FAILED when it had to give up, KILLED
-    when interrupted; left RUNNING while another process still runs trials (it closes it).
+    """Close what the run leaves: stray MLflow runs, then the report (tables, plots) and the parent run —
+    FINISHED once the study is done (by one of the processes that end it, :func:`sweep.finishing.close_once`),
+    FAILED when it had to give up, KILLED when interrupted; left RUNNING while others still run trials.
 
     Never raises (but for an interrupt): a report that cannot be written is a warning, and whatever
     else fails here (the storage gone, memory exhausted) closes the parent run FAILED.
@@ -308,21 +311,19 @@ def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, fai
     why = ""
     try:
         done = count_finished(study) >= sf.study.n_trials
-        if done and not interrupted:
-            # Trials still RUNNING in a finished study belong to dead processes: fail them once stale.
-            deadline = time.monotonic() + sf.study.grace_period + 2 * sf.study.heartbeat_interval
-            while study.get_trials(deepcopy=False, states=(RUNNING,)) and time.monotonic() < deadline:
-                time.sleep(min(1.0, sf.study.heartbeat_interval))
-                fail_stale_trials(study)
+        if done and not interrupted:  # trials still RUNNING belong to dead processes: failed once stale
+            settle(study, sf.study.grace_period + 2 * sf.study.heartbeat_interval, sf.study.heartbeat_interval)
         agree(study, session.rdb, tracker.client, tracker.experiment_id, "at the end")
         if not done and not failed and study.get_trials(deepcopy=False, states=(RUNNING,)):
             return ""  # the study goes on in other processes: the one that finishes it closes the parent
     except Exception as e:  # the storage gone (its own line), memory exhausted...
         down = storage_down(e)
         why = str(down) if down else f"could not finish the study ({one_line(e)}); run the same command again"
+    status = "KILLED" if interrupted else "FAILED" if failed or why else "FINISHED"
+    if status == "FINISHED":  # of all the processes on the study, one writes the report and closes the run
+        return close_once(session, (lambda: _report(session, sf)) if report else None, sf)
     if report and not interrupted and not why:
         _report(session, sf)
-    status = "KILLED" if interrupted else "FAILED" if failed or why else "FINISHED"
     try:
         tracker.finish(status)
     except Exception as e:  # the tracking store is gone: the next start or finish closes it
@@ -330,15 +331,19 @@ def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, fai
     return why
 
 
-def _report(session: Session, sf: StudyFile) -> None:
-    """The report (tables and plots) on the parent run; anything that fails here is one warning: the study's
-    records stand without it (``python -m sweep.report`` writes it again)."""
+def _report(session: Session, sf: StudyFile) -> bool:
+    """The report (tables, plots) on the parent run; a failure is one warning (``python -m sweep.report`` writes
+    it again). A signal ends the reading and drawing at once (no lock held), said in one line: ``False``."""
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, Interrupts.active().raising():  # no database write in it
             losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
             client = session.tracker.client
             write_report(session.study, sf.study.metric, sf.study.directions, losses, Path(tmp), client=client)
             session.tracker.log_parent_dir(tmp, "report")
+    except KeyboardInterrupt:
+        to_stderr("Interrupted while writing the report: every trial is saved; python -m sweep.report writes it")
+        return False
     except Exception as e:  # a full artifact store, memory exhausted, a plot that fails
         plain = isinstance(e, OSError | MlflowException)  # their own words say what failed
         warn(f"could not write the report to the parent run: {one_line(e, with_type=not plain)}")
+    return True

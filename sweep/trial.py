@@ -39,18 +39,19 @@ from sweep.interrupts import Interrupts
 from sweep.memory import MemoryLog, details, oom_reason, out_of_memory, release
 from sweep.ownership import Owner, TrialLost
 from sweep.pruning import CompletedView, Reports
-from sweep.recovery import requeue_interrupted
+from sweep.recovery import unrecorded
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
 from sweep.storage import WEIGHTS, Attr, best_value, trial_id
 from sweep.tracking import Tracker, TrialRun, close_run
+from sweep.trackingretry import TrackingDown, gave_up
 from sweep.urls import redact
 from sweep.watchdog import Watchdog, abandon
 
 
 class SurplusTrial(RuntimeError):
-    """A trial claimed beside another during a storage blip, one more than the study needs."""
+    """A trial claimed beside another (a storage blip, a stopped lock holder), one more than the study needs."""
 
 
 @dataclass
@@ -130,8 +131,8 @@ class Objective:
         trial at once (recorded as its reason)."""
         if not self.started(trial.number):
             why = (
-                "not needed: its claim was lost in a storage blip while another process claimed, and the "
-                "study has its n_trials without it"
+                "not needed: claimed beside another process (its claim lock lost in a storage blip, or given "
+                "up on a stopped holder), and the lower-numbered trials make the study's n_trials without it"
             )
             trial.set_user_attr(Attr.FAIL, why)
             raise SurplusTrial(why)
@@ -141,7 +142,7 @@ class Objective:
             run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat, tid)  # 1.
         except Exception as e:
             self._store_refused(e)
-            trial.set_user_attr(Attr.FAIL, reason(e))
+            trial.set_user_attr(Attr.FAIL, e.reason if isinstance(e, TrackingDown) else reason(e))
             raise
         return Member(trial, run, tid, Owner(self.beat, tid, trial.number, self.sf.study.heartbeat_interval))
 
@@ -197,18 +198,18 @@ class Objective:
             return m.score.value()
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if m.owner.lost:
                 raise
-            # Optuna marks the trial FAIL and re-raises without calling callbacks: close the run here, and
-            # queue its point again, as a dead process's trial is.
-            run.fail(trial, "interrupted (KeyboardInterrupt)")
-            self.runs.pop(trial.number).close(optuna.trial.TrialState.FAIL)
-            requeue_interrupted(trial, sf.study.max_retry)
+            # Optuna marks the trial FAIL and re-raises without calling callbacks: re-queue it, close its run.
+            unrecorded(trial, self.runs.pop(trial.number, None), e, sf.study.max_retry)
             raise
         except Exception as e:
             oom = out_of_memory(e)
             m.keeper = m.report = None  # the trial's models and tensors: freed with its frames (release)
+            if isinstance(e, TrackingDown):  # not the config's fault: it fails with the reason, re-queued
+                unrecorded(trial, self.runs.pop(trial.number, None), e, sf.study.max_retry)
+                raise
             if m.owner.ended_by(e):
                 release(e, oom)
                 raise TrialLost(m.owner.why) from None
@@ -229,7 +230,7 @@ class Objective:
         another process ended. Then what it trained with is let go (its memory, before the next trial)."""
         trial, run = m.trial, m.run
         try:
-            if m.owner.lost:
+            if m.owner.lost or gave_up(run.client) is not None:
                 return
             if m.reports is not None:
                 m.reports.flush()  # every epoch's value stored before Optuna records the trial's end
@@ -241,6 +242,9 @@ class Objective:
                 self._files(trial, run)
         except optuna.exceptions.UpdateFinishedTrialError:
             m.owner.lost = True  # ended by another process between the last look and this write
+        except (TrackingDown, KeyboardInterrupt) as e:  # its last records not written: it fails, re-queued
+            unrecorded(trial, self.runs.pop(trial.number, None), e, self.sf.study.max_retry)
+            raise
         finally:
             if m.owner.lost:
                 self.lost.add(trial.number)
@@ -318,16 +322,18 @@ class Objective:
         return report
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Close the child run with the status of the trial's final state.
-
-        A tracking store that does not answer (past MLflow's own retries) costs a warning, not the study:
-        the run stays RUNNING until :func:`sweep.recovery.close_stray_runs` closes it at the next start
-        or finish."""
+        """Close the child run with the status of the trial's final state: a store that refuses costs a warning,
+        one unreachable past ``study.tracking_retry`` stops the study once this process's trials have ended
+        (the run stays RUNNING until :func:`sweep.recovery.close_stray_runs` closes it at the next start)."""
         pause("told")
         run = self.runs.pop(trial.number, None)
         self.memory.ended(trial.state)
         if trial.number in self.lost:  # another process ended it, and closed its run: nothing to write
             self.lost.discard(trial.number)
+            return
+        if (down := gave_up(self.tracker.client)) is not None:  # nothing more is sent (sweep.trackingretry)
+            if not self.runs:  # this process's last open trial: it stops (sweep.run: one line, exit 1)
+                raise down
             return
         try:
             if run is not None:
