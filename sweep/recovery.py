@@ -88,6 +88,16 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, max_retry: int
     return True
 
 
+def requeue_unrun(trial: optuna.Trial) -> None:
+    """Queue again the point of a trial that ends before it sampled anything (a surplus claim) when it
+    came from the queue (an enqueued baseline, a dead trial's retry): as the same WAITING trial, with
+    the same attributes (``fixed_params`` and a retry's line), so nothing queued is lost."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    if "fixed_params" in frozen.system_attrs:
+        waiting = optuna.trial.TrialState.WAITING
+        trial.study.add_trial(optuna.create_trial(state=waiting, system_attrs=dict(frozen.system_attrs)))
+
+
 def requeue_interrupted(trial: optuna.Trial, max_retry: int | None) -> None:
     """Queue an interrupted trial's point to run again, as :class:`DeadTrials` does for a dead process's
     trial (Ctrl-C landing on the best configuration must not lose it). A trial interrupted before its

@@ -39,7 +39,7 @@ from sweep.interrupts import Interrupts
 from sweep.memory import MemoryLog, details, oom_reason, out_of_memory, release
 from sweep.ownership import Owner, TrialLost
 from sweep.pruning import CompletedView, Reports
-from sweep.recovery import unrecorded
+from sweep.recovery import requeue_unrun, unrecorded
 from sweep.report import loss_curves_png
 from sweep.scoring import EarlyStop, Keeper, Score
 from sweep.space import resolve, sample
@@ -135,6 +135,7 @@ class Objective:
                 "up on a stopped holder), and the lower-numbered trials make the study's n_trials without it"
             )
             trial.set_user_attr(Attr.FAIL, why)
+            requeue_unrun(trial)  # a queued point it took goes back to the queue
             raise SurplusTrial(why)
         pause("asked")
         try:

@@ -71,3 +71,26 @@ def test_an_interrupted_trial_is_requeued_once_it_has_parameters() -> None:
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "WAITING"]
     assert study.trials[2].params == trial.params and study.trials[2].system_attrs["failed_trial"] == 1
+
+
+def test_a_surplus_claim_of_a_queued_point_puts_it_back_in_the_queue() -> None:
+    """A claim found surplus ends before it samples; when it took a queued point (a retry, a baseline),
+    the point goes back to the queue with its retry line, so it is not lost if a lower trial fails."""
+    from sweep.recovery import requeue_unrun
+
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.25})
+    retry_line = {"failed_trial": 3, "retry_history": [3]}
+    for key, value in retry_line.items():
+        study._storage.set_trial_system_attr(study.trials[0]._trial_id, key, value)
+    taken = study.ask()  # pops the queued point, samples nothing yet
+    requeue_unrun(taken)
+    study.tell(taken, state=optuna.trial.TrialState.FAIL)
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert waiting.system_attrs["fixed_params"] == {"x": 0.25}
+    assert {k: waiting.system_attrs[k] for k in retry_line} == retry_line
+    again = study.ask()
+    assert again.suggest_float("x", 0, 1) == 0.25
+    fresh = optuna.create_study()
+    requeue_unrun(fresh.ask())  # a point the sampler would draw: nothing to queue
+    assert not fresh.get_trials(states=(optuna.trial.TrialState.WAITING,))
