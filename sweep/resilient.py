@@ -44,7 +44,7 @@ class StorageDown(SweepError):
 _PERMANENT = ("authentication failed", "no such table", "no such column", "syntax error", "does not exist")
 
 
-def _chain(e: BaseException) -> list[BaseException]:
+def chain(e: BaseException) -> list[BaseException]:
     """``e`` and what caused it (``__cause__``, else ``__context__``), outermost first."""
     out: list[BaseException] = []
     cause: BaseException | None = e
@@ -59,7 +59,7 @@ def unreachable(e: BaseException) -> BaseException | None:
     (``None``: a real error, not worth retrying)."""
     from sqlalchemy import exc
 
-    for cause in _chain(e):
+    for cause in chain(e):
         if isinstance(cause, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError)):
             return None if any(p in str(cause).lower() for p in _PERMANENT) else cause
         if isinstance(cause, exc.DBAPIError) and cause.connection_invalidated:
@@ -69,7 +69,7 @@ def unreachable(e: BaseException) -> BaseException | None:
 
 def storage_down(e: BaseException) -> StorageDown | None:
     """The :class:`StorageDown` in ``e``'s chain (Optuna may raise another error while handling it)."""
-    return next((c for c in _chain(e) if isinstance(c, StorageDown)), None)
+    return next((c for c in chain(e) if isinstance(c, StorageDown)), None)
 
 
 class _OneNotePerOutage(logging.Filter):

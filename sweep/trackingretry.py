@@ -40,7 +40,7 @@ from mlflow.exceptions import MlflowException
 from sweep.artifacts import unwritable
 from sweep.errors import SweepError, one_line, to_stderr
 from sweep.interrupts import Interrupts
-from sweep.resilient import unreachable
+from sweep.resilient import chain, unreachable
 from sweep.urls import redact
 
 _HTTP = ("http://", "https://")
@@ -73,16 +73,6 @@ def quick_http(retry_s: float) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(request_timeout(retry_s)))
 
 
-def _chain(e: BaseException) -> list[BaseException]:
-    """``e`` and what caused it (``__cause__``, else ``__context__``), outermost first."""
-    out: list[BaseException] = []
-    cause: BaseException | None = e
-    while cause is not None and all(cause is not c for c in out):
-        out.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    return out
-
-
 def _connection_words(text: str) -> str:
     """A connection error's own words (``Connection refused``) out of urllib3's wrapping."""
     found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text) or re.search(
@@ -100,10 +90,10 @@ def transient(e: BaseException) -> str | None:
 
     if unwritable(e):
         return None
-    chain = _chain(e)
+    causes = chain(e)
     # Not urllib3's TimeoutError: its NewConnectionError (a refusal) is one.
     timeouts = (requests.exceptions.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)
-    for i, cause in enumerate(chain):
+    for i, cause in enumerate(causes):
         if isinstance(cause, RestException):  # the server's own answer
             code = cause.get_http_status_code()
             return f"HTTP {code}: {one_line(cause, with_type=False)}" if code in _RETRIED_STATUS else None
@@ -116,7 +106,7 @@ def transient(e: BaseException) -> str | None:
         if isinstance(
             cause, (*timeouts, requests.exceptions.ConnectionError, ConnectionError, urllib3.exceptions.HTTPError)
         ):
-            if any(isinstance(c, timeouts) for c in chain[i:]):  # urllib3 wraps a read timeout as a connection error
+            if any(isinstance(c, timeouts) for c in causes[i:]):  # urllib3 wraps a read timeout as a connection error
                 return f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s"
             return _connection_words(str(cause))
     lost = unreachable(e)  # a database tracking store (sqlite://, postgresql://): its lost connection
