@@ -2,11 +2,13 @@
 
 Read top to bottom. With ``z = A(x)`` and ``y_hat = B(z)`` the objective is
 
-    L = w_a · loss_a(z, t_a) + w_b · loss_b(y_hat, y) [+ w_c · mean((y_hat − B(t_a))²)]
+    L = w_a · loss_a(z, t_a) + w_b · loss_b(y_hat, y) [+ w_c · consistency]
 
-where the consistency term (third weight) is the problem's own ``consistency(z, y_hat, y, t_a, B)``
-when it gives one (also given ``x=`` and ``model_a=A`` by keyword when it names them: a term on two
-views of x), and the ``mode`` says which model learns from which terms:
+where the consistency term (on when the config's ``loss_terms`` hold it: a third weight) is
+:meth:`CoupledProblem.consistency_term <objectives.problems.CoupledProblem.consistency_term>`: the
+problem's own ``consistency(z, y_hat, y, t_a, B)`` when it gives one (also given ``x=`` and
+``model_a=A`` by keyword when it names them: a term on two views of x), else the default term written
+there, and the ``mode`` says which model learns from which terms:
 
 ``alternate``
     per cycle ``steps_a`` optimizer steps on A, then ``steps_b`` on B. An A step back-propagates L
@@ -75,30 +77,29 @@ def losses(
     z: torch.Tensor,
     y: torch.Tensor,
     t: torch.Tensor,
-    consistency: bool,
+    terms: tuple[str, ...],
     *,
     x: Any,
     model_a: Callable[..., Any],
 ) -> torch.Tensor:
     """The unweighted loss terms ``[loss_a, loss_b(, consistency)]`` for A's output ``z``, stacked.
 
-    The consistency term is :meth:`CoupledProblem.consistency_term`: the problem's
-    ``consistency(z, y_hat, y, t_a, model_b)`` (given the batch's inputs ``x`` and ``model_a`` by keyword
-    when it takes them) when it has one, else ``mean((y_hat − B(t_a))²)``. The vectorized loop calls
-    this with its models as functions of a member's parameters.
+    ``terms`` are the config's :attr:`~objectives.config.LoopCommon.loss_terms`; the consistency term,
+    when they hold it, is :meth:`CoupledProblem.consistency_term` (given the batch's inputs ``x`` and
+    ``model_a``). The vectorized loop calls this with its models as functions of a member's parameters.
 
     Raises:
         ValueError: the problem's consistency function returned no 0-d tensor.
     """
     out = model_b(z)
-    terms = [problem.loss_a(z, t), problem.loss_b(out, y)]
-    if consistency:
+    values = [problem.loss_a(z, t), problem.loss_b(out, y)]
+    if "consistency" in terms:
         term = problem.consistency_term(z, out, y, t, model_b, x=x, model_a=model_a)
         if not isinstance(term, torch.Tensor) or term.ndim != 0:
             shape = tuple(term.shape) if isinstance(term, torch.Tensor) else type(term).__name__
             raise ValueError(f"CoupledProblem.consistency must return a 0-d tensor (a batch mean), got {shape}")
-        terms.append(term)
-    return torch.stack(terms)
+        values.append(term)
+    return torch.stack(values)
 
 
 @torch.no_grad()
@@ -106,7 +107,6 @@ def evaluate(
     problem: CoupledProblem,
     model_a: torch.nn.Module,
     model_b: torch.nn.Module,
-    consistency: bool,
     cfg: AlternatingConfig,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
@@ -119,7 +119,7 @@ def evaluate(
         x, y, t = batch
         with autocast(cfg.precision, device):
             z = call(model_a, x)
-            terms = losses(problem, model_b, z, y, t, consistency, x=x, model_a=model_a)
+            terms = losses(problem, model_b, z, y, t, cfg.loss_terms, x=x, model_a=model_a)
             out = model_b(z)
             means = {f"val_{name}_loss": value for name, value in zip(TERMS, terms, strict=False)}
             means.update({f"val_a_{key}": fn(z, t) for key, fn in problem.metrics_a.items()})
@@ -176,8 +176,7 @@ def train(
         opt_a = build_optimizer(model_a.parameters(), cfg.model_a.optimizer)
         opt_b = build_optimizer(model_b.parameters(), cfg.model_b.optimizer)
 
-    consistency = len(cfg.weights) == 3
-    n_losses = len(cfg.weights)
+    n_losses = len(cfg.loss_terms)
     cycle = cfg.steps_a + cfg.steps_b
     # An epoch is one pass (one batch per step), or, with epoch: model_steps in alternate mode, enough
     # batches that the model with fewer steps per cycle gets a pass's worth of optimizer steps.
@@ -189,7 +188,7 @@ def train(
     # 4. Loss weights: every step's static weights (after the weight schedule) in one device table,
     #    and the weighting strategy; learned weights (uncertainty) join A's optimizer (A is the model
     #    every loss reaches), before the LR schedules are built so they drive them too.
-    table = weight_table(cfg.weight_schedule, cfg.weights, TERMS[:n_losses], total, device)
+    table = weight_table(cfg.weight_schedule, cfg.weights, cfg.loss_terms, total, device)
     strategy = make_weighting(cfg.weighting, n_losses, device, derive_seed(cfg.seed, "weighting"))
     if strategy.parameters():
         opt_a.add_param_group({"params": strategy.parameters(), "weight_decay": 0.0})
@@ -215,7 +214,7 @@ def train(
         x, y, t = batch
         with autocast(cfg.precision, device):
             z = call(model_a, x) if z is None else z
-            return losses(problem, model_b, z, y, t, consistency, x=x, model_a=model_a)
+            return losses(problem, model_b, z, y, t, cfg.loss_terms, x=x, model_a=model_a)
 
     # 6. One step function per mode, picked once below. Each runs a fresh forward pass of the batch,
     #    fills the gradients and steps its optimizer(s); it returns the terms, effective weights and
@@ -306,7 +305,7 @@ def train(
         epoch_values = {f"train_{name}_loss": value for name, value in zip(TERMS, train_means, strict=False)}
         epoch_values["train_weighted_loss"] = weighted_sum / steps_per_epoch
         epoch_values.update({f"weight_{name}": value for name, value in zip(TERMS, weight_means, strict=False)})
-        metrics = to_floats({**epoch_values, **evaluate(problem, model_a, model_b, consistency, cfg, device)})
+        metrics = to_floats({**epoch_values, **evaluate(problem, model_a, model_b, cfg, device)})
         metrics["lr_a"] = opt_a.param_groups[0]["lr"]
         metrics["lr_b"] = opt_b.param_groups[1 if cfg.mode == "joint" else 0]["lr"]
         metrics["opt_steps_a"], metrics["opt_steps_b"] = float(opt_steps["a"]), float(opt_steps["b"])
@@ -329,8 +328,7 @@ def test_metrics(
     """Trained models' losses and metrics on the problem's held-out test split (``test_a_loss``,
     ``test_b_acc``...): :func:`evaluate` on the test data. Only ``sweep.evaluate`` calls it."""
     cfg, device, problem = prepare(cfg, problem.on_test(), CoupledProblem)
-    consistency = len(cfg.weights) == 3
-    values = to_floats(evaluate(problem, models["model_a"], models["model_b"], consistency, cfg, device))
+    values = to_floats(evaluate(problem, models["model_a"], models["model_b"], cfg, device))
     return {"test_" + key.removeprefix("val_"): value for key, value in values.items()}
 
 

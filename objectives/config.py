@@ -50,7 +50,8 @@ class ProblemRef(Frozen):
 
 
 class DataConfig(Frozen):
-    """``objective.data`` — how Dataset splits are read (DataLoader options; tensor splits ignore them).
+    """``objective.data`` — how Dataset splits are read (DataLoader options; tensor splits ignore all but
+    ``steps_per_epoch``).
 
     Attributes:
         num_workers: DataLoader worker processes (0: load in the training process).
@@ -59,9 +60,10 @@ class DataConfig(Frozen):
         persistent_workers: Keep the workers alive between epochs (with ``num_workers`` > 0).
         prefetch_factor: Batches each worker loads ahead (with ``num_workers`` > 0; torch's default 2).
         drop_last: Drop a last, smaller training batch of each pass.
-        steps_per_epoch: Batches per epoch of each training split: required for a stream
-            (``IterableDataset``) unless its problem gives it; for a map-style Dataset it replaces a
-            full pass (e.g. a fixed number of steps over a very large dataset).
+        steps_per_epoch: Batches per epoch of each training split, tensors and Datasets alike, in a
+            trial alone and in a vectorized group (:func:`objectives.data.epoch_steps`): required for a
+            stream (``IterableDataset``) unless its problem gives it; otherwise it replaces a full pass
+            (e.g. a fixed number of steps over a very large dataset; more steps than a pass repeat it).
     """
 
     num_workers: NonNegativeInt = 0
@@ -128,6 +130,14 @@ class LoopCommon(Frozen):
     seed: int | None = None
     data_seed: int | None = None
 
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """The loss terms this config trains, in the order of ``weights``: the first ``len(weights)`` of
+        the loop's ``LOSSES``. The one place a loss is on or off (the alternating loop's third weight
+        turns its ``consistency`` term on): every loop, the vectorized loops and the preflight check read
+        it (``"consistency" in cfg.loss_terms``), never a count of weights."""
+        return self.LOSSES[: len(self.weights)]  # type: ignore[attr-defined]
+
     @model_validator(mode="after")
     def _fp16_needs_a_plain_weighted_sum(self) -> LoopCommon:
         if self.precision != "fp16":
@@ -144,7 +154,7 @@ class LoopCommon(Frozen):
 
     @model_validator(mode="after")
     def _schedule_target_is_a_loss(self) -> LoopCommon:
-        names = self.LOSSES[: len(self.weights)]  # type: ignore[attr-defined]
+        names = self.loss_terms
         if self.weight_schedule.target not in names:
             raise ValueError(
                 f"weight_schedule.target {self.weight_schedule.target!r} is not one of this loop's losses {list(names)}"
@@ -274,8 +284,8 @@ class AlternatingConfig(LoopCommon):
         model_a: A's optimizer and clipping.
         model_b: B's optimizer and clipping.
         weights: ``[w_a, w_b]`` for A's own loss and B's loss, or ``[w_a, w_b, w_consistency]``: a third
-            weight adds the consistency term ``mean((B(A(x)) − B(t_a))²)`` (B's answer on A's output
-            against its answer on A's target).
+            weight adds the consistency term (:meth:`~objectives.problems.CoupledProblem.consistency_term`:
+            the problem's own, or by default B's answer on A's output against its answer on A's target).
         eval_batch_size: Chunk size for validation.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         seed: Model-init and batch-order seed (``None`` in a study file = derived per trial).

@@ -146,6 +146,26 @@ def pass_seed(seed: int, number: int) -> int:
     return derive_seed(seed, "pass", number)
 
 
+def epoch_steps(split: Split, batch_size: int, cfg: DataConfig, steps_per_epoch: int | None = None) -> int:
+    """Batches of one epoch of a training split, the same for every loop and the vectorized loops.
+
+    ``objective.data.steps_per_epoch``, else the problem's ``steps_per_epoch``, else one full pass
+    (less the last, smaller batch where a DataLoader drops it: ``drop_last``). A number of steps applies
+    to tensors and Datasets alike: fewer steps than a pass take the first batches of the pass's shuffle,
+    more re-shuffle and repeat (:func:`objectives.helpers.epoch_batches`).
+
+    Args:
+        split: The training split (tensors or a Dataset).
+        batch_size: Its batch size.
+        cfg: ``objective.data``.
+        steps_per_epoch: The problem's (``Task.steps_per_epoch``, ``CoupledProblem.steps_per_epoch``).
+    """
+    steps = cfg.steps_per_epoch or steps_per_epoch
+    n = n_samples(split)
+    full = n // batch_size if cfg.drop_last and isinstance(split, Dataset) and n is not None else None
+    return steps or full or math.ceil((n or 0) / batch_size)
+
+
 class Source:
     """One training split's batches, epoch by epoch.
 
@@ -182,8 +202,7 @@ class Source:
                     f"{name} training data is a stream (IterableDataset): give its steps per epoch "
                     "(Task.steps_per_epoch or objective.data.steps_per_epoch)"
                 )
-        full = self.n // batch_size if cfg.drop_last and self._loader is not None else None
-        self.per_pass = steps or full or math.ceil((self.n or 0) / batch_size)
+        self.per_pass = epoch_steps(split, batch_size, cfg, steps_per_epoch)
 
     def epoch(self, steps: int) -> Iterator[Any]:
         """``steps`` batches on the device. Tensors: index batches drawn now, on the device, from the

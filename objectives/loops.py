@@ -1,17 +1,28 @@
 """The closed registry of training loops, by the ``loop`` name a study file gives.
 
 A loop is one registered unit, a :class:`Loop` record: everything outside the loop's own file (the
-study-file schema, the target check, the runner, the summary) reads the record instead of spelling
-out loop names, loss names or metric names. Adding a loop is its file (a ``train`` function, a config
-class with its ``LOSSES``, a ``logged_metrics`` function) plus one line in :data:`LOOPS`.
+study-file schema, the target check, the runner, the summary, vectorized groups) reads the record
+instead of spelling out loop names, loss names or metric names. Adding a loop is its file (a ``train``
+function, a config class with its ``LOSSES``, a ``logged_metrics`` function) plus one line in
+:data:`LOOPS`; its vectorized form (``train_group``) is optional: without one, the trials of a study
+with ``parallel_trials`` > 1 train one after another (:func:`why_not` says so).
+
+Which of a loop's losses a config trains is :attr:`~objectives.config.LoopCommon.loss_terms` (its
+``LOSSES`` up to its number of weights), read by the loops, the vectorized loops and the preflight check
+alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from objectives import alternating, dual_loss
+from objectives.batched import alternating as batched_alternating
+from objectives.batched import dual_loss as batched_dual_loss
+from objectives.batched.dual_loss import Result
+from objectives.batched.rules import why_not as why_not_vectorized
 from objectives.config import AlternatingConfig, DualLossConfig, LoopCommon
 from objectives.problems import CoupledProblem, Problem
 
@@ -33,6 +44,10 @@ class Loop:
             given the extra metric names per task (``{"a": ("acc",), "b": ()}``) and the number of losses.
         test_metrics: ``test_metrics(cfg, problem, models) -> {"test_<name>": value}``: trained models
             (by the names ``checkpoint`` gives them) scored on the problem's held-out test split.
+        train_group: Its vectorized form, or ``None``: ``train_group(cfgs, reports, problem=...,
+            checkpoints=...) -> [metrics or the exception that stopped the member]``, each member exactly
+            as ``train`` would train it alone (:mod:`objectives.batched`). ``None``: grouped trials of the
+            loop train one after another (:func:`why_not` gives the reason).
     """
 
     name: str
@@ -41,6 +56,7 @@ class Loop:
     problem: type
     logged_metrics: Callable[[TaskMetrics, int], tuple[str, ...]]
     test_metrics: Callable[..., dict[str, float]]
+    train_group: Callable[..., list[Result]] | None = None
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -55,7 +71,13 @@ class Loop:
 
 LOOPS: dict[str, Loop] = {
     "dual_loss": Loop(
-        "dual_loss", dual_loss.train, DualLossConfig, Problem, dual_loss.logged_metrics, dual_loss.test_metrics
+        "dual_loss",
+        dual_loss.train,
+        DualLossConfig,
+        Problem,
+        dual_loss.logged_metrics,
+        dual_loss.test_metrics,
+        batched_dual_loss.train_group,
     ),
     "alternating": Loop(
         "alternating",
@@ -64,5 +86,50 @@ LOOPS: dict[str, Loop] = {
         CoupledProblem,
         alternating.logged_metrics,
         alternating.test_metrics,
+        batched_alternating.train_group,
     ),
 }
+
+
+def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
+    """Why these configs cannot train as one vectorized group; ``""`` when they can.
+
+    A loop whose record has no ``train_group`` is never grouped; otherwise the vectorization rules
+    decide (:func:`objectives.batched.rules.why_not`: what the members differ in, the weighting, the
+    numerics, the data, the model). The reason is one line: the runner's note when the trials train one
+    after another instead.
+
+    Args:
+        cfgs: The members' resolved configs (one loop).
+        problem: Their (one) built problem.
+    """
+    name = cfgs[0].loop  # type: ignore[attr-defined]
+    if LOOPS[name].train_group is None:
+        return f"loop {name} has no vectorized form (its Loop record gives no train_group)"
+    return why_not_vectorized(cfgs, problem)
+
+
+def train_group(
+    cfgs: Sequence[LoopCommon],
+    reports: Sequence[Any],
+    problem: Any = None,
+    checkpoints: Sequence[Any] | None = None,
+) -> list[Result]:
+    """Train the configs as one vectorized group with their loop's ``train_group`` (its :class:`Loop` record).
+
+    Args:
+        cfgs: Resolved configs of one loop that :func:`why_not` accepts as one group.
+        reports: Each member's reporter.
+        problem: Their built problem (built from ``cfgs[0]`` when omitted).
+        checkpoints: Each member's checkpoint callback.
+
+    Returns:
+        Per member: its last epoch's metrics, or the exception that stopped it.
+
+    Raises:
+        ValueError: the configs cannot be one group (the reason from :func:`why_not`).
+    """
+    group = LOOPS[cfgs[0].loop].train_group  # type: ignore[attr-defined]
+    if group is None:
+        raise ValueError(why_not(cfgs, problem))
+    return group(cfgs, reports, problem=problem, checkpoints=checkpoints)

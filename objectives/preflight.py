@@ -202,11 +202,11 @@ def _coupled_terms(
     model_a: torch.nn.Module,
     model_b: torch.nn.Module,
     batch: tuple[Any, ...],
-    consistency: bool,
+    loss_terms: tuple[str, ...],
     labels: dict[int, Any],
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """A's and B's outputs on ``batch`` and the loss terms; ``labels`` by position (1: y, 2: t_a) are the
-    targets whose classes are checked first where a loss is cross-entropy or NLL."""
+    """A's and B's outputs on ``batch`` and the config's ``loss_terms``; ``labels`` by position (1: y,
+    2: t_a) are the targets whose classes are checked first where a loss is cross-entropy or NLL."""
     x, y, t = batch[:3]
     z = run("model A on a batch's inputs", lambda: call(model_a, x))
     out = run(f"model B on model A's output {_shape(z)}", lambda: model_b(z))
@@ -216,7 +216,7 @@ def _coupled_terms(
         "a": _value("A's loss", problem.loss_a, z, t, loss=True),
         "b": _value("B's loss", problem.loss_b, out, y, loss=True),
     }
-    if consistency:
+    if "consistency" in loss_terms:
         what = "the consistency term" if problem.consistency is not None else "the consistency term (B on t_a)"
         term = run(what, lambda: problem.consistency_term(z, out, y, t, model_b, x=x, model_a=model_a))
         if not isinstance(term, torch.Tensor) or term.ndim != 0:
@@ -239,14 +239,13 @@ def _check_coupled(cfg: Any, problem: CoupledProblem, device: torch.device) -> N
     val, val_labels = draw(problem.val, size, problem.collate_fn, device, "the validation data", 3)
     model_a = _model("make_model_a", problem.make_model_a, device)
     model_b = _model("make_model_b", problem.make_model_b, device)
-    consistency = len(cfg.weights) == 3
     with autocast(cfg.precision, device):
-        _, _, terms = _coupled_terms(problem, model_a, model_b, train, consistency, train_labels)
+        _, _, terms = _coupled_terms(problem, model_a, model_b, train, cfg.loss_terms, train_labels)
     _backward(terms, {"model A": model_a, "model B": model_b})
     model_a.eval()
     model_b.eval()
     with torch.no_grad(), autocast(cfg.precision, device):
-        z, out, _ = _coupled_terms(problem, model_a, model_b, val, consistency, val_labels)
+        z, out, _ = _coupled_terms(problem, model_a, model_b, val, cfg.loss_terms, val_labels)
         for key, fn in problem.metrics_a.items():
             _value(f"A's metric {key!r}", fn, z, val[2], loss=False)
         for key, fn in problem.metrics.items():

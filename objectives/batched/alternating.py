@@ -38,7 +38,7 @@ from objectives.batched.coupled import call, losses
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
 from objectives.config import AlternatingConfig
-from objectives.data import take, val_batches, weighted_means
+from objectives.data import epoch_steps, take, val_batches, weighted_means
 from objectives.helpers import (
     Checkpoint,
     Reporter,
@@ -53,7 +53,6 @@ from objectives.problems import CoupledProblem, prepare
 from objectives.weight_schedules import weight_table
 from objectives.weighting import make as make_weighting
 
-TERMS = AlternatingConfig.LOSSES
 Result = dict[str, float] | BaseException
 
 
@@ -100,16 +99,15 @@ def train_group(
 
     # 3. The epoch, the weights, the strategies and the LR schedules, as the standalone loop plans them.
     n, bs = len(problem.train[1]), first.batch_size
-    per_pass, cycle = math.ceil(n / bs), first.steps_a + first.steps_b
+    per_pass = epoch_steps(problem.train, bs, first.data, problem.steps_per_epoch)  # as the standalone Source
+    cycle = first.steps_a + first.steps_b
     steps_per_epoch = per_pass
     if first.epoch == "model_steps" and first.mode == "alternate":
         steps_per_epoch = math.ceil(per_pass * cycle / min(first.steps_a, first.steps_b))
     total = first.epochs * steps_per_epoch
-    n_losses = len(first.weights)
-    consistency = n_losses == 3
-    wtable = torch.stack(
-        [weight_table(c.weight_schedule, c.weights, TERMS[:n_losses], total, device) for c in cfgs], dim=1
-    )
+    terms_on = first.loss_terms  # the same in every member (group_key)
+    n_losses = len(terms_on)
+    wtable = torch.stack([weight_table(c.weight_schedule, c.weights, terms_on, total, device) for c in cfgs], dim=1)
     strategies = [make_weighting(c.weighting, n_losses, device, derive_seed(c.seed, "weighting")) for c in cfgs]
     static = first.weighting.type == "static"
 
@@ -126,11 +124,11 @@ def train_group(
     def terms_of(p_a: dict, p_b: dict, batch: tuple[Any, ...]) -> torch.Tensor:
         z = call(tmpl_a, p_a, batch[0])
         if first.mode != "b_on_detached":
-            return losses(problem, tmpl_a, p_a, tmpl_b, p_b, batch, z, consistency)
+            return losses(problem, tmpl_a, p_a, tmpl_b, p_b, batch, z, terms_on)
         # A learns from its own loss; B from the rest on the code (A a constant where the consistency calls it).
         own = problem.loss_a(z, batch[2]).unsqueeze(0)
         fixed_a = {name: p.detach() for name, p in p_a.items()}
-        return torch.cat([own, losses(problem, tmpl_a, fixed_a, tmpl_b, p_b, batch, z.detach(), consistency)[1:]])
+        return torch.cat([own, losses(problem, tmpl_a, fixed_a, tmpl_b, p_b, batch, z.detach(), terms_on)[1:]])
 
     batched_terms = vmap(terms_of)
     members = list(range(len(cfgs)))
@@ -206,10 +204,10 @@ def train_group(
         for row, strategy in enumerate(strategies):
             strategy.end_epoch(train_means[row])
         weight_means = weight_sums / steps_per_epoch
-        columns = {f"train_{name}_loss": train_means[:, j] for j, name in enumerate(TERMS[:n_losses])}
+        columns = {f"train_{name}_loss": train_means[:, j] for j, name in enumerate(terms_on)}
         columns["train_weighted_loss"] = weighted_sum / steps_per_epoch
-        columns.update({f"weight_{name}": weight_means[:, j] for j, name in enumerate(TERMS[:n_losses])})
-        columns.update(_evaluate(problem, tmpl_a, tmpl_b, pa, pb, consistency, first, device))
+        columns.update({f"weight_{name}": weight_means[:, j] for j, name in enumerate(terms_on)})
+        columns.update(_evaluate(problem, tmpl_a, tmpl_b, pa, pb, first, device))
         values = torch.stack([v.detach().float() for v in columns.values()], dim=1).tolist()
         peak = peak_memory_mb(device)
 
@@ -295,7 +293,6 @@ def _evaluate(
     tmpl_b: nn.Module,
     pa: dict[str, torch.Tensor],
     pb: dict[str, torch.Tensor],
-    consistency: bool,
     cfg: AlternatingConfig,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
@@ -306,9 +303,9 @@ def _evaluate(
     def member(p_a: dict, p_b: dict, batch: tuple[Any, ...]) -> dict[str, torch.Tensor]:
         _, y, t = batch
         z = call(tmpl_a, p_a, batch[0])
-        terms = losses(problem, tmpl_a, p_a, tmpl_b, p_b, batch, z, consistency)
+        terms = losses(problem, tmpl_a, p_a, tmpl_b, p_b, batch, z, cfg.loss_terms)
         out = functional_call(tmpl_b, p_b, (z,))
-        means = {f"val_{name}_loss": terms[j] for j, name in enumerate(TERMS[: len(terms)])}
+        means = {f"val_{name}_loss": terms[j] for j, name in enumerate(cfg.loss_terms)}
         means.update({f"val_a_{key}": fn(z, t) for key, fn in problem.metrics_a.items()})
         means.update({f"val_b_{key}": fn(out, y) for key, fn in problem.metrics.items()})
         return means

@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from objectives.alternating import losses as standalone_losses
+from objectives.config import AlternatingConfig
 from objectives.data import take
 from objectives.helpers import first_line
 from objectives.problems import CoupledProblem
@@ -43,13 +44,13 @@ def losses(
     p_b: dict[str, torch.Tensor],
     batch: tuple[Any, ...],
     z: torch.Tensor,
-    consistency: bool,
+    terms: tuple[str, ...],
 ) -> torch.Tensor:
     """:func:`objectives.alternating.losses` with the member's parameters ``p_a``, ``p_b`` for A's output
-    ``z`` on ``batch`` = ``(x, y, t_a)``; the consistency term gets ``model_a`` with ``p_a`` (pass them
-    detached where the standalone step freezes A)."""
+    ``z`` on ``batch`` = ``(x, y, t_a)`` and the config's ``loss_terms``; the consistency term gets
+    ``model_a`` with ``p_a`` (pass them detached where the standalone step freezes A)."""
     x, y, t = batch
-    return standalone_losses(problem, model(tmpl_b, p_b), z, y, t, consistency, x=x, model_a=model(tmpl_a, p_a))
+    return standalone_losses(problem, model(tmpl_b, p_b), z, y, t, terms, x=x, model_a=model(tmpl_a, p_a))
 
 
 def why_not_vmapped(problem: CoupledProblem, model_a: nn.Module, model_b: nn.Module) -> str:
@@ -71,7 +72,8 @@ def why_not_vmapped(problem: CoupledProblem, model_a: nn.Module, model_b: nn.Mod
     p_a, p_b = ({n: p.detach().to(device).unsqueeze(0) for n, p in m.named_parameters()} for m in (model_a, model_b))
 
     def member(pa: dict[str, torch.Tensor], pb: dict[str, torch.Tensor], b: tuple[Any, ...]) -> torch.Tensor:
-        return losses(problem, templates[0], pa, templates[1], pb, b, call(templates[0], pa, b[0]), True)
+        z = call(templates[0], pa, b[0])
+        return losses(problem, templates[0], pa, templates[1], pb, b, z, AlternatingConfig.LOSSES)  # all on
 
     try:
         # Its warnings (vmap's "performance drop" fallbacks) are the group's to show when it trains.

@@ -36,7 +36,7 @@ from objectives.batched.common import (
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
 from objectives.config import DualLossConfig
-from objectives.data import take, val_batches, weighted_means
+from objectives.data import epoch_steps, take, val_batches, weighted_means
 from objectives.helpers import (
     Checkpoint,
     Reporter,
@@ -97,10 +97,14 @@ def train_group(
     optimizer = BatchedOptimizer([c.optimizer for c in cfgs], params)
     generators = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
 
-    # 3. The epoch plan is every member's (same data, batch sizes and mixing).
+    # 3. The epoch plan is every member's (same data, batch sizes, mixing and steps per epoch).
     batch_sizes = (first.batch_size, first.batch_size_b or first.batch_size)
     sizes = (len(problem.a.train[1]), len(problem.b.train[1]))
-    plan = plan_epoch(sizes, batch_sizes, first.mixing)
+    per_pass = tuple(
+        epoch_steps(task.train, bs, first.data, task.steps_per_epoch)
+        for task, bs in zip(tasks.values(), batch_sizes, strict=True)
+    )
+    plan = plan_epoch(sizes, batch_sizes, first.mixing, (per_pass[0], per_pass[1]))
     total_steps = first.epochs * plan.steps
 
     # 4. Per-member weights (static × weight schedule) as one (steps, K, 2) table; per-member LR schedules

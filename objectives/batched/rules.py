@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from objectives.batched.coupled import why_not_vmapped
 from objectives.config import LoopCommon
+from objectives.problems import CoupledProblem
 from objectives.weighting import names_with
 
 # What may differ between the members of one group (each member has its own value).
@@ -72,7 +73,7 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
         return f"precision {first.precision} is not vectorized; fp32 is"
     if first.compile is not False:
         return "compile is not vectorized (the group runs eagerly)"
-    coupled = first.loop == "alternating"  # type: ignore[attr-defined]
+    coupled = isinstance(problem, CoupledProblem)
     splits = [problem.train] if coupled else [problem.a.train, problem.b.train]
     if any(isinstance(split, Dataset) for split in splits):
         return "the training data is a Dataset read by a DataLoader; only tensor data is vectorized"
@@ -82,7 +83,7 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
             return "the model has buffers (e.g. BatchNorm's running statistics), which are not vectorized"
         if any(isinstance(m, _DROPOUT) for m in model.modules()):
             return "the model uses dropout, whose masks would differ from each member's standalone run"
-    if coupled and len(first.weights) == 3:
+    if coupled and "consistency" in first.loss_terms:
         # The problem's own consistency term runs inside the vmap: one try on two rows says whether it can.
         return why_not_vmapped(problem, *models)
     return ""

@@ -15,7 +15,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # A coupled problem's consistency term ``consistency(z, y_hat, y, t_a, model_b, *, x, model_a)``: A's output,
 # B's output on it, the batch's final target and A's target, and model B (to apply it to something else,
-# as the default ``mean((y_hat − model_b(t_a))²)`` does), positionally; and, by keyword when its signature
+# as the default term of :meth:`CoupledProblem.consistency_term` does), positionally; and, by keyword when its signature
 # names them as parameters, the batch's inputs ``x`` and model A (to compare two views of x:
 # ``model_b(model_a(augment(x)))`` against ``y_hat``). Returns a 0-d tensor (a batch mean). A callable of
 # the five positional arguments alone is called with those five.
@@ -92,8 +92,9 @@ class Task:
         metrics: Extra validation metrics by name, each a batch mean ``metric(prediction, target)``.
             Logged as ``val_<task>_<name>`` (e.g. ``val_b_acc``).
         collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
-        steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split (a stream has no
-            length); ``objective.data.steps_per_epoch`` in the study file overrides it.
+        steps_per_epoch: Batches per epoch of the training split: required for an ``IterableDataset``
+            (a stream has no length), applied to any split (:func:`objectives.data.epoch_steps`);
+            ``objective.data.steps_per_epoch`` in the study file overrides it.
         test: The held-out test split, the same way, or ``None``. No trial ever reads it: only
             ``sweep.evaluate`` does, after the search has chosen its configurations.
     """
@@ -159,7 +160,8 @@ class CoupledProblem:
         metrics: Extra metrics on the final output, ``metric(y_hat, y)`` (batch mean), logged as
             ``val_b_<name>``.
         collate_fn: The DataLoader's ``collate_fn`` for Dataset splits (default: torch's).
-        steps_per_epoch: Batches per epoch of an ``IterableDataset`` training split.
+        steps_per_epoch: Batches per epoch of the training split (required for an ``IterableDataset``;
+            see :class:`Task`).
         consistency: The third loss (used when ``weights`` has three entries; ``w_consistency`` weighs
             it): ``consistency(z, y_hat, y, t_a, model_b, *, x, model_a)`` → 0-d tensor, a batch mean
             (see :data:`ConsistencyFn`): ``x`` (the batch's inputs) and ``model_a`` are passed by keyword
@@ -167,8 +169,8 @@ class CoupledProblem:
             the loop's forward pass (autocast, B frozen in A's steps, A frozen in B's steps and in
             ``b_on_detached``, where A learns from its own loss only), so gradients reach whichever model
             the mode trains. In a vectorized group (``parallel_trials``) the models are functions of the
-            member's parameters: call them, do not read their attributes. ``None``: the default
-            ``mean((y_hat − model_b(t_a))²)``, B's answer on A's output against its answer on A's target.
+            member's parameters: call them, do not read their attributes. ``None``: the default term
+            (:meth:`consistency_term`), B's answer on A's output against its answer on A's target.
         metrics_a: Extra metrics on A's output, ``metric(z, t_a)`` (batch mean), logged as ``val_a_<name>``.
         test: The held-out test split, the same way as ``val``, or ``None``; read only by ``sweep.evaluate``.
     """

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import torch
 
-from objectives.batched import VARIES, group_key, train_group, why_not
+from objectives.batched import VARIES, group_key
 from objectives.batched.optim import BatchedOptimizer
 from objectives.config import AlternatingConfig, DualLossConfig, OptimizerConfig
 from objectives.dual_loss import train
 from objectives.helpers import NonFiniteLossError
+from objectives.loops import train_group, why_not
 from objectives.problems import Problem, build_problem
 
 DIGITS = {"n_a": 96, "n_b": 40, "n_val": 50, "hidden": 8}

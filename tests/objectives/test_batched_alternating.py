@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from objectives.alternating import train
-from objectives.batched import group_key, train_group, why_not
+from objectives.batched import group_key
 from objectives.config import AlternatingConfig
 from objectives.helpers import NonFiniteLossError
+from objectives.loops import train_group, why_not
 from objectives.problems import CoupledProblem, build_problem
 
 OPTIONS = {"n_train": 120, "code_dim": 4, "hidden": 8}

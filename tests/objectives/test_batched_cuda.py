@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from objectives.alternating import train as train_alternating
-from objectives.batched import train_group
 from objectives.config import AlternatingConfig, DualLossConfig
 from objectives.dual_loss import train as train_dual
+from objectives.loops import train_group
 from objectives.problems import CoupledProblem, Problem, build_problem
 
 needs_cuda = pytest.mark.skipif(

@@ -22,11 +22,11 @@ from objectives.alternating import logged_metrics, train
 from objectives.config import AlternatingConfig
 from objectives.loops import LOOPS
 from objectives.problems import CoupledProblem, build_problem
-from sweep.config import parse_study
-from sweep.errors import ConfigError
-from sweep.runner import preflight
-from sweep.space import resolve
-from sweep.trial import ProblemCache
+from sweep.core.errors import ConfigError
+from sweep.execution.runner import preflight
+from sweep.execution.trial import ProblemCache
+from sweep.studyfile.config import parse_study
+from sweep.studyfile.space import resolve
 from tests.objectives.test_alternating import synthetic_problem
 
 N, N_VAL = 16, 12  # batch_size = N: every step is full-batch, one step per epoch
@@ -463,7 +463,7 @@ def test_example_views_term_uses_x_and_model_a_and_trains_alone() -> None:
     """The example's ``consistency: views`` option: a term on a noisy view of x through A and B. With the
     noise's draws replayed it equals KL(B(A(x)) ‖ B(A(x + noise))) computed by hand, trains (seeded: the
     same config gives the same metrics), and a vectorized group refuses it (its draws are random)."""
-    from objectives.batched import why_not
+    from objectives.loops import why_not
 
     problem = coupled_problem.make(0, n=64, n_val=32, consistency="views")
     assert problem.consistency is coupled_problem.views

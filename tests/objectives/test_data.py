@@ -612,7 +612,8 @@ def test_alternating_evaluate_averages_a_dataset_by_samples(consistency):
     problem = dataclasses.replace(coupled_problem(), val=Items((x, y, t)))
     torch.manual_seed(0)
     model_a, model_b = Net(d_out=DZ).double(), Net(d_in=DZ, hidden=4).double()
-    got = alternating.evaluate(problem, model_a, model_b, consistency, alt_cfg(eval_batch_size=7), CPU)
+    weights = (0.3, 0.7, 0.2) if consistency else (0.3, 0.7)
+    got = alternating.evaluate(problem, model_a, model_b, alt_cfg(eval_batch_size=7, weights=weights), CPU)
     with torch.no_grad():
         z = model_a(x)
         out = model_b(z)

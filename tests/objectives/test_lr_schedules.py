@@ -21,9 +21,9 @@ from objectives.config import AlternatingConfig, DualLossConfig, OptimizerConfig
 from objectives.helpers import plan_epoch
 from objectives.lr_schedules import SCHEDULES, LRSchedule
 from objectives.problems import build_problem
-from sweep.config import parse_study
-from sweep.errors import ConfigError
-from sweep.space import resolve, sample
+from sweep.core.errors import ConfigError
+from sweep.studyfile.config import parse_study
+from sweep.studyfile.space import resolve, sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -386,7 +386,7 @@ def test_searched_schedule_type_resolves_with_conditional_option(choice):
     """Each sampled type resolves to that schedule; warmup_fraction is sampled (and set) only for warmup."""
     sf = parse_study(study_doc(SCHEDULE_SEARCH), "s.yaml")
     fixed = {"optimizer.schedule.type": choice, "optimizer.schedule.warmup_fraction": 0.17}
-    sampled, weights = sample(optuna.trial.FixedTrial(fixed), sf.search, sf.objective.weights)
+    sampled, weights = sample(optuna.trial.FixedTrial(fixed), sf.search, sf.objective)
     expected = {"optimizer.schedule.type": choice}
     if choice == "warmup":
         expected["optimizer.schedule.warmup_fraction"] = 0.17
