@@ -1,4 +1,4 @@
-"""What the alternating loop's mode, schedule and weights do on ``digits_codes`` (README table).
+"""What the alternating loop's mode, schedule and weights do on ``digits_codes`` (docs/explanation/loops.md table).
 
 Run: python -m benchmarks.alternating_modes [--seeds 3] [--epochs 20]
 

@@ -774,8 +774,8 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
     try:
         # The first study a machine runs makes the migrated MLflow database every later new store is
-        # copied from (sweep.mlflowdb, once per MLflow version); every timed run below is a later one.
-        from sweep.mlflowdb import seed_mlflow_db
+        # copied from (sweep.tracking.mlflowdb, once per MLflow version); every timed run below is a later one.
+        from sweep.tracking.mlflowdb import seed_mlflow_db
 
         seed_mlflow_db(f"sqlite:///{root / 'template' / 'mlflow.db'}")
         started = time.perf_counter()

@@ -8,7 +8,7 @@ seeded RNG; the quickstart's model, batch size and 12 epochs; SGD with momentum)
 
 - **sequentially**: the first ``--sequential`` of them, one :func:`objectives.dual_loss.train` each (the
   path of ``parallel_trials: 1``), timed per trial;
-- **in groups of K**: all of them, ``trials / K`` calls of :func:`objectives.batched.train_group`.
+- **in groups of K**: all of them, ``trials / K`` calls of :func:`objectives.loops.train_group`.
 
 It reports trials per hour of each and the ratio grouped / sequential, and checks the members' final
 validation losses against the sequential runs of the same configs (median and max relative difference:
@@ -36,9 +36,9 @@ from typing import Any
 
 import torch
 
-from objectives.batched import train_group
 from objectives.config import DualLossConfig
 from objectives.dual_loss import train
+from objectives.loops import train_group
 from objectives.problems import Problem, build_problem
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import time
 
 import optuna
 
-from sweep.runner import open_storage
+from sweep.execution.runner import open_storage
 
 
 def _storage(kind: str, folder: str) -> optuna.storages.BaseStorage:

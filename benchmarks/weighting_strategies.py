@@ -1,4 +1,5 @@
-"""Every weighting strategy on ``digits_pair`` with the same budget: quality and cost (README table).
+"""Every weighting strategy on ``digits_pair`` with the same budget: quality and cost; its output is the table in
+docs/explanation/parametrizations.md.
 
 Run: python -m benchmarks.weighting_strategies [--seeds 3] [--epochs 12]
 

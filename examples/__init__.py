@@ -1,1 +1,1 @@
-"""Worked examples of user code that sweep runs (see README: "Your own problem")."""
+"""Worked examples of user code that sweep runs (see docs/tutorial.md, "Your own problem")."""

@@ -7,7 +7,7 @@ from collections import Counter
 import optuna
 from mlflow import MlflowClient
 
-from sweep.tracking import STATUS
+from sweep.tracking.tracking import STATUS
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 

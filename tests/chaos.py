@@ -1,7 +1,7 @@
 """A chaos run: several machines on one PostgreSQL study, SIGKILLs at random instants of trials (each killed
 machine's job restarted, as a cluster scheduler would), one storage outage; then the study must be whole.
 
-    python -m tests.chaos --trials 24 --processes 4 --kills 6 --outage 10   # the figures in README *Faults*
+    python -m tests.chaos --trials 24 --processes 4 --kills 6 --outage 10   # the figures in docs/explanation/faults.md
 
 ``tests/test_cluster_faults.py`` runs a small one in the suite. Needs the local PostgreSQL.
 """
@@ -46,7 +46,7 @@ def chaos(folder: Path, trials: int, processes: int, kills: int, outage_s: float
 
     Exactly ``kills`` SIGKILLs land, each at a random named instant of a trial (whichever process gets
     there first), and the outage begins while a process is inside a trial: the scenario follows the
-    processes' own progress (:mod:`sweep.faultpoints`), not the clock."""
+    processes' own progress (:mod:`sweep.core.faultpoints`), not the clock."""
     rng = random.Random(seed)
     pauses = Pauses(folder / "pauses", *KILL_POINTS, OUTAGE_POINT, armed=False)
     with database() as db:

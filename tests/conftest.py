@@ -22,7 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# The migrated, empty MLflow database new stores are copied from (sweep.mlflowdb): made once per test
+# The migrated, empty MLflow database new stores are copied from (sweep.tracking.mlflowdb): made once per test
 # session, in a folder of its own (removed at exit), not in the user's cache; every process the tests
 # start inherits it. Read-only once made, so the tests share no state through it.
 _CACHE = tempfile.mkdtemp(prefix="sweep-cache-")

@@ -1,4 +1,4 @@
-"""Driving real processes to named instants of a trial (:mod:`sweep.faultpoints`), so a fault test acts
+"""Driving real processes to named instants of a trial (:mod:`sweep.core.faultpoints`), so a fault test acts
 on the program's own progress, never after a guessed delay: whatever the machine's speed, the process
 is exactly where the test wants it when the kill, the signal or the outage comes."""
 
@@ -20,7 +20,7 @@ class Pauses:
 
     Args:
         folder: where the processes write their ``.paused`` markers (made here).
-        points: the points, as :mod:`sweep.faultpoints` names them (``"linked"``, ``"epoch:2"``).
+        points: the points, as :mod:`sweep.core.faultpoints` names them (``"linked"``, ``"epoch:2"``).
         each: every process pauses once at each point (markers ``<point>.<pid>.paused``); otherwise only
             the first to reach an armed point does. A point may say who pauses (``closed@workers``).
         armed: the points start armed (otherwise :meth:`arm` them one at a time; single mode only).

@@ -15,9 +15,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from sweep.artifacts import STOP_AFTER, ArtifactWatch, artifact_root, check_artifact_space, unwritable
-from sweep.config import TrackingSection
-from sweep.errors import SweepError
+from sweep.core.errors import SweepError
+from sweep.studyfile.config import TrackingSection
+from sweep.tracking.artifacts import STOP_AFTER, ArtifactWatch, artifact_root, check_artifact_space, unwritable
 from tests.agreement import check_agreement
 from tests.conftest import run_cli, start_cli, tiny_study, write_yaml
 

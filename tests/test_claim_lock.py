@@ -1,7 +1,7 @@
 """A process stopped while it holds the study's claim lock (SIGSTOP: a suspended job, Ctrl-Z, a frozen VM)
 holds the others up for ``study.grace_period`` at most; a process waiting for the lock obeys SIGTERM at once.
 
-Each test holds a real process where it wants it with a pause point (:mod:`sweep.faultpoints`): ``claimed``
+Each test holds a real process where it wants it with a pause point (:mod:`sweep.core.faultpoints`): ``claimed``
 (it decided to start a trial and holds the lock), ``lock_wait`` (it found the lock held and waits)."""
 
 from __future__ import annotations

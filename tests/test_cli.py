@@ -11,7 +11,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from sweep.tracking import flatten
+from sweep.tracking.tracking import flatten
 from tests.conftest import run_cli, run_main, tiny_study, write_yaml
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -65,7 +65,7 @@ def test_run_resume_and_agree(tmp_path: Path) -> None:
     study, client, _, runs = load(tmp_path, "tiny")
     assert len(study.trials) == 3
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    for db in (tmp_path / ".sweep" / "optuna.db", tmp_path / "mlflow.db"):  # commits without fsync (sweep.sqlite)
+    for db in (tmp_path / ".sweep" / "optuna.db", tmp_path / "mlflow.db"):  # commits without fsync (sweep.core.sqlite)
         with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",), db
     assert_agree(study, client, runs)

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from sweep.faultpoints import POINTS
+from sweep.core.faultpoints import POINTS
 from tests.agreement import check_agreement
 from tests.chaos import chaos
 from tests.conftest import ROOT, postgres_error, run_cli, start_cli, tiny_study, write_yaml
@@ -329,7 +329,7 @@ def test_an_outage_past_the_retry_budget_is_one_line_and_a_rerun_recovers(
 @pytest.mark.slow
 @needs_postgres
 def test_four_machines_started_at_once_share_no_parameter_set(tmp_path: Path) -> None:
-    """README's several-machines recipe: 4 independent processes started at the same instant on one
+    """The several-machines recipe (docs/howto/scale-out.md): 4 independent processes started at the same instant on one
     PostgreSQL study with the random sampler: no parameter set twice, exactly n_trials finished."""
     with _database() as db:
         url = _pg(db)
@@ -350,7 +350,7 @@ def test_four_machines_started_at_once_share_no_parameter_set(tmp_path: Path) ->
 def test_chaos_machines_killed_at_random_and_a_storage_outage(tmp_path: Path) -> None:
     """4 processes on one PostgreSQL study, 3 SIGKILLs at random instants (each job restarted), one 10 s
     outage: exactly n_trials finished, nothing RUNNING, every failure explained, no parameter set twice
-    (``python -m tests.chaos`` runs a bigger one for README's figures)."""
+    (``python -m tests.chaos`` runs a bigger one for the figures in docs/explanation/faults.md)."""
     figures = chaos(tmp_path, trials=12, processes=4, kills=3, outage_s=10.0, seed=1)
     assert figures["kills"] == 3  # each landed inside a trial, which failed and was re-queued
     assert figures["failed_trials"] >= 3 and figures["requeued"] >= 3, figures

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import torch
 
-from sweep.results import EVALUATION_ATTR
+from sweep.results.results import EVALUATION_ATTR
 from tests.conftest import run_main, tiny_study, write_yaml
 from tests.thread_problems import ThreadProbe
 
@@ -46,7 +46,7 @@ def _seen(module: str, *args: str, cwd: Path) -> set[int]:
 def test_every_training_command_takes_cpu_threads_with_the_same_default() -> None:
     defaults = {}
     for module in TRAINING_COMMANDS:
-        parser = importlib.import_module(module).parser()
+        parser = importlib.import_module(module.replace("sweep.", "sweep.commands.")).parser()
         defaults[module] = parser.parse_args(["s.yaml"]).cpu_threads
         assert parser.parse_args(["s.yaml", "--cpu-threads", "3"]).cpu_threads == 3, module
         assert "--cpu-threads" in parser.format_help(), module

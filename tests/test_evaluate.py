@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.config import parse_study
-from sweep.evaluation import Selection, config_for, evaluation_seeds, mean_ci, retrain
-from sweep.results import EVALUATION_ATTR, chosen
-from sweep.storage import Attr
+from sweep.results.evaluation import Selection, config_for, evaluation_seeds, mean_ci, retrain
+from sweep.results.results import EVALUATION_ATTR, chosen
+from sweep.storage.storage import Attr
+from sweep.studyfile.config import parse_study
 from tests.conftest import run_main, tiny_study, write_yaml
 from tests.evaluation_problems import Tripwire, guarded
 
@@ -171,7 +171,7 @@ def test_retraining_with_the_trials_own_seed_reproduces_its_value(tmp_path, scor
 def test_interrupted_evaluation_leaves_no_half_written_run(tmp_path, monkeypatch) -> None:
     write_yaml(tmp_path / "s.yaml", _guarded_study("stop"))
     assert run_main("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path).returncode == 0
-    import sweep.evaluate
+    import sweep.commands.evaluate
 
     calls = {"n": 0}
 
@@ -181,7 +181,7 @@ def test_interrupted_evaluation_leaves_no_half_written_run(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return retrain(*args, **kwargs)
 
-    monkeypatch.setattr(sweep.evaluate, "retrain", stopping)
+    monkeypatch.setattr(sweep.commands.evaluate, "retrain", stopping)
     result = run_main("sweep.evaluate", "s.yaml", "--top", "2", "--seeds", "2", "--no-progress", cwd=tmp_path)
     assert result.returncode == 130
     evaluations = [r for r in _runs(tmp_path, "stop") if r.data.tags.get("sweep.role") == "evaluation"]
@@ -191,7 +191,7 @@ def test_interrupted_evaluation_leaves_no_half_written_run(tmp_path, monkeypatch
 
     # The same command again resumes: the recorded configuration is shown from its record, the other
     # trained; a third run trains nothing; --again retrains both.
-    monkeypatch.setattr(sweep.evaluate, "retrain", retrain)
+    monkeypatch.setattr(sweep.commands.evaluate, "retrain", retrain)
     args = ("sweep.evaluate", "s.yaml", "--top", "2", "--seeds", "2", "--no-progress")
     resumed = run_main(*args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -240,7 +240,7 @@ def test_again_supersedes_the_earlier_evaluation_run(tmp_path) -> None:
 
 def test_the_help_says_95_percent() -> None:
     """argparse does not %-format a description: a doubled ``%%`` was printed as written."""
-    from sweep.evaluate import parser
+    from sweep.commands.evaluate import parser
 
     text = " ".join(parser().format_help().split())
     assert "95% CI" in text and "%%" not in text
@@ -250,8 +250,8 @@ def test_a_ci_is_clipped_to_the_range_of_its_metric() -> None:
     """Accuracies lie in [0, 1], losses are ≥ 0: an interval passing that range is shown clipped (as
     ``[low, high]``, no longer symmetric); one inside it stays ``mean ± half width``; values outside the
     conventional range (an accuracy in percent, a negative log-likelihood) leave the interval as it is."""
-    from sweep.evaluation import metric_range
-    from sweep.results import Evaluated
+    from sweep.results.evaluation import metric_range
+    from sweep.results.results import Evaluated
 
     acc = mean_ci([1.0, 1.0, 0.82], bounds=metric_range("test_a_acc"))
     assert acc.half_width == pytest.approx(mean_ci([1.0, 1.0, 0.82]).half_width)  # the Student-t width as ever
@@ -279,7 +279,7 @@ def test_a_diverged_seed_is_counted_not_averaged(tmp_path, monkeypatch) -> None:
 
     write_yaml(tmp_path / "s.yaml", _guarded_study("nan"))
     assert run_main("sweep.run", "s.yaml", "--no-progress", cwd=tmp_path).returncode == 0
-    import sweep.evaluate
+    import sweep.commands.evaluate
 
     calls = {"n": 0}
 
@@ -289,7 +289,7 @@ def test_a_diverged_seed_is_counted_not_averaged(tmp_path, monkeypatch) -> None:
             raise NonFiniteLossError("a training loss is not finite at epoch 1, step 3")
         return retrain(*args, **kwargs)
 
-    monkeypatch.setattr(sweep.evaluate, "retrain", second_diverges)
+    monkeypatch.setattr(sweep.commands.evaluate, "retrain", second_diverges)
     result = run_main("sweep.evaluate", "s.yaml", "--seeds", "3", "--no-progress", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "diverged (a training loss is not finite" in result.stderr

@@ -15,8 +15,8 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState, create_trial
 
-from sweep.config import load_study, parse_study
-from sweep.export import knee
+from sweep.commands.export import knee
+from sweep.studyfile.config import load_study, parse_study
 from tests.conftest import postgres_error, run_cli, run_main, tiny_study, write_yaml
 
 
@@ -170,7 +170,7 @@ def test_the_report_shows_each_trials_logged_metrics_at_its_kept_epoch(tmp_path:
 
 def test_a_replays_run_is_named_after_what_it_replays() -> None:
     """The name an exported file's trial runs get (its provenance), not ``trial-0`` beside the original."""
-    from sweep.export import replay_run_prefix
+    from sweep.tracking.lineage import replay_run_prefix
 
     assert replay_run_prefix({"study": "quickstart", "trial": 7}) == "replay of quickstart trial-7 · "
     assert replay_run_prefix(None) == replay_run_prefix({}) == ""  # not a replay: trial-<number>
@@ -254,7 +254,7 @@ def test_export_replays_a_trial_on_the_dataloader_path(tmp_path: Path) -> None:
 
 def test_the_top_table_shows_every_searched_parameter() -> None:
     """Categorical params such as the alternating mode are columns of the top table, not only LRs/types."""
-    from sweep.report import top_table
+    from sweep.results.report import top_table
 
     frame = pd.DataFrame(
         {
@@ -297,7 +297,7 @@ def _study_of(direction: str, values: list[float]) -> optuna.Study:
 def test_export_of_a_maximized_study_takes_the_highest_trial() -> None:
     """Without --trial, a maximised study exports its highest trial (a minimised one its lowest), and the
     rule it records names the direction."""
-    from sweep.export import choose
+    from sweep.commands.export import choose
 
     sf = parse_study(_maximized("acc"), "acc.yaml")
     values = [0.50, 0.90, 0.20, 0.70]
@@ -310,7 +310,7 @@ def test_export_of_a_maximized_study_takes_the_highest_trial() -> None:
 def test_the_top_table_of_a_maximized_study_lists_the_highest_first() -> None:
     """The report's top-k table ranks by the first metric in its direction: a maximised metric highest
     first (the lowest cut off), a minimised one lowest first."""
-    from sweep.report import top_table
+    from sweep.results.report import top_table
 
     frame = pd.DataFrame(
         {
@@ -409,7 +409,7 @@ def test_no_secret_in_url_parameters_reaches_outputs_stores_or_exports(
 def test_export_gives_objective_values_back_as_the_file_wrote_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """A trial's config holds substituted values (a user problem's ``token: ${TOKEN}`` is the token
     itself); the exported objective carries the reference again, except where the search changed it."""
-    from sweep.export import _as_written
+    from sweep.commands.export import _as_written
 
     monkeypatch.setenv("SWEEP_TEST_TOKEN", "tk-secret")
     config = {"problem": {"name": "m:f", "options": {"token": "tk-secret", "n": 3}}, "mixing": "zip"}
@@ -426,7 +426,7 @@ from pathlib import Path
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
-from sweep.report import write_report
+from sweep.results.report import write_report
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 study = optuna.create_study()
 space = {"weights.log10_ratio": FloatDistribution(-3, 3), "optimizer.lr": FloatDistribution(0.01, 0.3, log=True)}

@@ -1,6 +1,6 @@
 """Several processes ending one study (issue #26, point 8): one writes the report and closes the parent run,
 one evaluates, whoever gets there first; a claimer killed on the way leaves the job to the next run
-(:mod:`sweep.finishing`). Real processes on the local PostgreSQL, one shared MLflow SQLite store."""
+(:mod:`sweep.execution.finishing`). Real processes on the local PostgreSQL, one shared MLflow SQLite store."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from sweep.finishing import FINISHED_BY
+from sweep.execution.finishing import FINISHED_BY
 from tests.agreement import check_agreement
 from tests.conftest import postgres_error, run_cli, start_cli, tiny_study, write_yaml
 from tests.pausing import Pauses

@@ -11,10 +11,10 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from sweep.config import load_study
-from sweep.errors import ConfigError
-from sweep.interrupts import Interrupts
-from sweep.watchdog import TrialTimeout, Watchdog
+from sweep.core.errors import ConfigError
+from sweep.core.interrupts import Interrupts
+from sweep.execution.watchdog import TrialTimeout, Watchdog
+from sweep.studyfile.config import load_study
 from tests.agreement import check_agreement
 from tests.conftest import run_main, start_cli, tiny_study, write_yaml
 from tests.pausing import Pauses

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from objectives.dual_loss import evaluate
 from objectives.problems import build_problem
 from objectives.resolved import resolved
-from sweep.weights import rebuild
+from sweep.tracking.weights import rebuild
 from tests.conftest import run_main, tiny_study, write_yaml
 
 

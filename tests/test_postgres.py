@@ -79,12 +79,13 @@ def test_study_on_mariadb(tmp_path: Path) -> None:
         optuna.delete_study(study_name=name, storage=url)
 
 
-README_URL = "postgresql://postgres@127.0.0.1:5432/test"  # README's form: no +driver, SQLAlchemy picks psycopg 3
+README_URL = "postgresql://postgres@127.0.0.1:5432/test"  # the documented form: no +driver, SQLAlchemy picks psycopg 3
 
 
 @needs_postgres  # the server answers (checked with psycopg2); psycopg 3 itself must be installed
 def test_readme_postgresql_url_runs_a_study(tmp_path: Path) -> None:
-    """README's exact URL form, ``postgresql://user@host:port/db`` without a driver name, works with the
+    """The URL form docs/howto/scale-out.md shows,
+    ``postgresql://user@host:port/db`` without a driver name, works with the
     installed dependencies (SQLAlchemy 2.1 maps it to psycopg 3, which pyproject.toml installs): fails,
     not skips, without that driver."""
     import sqlalchemy

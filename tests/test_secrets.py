@@ -19,8 +19,8 @@ import yaml
 from mlflow import MlflowClient
 
 from objectives.problems import Problem, build_problem
-from sweep.config import load_study
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
+from sweep.studyfile.config import load_study
 from tests.conftest import run_main, tiny_study, write_yaml
 
 # What the user problem below was built with, call after call (a search's trials, an evaluation's seeds).
@@ -216,8 +216,8 @@ def test_the_optuna_storage_stores_references_and_gives_values_back(tmp_path: Pa
     the known secrets as references, and read back through sweep's storage with the values."""
     from optuna.distributions import FloatDistribution
 
-    from sweep.storage import open_storage
-    from sweep.urls import forget_secrets, remember_secret
+    from sweep.core.urls import forget_secrets, remember_secret
+    from sweep.storage.storage import open_storage
 
     forget_secrets()
     remember_secret("s3cr3t-in-attr", "${SWEEP_TEST_PW}")
@@ -227,7 +227,7 @@ def test_the_optuna_storage_stores_references_and_gives_values_back(tmp_path: Pa
     trial = study.ask()
     trial.set_user_attr("config", {"token": "s3cr3t-in-attr", "n": 3})
     study.tell(trial, 1.0)
-    study.add_trial(  # how sweep.recovery re-queues a dead trial: a copy of its attributes
+    study.add_trial(  # how sweep.execution.recovery re-queues a dead trial: a copy of its attributes
         optuna.trial.create_trial(
             params={"x": 0.5},
             distributions={"x": FloatDistribution(0, 1)},
@@ -251,8 +251,8 @@ def test_what_optuna_and_mlflow_log_during_trials_is_masked(tmp_path: Path) -> N
     import io
     import logging
 
-    from sweep.console import optuna_output
-    from sweep.urls import forget_secrets, remember_secret
+    from sweep.core.urls import forget_secrets, remember_secret
+    from sweep.execution.console import optuna_output
 
     forget_secrets()
     remember_secret("s3cr3t-logged", "${SWEEP_TEST_PW}")

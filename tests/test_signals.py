@@ -16,9 +16,9 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import exc
 
-import sweep.resilient
-from sweep.interrupts import Interrupts
-from sweep.resilient import ResilientStorage, StorageDown
+import sweep.storage.resilient
+from sweep.core.interrupts import Interrupts
+from sweep.storage.resilient import ResilientStorage, StorageDown
 from tests.agreement import check_agreement
 from tests.conftest import run_main, start_cli, tiny_study, write_yaml
 from tests.pausing import Pauses, alive
@@ -39,7 +39,7 @@ def test_active_is_the_installed_instance_and_interruptible_ends_a_command_with_
     """Code that is not handed the process's Interrupts finds it (:meth:`Interrupts.active`); outside any,
     a fresh one that nothing reaches. A command run by :func:`interruptible` ends on the first SIGTERM at
     once, wherever it is, with its one line and 130."""
-    from sweep.interrupts import interruptible
+    from sweep.core.interrupts import interruptible
 
     before = signal.getsignal(signal.SIGTERM)
     assert not Interrupts.active().requested
@@ -61,7 +61,7 @@ def test_active_is_the_installed_instance_and_interruptible_ends_a_command_with_
 
 
 class _SignalInFirstWait:
-    """``time`` for sweep.resilient whose first ``sleep`` receives SIGTERM (the storage's first wait)."""
+    """``time`` for sweep.storage.resilient whose first ``sleep`` receives SIGTERM (the storage's first wait)."""
 
     def __init__(self) -> None:
         self.sent = False
@@ -89,7 +89,7 @@ def test_a_signal_ends_the_storage_retry_wait(tmp_path: Path, monkeypatch: pytes
             raise _locked()
         return "answered"
 
-    monkeypatch.setattr(sweep.resilient, "time", _SignalInFirstWait())
+    monkeypatch.setattr(sweep.storage.resilient, "time", _SignalInFirstWait())
     started = time.monotonic()
     with Interrupts().installed() as interrupts, pytest.raises(StorageDown, match="until interrupted"):
         storage.retrying("test", busy)
@@ -103,7 +103,7 @@ def test_after_a_signal_a_blip_is_ridden_out_and_an_outage_is_not_waited_for(
 ) -> None:
     """Once interrupted, the writes that close the work still retry a blip (here two busy answers), but stop
     retrying an outage after AFTER_SIGNAL_S, not after the whole budget (60 s)."""
-    monkeypatch.setattr(sweep.resilient, "AFTER_SIGNAL_S", 1.0, raising=False)
+    monkeypatch.setattr(sweep.storage.resilient, "AFTER_SIGNAL_S", 1.0, raising=False)
     storage = ResilientStorage(f"sqlite:///{tmp_path / 'o.db'}", retry_s=60)
     calls = []
 

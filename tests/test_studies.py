@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.config import load_study
+from sweep.studyfile.config import load_study
 from tests.conftest import ROOT
 
 STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))
@@ -40,7 +40,7 @@ def test_study_file_runs_unmodified(path: Path, tmp_path: Path) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from sweep.compare import members
+    from sweep.studyfile.compare import members
     from tests.conftest import run_main
 
     copy = tmp_path / path.name

@@ -9,8 +9,8 @@ import optuna
 import pytest
 import torch
 
-from sweep.config import parse_study
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
+from sweep.studyfile.config import parse_study
 from tests.conftest import run_main, tiny_study, write_yaml
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sweep.config import StudyFile
+    from sweep.studyfile.config import StudyFile
 
 DEFAULT_CPU_THREADS = 1  # small models run faster single-threaded, and far faster when processes share the cores
 
@@ -60,10 +60,9 @@ def load_or_report(args: argparse.Namespace, one_study: bool = False) -> StudyFi
     """The study file (a comparison's sub-study with ``--compare-value``), or ``None`` after printing the
     one-line error (the caller exits with 2). ``one_study``: a command that needs one study refuses a
     whole comparison."""
-    from sweep.compare import member, members
-    from sweep.config import load_study
-    from sweep.console import print_error
-    from sweep.errors import ConfigError
+    from sweep.core.errors import ConfigError, print_error
+    from sweep.studyfile.compare import member, members
+    from sweep.studyfile.config import load_study
 
     try:
         sf = load_study(args.study_file, {"study.name": args.study_name})

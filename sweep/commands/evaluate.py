@@ -1,7 +1,7 @@
 """``python -m sweep.evaluate STUDY.yaml [--top K] [--seeds N]`` — chosen configurations on held-out data.
 
 The search chose its best trials on the validation split; this command retrains each chosen
-configuration with N fresh seeds (:func:`sweep.evaluation.evaluation_seeds`, the same for every
+configuration with N fresh seeds (:func:`sweep.results.evaluation.evaluation_seeds`, the same for every
 configuration), scores each run on the problem's ``test`` split, which no trial reads, and reports
 the mean and 95 % confidence interval over the seeds. For a comparison (``study.compare``) it does so
 for the top K of every compared choice and prints the comparison table: each method's best validation
@@ -28,16 +28,24 @@ from typing import TYPE_CHECKING
 import optuna
 
 from objectives.helpers import NonFiniteLossError
-from sweep.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
-from sweep.compare import members
-from sweep.config import StudyFile
-from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError, to_stderr
-from sweep.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
-from sweep.finishing import evaluation_claim
-from sweep.interrupts import Interrupts, interruptible
-from sweep.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
-from sweep.storage import Attr, load_existing_study
+from sweep.commands.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
+from sweep.core.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    ConfigError,
+    SweepError,
+    print_error,
+    to_stderr,
+)
+from sweep.core.interrupts import Interrupts, interruptible
+from sweep.execution.finishing import evaluation_claim
+from sweep.results.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
+from sweep.results.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
+from sweep.storage.storage import Attr, load_existing_study
+from sweep.studyfile.compare import members
+from sweep.studyfile.config import StudyFile
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -59,7 +67,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from sweep.trial import ProblemCache
+    from sweep.execution.trial import ProblemCache
 
     studies = [(m.label, m.sf) for m in members(sf)] or [(None, sf)]
     seeds = evaluation_seeds(sf.study.seed, n_seeds)
@@ -119,8 +127,8 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> tuple[str, l
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from sweep.tracking import quiet_mlflow
-    from sweep.urls import absolute_sqlite
+    from sweep.core.urls import absolute_sqlite
+    from sweep.tracking.tracking import quiet_mlflow
 
     quiet_mlflow()
     client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
@@ -194,7 +202,7 @@ def write_files(sf: StudyFile, rows: list[Evaluated], text: str, out: Path | Non
     """``evaluation.md`` (the table) and ``evaluation.csv`` (one row per seed run) in the report folder."""
     import pandas as pd
 
-    from sweep.artifacts import write_atomically
+    from sweep.tracking.artifacts import write_atomically
 
     folder = out or Path(".sweep") / "reports" / sf.study.name
     write_atomically(folder / "evaluation.md", text + "\n")
@@ -258,7 +266,7 @@ def run_evaluation(
     progress: bool = True, out: Path | None = None, again: bool = False,
 ) -> int:  # fmt: skip
     """Evaluate, print the table and write its files; the exit status (also used by ``sweep.run``). While
-    another process evaluates the same study (:func:`sweep.finishing.evaluation_claim`): one line, exit 0."""
+    another process evaluates the same study (:func:`sweep.execution.finishing.evaluation_claim`): one line, exit 0."""
     try:
         with evaluation_claim(sf) as other:
             if other is not None:
@@ -280,9 +288,3 @@ def run_evaluation(
     print(text)
     print(f"Per-seed results: {folder / 'evaluation.csv'}; MLflow runs tagged sweep.role=evaluation")
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    from sweep.exit import exit_now
-
-    exit_now(main())

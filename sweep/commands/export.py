@@ -15,7 +15,7 @@ trial closest to the ideal point once each objective is scaled to [0, 1] over th
 
 ``--seeds N`` also evaluates the exported trial (:mod:`sweep.evaluate`), training on ``--cpu-threads``
 torch threads as every training command does. A replay's trial runs are named after what they replay
-(:func:`replay_run_prefix`), not ``trial-0`` beside the original's.
+(:func:`sweep.tracking.lineage.replay_run_prefix`), not ``trial-0`` beside the original's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import math
 import tempfile
-from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,15 +31,14 @@ from typing import Any
 import optuna
 import yaml
 
-from sweep.artifacts import write_atomically
-from sweep.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
-from sweep.config import StudyFile, parse_study
-from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError
-from sweep.interrupts import interruptible
-from sweep.storage import Attr, load_existing_study, storage_url
-from sweep.studyyaml import expand_env, read_study_yaml
-from sweep.urls import redact
+from sweep.commands.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
+from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError, print_error
+from sweep.core.interrupts import interruptible
+from sweep.core.urls import redact
+from sweep.storage.storage import Attr, load_existing_study, storage_url
+from sweep.studyfile.config import StudyFile, parse_study
+from sweep.studyfile.studyyaml import expand_env, read_study_yaml
+from sweep.tracking.artifacts import write_atomically
 
 PASSWORD_PLACEHOLDER = "${SWEEP_PASSWORD}"
 
@@ -171,20 +169,6 @@ def export_document(
     return {"study": study_section, "tracking": tracking, "objective": objective, "provenance": provenance}
 
 
-def replay_run_prefix(provenance: Mapping[str, Any] | None) -> str:
-    """What a study file's trial runs are named with, in front of ``trial-<number>`` (as a comparison's
-    choice is, :attr:`sweep.tracking.Tracker.run_prefix`): ``replay of <study> trial-<N> · `` for a file
-    this command wrote (its ``provenance`` names the study and trial it replays), nothing for any other;
-    so a replay's run is not a second ``trial-0`` beside the original's.
-
-    Args:
-        provenance: The study file's ``provenance`` section (``StudyFile.provenance``), or ``None``.
-    """
-    if not provenance or "trial" not in provenance:
-        return ""
-    return f"replay of {provenance.get('study')} trial-{provenance['trial']} · "
-
-
 def _flat(provenance: dict[str, Any]) -> dict[str, Any]:
     """Provenance as scalar values (the schema keeps it flat): nested maps become ``a.b`` keys."""
     out: dict[str, Any] = {}
@@ -259,7 +243,7 @@ def _main(args: argparse.Namespace) -> int:
     print(f"Exported trial #{trial.number} ({values}; chosen by {rule}) to {out}")
     print(f"Replay it with: python -m sweep.run {out}")
     if args.seeds is not None:
-        from sweep.evaluate import run_evaluation
+        from sweep.commands.evaluate import run_evaluation
 
         apply_cpu_threads(args.cpu_threads)
         status = run_evaluation(sf, args.study_file, 1, args.seeds, trial.number)
@@ -267,7 +251,7 @@ def _main(args: argparse.Namespace) -> int:
             return status
     if args.weights is None and args.register is None:
         return EXIT_OK
-    from sweep import weights  # torch and MLflow's model flavour: only when asked for
+    from sweep.tracking import weights  # torch and MLflow's model flavour: only when asked for
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -283,9 +267,3 @@ def _main(args: argparse.Namespace) -> int:
         print_error(e)
         return EXIT_RUNTIME
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    from sweep.exit import exit_now
-
-    exit_now(main())

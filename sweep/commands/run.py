@@ -1,6 +1,6 @@
 """``python -m sweep.run STUDY.yaml`` — run or resume a study.
 
-Exit status (:mod:`sweep.errors`): 0 done, 1 run-time failure (storage/tracking unreachable), 2 invalid
+Exit status (:mod:`sweep.core.errors`): 0 done, 1 run-time failure (storage/tracking unreachable), 2 invalid
 study file, 130 interrupted (Ctrl-C; re-run the same command to resume).
 """
 
@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.cli import add_cpu_threads, apply_cpu_threads
-from sweep.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, to_stderr
-from sweep.interrupts import Interrupts
+from sweep.commands.cli import add_cpu_threads, apply_cpu_threads
+from sweep.core.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, to_stderr
+from sweep.core.interrupts import Interrupts
 
 if TYPE_CHECKING:
-    from sweep.config import StudyFile
+    from sweep.studyfile.config import StudyFile
 
 
 def parser() -> argparse.ArgumentParser:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupts = Interrupts()
     worker = "--worker" in (sys.argv[1:] if argv is None else argv)
     if worker:  # a worker of --workers stops with its coordinator, however that one ends
-        from sweep.workers import watch_parent
+        from sweep.execution.workers import watch_parent
 
         watch_parent()
     with interrupts.installed(inherit_ignored=not worker):  # from the start: Ctrl-C in start-up is orderly
@@ -104,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
     args = parser().parse_args(argv)
     # Imported under the handler (Ctrl-C here is orderly), and only what a valid file needs next.
-    from sweep.config import load_study
-    from sweep.console import print_error
-    from sweep.errors import ConfigError
+    from sweep.core.errors import ConfigError, print_error
+    from sweep.studyfile.config import load_study
 
     overrides = {
         "study.n_trials": args.n_trials,
@@ -125,8 +124,8 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         apply_cpu_threads(args.cpu_threads)
         try:
             with interrupts.raising():  # heavy imports, the user's code: nothing written, a signal ends it
-                from sweep.runner import preflight
-                from sweep.trial import ProblemCache
+                from sweep.execution.runner import preflight
+                from sweep.execution.trial import ProblemCache
 
                 checked = preflight(sf, args.study_file, ProblemCache())
         except ConfigError as e:
@@ -138,7 +137,7 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         return EXIT_OK
 
     if sf.study.compare is not None:
-        from sweep.compare import member
+        from sweep.studyfile.compare import member
 
         if args.compare_value is None:
             return _compare(sf, args, interrupts)
@@ -154,7 +153,8 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
 
 def _compare(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> int:
     """Each compared choice's sub-study in turn, nested under one MLflow run, then the evaluation."""
-    from sweep.compare import members, nest_under_comparison
+    from sweep.studyfile.compare import members
+    from sweep.tracking.lineage import nest_under_comparison
 
     parents, worst = [], EXIT_OK
     for m in members(sf):
@@ -178,7 +178,7 @@ def _evaluate(sf: StudyFile, args: argparse.Namespace) -> int:
     """The study file's ``evaluate:`` (test split, fresh seeds) once the search is done."""
     if sf.evaluate is None or args.no_evaluate or args.worker is not None:
         return EXIT_OK
-    from sweep.evaluate import run_evaluation
+    from sweep.commands.evaluate import run_evaluation
 
     print(f"Evaluating on the test split: top {sf.evaluate.top}, {sf.evaluate.seeds} fresh seeds each", flush=True)
     return run_evaluation(sf, args.study_file, sf.evaluate.top, sf.evaluate.seeds, progress=not args.no_progress)
@@ -186,11 +186,11 @@ def _evaluate(sf: StudyFile, args: argparse.Namespace) -> int:
 
 def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tuple[int, str | None]:
     """Run one study (with its workers): the exit status and its MLflow parent run."""
-    from sweep.console import print_error, summary  # heavy imports (optuna, mlflow) once the file is valid
-    from sweep.errors import ConfigError, SweepError
-    from sweep.runner import run_study
-    from sweep.studyyaml import read_study_text
-    from sweep.workers import run_workers, worker_devices
+    from sweep.core.errors import ConfigError, SweepError, print_error
+    from sweep.execution.console import summary  # heavy imports (optuna, mlflow) once the file is valid
+    from sweep.execution.runner import run_study
+    from sweep.execution.workers import run_workers, worker_devices
+    from sweep.studyfile.studyyaml import read_study_text
 
     apply_cpu_threads(args.cpu_threads)
     try:
@@ -202,7 +202,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         to_stderr("note: multi-objective study: pruning is off (Optuna cannot prune multi-objective studies)")
     source_text = read_study_text(args.study_file)
     if args.worker is not None:
-        from sweep.workers import wait_at_gate
+        from sweep.execution.workers import wait_at_gate
 
         if not wait_at_gate(interrupts):  # the coordinator's checks failed (it says why) or Ctrl-C
             return (EXIT_INTERRUPTED if interrupts.requested else EXIT_OK), None
@@ -240,7 +240,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         print_error(e)
         return (EXIT_INTERRUPTED if interrupts.requested else EXIT_RUNTIME), None  # a wait a signal ended
     except Exception as e:
-        from sweep.resilient import storage_down
+        from sweep.storage.resilient import storage_down
 
         down = storage_down(e)  # Optuna may fail on its own while handling the outage
         if down is None:
@@ -249,7 +249,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
         return (EXIT_INTERRUPTED if interrupts.requested else EXIT_RUNTIME), None
     if args.worker is not None:
         to_stderr(f"worker {args.worker}: {outcome.ran} trial(s) run")
-        from sweep.workers import report_count
+        from sweep.execution.workers import report_count
 
         report_count(outcome.ran, outcome.failed)  # how the coordinator counts the trials run now
         return (EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK), None
@@ -285,13 +285,3 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
         if value is not None:
             out += [flag, str(value)]
     return out + (["--verbose"] if args.verbose else []) + (["--allow-changes"] if args.allow_changes else [])
-
-
-if __name__ == "__main__":
-    from sweep.exit import exit_now
-
-    try:
-        exit_now(main())
-    except KeyboardInterrupt:  # before main() installed its handler (interpreter start-up)
-        to_stderr("Interrupted before the study started: nothing was run.")
-        sys.exit(EXIT_INTERRUPTED)

@@ -5,9 +5,9 @@ worker, job execution off: it starts in ~9 s instead of ~15 s) and prints the UR
 runs; Ctrl-C stops it. For an ``http://`` tracking server there is nothing to start: it prints the
 server's URL for the study. Either URL opens the study's trials sorted by its target, best first, with
 the target, the compared key of a comparison and the searched params as columns (a saved view of the
-experiment, see :func:`sweep.views.runs_view_url`); where ``sweep.evaluate`` recorded test-set evaluations
-it prints their view too (:func:`sweep.views.evaluations_view_url`). ``optuna-dashboard`` on the study's
-storage works too (see README).
+experiment, see :func:`sweep.tracking.views.runs_view_url`); where ``sweep.evaluate`` recorded test-set evaluations
+it prints their view too (:func:`sweep.tracking.views.evaluations_view_url`). ``optuna-dashboard`` on the study's
+storage works too (see docs/howto/scale-out.md).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from sweep.cli import load_or_report, study_parser
-from sweep.config import StudyFile
-from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line
-from sweep.interrupts import interruptible
-from sweep.urls import absolute_sqlite, redact
+from sweep.commands.cli import load_or_report, study_parser
+from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line, print_error
+from sweep.core.interrupts import interruptible
+from sweep.core.urls import absolute_sqlite, redact
+from sweep.studyfile.config import StudyFile
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -46,10 +45,10 @@ def parser() -> argparse.ArgumentParser:
 
 def _trials(sf: StudyFile) -> list[optuna.trial.FrozenTrial]:
     """The study's trials (their params are the searched ones); a comparison's are its sub-studies'
-    (``<name>.<choice>``, :mod:`sweep.compare`: the comparison's own name holds none). None from a storage
+    (``<name>.<choice>``, :mod:`sweep.studyfile.compare`: the comparison's own name holds none). None from a storage
     without such a study."""
-    from sweep.compare import members
-    from sweep.storage import load_existing_study
+    from sweep.storage.storage import load_existing_study
+    from sweep.studyfile.compare import members
 
     found: list[optuna.trial.FrozenTrial] = []
     for name in [m.sf.study.name for m in members(sf)] or [sf.study.name]:
@@ -63,9 +62,9 @@ def _trials(sf: StudyFile) -> list[optuna.trial.FrozenTrial]:
 def _evaluations(
     client: MlflowClient, experiment_id: str, base: str, sf: StudyFile, trials: list[optuna.trial.FrozenTrial]
 ) -> str | None:
-    """The link to the study's test-set evaluations (:func:`sweep.views.evaluations_view_url`), where the
+    """The link to the study's test-set evaluations (:func:`sweep.tracking.views.evaluations_view_url`), where the
     experiment has any (``sweep.evaluate``); they are not in the trials' view."""
-    from sweep.views import EVALUATIONS_FILTER, evaluations_view_url
+    from sweep.tracking.views import EVALUATIONS_FILTER, evaluations_view_url
 
     try:
         if not client.search_runs([experiment_id], filter_string=EVALUATIONS_FILTER, max_results=1):
@@ -86,7 +85,7 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from mlflow import MlflowClient
 
-    from sweep.views import runs_view_url
+    from sweep.tracking.views import runs_view_url
 
     uri = sf.tracking.uri
     experiment_name = sf.tracking.experiment or sf.study.name
@@ -160,9 +159,3 @@ def serve(command: list[str], env: dict[str, str]) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
-
-
-if __name__ == "__main__":
-    from sweep.exit import exit_now
-
-    exit_now(main())

@@ -1,4 +1,4 @@
-"""The errors every command reports as one line, their exit codes, and the one-line format.
+"""The errors every command reports as one line, their exit codes, the one-line format and its printers.
 
 A command prints ``error: <one line>`` on stderr and exits with the code of the error's kind; no
 traceback reaches the user for a mistake in their file or for a storage that cannot be reached.
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sweep.urls import redact
+from sweep.core.urls import redact
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # storage or tracking unreachable, a study that cannot finish
@@ -22,16 +22,27 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM: re-run the same command to resume
 def to_stderr(line: str) -> None:
     """Write one line on stderr in a single write: the processes of ``--workers`` share the terminal, and
     under ``PYTHONUNBUFFERED`` (common in containers) ``print`` writes a line and its newline separately,
-    so two processes' lines could run into each other. Credentials in it are masked (:func:`~sweep.urls.redact`)."""
+    so two processes' lines could run into each other. Credentials in it are masked
+    (:func:`~sweep.core.urls.redact`)."""
     sys.stderr.write(f"{redact(line)}\n")
     sys.stderr.flush()
+
+
+def print_error(message: object) -> None:
+    """The one-line error every command prints before a non-zero exit."""
+    to_stderr(f"error: {message}")
+
+
+def warn(message: str) -> None:
+    """A one-line warning: something went wrong that the run goes on without."""
+    to_stderr(f"warning: {message}")
 
 
 class ConfigError(Exception):
     """A study file is invalid. ``str()`` is one line: ``FILE: KEY: what is wrong``.
 
     The message may quote what the file wrote (``unknown device '...'``): credentials in it are masked
-    (:func:`~sweep.urls.redact`), so a password in a mistyped value is not printed either.
+    (:func:`~sweep.core.urls.redact`), so a password in a mistyped value is not printed either.
     """
 
     def __init__(self, file: str | Path, key: str, message: str) -> None:

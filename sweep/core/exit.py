@@ -41,7 +41,7 @@ def exit_now(code: int | None) -> NoReturn:
        the program's end.
     2. ``atexit`` handlers run (temporary folders, logging, DataLoader worker processes).
     3. The database connections SQLAlchemy opened are closed (:func:`close_connections`): the last
-       connection to a SQLite database in WAL mode (:mod:`sweep.sqlite`) checkpoints the WAL into
+       connection to a SQLite database in WAL mode (:mod:`sweep.core.sqlite`) checkpoints the WAL into
        the file and removes ``-wal``/``-shm``; a PostgreSQL or MySQL server sees a clean goodbye.
     4. The standard streams are flushed, then ``os._exit``.
     """

@@ -22,11 +22,11 @@ The points, in the order a trial passes them:
   ``closed``          its MLflow run is closed too, the next trial not yet asked.
 
 And some outside any trial (not in :data:`POINTS`, which tests walk trial by trial):
-  ``claimed``         it decided to start a trial, holding the study's claim lock (:mod:`sweep.claims`);
-  ``lock_wait``       another process holds the claim lock: this one waits for it (:mod:`sweep.claimlock`);
+  ``claimed``         it decided to start a trial, holding the study's claim lock (:mod:`sweep.storage.claims`);
+  ``lock_wait``       another process holds the claim lock: this one waits for it (:mod:`sweep.storage.claimlock`);
   ``opening``         the process has passed its checks (a worker: its gate), its storage not yet opened;
-  ``report``          the report (:func:`sweep.report.write_report`) starts: the study's trials are all told;
-  ``finish``          the study is done: the process is about to claim its end (:mod:`sweep.finishing`);
+  ``report``          the report (:func:`sweep.results.report.write_report`) starts: the study's trials are all told;
+  ``finish``          the study is done: the process is about to claim its end (:mod:`sweep.execution.finishing`);
   ``finish_claimed``  it has claimed the end: no report written, the parent run not closed yet;
   ``evaluate``        an evaluation is about to be claimed; ``evaluate_claimed``: claimed, nothing retrained.
 """

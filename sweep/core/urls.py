@@ -2,7 +2,7 @@
 
 Two ways a secret is found. By pattern (:func:`redact`): the password of a URL, a ``password=``/``token=``
 parameter, a bearer token, wherever they appear. By value: every value a study file took from the
-environment (:func:`sweep.studyyaml.expand_env`) and every credential found in it once loaded
+environment (:func:`sweep.studyfile.studyyaml.expand_env`) and every credential found in it once loaded
 (:func:`remember_credentials`: a URL's password, a ``password=`` in a DSN, the value of a key named like a
 password, passphrase, secret, api_key or token) is remembered, and :func:`redact` masks it wherever it
 appears, whole, even where no pattern would find it (a password holding a space or a quote, the part of
@@ -186,7 +186,8 @@ def remember_secret(value: str, reference: str | None = None) -> None:
 
 
 def forget_secrets() -> None:
-    """Forget every secret known by value (a new study file is being loaded: :func:`sweep.config.parse_study`)."""
+    """Forget every secret known by value (a new study file is being loaded:
+    :func:`sweep.studyfile.config.parse_study`)."""
     global _KNOWN
     _KNOWN = _Known()
 
@@ -325,7 +326,7 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    from sweep.sqlite import private_dir
+    from sweep.core.sqlite import private_dir
 
     private_dir(path.parent)
     with os.fdopen(os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:

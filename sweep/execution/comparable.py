@@ -13,10 +13,10 @@ from pathlib import Path
 
 import optuna
 
-from sweep.config import StudyFile
-from sweep.errors import ConfigError, to_stderr
-from sweep.storage import Attr
-from sweep.tracking import flatten
+from sweep.core.errors import ConfigError, to_stderr
+from sweep.storage.storage import Attr
+from sweep.studyfile.config import StudyFile
+from sweep.tracking.tracking import flatten
 
 # How fast, not what: the same batches in the same order, the same arithmetic (up to floating-point
 # rounding on another device or under a compiler).

@@ -1,7 +1,7 @@
-"""What the user reads: the progress bar, the end-of-run summary and one-line errors.
+"""What the user reads while a study runs: the progress bar, a failed trial's traceback, the end-of-run summary.
 
-All printing of a run happens here or in the CLI modules; the rest of ``sweep`` returns values or
-raises.
+All printing of a run happens here, in the one-line helpers of :mod:`sweep.core.errors` (``error:``,
+``warning:``) or in the commands; the rest of ``sweep`` returns values or raises.
 """
 
 from __future__ import annotations
@@ -17,22 +17,12 @@ import optuna
 from tqdm.auto import tqdm
 
 from objectives.loops import LOOPS
-from sweep.config import StudyFile
-from sweep.errors import to_stderr
-from sweep.storage import FINISHED, Attr, best_value, count_finished
-from sweep.urls import mask_known, redact
+from sweep.core.urls import mask_known, redact
+from sweep.storage.storage import FINISHED, Attr, best_value, count_finished
+from sweep.studyfile.config import StudyFile
 
 if TYPE_CHECKING:
-    from sweep.tracking import Tracker
-
-
-def print_error(message: object) -> None:
-    """The one-line error every command prints before a non-zero exit."""
-    to_stderr(f"error: {message}")
-
-
-def warn(message: str) -> None:
-    to_stderr(f"warning: {message}")
+    from sweep.tracking.tracking import Tracker
 
 
 def show_traceback(number: int, text: str) -> None:
@@ -42,7 +32,7 @@ def show_traceback(number: int, text: str) -> None:
 
 class _QuietFailures(logging.Filter):
     """Optuna logs each failed trial with a traceback (we print one line per failure instead). (A lost
-    database connection's log is dropped by :mod:`sweep.resilient`, in or out of this block.)"""
+    database connection's log is dropped by :mod:`sweep.storage.resilient`, in or out of this block.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
@@ -50,7 +40,7 @@ class _QuietFailures(logging.Filter):
 
 
 class _Redacting(logging.Filter):
-    """A log line with its credentials masked (:func:`~sweep.urls.redact`) before any handler writes it."""
+    """A log line with its credentials masked (:func:`~sweep.core.urls.redact`) before any handler writes it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

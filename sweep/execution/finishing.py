@@ -4,7 +4,7 @@ Several processes may run one study to its end at once (machines on a shared sto
 coordinators, a comparison started twice). Each of them reaches the end; without agreeing, each wrote
 the report (tables, plots) to the study's MLflow parent run and closed it, and each retrained the
 configurations of the study file's ``evaluate:``. Here they agree through the study's storage: under a
-lock of the study's (:func:`sweep.claims.study_lock`, held for a few reads and writes, under a name of
+lock of the study's (:func:`sweep.storage.claims.study_lock`, held for a few reads and writes, under a name of
 its own: trial claims never wait for it) the first process records a claim on the study (a system
 attribute: who, since when), then does the work outside the lock while a thread renews the claim every
 ``study.heartbeat_interval`` seconds (the database server's clock, as Optuna's heartbeats). Another
@@ -17,7 +17,7 @@ process still there) says in one line who is at it and does nothing; a dead clai
   done for the same count says who wrote it (a resume that adds trials writes a new report).
 - :func:`evaluation_claim` (:data:`EVALUATING`): a comparison's evaluation is claimed on its first
   choice's study. A finished evaluation needs no claim: its results are on the study, and an evaluation
-  started later shows them from there (:func:`sweep.evaluate.evaluate`).
+  started later shows them from there (:func:`sweep.commands.evaluate.evaluate`).
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from sweep.claims import study_lock
-from sweep.compare import members
-from sweep.errors import one_line, to_stderr
-from sweep.faultpoints import pause
-from sweep.interrupts import Interrupts
-from sweep.resilient import storage_down
-from sweep.storage import count_finished, fail_stale_trials, open_storage, storage_url
-from sweep.urls import sqlite_path
+from sweep.core.errors import one_line, to_stderr
+from sweep.core.faultpoints import pause
+from sweep.core.interrupts import Interrupts
+from sweep.core.urls import sqlite_path
+from sweep.storage.claims import study_lock
+from sweep.storage.resilient import storage_down
+from sweep.storage.storage import count_finished, fail_stale_trials, open_storage, storage_url
+from sweep.studyfile.compare import members
 
 if TYPE_CHECKING:
-    from sweep.config import StudyFile
-    from sweep.runner import Session
+    from sweep.execution.runner import Session
+    from sweep.studyfile.config import StudyFile
 
 RUNNING = optuna.trial.TrialState.RUNNING
 FINISHED_BY = "sweep:finished_by"  # study → {"finished", "report", "by", "at", "running", "done"}: who ends it
@@ -103,7 +103,7 @@ def claimed(
         fields: Recorded with the claim (what ``settled`` compares with).
     """
     study_id = rdb.get_study_id_from_name(study_name)
-    shielded = Interrupts.active().shielded  # no signal in the middle of these writes (sweep.interrupts)
+    shielded = Interrupts.active().shielded  # no signal in the middle of these writes (sweep.core.interrupts)
     with shielded(), study_lock(rdb.engine, url, f"{study_name} [{key}]"):  # not the trials' lock: no claim waits
         record = rdb.get_study_system_attrs(study_id).get(key) or {}
         busy = record.get("running") and record.get("by") != me() and _alive(record, rdb, section.grace_period)

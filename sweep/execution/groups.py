@@ -1,12 +1,13 @@
 """``study.parallel_trials: K``: ask Optuna for K trials at once and train them as one vectorized program.
 
 Each member is its own Optuna trial and its own MLflow child run, recorded exactly as a trial run alone
-(:class:`sweep.trial.Objective` opens, sets up and concludes each), plus a ``sweep.group`` tag naming
+(:class:`sweep.execution.trial.Objective` opens, sets up and concludes each), plus a ``sweep.group`` tag naming
 the trials it trained with. The members' configs are grouped by what must be equal
-(:func:`objectives.batched.group_key`); a group of two or more that :func:`objectives.batched.why_not`
-accepts trains as one program (:func:`objectives.batched.train_group`), each member reporting its own
+(:func:`objectives.batched.group_key`); a group of two or more that :func:`objectives.loops.why_not`
+accepts trains as one program (its loop's ``train_group``: :func:`objectives.loops.train_group`), each
+member reporting its own
 epochs (so pruning, early stopping and a NaN stop that member alone); the rest train one after
-another, with one line saying why. Trials are claimed one at a time as usual (:class:`sweep.claims.Claims`),
+another, with one line saying why. Trials are claimed one at a time as usual (:class:`sweep.storage.claims.Claims`),
 so a group never takes more than the study's ``n_trials`` leave.
 """
 
@@ -21,12 +22,13 @@ from typing import Any
 
 import optuna
 
-from objectives.batched import group_key, train_group, why_not
-from sweep.claims import Claims
-from sweep.console import Progress
-from sweep.errors import to_stderr
-from sweep.pruning import CompletedView, decides_in_process
-from sweep.trial import Member, Objective
+from objectives.batched import group_key
+from objectives.loops import train_group, why_not
+from sweep.core.errors import to_stderr
+from sweep.execution.console import Progress
+from sweep.execution.trial import Member, Objective
+from sweep.storage.claims import Claims
+from sweep.storage.pruning import CompletedView, decides_in_process
 
 TrialState = optuna.trial.TrialState
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -148,7 +150,7 @@ def ended_elsewhere(e: ValueError) -> bool:
 
 
 def _ended(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    """The trial another process ended, said once (:mod:`sweep.ownership`: nothing more was written to it)."""
+    """The trial another process ended, said once (:mod:`sweep.storage.ownership`: nothing more was written to it)."""
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     to_stderr(
         f"note: trial {number} was ended ({trial.state.name}) by another process while this one trained it "
@@ -162,7 +164,7 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
     """Set every member up and train them: in vectorized groups where possible, else one by one.
 
     Returns:
-        Per member, what :meth:`~sweep.trial.Objective.conclude` runs: return its metrics or raise what
+        Per member, what :meth:`~sweep.execution.trial.Objective.conclude` runs: return its metrics or raise what
         stopped it (a member trained alone trains there, so its end is recorded right after its training).
     """
     outcomes: dict[int, Callable[[], dict[str, float]]] = {}

@@ -18,8 +18,8 @@ import torch
 
 from objectives.helpers import is_out_of_memory
 from objectives.numerics import peak_memory_mb
-from sweep.errors import reason
-from sweep.storage import FINISHED
+from sweep.core.errors import reason
+from sweep.storage.storage import FINISHED
 
 # Out-of-memory errors that do not say "out of memory": torch's CPU allocator's (a RuntimeError).
 _WORDS = ("not enough memory", "can't allocate memory", "cannot allocate memory")

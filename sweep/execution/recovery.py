@@ -1,13 +1,13 @@
 """Recovering what a dead process leaves behind, so every trial and every run reaches a final state.
 
 A process can die (SIGKILL, OOM killer, lost machine) at any instant of a trial's life
-(:mod:`sweep.faultpoints` names them). What each instant leaves, and who closes it:
+(:mod:`sweep.core.faultpoints` names them). What each instant leaves, and who closes it:
 
 - a RUNNING trial with a heartbeat: stale after ``grace_period`` s without a beat; Optuna fails it
   before its next trial in any live process and hands it to :class:`DeadTrials`, which re-queues it
   and closes its MLflow run FAILED with the reason;
 - a RUNNING trial that never beat (killed between ``ask`` and the first beat): the same, once it is
-  ``grace_period`` s old (:meth:`sweep.resilient.ResilientStorage._get_stale_trial_ids`);
+  ``grace_period`` s old (:meth:`sweep.storage.resilient.ResilientStorage._get_stale_trial_ids`);
 - a RUNNING MLflow run whose trial is finished (killed after Optuna stored the result, or the tracking
   store was down when the run was to close): :func:`close_stray_runs` closes it with the trial's state;
 - a run created but never linked to its trial (killed in between): linked while the trial is
@@ -25,12 +25,11 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from sweep.claimlock import after_release
-from sweep.console import warn
-from sweep.errors import one_line
-from sweep.storage import Attr, count_finished, trial_id
-from sweep.tracking import TrialRun, close_run
-from sweep.trackingretry import TrackingDown, gave_up
+from sweep.core.errors import one_line, warn
+from sweep.storage.claimlock import after_release
+from sweep.storage.storage import Attr, count_finished, trial_id
+from sweep.tracking.tracking import TrialRun, close_run
+from sweep.tracking.trackingretry import TrackingDown, gave_up
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -109,7 +108,7 @@ def requeue_interrupted(trial: optuna.Trial, max_retry: int | None) -> None:
 
 def unrecorded(trial: optuna.Trial, run: TrialRun | None, stop: BaseException, max_retry: int | None) -> None:
     """End a trial that ``stop`` ended before its records were all written — an interrupt, or the tracking
-    store unreachable past ``study.tracking_retry`` (:class:`sweep.trackingretry.TrackingDown`): it fails
+    store unreachable past ``study.tracking_retry`` (:class:`sweep.tracking.trackingretry.TrackingDown`): it fails
     with the reason and its point is queued again (:func:`requeue_interrupted`: not its configuration's
     fault); its ``run`` is closed FAILED if the store answers, else by the next start's :func:`agree`.
     ``run`` ``None``: ended already (nothing to do)."""

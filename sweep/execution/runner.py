@@ -1,7 +1,7 @@
 """A session of a study: check before writing, open the study and its parent run, run trials, finish.
 
-:func:`run_study` runs trials in this process (alone or as a worker of :mod:`sweep.workers`) while
-:class:`sweep.claims.Claims` allows; :func:`open_session` and :func:`finish` are what the coordinator
+:func:`run_study` runs trials in this process (alone or as a worker of :mod:`sweep.execution.workers`) while
+:class:`sweep.storage.claims.Claims` allows; :func:`open_session` and :func:`finish` are what the coordinator
 of several workers shares with it.
 """
 
@@ -22,35 +22,35 @@ from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
 from objectives.preflight import PreflightError, check_batch
 from objectives.problems import ProblemError
-from sweep.artifacts import artifact_root, check_artifact_space
-from sweep.claims import Claims
-from sweep.comparable import check_unchanged
-from sweep.config import StudyFile
-from sweep.console import Progress, optuna_output, warn
-from sweep.errors import ConfigError, SweepError, one_line, to_stderr
-from sweep.export import replay_run_prefix
-from sweep.faultpoints import pause
-from sweep.finishing import close_once, settle
-from sweep.groups import run_groups, run_one_by_one
-from sweep.interrupts import Interrupts
-from sweep.recovery import DeadTrials, agree
-from sweep.report import write_report
-from sweep.resilient import storage_down
-from sweep.samplers import SeededAtFirstTrial, build_pruner, build_sampler
-from sweep.space import grid_space, resolve
-from sweep.sqlite import use_wal
-from sweep.storage import (
+from sweep.core.errors import ConfigError, SweepError, one_line, to_stderr, warn
+from sweep.core.faultpoints import pause
+from sweep.core.interrupts import Interrupts
+from sweep.core.sqlite import use_wal
+from sweep.core.urls import redact, sqlite_init_lock
+from sweep.execution.comparable import check_unchanged
+from sweep.execution.console import Progress, optuna_output
+from sweep.execution.finishing import close_once, settle
+from sweep.execution.groups import run_groups, run_one_by_one
+from sweep.execution.recovery import DeadTrials, agree
+from sweep.execution.trial import Objective, ProblemCache
+from sweep.execution.watchdog import Watchdog
+from sweep.results.report import write_report
+from sweep.storage.claims import Claims
+from sweep.storage.resilient import storage_down
+from sweep.storage.storage import (
     count_finished,
     open_storage,
     open_study,
     retry_schema_race,
     storage_url,
 )
-from sweep.targets import check_target
-from sweep.tracking import Tracker, check_tracking, flatten
-from sweep.trial import Objective, ProblemCache
-from sweep.urls import redact, sqlite_init_lock
-from sweep.watchdog import Watchdog
+from sweep.studyfile.config import StudyFile
+from sweep.studyfile.samplers import SeededAtFirstTrial, build_pruner, build_sampler
+from sweep.studyfile.space import grid_space, resolve
+from sweep.studyfile.targets import check_target
+from sweep.tracking.artifacts import artifact_root, check_artifact_space
+from sweep.tracking.lineage import replay_run_prefix
+from sweep.tracking.tracking import Tracker, check_tracking, flatten
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -68,7 +68,7 @@ class Session:
 
 @dataclass
 class Others:
-    """What the other processes of a ``--workers`` run did (:func:`sweep.workers.run_workers`)."""
+    """What the other processes of a ``--workers`` run did (:func:`sweep.execution.workers.run_workers`)."""
 
     ran: int = 0
     failed: int = 0
@@ -156,13 +156,12 @@ def open_session(
     if root is not None:  # a full or read-only artifact store: refused now, not trial after trial
         check_artifact_space(root, weights_bytes(sf, problems))
     url = storage_url(sf.study.storage)
-    use_wal()  # SQLite commits without an fsync each (sweep.sqlite)
+    use_wal()  # SQLite commits without an fsync each (sweep.core.sqlite)
     dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
     beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
     pause("opening")
-    rdb = open_storage(url, beat, sf.study.storage_retry, wait_at_open=worker > 0)  # see sweep.resilient
-    n_weights = len(sf.objective.weights)  # type: ignore[attr-defined]
-    grid = grid_space(sf.search, n_weights) if sf.study.sampler.type == "grid" else None
+    rdb = open_storage(url, beat, sf.study.storage_retry, wait_at_open=worker > 0)  # see sweep.storage.resilient
+    grid = grid_space(sf.search, sf.objective.loss_terms) if sf.study.sampler.type == "grid" else None
     sampler = SeededAtFirstTrial(lambda seed: build_sampler(sf.study.sampler, seed, grid), sf.study.seed)
     pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
     with optuna_output(verbose=False):  # no "A new study created" line per process
@@ -219,9 +218,9 @@ def run_study(
     """Run (or resume) a study until it has ``study.n_trials`` finished trials (or times out).
 
     Several processes may run the same study at once (``--workers``, other machines): each claims
-    trials through :class:`sweep.claims.Claims`, so together they end with exactly ``n_trials``
+    trials through :class:`sweep.storage.claims.Claims`, so together they end with exactly ``n_trials``
     finished, and whichever lives tops up a trial another lost. As a worker of
-    :func:`sweep.workers.run_workers` (``worker`` set) leave the parent run and the report to the
+    :func:`sweep.execution.workers.run_workers` (``worker`` set) leave the parent run and the report to the
     coordinator.
 
     Raises:
@@ -257,7 +256,7 @@ def run_study(
         with optuna_output(verbose), objective.watchdog.installed():
             if claims.claim():
                 k, timeout = sf.study.parallel_trials, sf.study.timeout
-                if k > 1:  # K trials at once as one program (sweep.groups)
+                if k > 1:  # K trials at once as one program (sweep.execution.groups)
                     run_groups(study, objective, k, claims, [objective.on_trial_end, bar], timeout)
                 else:
                     run_one_by_one(study, objective, claims, [objective.on_trial_end, bar, claims], timeout)
@@ -284,7 +283,7 @@ def run_study(
             "has the traceback; or re-run with --verbose)"
         )
     ran, failed = claims.ran, claims.failed
-    if others is not None:  # the processes started beside this one (sweep.workers): wait for them
+    if others is not None:  # the processes started beside this one (sweep.execution.workers): wait for them
         them = others(bar)
         bar.close()
         ran, failed = ran + them.ran, failed + them.failed
@@ -298,7 +297,7 @@ def run_study(
 
 def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> str:
     """Close what the run leaves: stray MLflow runs, then the report (tables, plots) and the parent run —
-    FINISHED once the study is done (by one of the processes that end it, :func:`sweep.finishing.close_once`),
+    FINISHED once the study is done (by one of the processes that end it, :func:`sweep.execution.finishing.close_once`),
     FAILED when it had to give up, KILLED when interrupted; left RUNNING while others still run trials.
 
     Never raises (but for an interrupt): a report that cannot be written is a warning, and whatever

@@ -5,12 +5,12 @@ One objective call = one trial:
      early has a run;
   2. sample the search space and resolve a fully fixed config (seeds derived, device chosen);
   3. run the loop with a reporter that queues per-epoch metrics for MLflow and reports the target to
-     Optuna for pruning — under the trial's time limits (:mod:`sweep.watchdog`), and writing only while
-     the trial is still this process's (:mod:`sweep.ownership`: another may have failed it as stale);
+     Optuna for pruning — under the trial's time limits (:mod:`sweep.execution.watchdog`), and writing only while
+     the trial is still this process's (:mod:`sweep.storage.ownership`: another may have failed it as stale);
   4. return the trial's value (the last epoch's target, or the best epoch's with ``study.score: best``
      or early stopping) and write the kept weights once; :meth:`Objective.on_trial_end` then closes
      the run with the status matching the trial's final state. A failed trial's memory is let go before
-     the next trial starts (:mod:`sweep.memory`).
+     the next trial starts (:mod:`sweep.execution.memory`).
 """
 
 from __future__ import annotations
@@ -30,24 +30,24 @@ from mlflow.exceptions import MlflowException
 from objectives.config import LoopCommon
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
-from sweep.artifacts import ArtifactWatch, unwritable
-from sweep.config import StudyFile
-from sweep.console import show_traceback, warn
-from sweep.errors import one_line, reason
-from sweep.faultpoints import pause
-from sweep.interrupts import Interrupts
-from sweep.memory import MemoryLog, details, oom_reason, out_of_memory, release
-from sweep.ownership import Owner, TrialLost
-from sweep.pruning import CompletedView, Reports
-from sweep.recovery import requeue_unrun, unrecorded
-from sweep.report import loss_curves_png
-from sweep.scoring import EarlyStop, Keeper, Score
-from sweep.space import resolve, sample
-from sweep.storage import WEIGHTS, Attr, best_value, trial_id
-from sweep.tracking import Tracker, TrialRun, close_run
-from sweep.trackingretry import TrackingDown, gave_up
-from sweep.urls import redact
-from sweep.watchdog import Watchdog, abandon
+from sweep.core.errors import one_line, reason, warn
+from sweep.core.faultpoints import pause
+from sweep.core.interrupts import Interrupts
+from sweep.core.urls import redact
+from sweep.execution.console import show_traceback
+from sweep.execution.memory import MemoryLog, details, oom_reason, out_of_memory, release
+from sweep.execution.recovery import requeue_unrun, unrecorded
+from sweep.execution.watchdog import Watchdog, abandon
+from sweep.results.report import loss_curves_png
+from sweep.results.scoring import EarlyStop, Keeper, Score
+from sweep.storage.ownership import Owner, TrialLost
+from sweep.storage.pruning import CompletedView, Reports
+from sweep.storage.storage import WEIGHTS, Attr, best_value, trial_id
+from sweep.studyfile.config import StudyFile
+from sweep.studyfile.space import resolve, sample
+from sweep.tracking.artifacts import ArtifactWatch, unwritable
+from sweep.tracking.tracking import Tracker, TrialRun, close_run
+from sweep.tracking.trackingretry import TrackingDown, gave_up
 
 
 class SurplusTrial(RuntimeError):
@@ -82,7 +82,7 @@ class Member:
     trial: optuna.Trial
     run: TrialRun
     tid: int | None  # the trial's id in the storage (heartbeats)
-    owner: Owner  # whether the trial is still this process's to write (sweep.ownership)
+    owner: Owner  # whether the trial is still this process's to write (sweep.storage.ownership)
     cfg: LoopCommon | None = None
     score: Score | None = None
     keeper: Keeper | None = None
@@ -106,13 +106,13 @@ class Objective:
         started: Callable[[int], bool] = lambda _number: True,
     ) -> None:
         self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
-        self.started = started  # called once the trial exists (sweep.claims.Claims.release)
+        self.started = started  # called once the trial exists (sweep.storage.claims.Claims.release)
         self.verbose = verbose  # print a failed trial's traceback
         self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
         self.runs: dict[int, TrialRun] = {}
         self.asked: int | None = None  # the trial being run now, also before (or without) its MLflow run
         self.files = ArtifactWatch()  # stops the study when trials in a row could write no file
-        self.watchdog = Watchdog(None, None, interrupts, 0)  # the trials' time limits (sweep.runner sets them)
+        self.watchdog = Watchdog(None, None, interrupts, 0)  # the trials' time limits (the runner sets them)
         self.lost: set[int] = set()  # trials another process ended while this one trained them
         self.memory = MemoryLog()  # trials that ran out of memory
 
@@ -151,8 +151,7 @@ class Objective:
         """Sample and resolve the trial's config (2.), record it, and make what training reports to
         (``view``: the completed trials pruning compares with, shared by a group's members)."""
         sf, trial = self.sf, m.trial
-        fixed = tuple(sf.objective.weights)  # type: ignore[attr-defined]
-        sampled, weights = sample(trial, sf.search, fixed)  # 2.
+        sampled, weights = sample(trial, sf.search, sf.objective)  # 2.
         m.cfg = cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
         m.run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
         m.score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
@@ -170,7 +169,7 @@ class Objective:
             return LOOPS[m.cfg.loop].train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # type: ignore[attr-defined]  # 3.
 
     def abandoner(self, members: list[Member]) -> Callable[[str], None]:
-        """What the watchdog does with ``members`` when their training does not stop (sweep.watchdog)."""
+        """What the watchdog does with ``members`` when their training does not stop (sweep.execution.watchdog)."""
         runs = [(m.trial.number, m.tid, m.run.log_text) for m in members]
         return lambda why: abandon(self.beat, members[0].trial.study, runs, why)
 
@@ -253,14 +252,14 @@ class Objective:
 
     def _store_refused(self, e: Exception) -> None:
         """A tracking store that refused a write for lack of room or permission stops the study after this
-        trial (:meth:`sweep.artifacts.ArtifactWatch.store_failed`)."""
+        trial (:meth:`sweep.tracking.artifacts.ArtifactWatch.store_failed`)."""
         why = unwritable(e) if isinstance(e, MlflowException) else ""
         if why:
             self.files.store_failed(why)
 
     def _files(self, trial: optuna.Trial, run: TrialRun) -> None:
         """Say why a file could not be written (the trial keeps its metrics and state), and count it
-        towards stopping the study when no file can be written at all (:class:`sweep.artifacts.ArtifactWatch`)."""
+        towards stopping the study when no file can be written at all (:class:`ArtifactWatch`)."""
         self.files.trial_files(run.files_written, run.artifact_errors)
         if run.artifact_errors:
             why = "; ".join(run.artifact_errors)
@@ -314,7 +313,7 @@ class Objective:
                         prune = trial.should_prune()
                     if prune:
                         run.set_tags({"sweep.pruned_at_epoch": epoch})
-            pause("epoch", epoch)  # an instant inside training, for the fault tests (sweep.faultpoints)
+            pause("epoch", epoch)  # an instant inside training, for the fault tests (sweep.core.faultpoints)
             if prune:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
             if can_prune:
@@ -325,14 +324,14 @@ class Objective:
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Close the child run with the status of the trial's final state: a store that refuses costs a warning,
         one unreachable past ``study.tracking_retry`` stops the study once this process's trials have ended
-        (the run stays RUNNING until :func:`sweep.recovery.close_stray_runs` closes it at the next start)."""
+        (the run stays RUNNING until :func:`sweep.execution.recovery.close_stray_runs` closes it at the next start)."""
         pause("told")
         run = self.runs.pop(trial.number, None)
         self.memory.ended(trial.state)
         if trial.number in self.lost:  # another process ended it, and closed its run: nothing to write
             self.lost.discard(trial.number)
             return
-        if (down := gave_up(self.tracker.client)) is not None:  # nothing more is sent (sweep.trackingretry)
+        if (down := gave_up(self.tracker.client)) is not None:  # nothing more is sent (sweep.tracking.trackingretry)
             if not self.runs:  # this process's last open trial: it stops (sweep.run: one line, exit 1)
                 raise down
             return

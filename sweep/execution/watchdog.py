@@ -9,7 +9,7 @@ limit:
 1. the thread makes the main thread raise :class:`TrialTimeout` with the reason (a signal aimed at that
    thread, so a blocking call there — a lock, a queue, a sleep — returns with it), at once inside the
    training and otherwise when the database write under way ends, as an interrupt is
-   (:mod:`sweep.interrupts`), and again every second while the training goes on (user code, or Python in
+   (:mod:`sweep.core.interrupts`), and again every second while the training goes on (user code, or Python in
    a finalizer, swallowed it). The trial fails with the reason (``fail_reason``, MLflow FAILED) and the
    process goes on with its next trial.
 2. If the training still has not ended ``grace`` seconds later (``study.grace_period``: stuck in C code that
@@ -40,9 +40,9 @@ from typing import Any
 
 import optuna
 
-from sweep.errors import EXIT_RUNTIME, to_stderr
-from sweep.interrupts import Interrupts, RaisedInto
-from sweep.storage import Attr
+from sweep.core.errors import EXIT_RUNTIME, to_stderr
+from sweep.core.interrupts import Interrupts, RaisedInto
+from sweep.storage.storage import Attr
 
 # Ignored by default: one that arrives after the handler is gone (a race at the end of a study) does nothing.
 SIGNAL = signal.SIGURG
@@ -218,7 +218,7 @@ def abandon(
 ) -> None:
     """End ``trials`` (number, storage id, the run's ``log_text``) whose training hangs, from the watchdog's
     thread: each is failed with ``why`` (the main thread's stack as its run's ``error.txt``), then handed
-    to the study's stale-trial callback (:class:`sweep.recovery.DeadTrials`: re-queued, its run closed
+    to the study's stale-trial callback (:class:`sweep.execution.recovery.DeadTrials`: re-queued, its run closed
     FAILED), as a dead process's trial is; then one line says so."""
     stack = f"{why}\n\nThe main thread was here:\n{main_thread_stack()}"
     callback = storage.get_heartbeat_stale_trial_callback() if storage is not None else None

@@ -4,7 +4,7 @@ The coordinator (this process) starts ``N - 1`` workers (``python -m sweep.run .
 so their start-up overlaps its own, spreads them over GPUs, creates the study and its parent run,
 runs trials itself, forwards Ctrl-C and SIGTERM, stops and continues them with itself (Ctrl-Z, ``fg``),
 shows progress from the storage and writes the report when all are done. Each process claims trials
-until the study has ``n_trials`` finished (:class:`sweep.claims.Claims`), topping up whatever a dead
+until the study has ``n_trials`` finished (:class:`sweep.storage.claims.Claims`), topping up whatever a dead
 sibling lost.
 
 Workers die with their coordinator: each watches its parent process (:func:`watch_parent`) and stops
@@ -26,17 +26,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.errors import SweepError
-from sweep.interrupts import Interrupts
+from sweep.core.errors import SweepError
+from sweep.core.interrupts import Interrupts
 
 if TYPE_CHECKING:
-    from sweep.config import StudyFile
-    from sweep.console import Progress
-    from sweep.runner import Outcome
+    from sweep.execution.console import Progress
+    from sweep.execution.runner import Outcome
+    from sweep.studyfile.config import StudyFile
 
 
 def watch_parent(interval: float = 0.5) -> None:
-    """In a worker: send ourselves SIGTERM (an orderly stop, see :mod:`sweep.interrupts`) once the
+    """In a worker: send ourselves SIGTERM (an orderly stop, see :mod:`sweep.core.interrupts`) once the
     process that started us is gone. (Linux's parent-death signal does the same but exists nowhere
     else; a watching thread works on every POSIX system.)"""
     parent = os.getppid()
@@ -101,9 +101,9 @@ def run_workers(
     2. This process runs trials too (no process sits idle), forwarding Ctrl-C and SIGTERM to the
        others, then waits for them and finishes the study (report, parent run).
     """
-    from sweep.console import warn
-    from sweep.runner import Others, open_session, run_study
-    from sweep.storage import count_finished
+    from sweep.core.errors import warn
+    from sweep.execution.runner import Others, open_session, run_study
+    from sweep.storage.storage import count_finished
 
     interrupts = interrupts or Interrupts()
     if devices and "torch" in sys.modules and not sys.modules["torch"].cuda.is_initialized():

@@ -25,7 +25,7 @@ from objectives.config import LoopCommon
 from objectives.helpers import derive_seed, resolve_device
 from objectives.loops import LOOPS
 from objectives.resolved import resolved_type
-from sweep.scoring import EarlyStop, Keeper, Score
+from sweep.results.scoring import EarlyStop, Keeper, Score
 
 
 class NoTestSplit(ValueError):
@@ -64,7 +64,7 @@ class Interval:
 
 
 def metric_range(name: str) -> tuple[float, float]:
-    """The values a metric can take, by sweep's naming (as for directions, :mod:`sweep.targets`): an
+    """The values a metric can take, by sweep's naming (as for directions, :mod:`sweep.studyfile.targets`): an
     accuracy (``*_acc``) lies in [0, 1], a loss (``*_loss``) is ≥ 0; any other metric is unbounded."""
     if name.endswith("_acc"):
         return 0.0, 1.0

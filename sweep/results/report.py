@@ -1,15 +1,15 @@
-"""``python -m sweep.report STUDY.yaml`` — top-k table, trials CSV/Parquet and Optuna's plots.
+"""The report of a study: top-k table, trials CSV/Parquet and Optuna's plots, and a trial's loss curves.
 
-The same files are logged as artifacts of the study's parent MLflow run at the end of every
-``sweep.run``. Plots are Optuna's own: interactive HTML from ``optuna.visualization`` (plotly) and
-static PNG from ``optuna.visualization.matplotlib``, so they show in the MLflow artifact viewer.
-Beside the Optuna records, the tables show what each trial's MLflow run logged at the trial's kept
-epoch (:func:`kept_metrics`): every task's losses and metrics, ``peak_memory_mb``.
+``python -m sweep.report`` (:mod:`sweep.commands.report`) writes these files for a study; the same files are
+logged as artifacts of the study's parent MLflow run at the end of every ``sweep.run``
+(:mod:`sweep.execution.runner`). Plots are Optuna's own: interactive HTML from ``optuna.visualization``
+(plotly) and static PNG from ``optuna.visualization.matplotlib``, so they show in the MLflow artifact viewer.
+Beside the Optuna records, the tables show what each trial's MLflow run logged at the trial's kept epoch
+(:func:`kept_metrics`): every task's losses and metrics, ``peak_memory_mb``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -19,13 +19,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import pandas as pd
 
-from objectives.loops import LOOPS
-from sweep.cli import load_or_report, study_parser
-from sweep.console import print_error
-from sweep.errors import EXIT_CONFIG, EXIT_RUNTIME, SweepError, one_line, to_stderr
-from sweep.faultpoints import pause
-from sweep.interrupts import interruptible
-from sweep.storage import Attr, load_existing_study
+from sweep.core.errors import one_line
+from sweep.core.faultpoints import pause
+from sweep.storage.storage import Attr
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -188,7 +184,7 @@ def write_report(
     from mlflow.exceptions import MlflowException
 
     _import_importance_without_sklearn()
-    pause("report")  # a test's pause point (sweep.faultpoints)
+    pause("report")  # a test's pause point (sweep.core.faultpoints)
     out.mkdir(parents=True, exist_ok=True)
     metrics, directions = list(metrics), list(directions)
     skipped, logged = [], None
@@ -248,83 +244,3 @@ def loss_curves_png(history: Sequence[Mapping[str, float]], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _tracking_client(uri: str) -> MlflowClient | None:
-    """A client of the study's MLflow tracking store, or ``None`` (said on stderr where it matters): a
-    SQLite file that does not exist (a reading command creates none), a server that does not answer."""
-    from mlflow import MlflowClient
-
-    from sweep.tracking import check_tracking, quiet_mlflow
-    from sweep.urls import absolute_sqlite, sqlite_path
-
-    path = sqlite_path(uri)
-    if path is not None and not path.exists():
-        return None
-    try:
-        check_tracking(uri)
-    except SweepError as e:
-        to_stderr(f"note: {e}: the tables show the Optuna records only")
-        return None
-    quiet_mlflow()
-    return MlflowClient(tracking_uri=absolute_sqlite(uri))
-
-
-def parser() -> argparse.ArgumentParser:
-    p = study_parser(
-        "python -m sweep.report",
-        "Print the best trials of a study and write its trials table and plots.",
-        "python -m sweep.report studies/quickstart.yaml -o reports/quickstart --top 5",
-    )
-    p.add_argument("-o", "--out", type=Path, help="folder for CSV/Parquet/plots (default: .sweep/reports/<study>)")
-    p.add_argument("--top", type=int, default=10, help="rows in the top-k table (default 10)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    said = "Interrupted: the report is not complete; run the same command again to write it."
-    return interruptible(lambda: _main(args), said)  # reads only: the first signal ends it at once
-
-
-def _main(args: argparse.Namespace) -> int:
-    sf = load_or_report(args)
-    if sf is None:
-        return EXIT_CONFIG
-    from sweep.compare import members
-    from sweep.results import recorded, table
-
-    out = args.out or Path(".sweep") / "reports" / sf.study.name
-    losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
-    subs = [(m.sf, out / m.label) for m in members(sf)] or [(sf, out)]
-    client: MlflowClient | None = None
-    try:
-        for i, (sub, folder) in enumerate(subs):
-            study = load_existing_study(sub.study.name, sub.study.storage)
-            if i == 0:  # once a study is there to report on (sub-studies share the tracking store)
-                client = _tracking_client(sf.tracking.uri)
-            written, skipped = write_report(
-                study, sf.study.metric, sf.study.directions, losses, folder, args.top, client
-            )
-            if len(subs) > 1:
-                print(f"== {sub.study.name} ==")
-            print((folder / "top.txt").read_text(), end="")
-            print(f"\nWrote {len(written)} files to {folder}/ ({', '.join(p.name for p in written)})")
-            for line in skipped:
-                print(f"  not drawn: {line}")
-        rows = recorded(sf)
-    except SweepError as e:
-        print_error(e)
-        return EXIT_RUNTIME
-    if sf.study.compare or any(r.runs for r in rows):
-        text = table(sf, rows)
-        (out / "comparison.md").write_text(text + "\n")
-        print(f"\nComparison ({sf.study.compare}):" if sf.study.compare else "\nEvaluation on the test split:")
-        print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    from sweep.exit import exit_now
-
-    exit_now(main())

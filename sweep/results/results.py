@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from sweep.compare import members
-from sweep.config import StudyFile
-from sweep.errors import SweepError
-from sweep.evaluation import Interval, mean_ci, metric_range
-from sweep.storage import load_existing_study
+from sweep.core.errors import SweepError
+from sweep.results.evaluation import Interval, mean_ci, metric_range
+from sweep.storage.storage import load_existing_study
+from sweep.studyfile.compare import members
+from sweep.studyfile.config import StudyFile
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 EVALUATION_ATTR = "sweep.evaluation"  # study → {trial number: {"seeds", "run_id", "values"}} (sweep.evaluate)

@@ -1,14 +1,14 @@
 """The lock that serialises trial claims on one study, for every process on its storage.
 
 A PostgreSQL advisory lock, a MySQL/MariaDB named lock, or a file lock beside a SQLite file, one per
-name (the trials' claims, and others: :mod:`sweep.finishing`). It is taken in short slices, never by
+name (the trials' claims, and others: :mod:`sweep.execution.finishing`). It is taken in short slices, never by
 one blocking call, so that:
 
 1. a process waiting for it obeys Ctrl-C or SIGTERM within a slice (:data:`SLICE` s), however long the
    holder keeps it;
 2. a holder that stopped (SIGSTOP, Ctrl-Z, a frozen VM, swapped out) holds the others up for at most
    ``wait`` seconds (``study.grace_period``): then :func:`study_lock` says who holds it and lets the
-   caller go on without it (:attr:`Held.taken` false; :class:`sweep.claims.Claims` then makes its
+   caller go on without it (:attr:`Held.taken` false; :class:`sweep.storage.claims.Claims` then makes its
    decision safe by a recount once its trial exists).
 
 Work that may be slow and needs no lock (closing a dead trial's MLflow run on a tracking server) is
@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from sweep.faultpoints import pause
-from sweep.interrupts import Interrupts
-from sweep.urls import sqlite_path
+from sweep.core.faultpoints import pause
+from sweep.core.interrupts import Interrupts
+from sweep.core.urls import sqlite_path
 
 SLICE = 0.5  # seconds: the longest one try for the lock lasts (1.)
 _held_here = 0  # how many claim locks this process holds now
@@ -232,7 +232,7 @@ def _taken(
             left = SLICE if deadline is None else min(SLICE, max(0.0, deadline - time.monotonic()))
             if lock.acquire(left):
                 break
-            pause("lock_wait")  # another process holds it: this one waits (sweep.faultpoints)
+            pause("lock_wait")  # another process holds it: this one waits (sweep.core.faultpoints)
             if interrupts is not None and interrupts.requested:
                 raise KeyboardInterrupt
             if deadline is not None and time.monotonic() >= deadline:

@@ -9,7 +9,7 @@ MySQL/MariaDB named lock, a file lock beside a SQLite file), looks at the study 
   and then a live process tops up);
 - otherwise: start one more (a re-queued or enqueued trial first).
 
-The lock (:mod:`sweep.claimlock`) is held from the decision until the new trial's row exists (the
+The lock (:mod:`sweep.storage.claimlock`) is held from the decision until the new trial's row exists (the
 storage says so, :meth:`Claims.created`), so two processes never both take the last place: a study ends
 with exactly ``n_trials`` finished however many machines run it, whichever of them dies and whenever.
 
@@ -29,11 +29,11 @@ from typing import Any
 
 import optuna
 
-from sweep.claimlock import SLICE, Held, run_after_release, study_lock
-from sweep.errors import to_stderr
-from sweep.faultpoints import pause
-from sweep.interrupts import Interrupts
-from sweep.storage import FINISHED, fail_stale_trials
+from sweep.core.errors import to_stderr
+from sweep.core.faultpoints import pause
+from sweep.core.interrupts import Interrupts
+from sweep.storage.claimlock import SLICE, Held, run_after_release, study_lock
+from sweep.storage.storage import FINISHED, fail_stale_trials
 
 __all__ = ["Census", "Claims", "Held", "census", "study_lock"]
 
@@ -96,8 +96,8 @@ class Claims:
     ) -> None:
         self.study, self.engine, self.url, self.target = study, engine, url, target
         self.interval, self.interrupts, self.say = interval, interrupts, say
-        self.halt = halt  # a reason of the caller's to start no more trials (sweep.artifacts.ArtifactWatch)
-        self.retry = retry  # database work retried through outages (sweep.resilient.ResilientStorage.retrying)
+        self.halt = halt  # a reason of the caller's to start no more trials (sweep.tracking.artifacts.ArtifactWatch)
+        self.retry = retry  # database work retried through outages (sweep.storage.resilient.ResilientStorage.retrying)
         self.grace = grace  # how long a claim waits for the lock before it goes on without it (None: for ever)
         self.ran = self.failed = 0
         self.gave_up = False  # stopped because target trials of this run failed
@@ -106,7 +106,7 @@ class Claims:
         self._claimed: int | None = None  # the storage id of the trial the current claim created
         self._stalled = False  # the last claim gave up waiting: the holder seems stopped
         self._held = contextlib.ExitStack()
-        self.storage = storage  # sweep.storage.SealedStorage: says when the trial exists (created)
+        self.storage = storage  # sweep.storage.storage.SealedStorage: says when the trial exists (created)
         if storage is not None:
             storage.on_running = self.created
 
@@ -136,7 +136,7 @@ class Claims:
                 # to once a second (each look takes the study's lock and counts its trials).
                 time.sleep(pause_s)
                 pause_s = min(pause_s * 1.5, self.interval, 1.0)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting for the lock (sweep.claimlock)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while waiting for the lock (sweep.storage.claimlock)
             self.release()
             if not self.interrupts.requested:
                 raise
@@ -158,7 +158,7 @@ class Claims:
             decision = now.decide(self.target)
             if decision == "run":
                 self._stale_checked(True)  # Study.optimize's look before its ask would only repeat 2.
-                pause("claimed")  # decided, the lock held, no trial yet (sweep.faultpoints)
+                pause("claimed")  # decided, the lock held, no trial yet (sweep.core.faultpoints)
             return now, decision
         except BaseException:
             self.release()
@@ -192,7 +192,7 @@ class Claims:
 
     def release(self, number: int | None = None) -> bool:
         """Let other processes claim (if the trial's creation did not already), then do what waited for
-        the lock to go (closing dead trials' MLflow runs, :func:`sweep.claimlock.after_release`).
+        the lock to go (closing dead trials' MLflow runs, :func:`sweep.storage.claimlock.after_release`).
 
         Args:
             number: The claimed trial, now that it exists: count again.
@@ -219,7 +219,7 @@ class Claims:
         numbered = [t for t in trials if t.number == number]  # two, when PostgreSQL numbered two at once
         mine = next((t for t in numbered if t._trial_id == claimed), numbered[0] if numbered else None)
         if mine is None or mine.state != RUNNING:
-            return True  # ended by another process meanwhile: sweep.ownership deals with it
+            return True  # ended by another process meanwhile: sweep.storage.ownership deals with it
         ahead = sum(t.state in FINISHED or (t.number, t._trial_id) < (number, mine._trial_id) for t in trials)
         return ahead < self.target
 

@@ -54,7 +54,7 @@ class CompletedView:
 
     def refresh_if_older(self, seconds: float) -> None:
         """Re-read the study when this view is ``seconds`` old (several trials may share one view: the
-        members of a vectorized group, :mod:`sweep.groups`)."""
+        members of a vectorized group, :mod:`sweep.execution.groups`)."""
         if time.monotonic() - self._at >= seconds:
             self.refresh()
 
@@ -69,7 +69,7 @@ class Reports:
 
     Args:
         trial: The running trial.
-        storage: The study's RDB storage (:class:`sweep.resilient.ResilientStorage`), written directly.
+        storage: The study's RDB storage (:class:`sweep.storage.resilient.ResilientStorage`), written directly.
         trial_id: The trial's storage id.
         flush_every_s: The longest a value waits in the queue (and the view's age).
         view: A view of the completed trials to share (a group's members); by default this trial's own.

@@ -6,7 +6,7 @@ busy) is retried with exponential backoff for up to ``retry_s`` seconds (``study
 default 120). The process says once that it is retrying and once that the storage is back. When the
 outage outlasts the budget the call raises :class:`StorageDown` (one line; the CLI exits 1) and later
 calls fail at once until one succeeds, so nothing waits out the budget twice. A re-run of the same
-command recovers the rest (:mod:`sweep.recovery`).
+command recovers the rest (:mod:`sweep.execution.recovery`).
 
 Connections are checked before use (``pool_pre_ping``), so a connection the server dropped while
 idle is replaced instead of failing the next call. The first connection of a command is not retried:
@@ -28,11 +28,11 @@ from typing import Any
 
 import optuna
 
-from sweep.errors import SweepError, one_line, to_stderr
-from sweep.interrupts import Interrupts
-from sweep.urls import redact
+from sweep.core.errors import SweepError, one_line, to_stderr
+from sweep.core.interrupts import Interrupts
+from sweep.core.urls import redact
 
-FAIL_REASON = "fail_reason"  # the trial attribute saying why it failed (sweep.storage.Attr.FAIL)
+FAIL_REASON = "fail_reason"  # the trial attribute saying why it failed (sweep.storage.storage.Attr.FAIL)
 AFTER_SIGNAL_S = 5.0  # after Ctrl-C or SIGTERM, how long a call is retried (the writes closing the work)
 
 
@@ -175,7 +175,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         return self._call(name, work)
 
     def set_trial_intermediate_values(self, trial_id: int, values: Mapping[int, float]) -> None:
-        """Several steps' intermediate values in one transaction (:class:`sweep.pruning.Reports`); a
+        """Several steps' intermediate values in one transaction (:class:`sweep.storage.pruning.Reports`); a
         retry after a lost answer writes the same rows again (an existing step is updated)."""
         self._call("set_trial_intermediate_values", self._in_one_transaction, trial_id, values)
 

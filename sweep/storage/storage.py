@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import optuna
 
-from sweep.errors import SweepError, one_line
-from sweep.resilient import FAIL_REASON, ResilientStorage, StorageDown
-from sweep.sqlite import private_dir, private_file
-from sweep.urls import redact, seal, sqlite_init_lock, sqlite_path, unseal
+from sweep.core.errors import SweepError, one_line
+from sweep.core.sqlite import private_dir, private_file
+from sweep.core.urls import redact, seal, sqlite_init_lock, sqlite_path, unseal
+from sweep.storage.resilient import FAIL_REASON, ResilientStorage, StorageDown
 
 DEFAULT_STORAGE = "sqlite:///.sweep/optuna.db"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -37,7 +37,7 @@ class Attr:
     EARLY_STOP = "early_stopped_at_epoch"  # trial → the epoch early stopping ended it
     CHECKPOINT_EPOCH = "checkpoint_epoch"  # trial → the epoch of the weights it kept (weights.pt)
     ARTIFACT_ERROR = "artifact_error"  # trial → why some of its files (weights.pt, config.yaml...) are missing
-    SETTINGS = "sweep.settings"  # study → what its trials are compared on (see sweep.runner.settings)
+    SETTINGS = "sweep.settings"  # study → what its trials are compared on (see sweep.execution.runner.settings)
 
 
 WEIGHTS = "weights.pt"  # the kept weights' artifact name: {model name: state_dict}
@@ -51,15 +51,15 @@ def storage_url(storage: str | None) -> str:
 class SealedStorage(ResilientStorage):
     """The study's storage, which stores no secret: user attributes (a trial's ``config``, the study's
     ``sweep.settings``...) are written with each secret known by value replaced by its reference
-    (:func:`sweep.urls.seal`: ``${PGPASSWORD}``, ``${secret:objective.problem.options.token}``) and read
-    back with the values this process knows (:func:`sweep.urls.unseal`): a resume compares, an evaluation
+    (:func:`sweep.core.urls.seal`: ``${PGPASSWORD}``, ``${secret:objective.problem.options.token}``) and read
+    back with the values this process knows (:func:`sweep.core.urls.unseal`): a resume compares, an evaluation
     retrains and an export writes what the file says, while the database holds only references."""
 
     on_running: Callable[[int], None] | None = None  # told each trial id this process makes RUNNING (Claims.created)
-    stale_checked = False  # sweep.claims just failed the stale trials: Study.optimize's own look is not needed
+    stale_checked = False  # sweep.storage.claims just failed the stale trials: Study.optimize's own look is not needed
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        if self.stale_checked:  # one look the claim lock's critical section saves (sweep.claims)
+        if self.stale_checked:  # one look the claim lock's critical section saves (sweep.storage.claims)
             self.stale_checked = False
             return []
         return super()._get_stale_trial_ids(study_id)  # type: ignore[no-any-return]
@@ -88,7 +88,7 @@ class SealedStorage(ResilientStorage):
     def _create_new_trial(
         self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
     ) -> optuna.trial.FrozenTrial:
-        if template_trial is not None:  # a re-queued trial's copy (sweep.recovery) or an enqueued one
+        if template_trial is not None:  # a re-queued trial's copy (sweep.execution.recovery) or an enqueued one
             template_trial = copy.copy(template_trial)
             template_trial.user_attrs = seal(template_trial.user_attrs)
         trial = super()._create_new_trial(study_id, template_trial)
@@ -109,7 +109,7 @@ def open_storage(
     retry_s: float = 120.0,
     wait_at_open: bool = False,
 ) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage (:class:`sweep.resilient.ResilientStorage`: a blip or an outage shorter than
+    """Optuna's RDB storage (:class:`sweep.storage.resilient.ResilientStorage`: a blip or an outage shorter than
     ``retry_s`` seconds is waited out); SQLite gets a busy timeout so several local workers can share it.
     ``wait_at_open``: an unreachable storage is waited for at the first connection too (a worker whose
     coordinator has just opened the study), not refused at once.
@@ -184,7 +184,7 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    """Create the study or load it to resume (``sampler``: see :class:`sweep.samplers.SeededAtFirstTrial`,
+    """Create the study or load it to resume (``sampler``: see :class:`sweep.studyfile.samplers.SeededAtFirstTrial`,
     which keeps processes on one study from replaying each other's points).
 
     Raises:

@@ -6,24 +6,25 @@ best. A comparison gives every choice the same budget instead: one Optuna study 
 ``<study>.<choice>``, each with ``n_trials`` trials, the same sampler seed and the same search over the
 other parameters (the compared key fixed to that choice; options that apply only to other choices drop
 out through their ``when``). All of them record in one MLflow experiment, each sub-study's parent run
-nested under one comparison run, so the UI shows the comparison as one tree.
+nested under one comparison run (:func:`sweep.tracking.lineage.nest_under_comparison`), so the UI shows the
+comparison as one tree. This module holds what the study file says: the sub-studies (:func:`members`).
 
-:func:`sweep.results.recorded` and :func:`sweep.results.table` read each sub-study's storage (and the
-test-set evaluation that :mod:`sweep.evaluate` recorded there) into the table README shows.
+:func:`sweep.results.results.recorded` and :func:`sweep.results.results.table` read each sub-study's storage
+(and the test-set evaluation that :mod:`sweep.evaluate` recorded there)
+into the table docs/howto/compare-and-evaluate.md shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sweep.config import StudyFile, TrackingSection
-from sweep.search_checks import label_of
+from sweep.studyfile.config import StudyFile, TrackingSection
+from sweep.studyfile.search_checks import label_of
 
 
 class MemberTracking(TrackingSection):
     """A sub-study's ``tracking:``: the comparison's, with the choice (``weighting.type=dwa``) that
-    :class:`sweep.tracking.Tracker` puts in front of its trial runs' names (``weighting.type=dwa · trial-3``),
+    :class:`sweep.tracking.tracking.Tracker` puts in front of its trial runs' names (``weighting.type=dwa · trial-3``),
     so that the shared experiment's runs tell the choices apart. Plain studies' runs stay ``trial-3``."""
 
     choice: str
@@ -77,41 +78,3 @@ def member(sf: StudyFile, label: str) -> Member:
             return m
     known = ", ".join(m.label for m in members(sf))
     raise ValueError(f"--compare-value {label}: not a choice of {sf.study.compare} ({known})")
-
-
-def nest_under_comparison(sf: StudyFile, parent_ids: Sequence[str]) -> str:
-    """Make (or find) the comparison's MLflow run and nest the sub-studies' parent runs under it. Runs of
-    the same comparison that end together may each make one: all keep the earliest, the others are deleted."""
-    from mlflow.tracking import MlflowClient
-
-    from sweep.tracking import quiet_mlflow
-    from sweep.urls import absolute_sqlite
-
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
-    name = sf.tracking.experiment or sf.study.name
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None, "the sub-studies created it"
-    tags = {"sweep.role": "comparison", "sweep.study_name": sf.study.name}
-
-    def earliest() -> str | None:
-        found = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`sweep.role` = 'comparison' and tags.`sweep.study_name` = '{sf.study.name}'",
-            max_results=100,
-        )
-        return min(((r.info.start_time, r.info.run_id) for r in found), default=(0, None))[1]
-
-    run_id = earliest()
-    if run_id is None:
-        run = client.create_run(experiment.experiment_id, run_name=sf.study.name, tags=tags)
-        run_id = run.info.run_id
-        client.log_param(run_id, "compare", sf.study.compare)
-        client.set_terminated(run_id)
-        first = earliest()
-        if first is not None and first != run_id:  # another process made one first: keep that one
-            client.delete_run(run_id)
-            run_id = first
-    for parent in parent_ids:
-        client.set_tag(parent, "mlflow.parentRunId", run_id)
-    return run_id

@@ -1,10 +1,10 @@
 """The study file: YAML → typed, frozen config objects, checked before anything is created.
 
-Every error is a :class:`~sweep.errors.ConfigError` naming the file and the key (``study.n_trials``,
+Every error is a :class:`~sweep.core.errors.ConfigError` naming the file and the key (``study.n_trials``,
 ``search.params.optimizer.lr.low``…); the CLI prints it as one line and exits with status 2. The
-sections' own schemas live beside what uses them: samplers and pruners in :mod:`sweep.samplers`, the
-search space in :mod:`sweep.space`, each loop's ``objective`` in :mod:`objectives.config` (chosen by
-the loop's record in :data:`objectives.loops.LOOPS`), target rules in :mod:`sweep.targets`.
+sections' own schemas live beside what uses them: samplers and pruners in :mod:`sweep.studyfile.samplers`, the
+search space in :mod:`sweep.studyfile.space`, each loop's ``objective`` in :mod:`objectives.config` (chosen by
+the loop's record in :data:`objectives.loops.LOOPS`), target rules in :mod:`sweep.studyfile.targets`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from objectives.config import LoopCommon
 from objectives.frozen import Frozen
 from objectives.loops import LOOPS
 from objectives.problems import ProblemError, check_problem
-from sweep.errors import ConfigError, pydantic_message
-from sweep.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
-from sweep.search_checks import check_compare, check_enqueued, check_param_names, check_search
-from sweep.space import Scalar, SearchSection, get_path
-from sweep.studyyaml import check_numbers, expand_env, read_study_yaml
-from sweep.targets import Direction, check_target, infer_direction
-from sweep.urls import forget_secrets, remember_credentials, stored_credential
+from sweep.core.errors import ConfigError, pydantic_message
+from sweep.core.urls import forget_secrets, remember_credentials, stored_credential
+from sweep.studyfile.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
+from sweep.studyfile.search_checks import check_compare, check_enqueued, check_param_names, check_search
+from sweep.studyfile.space import Scalar, SearchSection, get_path
+from sweep.studyfile.studyyaml import check_numbers, expand_env, read_study_yaml
+from sweep.studyfile.targets import Direction, check_target, infer_direction
 
 DEFAULT_LOOP = "dual_loss"
 MAX_TIMEOUT = 365 * 86_400  # study.timeout: a year of seconds (a study meant to run longer needs none)
@@ -52,14 +52,14 @@ class StudySection(Frozen):
     ``heartbeat_interval``/``grace_period`` (seconds) let Optuna fail the trial of a worker that died;
     it is then re-queued up to ``max_retry`` times. ``storage_retry``: for how many seconds a storage call
     that cannot reach the database is retried before the process gives up (one line, exit 1);
-    ``tracking_retry``: the same for a call to the MLflow tracking store (:mod:`sweep.trackingretry`).
+    ``tracking_retry``: the same for a call to the MLflow tracking store (:mod:`sweep.tracking.trackingretry`).
     ``trial_timeout``/``stall_timeout``: a trial that trains longer, or reports no epoch for longer, fails
-    with the reason (:mod:`sweep.watchdog`).
+    with the reason (:mod:`sweep.execution.watchdog`).
     ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
     baseline points (searched parameter → value) run first, once (Optuna's ``enqueue_trial``).
-    ``parallel_trials``: train this many trials at once as one vectorized program (:mod:`sweep.groups`).
+    ``parallel_trials``: train this many trials at once as one vectorized program (:mod:`sweep.execution.groups`).
     ``compare``: a searched categorical (e.g. ``weighting.type``): run one sub-study per choice, each with
-    ``n_trials`` trials and the same search over the other parameters (:mod:`sweep.compare`).
+    ``n_trials`` trials and the same search over the other parameters (:mod:`sweep.studyfile.compare`).
     """
 
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -111,7 +111,7 @@ class StudySection(Frozen):
 
     @property
     def directions(self) -> tuple[Direction, ...]:
-        """Directions, one per metric (inferred where not given; see :func:`~sweep.targets.check_target`)."""
+        """Directions, one per metric (inferred where not given; see :func:`~sweep.studyfile.targets.check_target`)."""
         if self.direction is not None:
             return self.direction
         return tuple(infer_direction(m) or "minimize" for m in self.metric)
@@ -316,7 +316,7 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
     check_search(sf.search, objective, sf.study.sampler.type == "grid", file)
     check_param_names(objective, sf.search, file)
     check_compare(sf.study.compare, sf.study.name, sf.search, sf.study.enqueue, file)
-    check_enqueued(sf.study.enqueue, sf.search, n_losses, file)
+    check_enqueued(sf.study.enqueue, sf.search, objective.loss_terms, file)
 
 
 def _check_device(device: str, file: str | Path) -> None:

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from objectives.config import LoopCommon
 from objectives.loops import LOOPS
 from objectives.problems import BUILTINS, ProblemError, check_problem
-from sweep.errors import ConfigError, pydantic_message
-from sweep.space import (
+from sweep.core.errors import ConfigError, pydantic_message
+from sweep.studyfile.space import (
     UNION_KEYS,
     CategoricalParam,
     FloatParam,
@@ -122,13 +122,13 @@ def check_search(search: SearchSection, objective: LoopCommon, grid: bool, file:
 
 
 def check_enqueued(
-    enqueue: Sequence[Mapping[str, Any]], search: SearchSection, n_weights: int, file: str | Path
+    enqueue: Sequence[Mapping[str, Any]], search: SearchSection, terms: Sequence[str], file: str | Path
 ) -> None:
     """Each baseline point (``study.enqueue``) names searched parameters, with values the search itself
     could draw: Optuna runs an enqueued value as given, even outside the space. Bounds are inclusive
     (as in Optuna); an int or a float with ``step`` must be on its grid; a categorical value must be one
     of the choices (``true`` is not the choice ``1``)."""
-    known = searched_names(search, n_weights)
+    known = searched_names(search, terms)
     w = search.weights
     low, high = (w.low, w.high) if w.parametrization == "log_ratio" else (0.0, 1.0)
     weights = FloatParam(type="float", low=low, high=high)  # log10 ratios, or the simplex's uniforms
@@ -180,7 +180,7 @@ def check_param_names(objective: LoopCommon, search: SearchSection, file: str | 
 
 
 def _dotted(tree: Mapping[Any, Any], prefix: str) -> list[str]:
-    """The dotted names of a nested mapping's leaves, as :func:`sweep.tracking.flatten` makes them."""
+    """The dotted names of a nested mapping's leaves, as :func:`sweep.tracking.tracking.flatten` makes them."""
     out: list[str] = []
     for key, value in tree.items():
         if isinstance(value, Mapping) and value:

@@ -8,7 +8,7 @@ Bounds are inclusive, exactly as in Optuna. Parameter names are the dotted objec
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import optuna
@@ -179,33 +179,36 @@ def active(spec: Spec | WeightsSearch, sampled: Mapping[str, Any] | None) -> boo
     return True
 
 
-def suggest_weights(
-    trial: optuna.Trial, search: SearchSection, fixed: tuple[float, ...], sampled: Mapping[str, Any] | None = None
-) -> tuple[float, ...]:
-    """Loss weights per the weight parametrization, as many as ``fixed`` has (``fixed`` for ``fixed``).
+def ratio_names(terms: Sequence[str]) -> list[str]:
+    """``log_ratio``'s parameters for the loss terms a config trains (its ``loss_terms``):
+    ``weights.log10_ratio`` = log10(w_a / w_b), then ``weights.log10_ratio_<loss>`` = log10(w_<loss> / w_b)
+    for each loss after B's (the alternating loop's ``consistency``); B's loss is the reference."""
+    return ["weights.log10_ratio", *(f"weights.log10_ratio_{t}" for t in terms[2:])]
 
-    ``log_ratio`` samples ``weights.log10_ratio`` = log10(w_a / w_b), and with a third (consistency)
-    loss also ``weights.log10_ratio_consistency`` = log10(w_consistency / w_b); B's loss is the
-    reference. ``simplex`` samples ``weights.u0`` ... one per loss.
+
+def suggest_weights(
+    trial: optuna.Trial, search: SearchSection, objective: LoopCommon, sampled: Mapping[str, Any] | None = None
+) -> tuple[float, ...]:
+    """Loss weights per the weight parametrization, one per loss term the objective trains (its own
+    ``weights`` for ``fixed``): ``log_ratio`` samples :func:`ratio_names`, ``simplex`` ``weights.u0`` ...
+    one per loss.
     """
-    w, n = search.weights, len(fixed)
+    w, fixed, terms = search.weights, tuple(objective.weights), objective.loss_terms  # type: ignore[attr-defined]
     if not active(w, sampled):
         return fixed
     if w.parametrization == "log_ratio":
-        ratios = [trial.suggest_float("weights.log10_ratio", w.low, w.high)]
-        if n == 3:
-            ratios.append(trial.suggest_float("weights.log10_ratio_consistency", w.low, w.high))
+        ratios = [trial.suggest_float(name, w.low, w.high) for name in ratio_names(terms)]
         weights = weights_from_log10_ratios(ratios)  # order: ratios..., then the reference (b)
         return (weights[0], weights[-1], *weights[1:-1])
     if w.parametrization == "simplex":
-        return weights_from_uniforms([trial.suggest_float(f"weights.u{i}", 0.0, 1.0) for i in range(n)])
+        return weights_from_uniforms([trial.suggest_float(f"weights.u{i}", 0.0, 1.0) for i in range(len(terms))])
     return fixed
 
 
 def sample(
-    trial: optuna.Trial, search: SearchSection, fixed_weights: tuple[float, ...]
+    trial: optuna.Trial, search: SearchSection, objective: LoopCommon
 ) -> tuple[dict[str, Any], tuple[float, ...]]:
-    """Sample every active parameter, in file order, then the weights.
+    """Sample every active parameter, in file order, then the weights (one per loss term of ``objective``).
 
     Returns:
         The sampled objective values by path, and the loss weights.
@@ -214,7 +217,7 @@ def sample(
     for path, spec in search.params.items():
         if active(spec, sampled):
             sampled[path] = suggest(trial, path, spec)
-    return sampled, suggest_weights(trial, search, fixed_weights, sampled)
+    return sampled, suggest_weights(trial, search, objective, sampled)
 
 
 def resolve(
@@ -239,15 +242,15 @@ def resolve(
     return resolved_type(type(objective)).model_validate(data)
 
 
-def searched_names(search: SearchSection, n_weights: int) -> tuple[str, ...]:
-    """Every parameter name a trial of this space can carry (the objective paths, then the weights')."""
+def searched_names(search: SearchSection, terms: Sequence[str]) -> tuple[str, ...]:
+    """Every parameter name a trial of this space can carry (the objective paths, then the weights'), for
+    the loss terms the objective trains (its ``loss_terms``)."""
     w = search.weights.parametrization
-    weights = {"log_ratio": ["weights.log10_ratio"] + (["weights.log10_ratio_consistency"] if n_weights == 3 else []),
-               "simplex": [f"weights.u{i}" for i in range(n_weights)], "fixed": []}[w]  # fmt: skip
+    weights = {"log_ratio": ratio_names(terms), "simplex": [f"weights.u{i}" for i in range(len(terms))], "fixed": []}[w]
     return (*search.params, *weights)
 
 
-def grid_space(search: SearchSection, n_weights: int) -> dict[str, list[Any]]:
+def grid_space(search: SearchSection, terms: Sequence[str]) -> dict[str, list[Any]]:
     """The GridSampler search space (:func:`check_search` guarantees every parameter has a finite grid)."""
     space: dict[str, list[Any]] = {}
     for path, spec in search.params.items():
@@ -262,7 +265,6 @@ def grid_space(search: SearchSection, n_weights: int) -> dict[str, list[Any]]:
             n = round((spec.high - spec.low) / spec.step)
             space[path] = [spec.low + i * spec.step for i in range(n + 1)]
     if search.weights.parametrization == "log_ratio":
-        space["weights.log10_ratio"] = list(search.weights.grid or ())
-        if n_weights == 3:
-            space["weights.log10_ratio_consistency"] = list(search.weights.grid or ())
+        for name in ratio_names(terms):
+            space[name] = list(search.weights.grid or ())
     return space

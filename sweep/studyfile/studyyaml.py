@@ -1,7 +1,7 @@
 """Reading a study file: its bytes to a YAML tree, guarded (size, encoding, aliases, depth, duplicate
-keys), and ``${VAR}`` references expanded; :mod:`sweep.config` validates the tree.
+keys), and ``${VAR}`` references expanded; :mod:`sweep.studyfile.config` validates the tree.
 
-Every refusal is a :class:`~sweep.errors.ConfigError` naming the file (and the line or key).
+Every refusal is a :class:`~sweep.core.errors.ConfigError` naming the file (and the line or key).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from sweep.errors import ConfigError
-from sweep.urls import remember_secret
+from sweep.core.errors import ConfigError
+from sweep.core.urls import remember_secret
 
 MAX_FILE_BYTES = 1_000_000  # a study file is a few kB; anything near this is the wrong file
 MAX_NODES = 100_000  # values in the document with every alias expanded (an alias bomb is refused early)
@@ -40,7 +40,7 @@ def _setting_like(value: str) -> bool:
 def expand_env(node: Any, file: Path, key: str = "") -> Any:
     """Replace ``${NAME}`` in strings with the environment variable (for credentials in URLs). Each value
     taken (numbers and booleans excepted) is a secret from then on: masked wherever sweep prints or records
-    it, stored in the Optuna database as its reference (:func:`sweep.urls.remember_secret`)."""
+    it, stored in the Optuna database as its reference (:func:`sweep.core.urls.remember_secret`)."""
     if isinstance(node, dict):
         return {k: expand_env(v, file, f"{key}.{k}" if key else str(k)) for k, v in node.items()}
     if isinstance(node, list):

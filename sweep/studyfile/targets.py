@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
 
 Direction = Literal["minimize", "maximize"]
 

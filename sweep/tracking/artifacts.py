@@ -24,9 +24,9 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from sweep.config import TrackingSection
-from sweep.errors import SweepError, one_line
-from sweep.urls import sqlite_path
+from sweep.core.errors import SweepError, one_line
+from sweep.core.urls import sqlite_path
+from sweep.studyfile.config import TrackingSection
 
 STOP_AFTER = 3  # trials in a row without any file written: the study stops
 MARGIN = 1 << 20  # room asked for beyond one trial's weights (config.yaml, error.txt, the report)
@@ -44,7 +44,7 @@ def artifact_root(tracking: TrackingSection) -> Path | None:
     """The local directory a study's artifacts go to, or ``None`` when a server (or a non-file URI) decides.
 
     ``tracking.artifact_location`` when it is a ``file:`` URI or a path; else ``mlartifacts/`` beside a
-    SQLite tracking store (:func:`sweep.tracking.default_artifact_location`).
+    SQLite tracking store (:func:`sweep.tracking.tracking.default_artifact_location`).
     """
     location = tracking.artifact_location
     if location is None:
@@ -132,7 +132,7 @@ class ArtifactWatch:
         self.store_error = why
 
     def stop(self) -> bool:
-        """Whether to start no more trials (asked after each trial, :class:`sweep.claims.Claims`)."""
+        """Whether to start no more trials (asked after each trial, :class:`sweep.storage.claims.Claims`)."""
         self.stopped = self.stopped or self.in_a_row >= self.stop_after or bool(self.store_error)
         return self.stopped
 

@@ -27,8 +27,8 @@ import tempfile
 from pathlib import Path
 
 from objectives.helpers import cache_root
-from sweep.sqlite import private_dir, private_file
-from sweep.urls import sqlite_path
+from sweep.core.sqlite import private_dir, private_file
+from sweep.core.urls import sqlite_path
 
 
 def template_path() -> Path:
@@ -59,7 +59,7 @@ def build_template(path: Path) -> Path:
         store = SqlAlchemyStore(f"sqlite:///{db}", str(Path(tmp) / "artifacts"))  # MLflow's migrations
         store.engine.dispose()
         with contextlib.closing(sqlite3.connect(db)) as con:
-            con.execute("PRAGMA journal_mode=DELETE")  # one self-contained file (sweep.sqlite sets WAL)
+            con.execute("PRAGMA journal_mode=DELETE")  # one self-contained file (sweep.core.sqlite sets WAL)
             con.execute("DELETE FROM experiment_tags")
             con.execute("DELETE FROM experiments")  # MLflow re-creates Default where the copy is opened
             con.commit()

@@ -2,7 +2,7 @@
 
 Our own tracker (optuna-integration's MLflowCallback is deprecated and logs no intermediate values, no
 parent run and no run status). It talks to MLflow with explicit run ids, never the fluent API's "active
-run", through a client that retries while the store cannot be reached (:mod:`sweep.trackingretry`).
+run", through a client that retries while the store cannot be reached (:mod:`sweep.tracking.trackingretry`).
 
 Agreement with Optuna is kept in one place, :func:`close_run`: the child run's status follows the
 trial's final state (COMPLETE→FINISHED, PRUNED→KILLED, FAIL→FAILED) with the state and failure
@@ -28,15 +28,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweep.artifacts import artifact_root
-from sweep.config import StudySection, TrackingSection
-from sweep.errors import SweepError, one_line
-from sweep.faultpoints import pause
-from sweep.mlflowdb import prepare_stores
-from sweep.storage import Attr, trial_id
-from sweep.trackingretry import RetryingClient
-from sweep.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
-from sweep.views import runs_view_url
+from sweep.core.errors import SweepError, one_line
+from sweep.core.faultpoints import pause
+from sweep.core.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
+from sweep.storage.storage import Attr, trial_id
+from sweep.studyfile.config import StudySection, TrackingSection
+from sweep.tracking.artifacts import artifact_root
+from sweep.tracking.mlflowdb import prepare_stores
+from sweep.tracking.trackingretry import RetryingClient
+from sweep.tracking.views import runs_view_url
 
 STATUS = {
     optuna.trial.TrialState.COMPLETE: "FINISHED",
@@ -130,7 +130,7 @@ class TrialRun:
     def __init__(self, client: MlflowClient, run_id: str, flush_every_s: float = 2.0) -> None:
         self.client, self.run_id, self.flush_every_s = client, run_id, flush_every_s
         self.reason: str | None = None
-        self.files_written = 0  # artifacts written, and why the others could not be (sweep.artifacts)
+        self.files_written = 0  # artifacts written, and why the others could not be (sweep.tracking.artifacts)
         self.artifact_errors: list[str] = []
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
@@ -246,7 +246,7 @@ class Tracker:
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = RetryingClient(absolute_sqlite(cfg.uri), retry_s, cfg.uri)
         self.experiment_name = cfg.experiment or study.study_name
-        self.run_prefix = f"{cfg.choice} · " if hasattr(cfg, "choice") else ""  # a compared choice (sweep.compare)
+        self.run_prefix = f"{cfg.choice} · " if hasattr(cfg, "choice") else ""  # a compared choice (MemberTracking)
         self.experiment_id = self._experiment(cfg.artifact_location or default_artifact_location(cfg.uri))
         self.parent_id = self._parent(study)
 

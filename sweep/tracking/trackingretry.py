@@ -12,11 +12,11 @@ retrying and once that tracking is back. Past the budget the call raises :class:
 line; the CLI exits 1), and every later call of the process raises it at once: the trial fails with the
 reason and its point is queued again (it is not its configuration's fault), the process starts no
 more trials and exits, so its heartbeats stop; the next start closes the runs it left RUNNING
-(:func:`sweep.recovery.agree`). What a live store answers — a refusal (4xx), a bad value, a full disk —
+(:func:`sweep.execution.recovery.agree`). What a live store answers — a refusal (4xx), a bad value, a full disk —
 is not retried.
 
 Ctrl-C and SIGTERM raise at once during an HTTP request and during a wait between retries
-(:meth:`sweep.interrupts.Interrupts.raising`: neither holds a database lock of this process). After the
+(:meth:`sweep.core.interrupts.Interrupts.raising`: neither holds a database lock of this process). After the
 signal, a call to a store found unreachable is not retried (its MLflow error, which the shutdown's
 handlers expect), and none is even sent once the store has failed a call, so the shutdown takes seconds.
 """
@@ -37,11 +37,11 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from sweep.artifacts import unwritable
-from sweep.errors import SweepError, one_line, to_stderr
-from sweep.interrupts import Interrupts
-from sweep.resilient import chain, unreachable
-from sweep.urls import redact
+from sweep.core.errors import SweepError, one_line, to_stderr
+from sweep.core.interrupts import Interrupts
+from sweep.core.urls import redact
+from sweep.storage.resilient import chain, unreachable
+from sweep.tracking.artifacts import unwritable
 
 _HTTP = ("http://", "https://")
 _RETRIED_STATUS = {408, 429, 500, 502, 503, 504}  # what MLflow's own retries retry (its transient codes)
@@ -208,7 +208,7 @@ class RetryingClient(MlflowClient):
 
 
 def _raising(interrupts: Interrupts, wanted: bool) -> contextlib.AbstractContextManager[None]:
-    """Where a signal raises at once (:meth:`~sweep.interrupts.Interrupts.raising`): ``wanted``, in the main
+    """Where a signal raises at once (:meth:`~sweep.core.interrupts.Interrupts.raising`): ``wanted``, in the main
     thread (whose flag it sets), while no signal came yet (after one, the shutdown's calls must run)."""
     if wanted and not interrupts.requested and _main_thread():
         return interrupts.raising()

@@ -14,7 +14,7 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from sweep.config import StudySection
+from sweep.studyfile.config import StudySection
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags under this prefix
 # The runs a trials' view lists: not the evaluation runs (sweep.evaluate), whose target metric holds one seed's

@@ -20,10 +20,10 @@ from objectives.data import call
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
 from objectives.resolved import resolved
-from sweep.errors import SweepError, one_line
-from sweep.storage import WEIGHTS, Attr
-from sweep.tracking import quiet_mlflow
-from sweep.urls import absolute_sqlite, redact
+from sweep.core.errors import SweepError, one_line
+from sweep.core.urls import absolute_sqlite, redact
+from sweep.storage.storage import WEIGHTS, Attr
+from sweep.tracking.tracking import quiet_mlflow
 
 
 class Coupled(torch.nn.Module):

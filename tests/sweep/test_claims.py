@@ -11,9 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.claims import Census, Claims, census, study_lock
-from sweep.interrupts import Interrupts
-from sweep.storage import open_storage
+from sweep.core.interrupts import Interrupts
+from sweep.storage.claims import Census, Claims, census, study_lock
+from sweep.storage.storage import open_storage
 from tests.conftest import PG_URL, postgres_error
 
 X = {"x": optuna.distributions.FloatDistribution(0, 1)}
@@ -311,7 +311,7 @@ def test_claims_made_beside_each_other_leave_the_lowest_to_train(
 def test_a_dead_trials_run_is_closed_after_the_lock_is_let_go(tmp_path: Path) -> None:
     """The stale-trial callback re-queues the dead trial at once but closes its MLflow run (a tracking
     server's round trips) only once this process holds no claim lock."""
-    from sweep.recovery import DeadTrials
+    from sweep.execution.recovery import DeadTrials
 
     study, rdb, url = _study(tmp_path)
     dead = study.ask(X)

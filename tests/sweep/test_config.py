@@ -10,8 +10,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from sweep.config import StudyFile, load_study, parse_study
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
+from sweep.studyfile.config import StudyFile, load_study, parse_study
 
 MIN = "study: {name: s}\nobjective: {problem: linear_pair}\n"
 

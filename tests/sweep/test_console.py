@@ -1,4 +1,4 @@
-"""The progress bar (sweep/console.py): what a terminal shows, and silence off a terminal."""
+"""The progress bar (sweep/execution/console.py): what a terminal shows, and silence off a terminal."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import optuna
 import pytest
 
-from sweep.console import Progress
+from sweep.execution.console import Progress
 
 
 class _Terminal(io.StringIO):
@@ -66,8 +66,8 @@ def test_every_line_for_the_user_is_one_write(monkeypatch: pytest.MonkeyPatch) -
     another way."""
     from pathlib import Path
 
-    from sweep.console import print_error, warn
-    from sweep.resilient import _say
+    from sweep.core.errors import print_error, warn
+    from sweep.storage.resilient import _say
 
     screen = _Writes()
     monkeypatch.setattr("sys.stderr", screen)

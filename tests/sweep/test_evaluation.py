@@ -1,4 +1,4 @@
-"""``sweep.evaluation``: each loop's test scoring against a direct computation, and the kept epoch."""
+"""``sweep.results.evaluation``: each loop's test scoring against a direct computation, and the kept epoch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
-from sweep.evaluation import NoTestSplit, Selection, config_for, retrain
+from sweep.results.evaluation import NoTestSplit, Selection, config_for, retrain
 
 
 def _config(loop: str, problem: str, options: dict, **extra: object) -> dict:

@@ -1,4 +1,4 @@
-"""``sweep.exit.exit_now``: the commands end without the interpreter's teardown, and nothing that
+"""``sweep.core.exit.exit_now``: the commands end without the interpreter's teardown, and nothing that
 teardown would have done for the user is lost (atexit handlers, waiting threads, buffered output,
 SQLite WAL files folded back into their database)."""
 
@@ -29,7 +29,7 @@ def test_exit_now_runs_atexit_flushes_output_and_keeps_the_code(tmp_path: Path) 
         """
         import atexit, sys, tempfile
         from pathlib import Path
-        from sweep.exit import exit_now
+        from sweep.core.exit import exit_now
         atexit.register(lambda: Path("atexit.txt").write_text("ran"))
         folder = tempfile.TemporaryDirectory(dir=".")  # removed by its finalizer, an atexit handler
         Path(folder.name, "x").write_text("x")
@@ -51,7 +51,7 @@ def test_exit_now_waits_for_a_live_non_daemon_thread(tmp_path: Path) -> None:
         """
         import threading, time
         from pathlib import Path
-        from sweep.exit import exit_now
+        from sweep.core.exit import exit_now
         threading.Thread(target=lambda: (time.sleep(0.5), Path("thread.txt").write_text("done"))).start()
         exit_now(None)
         """,
@@ -68,8 +68,8 @@ def test_exit_now_folds_the_sqlite_wal_back_into_the_database(tmp_path: Path) ->
     done = _python(
         """
         from sqlalchemy import create_engine, text
-        from sweep.sqlite import use_wal
-        from sweep.exit import exit_now
+        from sweep.core.sqlite import use_wal
+        from sweep.core.exit import exit_now
         use_wal()
         engine = create_engine("sqlite:///t.db")
         with engine.begin() as c:

@@ -1,17 +1,17 @@
-"""sweep.groups: the trial loops around Optuna, with what other processes may do meanwhile."""
+"""sweep.execution.groups: the trial loops around Optuna, with what other processes may do meanwhile."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from sweep.groups import run_one_by_one
+from sweep.execution.groups import run_one_by_one
 
 FAIL = optuna.trial.TrialState.FAIL
 
 
 class Claims:
-    """Stands in for sweep.claims.Claims: start trials until ``target`` have finished."""
+    """Stands in for sweep.storage.claims.Claims: start trials until ``target`` have finished."""
 
     def __init__(self, study: optuna.Study, target: int) -> None:
         self.study, self.target, self.counted = study, target, []
@@ -73,8 +73,8 @@ def test_a_trial_ended_by_another_process_is_closed_and_the_study_goes_on(
 def test_a_trial_ended_elsewhere_is_run_but_not_failed_by_this_process() -> None:
     """A process whose only trials another process failed as stale during an outage must not end with
     "all trials run now failed" (exit 1): it counts them as run, not as failed."""
-    from sweep.claims import Claims as RealClaims
-    from sweep.interrupts import Interrupts
+    from sweep.core.interrupts import Interrupts
+    from sweep.storage.claims import Claims as RealClaims
 
     study = optuna.create_study()
     trial = study.ask()

@@ -1,4 +1,4 @@
-"""sweep.interrupts: a signal during training raises there, whatever Python code it lands in."""
+"""sweep.core.interrupts: a signal during training raises there, whatever Python code it lands in."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sweep.interrupts import Interrupts
+from sweep.core.interrupts import Interrupts
 
 
 class Finalized:

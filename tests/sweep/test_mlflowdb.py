@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from sweep import mlflowdb
-from sweep.mlflowdb import build_template, seed_mlflow_db, template_path
+from sweep.tracking import mlflowdb
+from sweep.tracking.mlflowdb import build_template, seed_mlflow_db, template_path
 
 
 @pytest.fixture

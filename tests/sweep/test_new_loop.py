@@ -18,8 +18,8 @@ from objectives.config import DualLossConfig
 from objectives.helpers import Checkpoint, Reporter
 from objectives.loops import LOOPS, Loop
 from objectives.problems import Problem
-from sweep.config import parse_study
-from sweep.errors import ConfigError
+from sweep.core.errors import ConfigError
+from sweep.studyfile.config import parse_study
 from tests.conftest import run_main, tiny_study, write_yaml
 
 
@@ -100,3 +100,18 @@ def test_a_registered_loop_is_searched_run_tracked_and_exported(tmp_path: Path) 
     assert again.returncode == 0, again.stderr
     best = optuna.load_study(study_name="halved-trial" + str(study.best_trial.number), storage=study._storage)
     assert best.best_value == pytest.approx(study.best_value, rel=1e-6)
+
+
+@pytest.mark.usefixtures("halved")
+def test_a_registered_loop_without_a_vectorized_form_runs_with_parallel_trials(tmp_path: Path) -> None:
+    """``parallel_trials: 4``: the loop's record has no ``train_group``, so the four trials train one after
+    another with one note, and all complete (they used to fail with a KeyError each)."""
+    doc = _study("halved4")
+    doc["study"] = {**doc["study"], "n_trials": 4, "parallel_trials": 4}
+    del doc["search"]["params"]["factor"]  # what members may differ in only: one group of four
+    path = write_yaml(tmp_path / "halved4.yaml", doc)
+    done = run_main("sweep.run", str(path), "--no-progress", "--no-report", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train one after another: loop halved has no vectorized form" in done.stderr
+    study = optuna.load_study(study_name="halved4", storage=f"sqlite:///{tmp_path / '.sweep/optuna.db'}")
+    assert len(study.get_trials(states=[optuna.trial.TrialState.COMPLETE])) == 4

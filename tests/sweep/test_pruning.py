@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.pruning import Reports, decides_in_process
-from sweep.resilient import ResilientStorage
-from sweep.storage import trial_id
+from sweep.storage.pruning import Reports, decides_in_process
+from sweep.storage.resilient import ResilientStorage
+from sweep.storage.storage import trial_id
 
 P = optuna.pruners
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -126,7 +126,7 @@ def test_a_stale_queue_is_written_and_the_view_refreshed(tmp_path: Path) -> None
 
 
 def test_members_of_a_group_share_one_view_read_at_most_every_flush_interval(tmp_path: Path) -> None:
-    from sweep.pruning import CompletedView
+    from sweep.storage.pruning import CompletedView
 
     storage = ResilientStorage(f"sqlite:///{tmp_path / 'v.db'}")
     study = optuna.create_study(storage=storage, pruner=P.MedianPruner(n_startup_trials=1, n_warmup_steps=0))

@@ -1,4 +1,4 @@
-"""``sweep.resilient``: what a storage outage prints is one note per outage, wherever the failing call
+"""``sweep.storage.resilient``: what a storage outage prints is one note per outage, wherever the failing call
 came from (also outside a trial, e.g. the coordinator's progress reads while it waits for its workers);
 a worker's first connection waits out an outage."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.errors import SweepError
-from sweep.resilient import ResilientStorage, StorageDown
-from sweep.storage import open_storage
+from sweep.core.errors import SweepError
+from sweep.storage.resilient import ResilientStorage, StorageDown
+from sweep.storage.storage import open_storage
 from tests.conftest import postgres_error
 from tests.pgtools import allow, database, pg, refuse, until_refused
 
@@ -50,7 +50,7 @@ def test_a_worker_waits_out_an_outage_at_its_first_connection(
     """A worker that starts while the database refuses connections (its coordinator opened the study a
     moment before) waits for it; a command opening the storage itself is refused at once; a worker
     refused past the budget says so in its one line (not wrapped in "cannot open")."""
-    import sweep.resilient
+    import sweep.storage.resilient
 
     with database() as db:
         url = pg(db)
@@ -62,14 +62,14 @@ def test_a_worker_waits_out_an_outage_at_its_first_connection(
                 open_storage(url, retry_s=30)
             with pytest.raises(StorageDown, match=r"unreachable for 1 s \(study.storage_retry: 1\)"):
                 open_storage(url, retry_s=1, wait_at_open=True)
-            say = sweep.resilient._say
+            say = sweep.storage.resilient._say
 
             def back_once_waiting(line: str) -> None:  # the database returns once the open is waiting
                 say(line)
                 if "retrying for up to 30 s" in line:
                     allow(db)
 
-            monkeypatch.setattr(sweep.resilient, "_say", back_once_waiting)
+            monkeypatch.setattr(sweep.storage.resilient, "_say", back_once_waiting)
             storage = open_storage(url, retry_s=30, wait_at_open=True)
         finally:
             allow(db)

@@ -7,8 +7,8 @@ import math
 import optuna
 import pytest
 
-from sweep.samplers import build_pruner, build_sampler
-from sweep.space import grid_space, sample
+from sweep.studyfile.samplers import build_pruner, build_sampler
+from sweep.studyfile.space import grid_space, sample
 from tests.sweep.test_space import study_file
 
 # A 2-D space (CMA-ES needs two dimensions): the loss-weight ratio and the learning rate.
@@ -31,7 +31,7 @@ def _points(sampler: optuna.samplers.BaseSampler, sf: object, n_trials: int = 4)
     """
 
     def objective(trial: optuna.Trial) -> float:
-        values, weights = sample(trial, sf.search, sf.objective.weights)
+        values, weights = sample(trial, sf.search, sf.objective)
         return (weights[0] - 0.3) ** 2 + (math.log10(values["optimizer.lr"]) + 2.0) ** 2
 
     study = optuna.create_study(sampler=sampler)
@@ -94,9 +94,9 @@ def test_seeded_sampler_is_deterministic() -> None:
     runs = []
     for _ in range(2):
         study = optuna.create_study(
-            sampler=build_sampler(sf.study.sampler, 123, grid_space(sf.search, len(sf.objective.weights)))
+            sampler=build_sampler(sf.study.sampler, 123, grid_space(sf.search, sf.objective.loss_terms))
         )
-        study.optimize(lambda t: sample(t, sf.search, sf.objective.weights)[1][0], n_trials=3)
+        study.optimize(lambda t: sample(t, sf.search, sf.objective)[1][0], n_trials=3)
         runs.append([t.params for t in study.trials])
     assert runs[0] == runs[1]
 

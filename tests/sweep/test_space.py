@@ -10,9 +10,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from objectives.helpers import derive_seed
-from sweep.config import parse_study
-from sweep.samplers import build_sampler
-from sweep.space import grid_space, resolve, sample
+from sweep.studyfile.config import parse_study
+from sweep.studyfile.samplers import build_sampler
+from sweep.studyfile.space import grid_space, resolve, sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,7 +44,7 @@ def test_spec_maps_to_distribution(spec: dict, expected: object) -> None:
         path = "batch_size"
     sf = study_file({"params": {path: spec}})
     trial = optuna.create_study().ask()
-    sampled, _ = sample(trial, sf.search, sf.objective.weights)
+    sampled, _ = sample(trial, sf.search, sf.objective)
     assert trial.distributions[path] == expected
     assert set(sampled) == {path}
 
@@ -52,7 +52,7 @@ def test_spec_maps_to_distribution(spec: dict, expected: object) -> None:
 def test_bounds_are_inclusive() -> None:
     """With low == high the only value Optuna can give is the bound itself."""
     sf = study_file({"params": {"epochs": {"type": "int", "low": 7, "high": 7}}})
-    sampled, _ = sample(optuna.create_study().ask(), sf.search, sf.objective.weights)
+    sampled, _ = sample(optuna.create_study().ask(), sf.search, sf.objective)
     assert sampled == {"epochs": 7}
 
 
@@ -66,16 +66,14 @@ def test_conditional_parameter_sampled_only_when_active() -> None:
             }
         }
     )
-    off, _ = sample(optuna.trial.FixedTrial({"mixing": "cycle"}), sf.search, sf.objective.weights)
-    on, _ = sample(
-        optuna.trial.FixedTrial({"mixing": "accumulate", "batch_size_b": 16}), sf.search, sf.objective.weights
-    )
+    off, _ = sample(optuna.trial.FixedTrial({"mixing": "cycle"}), sf.search, sf.objective)
+    on, _ = sample(optuna.trial.FixedTrial({"mixing": "accumulate", "batch_size_b": 16}), sf.search, sf.objective)
     assert off == {"mixing": "cycle"}
     assert on == {"mixing": "accumulate", "batch_size_b": 16}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):
         trial = study.ask()
-        values, _ = sample(trial, sf.search, sf.objective.weights)
+        values, _ = sample(trial, sf.search, sf.objective)
         assert ("batch_size_b" in trial.params) == (values["mixing"] == "accumulate")
         study.tell(trial, 0.0)
 
@@ -83,19 +81,17 @@ def test_conditional_parameter_sampled_only_when_active() -> None:
 def test_log_ratio_weights() -> None:
     """weights.log10_ratio = r gives (10^r, 1) / (10^r + 1) and is sampled on [low, high]."""
     sf = study_file({"weights": {"parametrization": "log_ratio", "low": -4, "high": 4}})
-    _, weights = sample(optuna.trial.FixedTrial({"weights.log10_ratio": 1.0}), sf.search, sf.objective.weights)
+    _, weights = sample(optuna.trial.FixedTrial({"weights.log10_ratio": 1.0}), sf.search, sf.objective)
     assert weights == pytest.approx((10 / 11, 1 / 11))
     trial = optuna.create_study().ask()
-    sample(trial, sf.search, sf.objective.weights)
+    sample(trial, sf.search, sf.objective)
     assert trial.distributions["weights.log10_ratio"] == FloatDistribution(-4, 4)
 
 
 def test_simplex_weights_are_flat_dirichlet() -> None:
     """Simplex weights are -log(u_i) normalised, from one U(0,1) per loss (Optuna FAQ recipe)."""
     sf = study_file({"weights": {"parametrization": "simplex"}})
-    _, weights = sample(
-        optuna.trial.FixedTrial({"weights.u0": 0.2, "weights.u1": 0.7}), sf.search, sf.objective.weights
-    )
+    _, weights = sample(optuna.trial.FixedTrial({"weights.u0": 0.2, "weights.u1": 0.7}), sf.search, sf.objective)
     a, b = -math.log(0.2), -math.log(0.7)
     assert weights == pytest.approx((a / (a + b), b / (a + b)))
 
@@ -105,7 +101,7 @@ def test_fixed_weights_come_from_the_objective() -> None:
     doc = {"study": {"name": "s"}, "objective": {"problem": "linear_pair", "weights": [0.2, 0.6]}}
     sf = parse_study(doc, "x.yaml")
     trial = optuna.create_study().ask()
-    sampled, weights = sample(trial, sf.search, sf.objective.weights)
+    sampled, weights = sample(trial, sf.search, sf.objective)
     assert sampled == {} and trial.params == {} and weights == (0.2, 0.6)
 
 
@@ -141,12 +137,12 @@ def test_grid_sampler_visits_the_whole_grid() -> None:
         },
         sampler="grid",
     )
-    space = grid_space(sf.search, len(sf.objective.weights))
+    space = grid_space(sf.search, sf.objective.loss_terms)
     assert space["epochs"] == [1, 3] and space["weights.log10_ratio"] == [-1.0, 1.0]
     study = optuna.create_study(
-        sampler=build_sampler(sf.study.sampler, 0, grid_space(sf.search, len(sf.objective.weights)))
+        sampler=build_sampler(sf.study.sampler, 0, grid_space(sf.search, sf.objective.loss_terms))
     )
-    study.optimize(lambda t: float(len(sample(t, sf.search, sf.objective.weights)[0])), n_trials=20)
+    study.optimize(lambda t: float(len(sample(t, sf.search, sf.objective)[0])), n_trials=20)
     seen = {tuple(sorted(t.params.items())) for t in study.trials}
     assert len(study.trials) == 16 == len(seen)  # 2 × 2 × 2 × 2, each once, then the sampler stops
     expected = set(itertools.product(*[sorted(map(str, v)) for v in space.values()]))
@@ -162,12 +158,12 @@ def test_three_weights_log_ratio() -> None:
     }
     sf = parse_study(doc, "x.yaml")
     trial = optuna.trial.FixedTrial({"weights.log10_ratio": 1.0, "weights.log10_ratio_consistency": -1.0})
-    _, weights = sample(trial, sf.search, sf.objective.weights)
+    _, weights = sample(trial, sf.search, sf.objective)
     total = 10 + 1 + 0.1
     assert weights == pytest.approx((10 / total, 1 / total, 0.1 / total))
     study = optuna.create_study()
     t = study.ask()
-    sample(t, sf.search, sf.objective.weights)
+    sample(t, sf.search, sf.objective)
     assert set(t.distributions) == {"weights.log10_ratio", "weights.log10_ratio_consistency"}
     cfg = resolve(sf.objective, sf.study.seed, 0, {}, weights)
     assert cfg.loop == "alternating" and cfg.weights == pytest.approx(weights)
@@ -190,15 +186,15 @@ def test_weights_conditional_on_strategy() -> None:
     _, w_static = sample(
         optuna.trial.FixedTrial({"weighting.type": "static", "weights.log10_ratio": 1.0}),
         sf.search,
-        sf.objective.weights,
+        sf.objective,
     )
     assert w_static == pytest.approx((10 / 11, 1 / 11))
-    sampled, w_famo = sample(optuna.trial.FixedTrial({"weighting.type": "famo"}), sf.search, sf.objective.weights)
+    sampled, w_famo = sample(optuna.trial.FixedTrial({"weighting.type": "famo"}), sf.search, sf.objective)
     assert w_famo == (0.5, 0.5) and sampled == {"weighting.type": "famo"}
     sampled, _ = sample(
         optuna.trial.FixedTrial({"weighting.type": "dwa", "weighting.temperature": 3.0, "weights.log10_ratio": 0.0}),
         sf.search,
-        sf.objective.weights,
+        sf.objective,
     )
     cfg = resolve(sf.objective, sf.study.seed, 0, sampled, (0.5, 0.5))
     assert cfg.weighting.type == "dwa" and cfg.weighting.temperature == 3.0
@@ -238,7 +234,7 @@ def test_schedules_and_strategies_searchable_in_alternating_loop() -> None:
         "weight_schedule.type": "sigmoid",
         "weight_schedule.target": "consistency",
     }
-    sampled, weights = sample(optuna.trial.FixedTrial(values), sf.search, sf.objective.weights)
+    sampled, weights = sample(optuna.trial.FixedTrial(values), sf.search, sf.objective)
     cfg = resolve(sf.objective, sf.study.seed, 0, sampled, weights)
     assert cfg.model_a.optimizer.schedule.type == "onecycle" and cfg.model_a.optimizer.schedule.pct_start == 0.2
     assert cfg.model_b.optimizer.schedule.type == "plateau"
@@ -278,7 +274,7 @@ def test_the_schema_refuses_non_finite_values(spec: dict, fragment: str) -> None
     code, not only a file: the file loader refuses them earlier by key)."""
     from pydantic import ValidationError
 
-    from sweep.space import SearchSection
+    from sweep.studyfile.space import SearchSection
 
     with pytest.raises(ValidationError, match=fragment):
         SearchSection.model_validate({"params": {"optimizer.lr": spec}})

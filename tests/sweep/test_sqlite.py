@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from sweep.sqlite import use_wal
+from sweep.core.sqlite import use_wal
 
 
 def test_every_sqlite_engine_uses_wal_and_normal_sync(tmp_path: Path) -> None:

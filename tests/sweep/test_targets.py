@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.errors import ConfigError
-from sweep.targets import check_target, infer_direction, refuse_reason
+from sweep.core.errors import ConfigError
+from sweep.studyfile.targets import check_target, infer_direction, refuse_reason
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from sweep.config import StudySection, TrackingSection
-from sweep.interrupts import Interrupts
-from sweep.tracking import Tracker, check_tracking
-from sweep.trackingretry import RetryingClient, TrackingDown, gave_up, request_timeout, transient
-from sweep.views import VIEW_TAG_PREFIX
+from sweep.core.interrupts import Interrupts
+from sweep.studyfile.config import StudySection, TrackingSection
+from sweep.tracking.tracking import Tracker, check_tracking
+from sweep.tracking.trackingretry import RetryingClient, TrackingDown, gave_up, request_timeout, transient
+from sweep.tracking.views import VIEW_TAG_PREFIX
 
 
 def test_tracking_check_accepts_credentials_in_the_url() -> None:
@@ -158,7 +158,7 @@ def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(monkeypatch: pytest
     each event), but keeps a user's own choice: MLFLOW_DISABLE_TELEMETRY=false turns it back on."""
     from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY
 
-    from sweep.tracking import quiet_mlflow
+    from sweep.tracking.tracking import quiet_mlflow
 
     for name in ("MLFLOW_DISABLE_TELEMETRY", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):
         monkeypatch.delenv(name, raising=False)  # restored after the test
@@ -173,8 +173,8 @@ def test_trial_runs_of_a_compared_choice_are_named_by_it(tmp_path: Path) -> None
     """A comparison's sub-studies share one experiment: their trials' runs are named by the choice
     (``weighting.type=dwa · trial-0``) so that rows of different choices can be told apart; a plain study's
     stay ``trial-<number>``."""
-    from sweep.compare import MemberTracking
-    from sweep.tracking import TrialRun
+    from sweep.studyfile.compare import MemberTracking
+    from sweep.tracking.tracking import TrialRun
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     for study_name, cfg, run_name in (

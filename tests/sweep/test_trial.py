@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep.config import parse_study
-from sweep.interrupts import Interrupts
-from sweep.trial import Objective, ProblemCache
+from sweep.core.interrupts import Interrupts
+from sweep.execution.trial import Objective, ProblemCache
+from sweep.studyfile.config import parse_study
 from tests.conftest import tiny_study
 
 
@@ -59,7 +59,7 @@ class _Storage:
 def test_a_trial_is_looked_up_only_after_a_pause_and_lost_once_ended() -> None:
     """Ownership costs no storage read while the process runs without a pause (here: a check right after
     the last look); past ``every_s`` it looks, and a trial found ended is lost for good."""
-    from sweep.ownership import Owner, TrialLost
+    from sweep.storage.ownership import Owner, TrialLost
 
     storage = _Storage()
     owner = Owner(storage, 7, 3, every_s=3600)
@@ -76,7 +76,7 @@ def test_a_trial_is_looked_up_only_after_a_pause_and_lost_once_ended() -> None:
 
 
 def test_a_refused_write_to_a_finished_trial_means_it_was_lost() -> None:
-    from sweep.ownership import Owner
+    from sweep.storage.ownership import Owner
 
     owner = Owner(_Storage(), 7, 3, every_s=3600)
     assert not owner.ended_by(ValueError("a trial's own failure"))
@@ -89,7 +89,7 @@ def test_a_failed_trials_frames_are_let_go_at_once() -> None:
     import gc
     import weakref
 
-    from sweep.memory import details, release
+    from sweep.execution.memory import details, release
 
     class Model:
         pass

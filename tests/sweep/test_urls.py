@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.urls import (
+from sweep.core.urls import (
     credentials_in,
     forget_secrets,
     mask_known,
@@ -147,7 +147,7 @@ def test_redact_takes_linear_time(text: str) -> None:
 
 def test_settings_named_like_credentials_are_masked_whole() -> None:
     """A user problem's ``options: {api_token: ...}`` never reaches MLflow params or config.yaml."""
-    from sweep.urls import redact_setting, redact_tree
+    from sweep.core.urls import redact_setting, redact_tree
 
     assert redact_setting("problem.options.api_token", "abc123") == "***"
     assert redact_setting("problem.options.password", 1234) == "***"
@@ -205,7 +205,7 @@ def test_credentials_in_a_study_file_are_known_by_value_once_loaded(
     """Loading a study file makes its secrets known: values from the environment (numbers and booleans
     excepted: ``n_trials: ${N}`` still reads as a number), a URL's password (whole, spaces included, when the
     field is the URL), a DSN's ``password=``, and a string under a key named like a credential."""
-    from sweep.config import load_study
+    from sweep.studyfile.config import load_study
 
     monkeypatch.setenv("SWEEP_TEST_N", "1234")
     monkeypatch.setenv("SWEEP_TEST_DEVICE", "cpu")

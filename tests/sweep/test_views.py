@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from sweep.config import StudySection
-from sweep.views import VIEW_TAG_PREFIX, runs_view_url
+from sweep.studyfile.config import StudySection
+from sweep.tracking.views import VIEW_TAG_PREFIX, runs_view_url
 from tests.conftest import run_main, tiny_study, write_yaml
 
 
@@ -36,7 +36,7 @@ def _listed(client: MlflowClient, experiment_id: str, state: dict) -> list:
 
 def _store(tmp_path: Path) -> tuple[MlflowClient, str]:
     """A new tracking store (a copy of the migrated template, as a study makes one) and an experiment."""
-    from sweep.mlflowdb import seed_mlflow_db
+    from sweep.tracking.mlflowdb import seed_mlflow_db
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     seed_mlflow_db(uri)
@@ -80,7 +80,7 @@ def test_the_trials_view_lists_no_evaluation_run(tmp_path: Path) -> None:
 def test_the_evaluations_view_sorts_by_the_mean_over_seeds(tmp_path: Path) -> None:
     """The evaluations' own view lists the evaluation runs alone, sorted by the test target's mean over
     seeds, and shows means and CIs, never the per-seed metric (whose shown value is one seed's)."""
-    from sweep.views import evaluations_view_url
+    from sweep.tracking.views import evaluations_view_url
 
     client, experiment_id = _store(tmp_path)
     client.create_run(experiment_id, run_name="trial-0", tags={"sweep.role": "trial"})

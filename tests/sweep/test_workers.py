@@ -9,9 +9,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweep import run, workers
-from sweep.config import load_study
-from sweep.storage import open_storage, storage_url
+from sweep.commands import run
+from sweep.execution import workers
+from sweep.storage.storage import open_storage, storage_url
+from sweep.studyfile.config import load_study
 from tests.conftest import tiny_study, write_yaml
 
 
@@ -93,7 +94,7 @@ def test_a_coordinator_ending_in_an_error_removes_its_folder(tmp_path: Path, mon
     error included (it was left behind)."""
     import tempfile
 
-    from sweep.errors import SweepError
+    from sweep.core.errors import SweepError
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
@@ -104,7 +105,7 @@ def test_a_coordinator_ending_in_an_error_removes_its_folder(tmp_path: Path, mon
     def down(*_: object, **__: object) -> None:
         raise SweepError("Optuna storage unreachable for 3 s")
 
-    monkeypatch.setattr("sweep.runner.run_study", down)
+    monkeypatch.setattr("sweep.execution.runner.run_study", down)
     with pytest.raises(SweepError):
         workers.run_workers(load_study(path), path, path.read_text(), 2, [], [], progress=False, report=False)
     assert list((tmp_path / "tmp").iterdir()) == []

@@ -1,0 +1,6 @@
+"""The ground every wing stands on; imports nothing else of sweep.
+
+Error types, exit codes and the one-line printers (``errors``), credentials masked and SQLite paths
+(``urls``), SQLite stores in WAL mode (``sqlite``), SIGINT/SIGTERM/SIGHUP handling (``interrupts``), the
+commands' exit (``exit``) and the named instants tests stop processes at (``faultpoints``).
+"""

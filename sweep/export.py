@@ -1,0 +1,10 @@
+"""``python -m sweep.export``: the command is :mod:`sweep.commands.export`; this module only starts it."""
+
+from __future__ import annotations
+
+from sweep.commands.export import main
+
+if __name__ == "__main__":
+    from sweep.core.exit import exit_now
+
+    exit_now(main())
