@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from sweep.core.faultpoints import pause
 from sweep.core.interrupts import Interrupts
+from sweep.core.sqlite import private_dir, private_file
 from sweep.core.urls import sqlite_path
 
 SLICE = 0.5  # seconds: the longest one try for the lock lasts (1.)
@@ -78,7 +79,8 @@ class _FileLock:
     """``flock`` on ``<db>.claim.lock``, polled; the holder writes who it is into the file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)  # it names its holder (pid and host): the owner's only, as the stores beside it
         self.handle = open(path, "a+")  # not "w": that would empty the holder's line  # noqa: SIM115
 
     def acquire(self, seconds: float) -> bool:
