@@ -40,10 +40,11 @@ from sweep.core.errors import (
     to_stderr,
 )
 from sweep.core.interrupts import Interrupts, interruptible
+from sweep.core.records import Attr, Role, Tag, experiment_name, runs_filter, tag_clause
 from sweep.execution.finishing import evaluation_claim
 from sweep.results.evaluation import NoTestSplit, Selection, config_for, evaluation_seeds, retrain
 from sweep.results.results import EVALUATION_ATTR, Evaluated, chosen, counts, seconds_per_trial, table
-from sweep.storage.storage import Attr, load_existing_study
+from sweep.storage.storage import load_existing_study
 from sweep.studyfile.compare import members
 from sweep.studyfile.config import StudyFile
 
@@ -132,14 +133,15 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> tuple[str, l
 
     quiet_mlflow()
     client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
-    experiment = client.get_experiment_by_name(sf.tracking.experiment or sf.study.name)
+    name = experiment_name(sf.tracking.experiment, sf.study.name)
+    experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        raise SweepError(f"no MLflow experiment {sf.tracking.experiment or sf.study.name!r} in {sf.tracking.uri}")
+        raise SweepError(f"no MLflow experiment {name!r} in {sf.tracking.uri}")
     tags = {
-        "sweep.role": "evaluation",
-        "sweep.study_name": item.study,
-        "sweep.trial": str(item.trial.number),
-        "sweep.seeds": str(len(item.seeds)),
+        Tag.ROLE: Role.EVALUATION,
+        Tag.STUDY_NAME: item.study,
+        Tag.TRIAL: str(item.trial.number),
+        Tag.SEEDS: str(len(item.seeds)),
     }
     parent = study.user_attrs.get(Attr.PARENT)
     if parent:
@@ -186,14 +188,11 @@ def _supersede(client: MlflowClient, experiment_id: str, item: Evaluated, run_id
     Returns:
         The superseded runs' ids.
     """
-    query = (
-        f"tags.`sweep.role` = 'evaluation' and tags.`sweep.study_name` = '{item.study}' "
-        f"and tags.`sweep.trial` = '{item.trial.number}'"
-    )
+    query = f"{runs_filter(Role.EVALUATION, item.study)} and {tag_clause(Tag.TRIAL, item.trial.number)}"
     earlier = [r.info.run_id for r in client.search_runs([experiment_id], query, max_results=1000)]
     earlier = [old for old in earlier if old != run_id]
     for old in earlier:
-        client.set_tag(old, "sweep.superseded_by", run_id)
+        client.set_tag(old, Tag.SUPERSEDED_BY, run_id)
         client.delete_run(old)
     return earlier
 

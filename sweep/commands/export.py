@@ -34,8 +34,9 @@ import yaml
 from sweep.commands.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
 from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError, SweepError, print_error
 from sweep.core.interrupts import interruptible
+from sweep.core.records import Attr, experiment_name
 from sweep.core.urls import redact
-from sweep.storage.storage import Attr, load_existing_study, storage_url
+from sweep.storage.storage import load_existing_study, storage_url
 from sweep.studyfile.config import StudyFile, parse_study
 from sweep.studyfile.studyyaml import expand_env, read_study_yaml
 from sweep.tracking.artifacts import write_atomically
@@ -149,7 +150,7 @@ def export_document(
     if "storage" in raw_study:
         study_section["storage"] = _hide_password(str(raw_study["storage"]))
     tracking = {k: _hide_password(str(v)) if k in ("uri", "artifact_location") else v for k, v in raw_tracking.items()}
-    tracking["experiment"] = sf.tracking.experiment or sf.study.name
+    tracking["experiment"] = experiment_name(sf.tracking.experiment, sf.study.name)
     values = trial.values if trial.values is not None else []
     provenance: dict[str, Any] = {
         "study": sf.study.name,

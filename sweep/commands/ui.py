@@ -25,6 +25,7 @@ import optuna
 from sweep.commands.cli import load_or_report, study_parser
 from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line, print_error
 from sweep.core.interrupts import interruptible
+from sweep.core.records import experiment_name
 from sweep.core.urls import absolute_sqlite, redact
 from sweep.studyfile.config import StudyFile
 
@@ -88,11 +89,11 @@ def _main(args: argparse.Namespace) -> int:
     from sweep.tracking.views import runs_view_url
 
     uri = sf.tracking.uri
-    experiment_name = sf.tracking.experiment or sf.study.name
+    name = experiment_name(sf.tracking.experiment, sf.study.name)
     if uri.startswith(("http://", "https://")):
         try:
             client = MlflowClient(tracking_uri=uri)
-            found = client.get_experiment_by_name(experiment_name)
+            found = client.get_experiment_by_name(name)
         except Exception as e:  # MLflow's errors embed the URL: redact it
             print_error(f"cannot reach MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
             return EXIT_RUNTIME
@@ -105,12 +106,12 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         client = MlflowClient(tracking_uri=absolute_sqlite(uri))
-        found = client.get_experiment_by_name(experiment_name)
+        found = client.get_experiment_by_name(name)
     except Exception as e:  # MLflow's errors embed the URL: redact it
         print_error(f"cannot read MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
         return EXIT_RUNTIME
     if found is None:
-        print_error(f"no MLflow experiment {experiment_name!r} in {redact(uri)}: run the study first")
+        print_error(f"no MLflow experiment {name!r} in {redact(uri)}: run the study first")
         return EXIT_RUNTIME
     command = [
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,

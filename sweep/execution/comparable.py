@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 
 from sweep.core.errors import ConfigError, to_stderr
-from sweep.storage.storage import Attr
+from sweep.core.records import Attr
 from sweep.studyfile.config import StudyFile
 from sweep.tracking.tracking import flatten
 

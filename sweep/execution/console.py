@@ -17,8 +17,9 @@ import optuna
 from tqdm.auto import tqdm
 
 from objectives.loops import LOOPS
+from sweep.core.records import Attr
 from sweep.core.urls import mask_known, redact
-from sweep.storage.storage import FINISHED, Attr, best_value, count_finished
+from sweep.storage.storage import FINISHED, best_value, count_finished
 from sweep.studyfile.config import StudyFile
 
 if TYPE_CHECKING:

@@ -36,6 +36,7 @@ import optuna
 from sweep.core.errors import one_line, to_stderr
 from sweep.core.faultpoints import pause
 from sweep.core.interrupts import Interrupts
+from sweep.core.records import SystemAttr
 from sweep.core.urls import sqlite_path
 from sweep.storage.claims import study_lock
 from sweep.storage.resilient import storage_down
@@ -47,8 +48,8 @@ if TYPE_CHECKING:
     from sweep.studyfile.config import StudyFile
 
 RUNNING = optuna.trial.TrialState.RUNNING
-FINISHED_BY = "sweep:finished_by"  # study → {"finished", "report", "by", "at", "running", "done"}: who ends it
-EVALUATING = "sweep:evaluating"  # study → {"by", "at", "running", "done"}: who evaluates it
+FINISHED_BY = SystemAttr.FINISHED_BY  # study → {"finished", "report", "by", "at", "running", "done"}: who ends it
+EVALUATING = SystemAttr.EVALUATING  # study → {"by", "at", "running", "done"}: who evaluates it
 
 
 def me() -> str:

@@ -25,6 +25,7 @@ import optuna
 from objectives.batched import group_key
 from objectives.loops import train_group, why_not
 from sweep.core.errors import to_stderr
+from sweep.core.records import Tag
 from sweep.execution.console import Progress
 from sweep.execution.trial import Member, Objective
 from sweep.storage.claims import Claims
@@ -190,7 +191,7 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
                 outcomes[m.trial.number] = lambda m=m: objective.train_one(m)
             continue
         for m in group:
-            m.run.set_tags({"sweep.group": numbers})
+            m.run.set_tags({Tag.GROUP: numbers})
         try:
             watch = objective.watchdog.watching(objective.abandoner(group))  # the trials' time limits
             with watch, warnings.catch_warnings(), objective.interrupts.training():

@@ -26,8 +26,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from sweep.core.errors import one_line, warn
+from sweep.core.records import Attr, Role, Tag, runs_filter
 from sweep.storage.claimlock import after_release
-from sweep.storage.storage import Attr, count_finished, trial_id
+from sweep.storage.storage import count_finished, trial_id
 from sweep.tracking.tracking import TrialRun, close_run
 from sweep.tracking.trackingretry import TrackingDown, gave_up
 
@@ -123,9 +124,7 @@ def unrecorded(trial: optuna.Trial, run: TrialRun | None, stop: BaseException, m
 
 def running_runs(client: MlflowClient, experiment_id: str, study_name: str) -> list[object]:
     """The study's trial runs MLflow still shows RUNNING."""
-    filters = (
-        f"tags.`sweep.role` = 'trial' and tags.`sweep.study_name` = '{study_name}' and attributes.status = 'RUNNING'"
-    )
+    filters = f"{runs_filter(Role.TRIAL, study_name)} and attributes.status = 'RUNNING'"
     runs: list[object] = []
     token = None
     while True:
@@ -158,7 +157,7 @@ def close_stray_runs(
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     closed = 0
     for run in runs:
-        number = run.data.tags.get("sweep.trial_number")  # type: ignore[attr-defined]
+        number = run.data.tags.get(Tag.TRIAL_NUMBER)  # type: ignore[attr-defined]
         run_id = run.info.run_id  # type: ignore[attr-defined]
         trial = trials.get(int(number)) if number is not None and number.isdigit() else None
         if trial is None:

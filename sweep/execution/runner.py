@@ -25,6 +25,7 @@ from objectives.problems import ProblemError
 from sweep.core.errors import ConfigError, SweepError, one_line, to_stderr, warn
 from sweep.core.faultpoints import pause
 from sweep.core.interrupts import Interrupts
+from sweep.core.records import Tag
 from sweep.core.sqlite import use_wal
 from sweep.core.urls import redact, sqlite_init_lock
 from sweep.execution.comparable import check_unchanged
@@ -171,13 +172,8 @@ def open_session(
         with sqlite_init_lock(sf.tracking.uri):
             tracker = retry_schema_race(lambda: Tracker(sf.tracking, study, sf.study.tracking_retry))
         tracker.run_prefix = replay_run_prefix(sf.provenance) or tracker.run_prefix  # an export's replay
-        tracker.set_parent_tags(
-            {
-                "sweep.storage": redact(url),
-                "sweep.study_file": str(source),
-                **{f"sweep.provenance.{k}": redact(str(v)) for k, v in (sf.provenance or {}).items()},
-            }
-        )
+        provenance = {Tag.PROVENANCE + k: redact(str(v)) for k, v in (sf.provenance or {}).items()}
+        tracker.set_parent_tags({Tag.STORAGE: redact(url), Tag.STUDY_FILE: str(source), **provenance})
     except Exception as e:
         raise SweepError(f"cannot open MLflow tracking {redact(sf.tracking.uri)}: {one_line(e)}") from None
     dead.bind(tracker.client)

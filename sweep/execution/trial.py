@@ -33,6 +33,7 @@ from objectives.problems import build_problem
 from sweep.core.errors import one_line, reason, warn
 from sweep.core.faultpoints import pause
 from sweep.core.interrupts import Interrupts
+from sweep.core.records import Attr, Tag
 from sweep.core.urls import redact
 from sweep.execution.console import show_traceback
 from sweep.execution.memory import MemoryLog, details, oom_reason, out_of_memory, release
@@ -42,7 +43,7 @@ from sweep.results.report import loss_curves_png
 from sweep.results.scoring import EarlyStop, Keeper, Score
 from sweep.storage.ownership import Owner, TrialLost
 from sweep.storage.pruning import CompletedView, Reports
-from sweep.storage.storage import WEIGHTS, Attr, best_value, trial_id
+from sweep.storage.storage import WEIGHTS, best_value, trial_id
 from sweep.studyfile.config import StudyFile
 from sweep.studyfile.space import resolve, sample
 from sweep.tracking.artifacts import ArtifactWatch, unwritable
@@ -153,7 +154,7 @@ class Objective:
         sf, trial = self.sf, m.trial
         sampled, weights = sample(trial, sf.search, sf.objective)  # 2.
         m.cfg = cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
-        m.run.record_config(trial, cfg.model_dump(mode="json"), {"sweep.device": cfg.device, "sweep.loop": cfg.loop})
+        m.run.record_config(trial, cfg.model_dump(mode="json"), {Tag.DEVICE: cfg.device, Tag.LOOP: cfg.loop})
         m.score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
         m.keeper = self._keeper(cfg, m.score)
         if self.beat is not None and m.tid is not None and not sf.study.multi_objective:  # no pruning otherwise
@@ -185,7 +186,7 @@ class Objective:
                 metrics = {}
                 m.owner.check()
                 assert m.score is not None
-                run.set_tags({"sweep.early_stopped_at_epoch": m.score.stopped_at})
+                run.set_tags({Tag.EARLY_STOP: m.score.stopped_at})
                 trial.set_user_attr(Attr.EARLY_STOP, m.score.stopped_at)
             m.owner.check()
             assert m.score is not None
@@ -193,7 +194,7 @@ class Objective:
             if sf.study.multi_objective:  # 4. the last epoch's values (no single best epoch)
                 return [metrics[name] for name in sf.study.metric]
             if m.score.uses_best:
-                run.set_tags({"sweep.best_epoch": m.score.best_epoch})
+                run.set_tags({Tag.BEST_EPOCH: m.score.best_epoch})
                 trial.set_user_attr(Attr.BEST_EPOCH, m.score.best_epoch)
             return m.score.value()
         except optuna.TrialPruned:
@@ -263,7 +264,7 @@ class Objective:
         self.files.trial_files(run.files_written, run.artifact_errors)
         if run.artifact_errors:
             why = "; ".join(run.artifact_errors)
-            run.set_tags({"sweep.artifact_error": why})
+            run.set_tags({Tag.ARTIFACT_ERROR: why})
             trial.set_user_attr(Attr.ARTIFACT_ERROR, why)
             if self.files.in_a_row == 1:
                 warn(f"trial {trial.number}: could not write {why}")
@@ -280,7 +281,7 @@ class Objective:
             return
         with tempfile.TemporaryDirectory() as tmp:
             if keeper.save(Path(tmp) / WEIGHTS) is not None and run.log_artifact(Path(tmp) / WEIGHTS):
-                run.set_tags({"sweep.checkpoint_epoch": keeper.epoch})
+                run.set_tags({Tag.CHECKPOINT_EPOCH: keeper.epoch})
                 trial.set_user_attr(Attr.CHECKPOINT_EPOCH, keeper.epoch)
 
     def _reporter(
@@ -292,8 +293,7 @@ class Objective:
         reports: Reports | None,
         owner: Owner,
     ) -> Callable[[int, Mapping[str, float]], None]:
-        target = self.sf.study.metric[0]
-        can_prune = not self.sf.study.multi_objective
+        target, can_prune = self.sf.study.metric[0], not self.sf.study.multi_objective
         plots = self.sf.tracking.trial_plots
         progress = self.watchdog.progress
 
@@ -312,7 +312,7 @@ class Objective:
                         trial.report(metrics[target], epoch)
                         prune = trial.should_prune()
                     if prune:
-                        run.set_tags({"sweep.pruned_at_epoch": epoch})
+                        run.set_tags({Tag.PRUNED_AT: epoch})
             pause("epoch", epoch)  # an instant inside training, for the fault tests (sweep.core.faultpoints)
             if prune:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")

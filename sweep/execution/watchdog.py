@@ -42,7 +42,7 @@ import optuna
 
 from sweep.core.errors import EXIT_RUNTIME, to_stderr
 from sweep.core.interrupts import Interrupts, RaisedInto
-from sweep.storage.storage import Attr
+from sweep.core.records import Attr
 
 # Ignored by default: one that arrives after the handler is gone (a race at the end of a study) does nothing.
 SIGNAL = signal.SIGURG

@@ -21,7 +21,7 @@ import pandas as pd
 
 from sweep.core.errors import one_line
 from sweep.core.faultpoints import pause
-from sweep.storage.storage import Attr
+from sweep.core.records import Attr, Role, runs_filter
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,7 +39,7 @@ def kept_metrics(client: MlflowClient, study: optuna.Study) -> dict[int, dict[st
     if parent is None:
         return {}
     experiment = client.get_run(parent).info.experiment_id
-    query = f"tags.`sweep.role` = 'trial' and tags.`sweep.study_name` = '{study.study_name}'"
+    query = runs_filter(Role.TRIAL, study.study_name)
     runs, token = {}, None
     while True:
         page = client.search_runs([experiment], query, max_results=1000, page_token=token)

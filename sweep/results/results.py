@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 import optuna
 
 from sweep.core.errors import SweepError
+from sweep.core.records import Attr
 from sweep.results.evaluation import Interval, mean_ci, metric_range
 from sweep.storage.storage import load_existing_study
 from sweep.studyfile.compare import members
 from sweep.studyfile.config import StudyFile
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
-EVALUATION_ATTR = "sweep.evaluation"  # study → {trial number: {"seeds", "run_id", "values"}} (sweep.evaluate)
+EVALUATION_ATTR = Attr.EVALUATION  # study → {trial number: {"seeds", "run_id", "values"}} (sweep.evaluate)
 
 
 @dataclass

@@ -30,9 +30,9 @@ import optuna
 
 from sweep.core.errors import SweepError, one_line, to_stderr
 from sweep.core.interrupts import Interrupts
+from sweep.core.records import Attr
 from sweep.core.urls import redact
 
-FAIL_REASON = "fail_reason"  # the trial attribute saying why it failed (sweep.storage.storage.Attr.FAIL)
 AFTER_SIGNAL_S = 5.0  # after Ctrl-C or SIGTERM, how long a call is retried (the writes closing the work)
 
 
@@ -239,7 +239,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         dead = []
         for i, why in reasons.items():  # the reason first: a finished trial takes no attribute
             try:
-                self.set_trial_user_attr(i, FAIL_REASON, why)
+                self.set_trial_user_attr(i, Attr.FAIL, why)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another process failed it already
             dead.append(i)

@@ -15,29 +15,14 @@ from typing import Any, TypeVar
 import optuna
 
 from sweep.core.errors import SweepError, one_line
+from sweep.core.records import Attr as Attr  # re-exported: the keys moved to sweep.core.records
 from sweep.core.sqlite import private_dir, private_file
 from sweep.core.urls import redact, seal, sqlite_init_lock, sqlite_path, unseal
-from sweep.storage.resilient import FAIL_REASON, ResilientStorage, StorageDown
+from sweep.storage.resilient import ResilientStorage, StorageDown
 
 DEFAULT_STORAGE = "sqlite:///.sweep/optuna.db"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 T = TypeVar("T")
-
-
-class Attr:
-    """The user-attribute keys sweep writes on trials and studies (defined once, read everywhere)."""
-
-    RUN = "mlflow_run_id"  # trial → its MLflow child run
-    PARENT = "mlflow_parent_run_id"  # study → its MLflow parent run
-    FAIL = FAIL_REASON  # trial → why it failed
-    CONFIG = "config"  # trial → the resolved config export replays
-    WEIGHTS = "weights"  # trial → the effective loss weights, in the loop's loss order
-    SEED = "seed"  # trial → the model/batch seed
-    BEST_EPOCH = "best_epoch"  # trial → the epoch its value comes from (score: best, early stopping)
-    EARLY_STOP = "early_stopped_at_epoch"  # trial → the epoch early stopping ended it
-    CHECKPOINT_EPOCH = "checkpoint_epoch"  # trial → the epoch of the weights it kept (weights.pt)
-    ARTIFACT_ERROR = "artifact_error"  # trial → why some of its files (weights.pt, config.yaml...) are missing
-    SETTINGS = "sweep.settings"  # study → what its trials are compared on (see sweep.execution.runner.settings)
 
 
 WEIGHTS = "weights.pt"  # the kept weights' artifact name: {model name: state_dict}

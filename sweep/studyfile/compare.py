@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sweep.core.records import experiment_name
 from sweep.studyfile.config import StudyFile, TrackingSection
 from sweep.studyfile.search_checks import label_of
 
@@ -50,7 +51,7 @@ def members(sf: StudyFile) -> list[Member]:
     if key is None:
         return []
     spec = sf.search.params[key]
-    experiment = sf.tracking.experiment or sf.study.name
+    experiment = experiment_name(sf.tracking.experiment, sf.study.name)
     out = []
     for value in spec.choices:  # type: ignore[union-attr]
         label = label_of(value)

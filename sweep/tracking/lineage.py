@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sweep.core.records import Role, Tag, experiment_name, runs_filter
 from sweep.core.urls import absolute_sqlite
 from sweep.studyfile.config import StudyFile
 from sweep.tracking.tracking import quiet_mlflow
@@ -34,15 +35,15 @@ def nest_under_comparison(sf: StudyFile, parent_ids: Sequence[str]) -> str:
 
     quiet_mlflow()
     client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
-    name = sf.tracking.experiment or sf.study.name
+    name = experiment_name(sf.tracking.experiment, sf.study.name)
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None, "the sub-studies created it"
-    tags = {"sweep.role": "comparison", "sweep.study_name": sf.study.name}
+    tags = {Tag.ROLE: Role.COMPARISON, Tag.STUDY_NAME: sf.study.name}
 
     def earliest() -> str | None:
         found = client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"tags.`sweep.role` = 'comparison' and tags.`sweep.study_name` = '{sf.study.name}'",
+            filter_string=runs_filter(Role.COMPARISON, sf.study.name),
             max_results=100,
         )
         return min(((r.info.start_time, r.info.run_id) for r in found), default=(0, None))[1]

@@ -30,8 +30,9 @@ from mlflow.exceptions import MlflowException
 
 from sweep.core.errors import SweepError, one_line
 from sweep.core.faultpoints import pause
+from sweep.core.records import Attr, Role, Tag, experiment_name, runs_filter
 from sweep.core.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
-from sweep.storage.storage import Attr, trial_id
+from sweep.storage.storage import trial_id
 from sweep.studyfile.config import StudySection, TrackingSection
 from sweep.tracking.artifacts import artifact_root
 from sweep.tracking.mlflowdb import prepare_stores
@@ -117,7 +118,7 @@ def close_run(client: MlflowClient, run_id: str, state: optuna.trial.TrialState,
     """Close a trial's run to agree with its Optuna state: tag the state (and the failure reason), set
     the matching status. The one mapping from a trial's outcome to MLflow, for every path that ends
     a run (normal end, interrupt, a dead worker's trial)."""
-    tags = {"sweep.trial_state": state.name, **({"sweep.fail_reason": reason} if reason else {})}
+    tags = {Tag.TRIAL_STATE: state.name, **({Tag.FAIL_REASON: reason} if reason else {})}
     client.log_batch(run_id, tags=_tags(tags))
     client.set_terminated(run_id, status=STATUS.get(state, "FAILED"))
 
@@ -157,10 +158,10 @@ class TrialRun:
             run_name=f"{tracker.run_prefix}trial-{trial.number}",
             tags={
                 "mlflow.parentRunId": tracker.parent_id,
-                "sweep.role": "trial",
-                "sweep.study_name": trial.study.study_name,
-                "sweep.trial_number": str(trial.number),
-                "sweep.trial_state": "RUNNING",
+                Tag.ROLE: Role.TRIAL,
+                Tag.STUDY_NAME: trial.study.study_name,
+                Tag.TRIAL_NUMBER: str(trial.number),
+                Tag.TRIAL_STATE: "RUNNING",
             },
         )
         pause("run_created")
@@ -245,7 +246,7 @@ class Tracker:
         prepare_stores(cfg.uri, artifact_root(cfg))  # a new SQLite store: a copy of a migrated one, the owner's only
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = RetryingClient(absolute_sqlite(cfg.uri), retry_s, cfg.uri)
-        self.experiment_name = cfg.experiment or study.study_name
+        self.experiment_name = experiment_name(cfg.experiment, study.study_name)
         self.run_prefix = f"{cfg.choice} · " if hasattr(cfg, "choice") else ""  # a compared choice (MemberTracking)
         self.experiment_id = self._experiment(cfg.artifact_location or default_artifact_location(cfg.uri))
         self.parent_id = self._parent(study)
@@ -280,11 +281,8 @@ class Tracker:
             run_id = found[0]
             self.client.update_run(run_id, status="RUNNING")
         else:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=study.study_name,
-                tags={"sweep.role": "parent", "sweep.study_name": study.study_name},
-            )
+            tags = {Tag.ROLE: Role.PARENT, Tag.STUDY_NAME: study.study_name}
+            run = self.client.create_run(self.experiment_id, run_name=study.study_name, tags=tags)
             run_id = run.info.run_id
             # Workers starting together may each have created one: all keep the earliest, drop the rest.
             earliest = self._parents(study.study_name)[0]
@@ -296,11 +294,7 @@ class Tracker:
 
     def _parents(self, study_name: str) -> list[str]:
         """Ids of the study's parent runs, earliest first (ties broken by id, the same for every worker)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`sweep.role` = 'parent' and tags.`sweep.study_name` = '{study_name}'",
-            max_results=100,
-        )
+        runs = self.client.search_runs([self.experiment_id], runs_filter(Role.PARENT, study_name), max_results=100)
         return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
     def set_parent_tags(self, tags: Mapping[str, Any]) -> None:

@@ -14,14 +14,15 @@ import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from sweep.core.records import Role, Tag, runs_filter, tag_clause
 from sweep.studyfile.config import StudySection
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags under this prefix
 # The runs a trials' view lists: not the evaluation runs (sweep.evaluate), whose target metric holds one seed's
 # value (each seed is a step; MLflow shows the last) and would rank among the trials; their mean has a view of
 # its own (evaluations_view_url). Every run sweep writes has a role tag: trial, parent, comparison, evaluation.
-TRIALS_FILTER = "tags.`sweep.role` != 'evaluation'"
-EVALUATIONS_FILTER = "tags.`sweep.role` = 'evaluation'"
+TRIALS_FILTER = tag_clause(Tag.ROLE, Role.EVALUATION, "!=")
+EVALUATIONS_FILTER = runs_filter(Role.EVALUATION)
 
 
 def runs_view_url(

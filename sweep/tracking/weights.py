@@ -21,8 +21,9 @@ from objectives.loops import LOOPS
 from objectives.problems import build_problem
 from objectives.resolved import resolved
 from sweep.core.errors import SweepError, one_line
+from sweep.core.records import Attr
 from sweep.core.urls import absolute_sqlite, redact
-from sweep.storage.storage import WEIGHTS, Attr
+from sweep.storage.storage import WEIGHTS
 from sweep.tracking.tracking import quiet_mlflow
 
 
