@@ -184,7 +184,7 @@ def start_cli(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 def interrupt(proc: subprocess.Popen[str]) -> tuple[str, float]:
-    """Ctrl-C ``proc`` now (the caller holds it where it wants, see :mod:`tests.pausing`); its stderr and
+    """Ctrl-C ``proc`` now (the caller holds it where it wants, see :mod:`tests.support.pausing`); its stderr and
     how long it took to exit."""
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from sweep.core.errors import SweepError
 from sweep.studyfile.config import TrackingSection
 from sweep.tracking.artifacts import STOP_AFTER, ArtifactWatch, artifact_root, check_artifact_space, unwritable
-from tests.agreement import check_agreement
 from tests.conftest import run_cli, start_cli, tiny_study, write_yaml
+from tests.support.agreement import check_agreement
 
 
 def _mount_error() -> str | None:

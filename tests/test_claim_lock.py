@@ -16,9 +16,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.agreement import check_agreement
 from tests.conftest import postgres_error, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses, alive
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses, alive
 
 KINDS = [
     "sqlite",
@@ -32,7 +32,7 @@ def _storage(kind: str, tmp_path: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
         return
-    from tests.pgtools import database, pg
+    from tests.support.pgtools import database, pg
 
     with database() as db:
         yield pg(db)

@@ -18,15 +18,15 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep.core.faultpoints import POINTS
-from tests.agreement import check_agreement
-from tests.chaos import chaos
 from tests.conftest import ROOT, postgres_error, run_cli, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses, alive
-from tests.pgtools import database as _database
-from tests.pgtools import outage as _outage
-from tests.pgtools import pg as _pg
-from tests.pgtools import pg_study
-from tests.pgtools import until_refused as _until_refused
+from tests.support.agreement import check_agreement
+from tests.support.chaos import chaos
+from tests.support.pausing import Pauses, alive
+from tests.support.pgtools import database as _database
+from tests.support.pgtools import outage as _outage
+from tests.support.pgtools import pg as _pg
+from tests.support.pgtools import pg_study
+from tests.support.pgtools import until_refused as _until_refused
 
 # Kills in these tests: beat every second, call a process dead after 2 s without a beat.
 FAST = {"heartbeat_interval": 1, "grace_period": 2, "pruner": "none"}
@@ -350,7 +350,7 @@ def test_four_machines_started_at_once_share_no_parameter_set(tmp_path: Path) ->
 def test_chaos_machines_killed_at_random_and_a_storage_outage(tmp_path: Path) -> None:
     """4 processes on one PostgreSQL study, 3 SIGKILLs at random instants (each job restarted), one 10 s
     outage: exactly n_trials finished, nothing RUNNING, every failure explained, no parameter set twice
-    (``python -m tests.chaos`` runs a bigger one for the figures in docs/explanation/faults.md)."""
+    (``python -m tests.support.chaos`` runs a bigger one for the figures in docs/explanation/faults.md)."""
     figures = chaos(tmp_path, trials=12, processes=4, kills=3, outage_s=10.0, seed=1)
     assert figures["kills"] == 3  # each landed inside a trial, which failed and was re-queued
     assert figures["failed_trials"] >= 3 and figures["requeued"] >= 3, figures

@@ -13,7 +13,7 @@ import torch
 
 from sweep.results.results import EVALUATION_ATTR
 from tests.conftest import run_main, tiny_study, write_yaml
-from tests.thread_problems import ThreadProbe
+from tests.support.thread_problems import ThreadProbe
 
 TRAINING_COMMANDS = ("sweep.run", "sweep.evaluate", "sweep.export")
 
@@ -29,7 +29,7 @@ def ambient_threads() -> Iterator[None]:
 
 def _probe_study(tmp_path: Path, name: str, **sections: dict) -> Path:
     doc = tiny_study(name, study={"n_trials": 2})
-    doc["objective"]["problem"] = {"name": "tests.thread_problems:probe"}
+    doc["objective"]["problem"] = {"name": "tests.support.thread_problems:probe"}
     doc.update(sections)
     return write_yaml(tmp_path / "s.yaml", doc)
 

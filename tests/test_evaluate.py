@@ -17,7 +17,7 @@ from sweep.results.results import EVALUATION_ATTR, chosen
 from sweep.storage.storage import Attr
 from sweep.studyfile.config import parse_study
 from tests.conftest import run_main, tiny_study, write_yaml
-from tests.evaluation_problems import Tripwire, guarded
+from tests.support.evaluation_problems import Tripwire, guarded
 
 T_975_4 = 2.7764451051977987  # Student t, 97.5 % quantile, 4 degrees of freedom (tables)
 
@@ -38,7 +38,10 @@ def _runs(folder: Path, experiment: str) -> list:
 
 def _guarded_study(name: str, **problem_options: object) -> dict:
     doc = tiny_study(name)
-    doc["objective"]["problem"] = {"name": "tests.evaluation_problems:guarded", "options": dict(problem_options)}
+    doc["objective"]["problem"] = {
+        "name": "tests.support.evaluation_problems:guarded",
+        "options": dict(problem_options),
+    }
     return doc
 
 

@@ -234,7 +234,7 @@ def test_export_replays_a_trial_on_the_dataloader_path(tmp_path: Path) -> None:
     doc = tiny_study("loader", study={"n_trials": 3})
     doc["objective"] = {
         **doc["objective"],
-        "problem": "tests.fault_problems:augmented",
+        "problem": "tests.support.fault_problems:augmented",
         "data": {"num_workers": 2, "persistent_workers": True},
     }
     path = write_yaml(tmp_path / "loader.yaml", doc)

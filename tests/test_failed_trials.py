@@ -19,7 +19,7 @@ from tests.conftest import ROOT, _answers, _free_port, run_main, tiny_study, wri
 
 def test_failed_trials_keep_reason_and_traceback_and_an_all_failed_run_exits_1(tmp_path: Path) -> None:
     doc = tiny_study("fails", study={"n_trials": 2})
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:fails_in_training"}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:fails_in_training"}
     write_yaml(tmp_path / "f.yaml", doc)
     out = run_main("sweep.run", "f.yaml", "--no-report", "--verbose", cwd=tmp_path)
     assert out.returncode == 1
@@ -41,7 +41,7 @@ def test_failed_trials_keep_reason_and_traceback_and_an_all_failed_run_exits_1(t
 
 def test_without_verbose_a_failure_is_one_line(tmp_path: Path) -> None:
     doc = tiny_study("quiet", study={"n_trials": 1})
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:fails_in_training"}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:fails_in_training"}
     write_yaml(tmp_path / "f.yaml", doc)
     out = run_main("sweep.run", "f.yaml", "--no-report", cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr

@@ -15,10 +15,10 @@ from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.helpers import NonFiniteLossError
 from objectives.problems import build_problem
-from tests.agreement import check_agreement
 from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses
-from tests.sweep.test_config import BAD, SECRET
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
+from tests.sweep.studyfile.test_config import BAD, SECRET
 
 
 @pytest.mark.parametrize(("text", "key", "fragment"), BAD.values(), ids=BAD.keys())
@@ -78,7 +78,7 @@ def test_cuda_device_without_cuda_is_refused(tmp_path: Path) -> None:
 
 def test_nan_stops_within_the_epoch() -> None:
     """A loss that becomes infinite mid-epoch stops the trial within 32 steps, not at the epoch's end."""
-    from tests import fault_problems
+    from tests.support import fault_problems
 
     problem = fault_problems.explodes(0)
     cfg = DualLossConfig(problem="x:y", seed=0, data_seed=0, device="cpu", epochs=1, batch_size=16)
@@ -90,7 +90,7 @@ def test_nan_stops_within_the_epoch() -> None:
 def test_out_of_memory_fails_the_trial_and_the_study_goes_on(tmp_path: Path) -> None:
     """A CUDA OOM ends its trial FAILED (reason recorded in both systems); the next trial runs."""
     doc = tiny_study("oom", study={"sampler": {"type": "grid"}, "n_trials": 2})
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:oom", "options": {"fail": True}}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:oom", "options": {"fail": True}}
     doc["search"] = {"params": {"problem.options.fail": {"type": "categorical", "choices": [True, False]}}}
     path = write_yaml(tmp_path / "oom.yaml", doc)
     result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
@@ -158,7 +158,7 @@ def test_ctrl_c_closes_runs_and_resumes(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_build_problem_for_fault_module() -> None:
     """The fault problems are importable by path (what the tests above rely on)."""
-    assert build_problem("tests.fault_problems:oom", {"fail": False}, 0).a.train[0].shape == (64, 4)
+    assert build_problem("tests.support.fault_problems:oom", {"fail": False}, 0).a.train[0].shape == (64, 4)
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,11 @@ def test_unusable_data_is_refused_before_anything_is_created(
     tmp_path: Path, options: dict | None, fragment: str
 ) -> None:
     """An empty split or a stream without steps per epoch: one line naming the problem, exit 2, nothing written."""
-    name = "tests.fault_problems:empty" if options is not None else "tests.fault_problems:stream_without_length"
+    name = (
+        "tests.support.fault_problems:empty"
+        if options is not None
+        else "tests.support.fault_problems:stream_without_length"
+    )
     doc = tiny_study("data", objective={"problem": {"name": name, "options": options or {}}})
     write_yaml(tmp_path / "bad.yaml", doc)
     result = run_main("sweep.run", "bad.yaml", cwd=tmp_path)
@@ -186,10 +190,10 @@ def test_unusable_data_is_refused_before_anything_is_created(
 @pytest.mark.parametrize(
     ("problem", "check", "fragment"),
     [
-        ({"name": "tests.fault_problems:exits"}, False, "called sys.exit(0)"),
-        ({"name": "tests.fault_problems:exits"}, True, "called sys.exit(0)"),
-        ({"name": "tests.fault_problems:exits", "options": {"code": "bye"}}, False, "called sys.exit('bye')"),
-        ({"name": "tests.fault_problems:exits_in_forward"}, True, "SystemExit: 0"),
+        ({"name": "tests.support.fault_problems:exits"}, False, "called sys.exit(0)"),
+        ({"name": "tests.support.fault_problems:exits"}, True, "called sys.exit(0)"),
+        ({"name": "tests.support.fault_problems:exits", "options": {"code": "bye"}}, False, "called sys.exit('bye')"),
+        ({"name": "tests.support.fault_problems:exits_in_forward"}, True, "SystemExit: 0"),
     ],
     ids=["builder", "builder --check", "builder sys.exit('bye')", "model --check"],
 )
@@ -209,7 +213,7 @@ def test_a_trial_whose_builder_exits_fails_with_its_reason(tmp_path: Path) -> No
     """A builder that calls sys.exit(0) for one searched option (the preflight builds the file's own,
     which returns): that trial fails with the reason in both systems, and the study goes on."""
     doc = tiny_study("exits", study={"sampler": {"type": "grid"}, "n_trials": 2})
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:exits", "options": {"exit": False}}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:exits", "options": {"exit": False}}
     doc["search"] = {"params": {"problem.options.exit": {"type": "categorical", "choices": [True, False]}}}
     path = write_yaml(tmp_path / "exits.yaml", doc)
     result = run_main("sweep.run", str(path), "--no-report", cwd=tmp_path)
@@ -217,7 +221,7 @@ def test_a_trial_whose_builder_exits_fails_with_its_reason(tmp_path: Path) -> No
     study = optuna.load_study(study_name="exits", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
     states = {t.params["problem.options.exit"]: t for t in study.trials}
     assert states[True].state.name == "FAIL" and states[False].state.name == "COMPLETE"
-    assert "tests.fault_problems:exits called sys.exit(0)" in states[True].user_attrs["fail_reason"]
+    assert "tests.support.fault_problems:exits called sys.exit(0)" in states[True].user_attrs["fail_reason"]
     run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(states[True].user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "called sys.exit(0)" in run.data.tags["sweep.fail_reason"]
 
@@ -231,7 +235,7 @@ def test_a_trial_that_exhausts_memory_fails_alone(tmp_path: Path, k: int) -> Non
     import gc
 
     doc = tiny_study("hog", study={"n_trials": 3, "pruner": "none", "parallel_trials": k})
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:exhausts_memory"}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:exhausts_memory"}
     path = write_yaml(tmp_path / "hog.yaml", doc)
     gc.disable()
     try:

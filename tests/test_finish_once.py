@@ -14,10 +14,10 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from sweep.execution.finishing import FINISHED_BY
-from tests.agreement import check_agreement
 from tests.conftest import postgres_error, run_cli, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses
-from tests.pgtools import database, pg, pg_study
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
+from tests.support.pgtools import database, pg, pg_study
 
 needs_postgres = pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 HOST = re.escape(socket.gethostname())

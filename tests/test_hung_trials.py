@@ -15,9 +15,9 @@ from sweep.core.errors import ConfigError
 from sweep.core.interrupts import Interrupts
 from sweep.execution.watchdog import TrialTimeout, Watchdog
 from sweep.studyfile.config import load_study
-from tests.agreement import check_agreement
 from tests.conftest import run_main, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
 
 MIN = "study: {name: s, %s}\nobjective: {problem: linear_pair}\n"
 
@@ -102,7 +102,7 @@ LIMIT = 10
 def _hang_study(name: str, how: str, limits: dict, n_trials: int = 3, env: str = "") -> dict:
     doc = tiny_study(name, study={"n_trials": n_trials, "pruner": "none", "heartbeat_interval": 1, **limits})
     doc["study"]["grace_period"] = 2
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:hangs", "options": {"how": how, "env": env}}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:hangs", "options": {"how": how, "env": env}}
     return doc
 
 

@@ -156,3 +156,84 @@ def test_few_modules_directly_in_sweep() -> None:
     """sweep/ holds the package and the command starters; the code lives in its wings."""
     top = sorted(p.name for p in (ROOT / "sweep").glob("*.py"))
     assert len(top) <= TOP_LEVEL_MODULES, top
+
+
+# The modules of sweep/<wing>/ with no unit test file tests/sweep/<wing>/test_<module>.py, each with where it
+# is tested instead. Issue #27 allows five; the rest are tested through the commands, in processes, by the
+# files named here, and still want a unit file each (test_the_listed_modules_are_few is the reminder).
+NO_UNIT_TEST_FILE: dict[str, str] = {
+    "commands.cli": "the commands' shared options, through the CLI: tests/test_cli.py, tests/test_cpu_threads.py",
+    "commands.evaluate": "a command end to end in processes: tests/test_evaluate.py",
+    "commands.export": "a command end to end in processes: tests/test_export_report.py",
+    "commands.report": "a command end to end in processes: tests/test_export_report.py",
+    "commands.run": "a command end to end in processes: tests/test_cli.py, tests/sweep/execution/test_workers.py",
+    "commands.ui": "opens a server and a browser: tests/test_browser.py, tests/test_tracking_server.py",
+    "core.errors": "every command's one-line errors: tests/test_study_checks.py, tests/test_secrets.py",
+    "core.faultpoints": "kills a process at each point: tests/test_cluster_faults.py, tests/test_claim_lock.py",
+    "execution.comparable": "an edited file on an old study: tests/test_study_checks.py, tests/test_secrets.py",
+    "execution.finishing": "several processes end one study: tests/test_finish_once.py",
+    "execution.memory": "out-of-memory trials: tests/sweep/execution/test_trial.py, tests/test_faults.py",
+    "execution.runner": "a session end to end: tests/test_faults.py, tests/sweep/execution/test_workers.py",
+    "execution.watchdog": "hung trials, in process and in processes: tests/test_hung_trials.py",
+    "results.report": "through the report command: tests/test_export_report.py",
+    "results.results": "through the evaluate command: tests/test_evaluate.py",
+    "results.scoring": "score: best and early stopping: tests/test_models.py, tests/sweep/results/test_evaluation.py",
+    "storage.claimlock": "processes stopped holding the lock: tests/test_claim_lock.py",
+    "storage.ownership": "a trial ended by another process: tests/sweep/execution/test_trial.py, "
+    "tests/test_stopped_process.py",
+    "storage.storage": "Optuna storages: tests/sweep/storage/test_claims.py, test_pruning.py, test_resilient.py",
+    "studyfile.compare": "compare studies: tests/test_studies.py, tests/sweep/tracking/test_tracking.py",
+    "studyfile.search_checks": "search spaces refused before trials: tests/test_study_checks.py",
+    "studyfile.studyyaml": "the malformed-file table: tests/sweep/studyfile/test_config.py, tests/test_secrets.py",
+    "tracking.artifacts": "a full disk at exact instants, in processes: tests/test_artifact_faults.py",
+    "tracking.lineage": "nested runs through export and report: tests/test_export_report.py",
+    "tracking.trackingretry": "a stopped MLflow server: tests/test_tracking_retry.py, "
+    "tests/sweep/tracking/test_tracking.py",
+    "tracking.weights": "kept weights and the registry: tests/test_models.py",
+}
+MOST_LISTED = 5  # issue #27
+
+
+def _wing_modules() -> set[str]:
+    return {
+        f"{p.parent.name}.{p.stem}"
+        for wing in WINGS
+        if wing != ("",)
+        for name in wing
+        for p in (ROOT / "sweep" / name).glob("*.py")
+        if p.stem != "__init__"
+    }
+
+
+def _unit_test_file(module: str) -> Path:
+    wing, name = module.split(".")
+    return ROOT / "tests" / "sweep" / wing / f"test_{name}.py"
+
+
+def test_every_module_has_a_unit_test_file_or_is_listed() -> None:
+    """``sweep/<wing>/<module>.py`` is tested by ``tests/sweep/<wing>/test_<module>.py``, or listed above
+    with where it is tested; a listed module that has its file, or is gone, is taken off the list."""
+    modules = _wing_modules()
+    has_file = {m for m in modules if _unit_test_file(m).exists()}
+    missing = sorted(modules - has_file - NO_UNIT_TEST_FILE.keys())
+    assert not missing, f"no tests/sweep/<wing>/test_<module>.py and not listed: {', '.join(missing)}"
+    stale = sorted(NO_UNIT_TEST_FILE.keys() - (modules - has_file))
+    assert not stale, f"listed in NO_UNIT_TEST_FILE but has a unit test file or is gone: {', '.join(stale)}"
+
+
+def test_unit_test_files_mirror_the_wings() -> None:
+    """Every ``tests/sweep/<wing>/test_<module>.py`` names a module of that wing (a moved module moves its test)."""
+    wings = {name for wing in WINGS for name in wing if name}
+    files = sorted((ROOT / "tests" / "sweep").glob("*/test_*.py"))
+    strays = [
+        str(f.relative_to(ROOT))
+        for f in files
+        if f.parent.name not in wings
+        or not (ROOT / "sweep" / f.parent.name / f"{f.stem.removeprefix('test_')}.py").exists()
+    ]
+    assert files and not strays, f"unit test files that mirror no module: {', '.join(strays)}"
+
+
+@pytest.mark.xfail(strict=True, reason="issue #27: more modules lack a unit test file than the five allowed")
+def test_the_listed_modules_are_few() -> None:
+    assert len(NO_UNIT_TEST_FILE) <= MOST_LISTED

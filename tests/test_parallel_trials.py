@@ -12,9 +12,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.agreement import check_agreement
 from tests.conftest import interrupt, run_cli, run_main, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
 
 POINTS = [
     {"optimizer.lr": lr, "weights.log10_ratio": r}

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from tests.conftest import PG_URL, postgres_error, run_cli, run_main, tiny_study, write_yaml
-from tests.pgtools import pg_study
+from tests.support.pgtools import pg_study
 
 URL = PG_URL
 

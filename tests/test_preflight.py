@@ -1,6 +1,6 @@
 """The preflight: a problem is built and one batch of each task pushed through it before a study starts.
 
-Every broken problem (tests/fault_problems.py) is refused through the CLI, with and without --check:
+Every broken problem (tests/support/fault_problems.py) is refused through the CLI, with and without --check:
 exit 2, one stderr line naming the problem and what is wrong, no traceback, nothing created.
 """
 
@@ -22,7 +22,7 @@ from objectives.preflight import check_batch
 from objectives.problems import Problem, Task, build_problem
 from tests.conftest import run_main, tiny_study, write_yaml
 
-F = "tests.fault_problems"
+F = "tests.support.fault_problems"
 
 
 def _study(name: str, options: dict[str, Any] | None = None, loop: str = "dual_loss", n_weights: int = 2) -> dict:
@@ -80,7 +80,11 @@ BROKEN: dict[str, tuple[str, dict[str, Any], str, int, str, str]] = {
         f"{F}:raises", {}, "dual_loss", 2, f"{F}:raises: ", "raised ValueError: the data folder /nowhere is missing"
     ),
     "module raises on import": (
-        "tests.fault_module_import:make", {}, "dual_loss", 2, "cannot import module 'tests.fault_module_import'",
+        "tests.support.fault_module_import:make",
+        {},
+        "dual_loss",
+        2,
+        "cannot import module 'tests.support.fault_module_import'",
         "its code raised RuntimeError: cannot reach the data server",
     ),
     "alternating: B's loss": (

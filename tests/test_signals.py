@@ -19,9 +19,9 @@ from sqlalchemy import exc
 import sweep.storage.resilient
 from sweep.core.interrupts import Interrupts
 from sweep.storage.resilient import ResilientStorage, StorageDown
-from tests.agreement import check_agreement
 from tests.conftest import run_main, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses, alive
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses, alive
 
 PROMPT = 30  # seconds: "within a few seconds", with room for a loaded 2-core machine
 
@@ -162,7 +162,7 @@ def test_sigterm_while_the_users_code_blocks_writes_nothing(
     hung 9 minutes)."""
     marker = tmp_path / "markers" / "blocked"
     marker.parent.mkdir()
-    problem = "tests.sleeps_on_import:make" if phase == "import" else "tests.signal_problems:blocks"
+    problem = "tests.support.sleeps_on_import:make" if phase == "import" else "tests.support.signal_problems:blocks"
     monkeypatch.setenv("SWEEP_TEST_MARKER" if phase == "import" else "SWEEP_TEST_BLOCK", str(marker))
     doc = tiny_study("blocked")
     doc["objective"]["problem"] = {"name": problem, "options": {}}
@@ -212,7 +212,7 @@ def test_sigterm_ends_the_other_commands_mid_work(
     at the start of its report: SIGTERM ends each within seconds with one line and exit 130 (before: killed
     by the signal, status -15, nothing said), the study's records untouched."""
     doc = tiny_study("cmd", study={"n_trials": 2, "pruner": "none"})
-    doc["objective"]["problem"] = {"name": "tests.signal_problems:blocks", "options": {}}
+    doc["objective"]["problem"] = {"name": "tests.support.signal_problems:blocks", "options": {}}
     path = write_yaml(tmp_path / "c.yaml", doc)
     assert run_main("sweep.run", str(path), "--no-report", cwd=tmp_path).returncode == 0
     marker = tmp_path / "markers" / "blocked"

@@ -12,9 +12,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.agreement import check_agreement
 from tests.conftest import start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
 
 
 def _record(client: MlflowClient, run_id: str) -> dict:

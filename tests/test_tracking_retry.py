@@ -23,9 +23,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.agreement import check_agreement
 from tests.conftest import ROOT, _answers, _free_port, run_cli, start_cli, tiny_study, write_yaml
-from tests.pausing import Pauses
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
 
 
 class Server:

@@ -23,8 +23,8 @@ from tests.conftest import (
     tiny_study,
     write_yaml,
 )
-from tests.pausing import Pauses, alive
-from tests.pgtools import pg_study
+from tests.support.pausing import Pauses, alive
+from tests.support.pgtools import pg_study
 
 PG = PG_URL
 
@@ -131,7 +131,7 @@ def test_a_worker_that_crashes_is_topped_up_by_the_coordinator(tmp_path: Path, m
     the coordinator says so, fails its trial once stale, runs the rest and exits 0 with n_trials finished."""
     study_cfg = {"n_trials": 6, "pruner": "none", "heartbeat_interval": 1, "grace_period": 2}
     doc = tiny_study("crash", study=study_cfg)
-    doc["objective"]["problem"] = {"name": "tests.fault_problems:crashes_in_workers"}
+    doc["objective"]["problem"] = {"name": "tests.support.fault_problems:crashes_in_workers"}
     path = write_yaml(tmp_path / "c.yaml", doc)
     # The coordinator is held after its first trial until the worker has reached its own and died.
     pauses = Pauses(tmp_path / "pauses", "closed@main", "asked@workers").apply(monkeypatch)

@@ -1,7 +1,7 @@
 """A chaos run: several machines on one PostgreSQL study, SIGKILLs at random instants of trials (each killed
 machine's job restarted, as a cluster scheduler would), one storage outage; then the study must be whole.
 
-    python -m tests.chaos --trials 24 --processes 4 --kills 6 --outage 10   # the figures in docs/explanation/faults.md
+    python -m tests.support.chaos --trials 24 --processes 4 --kills 6 --outage 10  # docs/explanation/faults.md
 
 ``tests/test_cluster_faults.py`` runs a small one in the suite. Needs the local PostgreSQL.
 """
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import optuna
 
-from tests.agreement import check_agreement
 from tests.conftest import ROOT, tiny_study, write_yaml
-from tests.pausing import Pauses
-from tests.pgtools import database, outage, pg, pg_study, until_refused
+from tests.support.agreement import check_agreement
+from tests.support.pausing import Pauses
+from tests.support.pgtools import database, outage, pg, pg_study, until_refused
 
 
 def _start(path: Path, folder: Path, pauses: dict[str, str]) -> subprocess.Popen[str]:

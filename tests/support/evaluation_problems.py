@@ -1,4 +1,4 @@
-"""Problems for the evaluation tests (named as ``tests.evaluation_problems:<function>``)."""
+"""Problems for the evaluation tests (named as ``tests.support.evaluation_problems:<function>``)."""
 
 from __future__ import annotations
 

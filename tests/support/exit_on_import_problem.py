@@ -1,5 +1,5 @@
 """A user problem module that calls ``sys.exit`` while it is imported (named
-``tests.exit_on_import_problem:make``): SystemExit is no Exception, and must not end the command."""
+``tests.support.exit_on_import_problem:make``): SystemExit is no Exception, and must not end the command."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A user problem module whose own code fails while it is imported (named ``tests.fault_module_import:make``;
+"""A user problem module whose own code fails while it is imported (named ``tests.support.fault_module_import:make``;
 the import stops before any function is defined)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Problems that fail on purpose, for fault tests (named as ``tests.fault_problems:<function>``)."""
+"""Problems that fail on purpose, for fault tests (named as ``tests.support.fault_problems:<function>``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A problem whose build blocks in the process that sets ``SWEEP_TEST_BLOCK`` (named
-``tests.signal_problems:blocks``): it writes that file (so that a test knows the build is under way), then
+``tests.support.signal_problems:blocks``): it writes that file (so that a test knows the build is under way), then
 blocks. Elsewhere it is the built-in ``linear_pair`` (test split included), so a study of it runs."""
 
 from __future__ import annotations

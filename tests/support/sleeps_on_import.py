@@ -1,5 +1,5 @@
 """A user problem module whose import takes for ever (a data download that hangs), named
-``tests.sleeps_on_import:make``: it writes the file ``SWEEP_TEST_MARKER`` names (so that a test knows the
+``tests.support.sleeps_on_import:make``: it writes the file ``SWEEP_TEST_MARKER`` names (so that a test knows the
 import is under way), then blocks."""
 
 from __future__ import annotations

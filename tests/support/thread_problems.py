@@ -1,4 +1,4 @@
-"""A problem whose model notes, and depends on, torch's thread count (``tests.thread_problems:probe``)."""
+"""A problem whose model notes, and depends on, torch's thread count (``tests.support.thread_problems:probe``)."""
 
 from __future__ import annotations
 

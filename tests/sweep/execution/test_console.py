@@ -75,7 +75,7 @@ def test_every_line_for_the_user_is_one_write(monkeypatch: pytest.MonkeyPatch) -
     warn("careful")
     _say("storage back")
     assert screen.calls == ["error: bad\n", "warning: careful\n", "note: storage back\n"]
-    sweep = Path(__file__).resolve().parents[2] / "sweep"
+    sweep = Path(__file__).resolve().parents[3] / "sweep"
     call = re.compile(r"\bprint\((?:[^()]|\([^()]*\))*file=sys\.stderr")  # print(..., file=sys.stderr)
     printing = [p.name for p in sweep.rglob("*.py") if call.search(p.read_text())]
     assert printing == [], printing

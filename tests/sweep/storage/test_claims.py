@@ -137,7 +137,7 @@ def test_racing_claims_on_postgres_end_exactly_at_n_trials() -> None:
 
 def _until_a_lock_is_awaited() -> None:
     """Until some session of the local PostgreSQL waits for an advisory lock."""
-    from tests.pgtools import _admin
+    from tests.support.pgtools import _admin
 
     admin = _admin()
     try:
@@ -179,7 +179,7 @@ def test_a_claim_whose_lock_died_in_a_blip_yields_to_the_earlier_trial() -> None
     """A's lock connection is dropped while it holds the claim (a blip): B claims the same last place.
     Each counts again once its trial exists, by the same rule: A's trial is the earlier (lower number),
     so it is wanted; B's is not, though B's lock held to the end: exactly one of the two trains."""
-    from tests.pgtools import _admin, database, pg
+    from tests.support.pgtools import _admin, database, pg
 
     with database() as db:
         url = pg(db)

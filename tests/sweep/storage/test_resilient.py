@@ -14,7 +14,7 @@ from sweep.core.errors import SweepError
 from sweep.storage.resilient import ResilientStorage, StorageDown
 from sweep.storage.storage import open_storage
 from tests.conftest import postgres_error
-from tests.pgtools import allow, database, pg, refuse, until_refused
+from tests.support.pgtools import allow, database, pg, refuse, until_refused
 
 
 class _Lines(logging.Handler):

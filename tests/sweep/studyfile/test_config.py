@@ -649,12 +649,12 @@ BAD = {
         "no function",
     ),
     "module raises on import": (
-        "study: {name: s}\nobjective: {problem: 'tests.fault_module_import:make'}",
+        "study: {name: s}\nobjective: {problem: 'tests.support.fault_module_import:make'}",
         "objective.problem",
         "its code raised RuntimeError",
     ),
     "module exits on import": (
-        "study: {name: s}\nobjective: {problem: 'tests.exit_on_import_problem:make'}",
+        "study: {name: s}\nobjective: {problem: 'tests.support.exit_on_import_problem:make'}",
         "objective.problem",
         "its code raised SystemExit",
     ),

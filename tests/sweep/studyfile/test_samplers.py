@@ -9,7 +9,7 @@ import pytest
 
 from sweep.studyfile.samplers import build_pruner, build_sampler
 from sweep.studyfile.space import grid_space, sample
-from tests.sweep.test_space import study_file
+from tests.sweep.studyfile.test_space import study_file
 
 # A 2-D space (CMA-ES needs two dimensions): the loss-weight ratio and the learning rate.
 SPACE = {
