@@ -272,10 +272,15 @@ def test_a_worker_starting_during_an_outage_waits_for_the_storage(
             down.start()
             _until_refused(url)
             pauses.release("opening@workers", procs=[proc])
+            # The coordinator holds again inside its next trial, so it cannot run every trial left while the
+            # worker opens (CI once saw "worker 1: 0 trial(s) run": the coordinator had finished the study).
+            pauses.arm("epoch:1@main")
             pauses.release("epoch:1@main", procs=[proc])
             down.join()
             pauses.wait("epoch:1@workers", [proc])  # it went on to train, not only to wait
+            pauses.wait("epoch:1@main", [proc])
             pauses.release("epoch:1@workers", procs=[proc])
+            pauses.release("epoch:1@main", procs=[proc])
             _, err = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
