@@ -111,21 +111,15 @@ class Interrupts:
         """Raise ``error`` when the shielded write under way ends, back in training (``None``: forget it)."""
         self._deferred = error
 
-    @contextlib.contextmanager
-    def training(self) -> Iterator[None]:
-        """Inside: an interrupt raises at once (tensor work only, no database calls)."""
-        self.check()
-        self._interruptible = True
-        try:
-            yield
-        finally:
-            self._interruptible = False
+    def training(self) -> contextlib.AbstractContextManager[None]:
+        """Inside: an interrupt raises at once (tensor work only, no database calls): :meth:`raising`."""
+        return self.raising()
 
     @contextlib.contextmanager
     def raising(self) -> Iterator[None]:
-        """Inside: an interrupt raises at once, as in :meth:`training` — for phases that hold no database
-        lock of this process (a user module's import, preflight, waits between retries, calls to a
-        tracking server over HTTP). Nests: the state before it is restored after."""
+        """Inside: an interrupt raises at once — the training's tensor work (:meth:`training`) and phases that
+        hold no database lock of this process (a user module's import, preflight, waits between retries,
+        calls to a tracking server over HTTP). Nests: the state before it is restored after."""
         self.check()
         was = self._interruptible
         self._interruptible = True
