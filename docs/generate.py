@@ -2,15 +2,16 @@
 
     python docs/generate.py           # rewrite the pages
     python docs/generate.py --check   # exit 1, naming the stale pages, when a page differs from the code
-    python docs/generate.py --missing # the study-file fields whose schema has no Field(description=...)
+    python docs/generate.py --missing # exit 1, naming them, when a study-file field has no Field(description=...)
 
 The pages: the study-file reference (walked from the pydantic ``StudyFile`` and the loop registry's config
 classes), the command-line reference (each command's argparse ``parser()``), the logged metrics (each
 registered loop's ``logged_metrics``/``targets``) and the exit codes (the ``EXIT_*`` constants).
 ``tests/test_docs.py`` regenerates them in memory and fails when a committed page is stale.
 
-Descriptions come from the schema (``Field(description=...)``) where it has one; until every field has
-one, :data:`NOTES` holds the text the README's tables gave, then a model's docstring ``Attributes:``.
+Every description of the study-file reference is the schema's own: a field's ``Field(description=...)`` (links in
+it written from the repository root, ``docs/...``), a section's that of its ``StudyFile`` field, a loop's or a
+``type: ...`` member's the first paragraph of its class docstring (else of its module's). Nothing is kept here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import posixpath
 import re
 import sys
 import types
@@ -50,263 +52,6 @@ def project() -> types.SimpleNamespace:
     }
     parsers = {name: importlib.import_module(module).parser for name, module in commands.items()}
     return types.SimpleNamespace(StudyFile=StudyFile, LOOPS=LOOPS, BUILTINS=BUILTINS, errors=errors, parsers=parsers)
-
-
-# --- descriptions the schema does not carry yet (from the README's tables) --------------------------------
-
-# Field path → description. ``objective[<loop>].key`` is one loop's own; ``objective.key`` is every loop's.
-# Move these into the schema as ``Field(description=...)``; a schema description wins over an entry here.
-NOTES: dict[str, str] = {
-    # study
-    "study.name": "study name (letters, digits, `_ . -`; not `.` or `..`: it names files); also the default "
-    "MLflow experiment",
-    "study.metric": "the validation metric(s) to optimise (`metric` or `metrics`, one name or a list); several make "
-    "a multi-objective study. See [the target rule](study-file-rules.md#the-target-rule)",
-    "study.direction": "`minimize`/`maximize`, one per metric (`direction` or `directions`); inferred when omitted: "
-    "`*_loss` → minimize, `*_acc` → maximize; a contradicting direction is refused",
-    "study.n_trials": "finished (complete + pruned) trials the study should have",
-    "study.timeout": "seconds after which no new trial starts (at most a year, 31,536,000)",
-    "study.seed": "seeds the sampler, each trial's model/batch seed, and the data",
-    "study.sampler": "`{type: ..., options}` or just the type name",
-    "study.pruner": "when omitted: `median` with `n_startup_trials` 5 and `n_warmup_steps` 2; multi-objective "
-    "studies default to none (Optuna cannot prune them: naming a pruner there is an error)",
-    "study.storage": "any SQLAlchemy URL Optuna accepts (`postgresql://...`, `mysql+pymysql://...` with its driver "
-    "installed); relative SQLite paths are relative to the working directory. Default (none): "
-    "`sqlite:///.sweep/optuna.db`",
-    "study.heartbeat_interval": "seconds between a worker's heartbeats (at most 3,600); see "
-    "[Faults](../explanation/faults.md)",
-    "study.grace_period": "seconds after which a silent worker's trial is failed (at most 86,400); must be at least "
-    "2 × `heartbeat_interval` (Optuna's own default): a shorter one lets workers that are alive fail each other's "
-    "running trials as stale. Also the longest a process waits for the claim lock, and for a claim on the study's "
-    "report or evaluation, held by a process that may be stopped (see [Faults](../explanation/faults.md))",
-    "study.max_retry": "how often a trial failed as stale is re-queued (see [Faults](../explanation/faults.md))",
-    "study.storage_retry": "seconds a storage call that cannot reach the database is retried (with backoff) before "
-    "the process gives up with one line and exit 1 (see [Faults](../explanation/faults.md)); at most 86,400",
-    "study.tracking_retry": "seconds a call to the MLflow tracking store that cannot reach it (connection refused "
-    "or reset, no answer, HTTP 408/429/5xx, a database store's lost connection) is retried (with backoff) before "
-    "the trial fails, is re-queued, and the process gives up with one line and exit 1 (see "
-    "[Faults](../explanation/faults.md)); at most 86,400",
-    "study.trial_timeout": "seconds a trial may train (from the start of its training; at most 2,592,000, 30 days): "
-    "past it the trial fails with its reason (`timed out`) and the process goes on with its next trial (see "
-    "[A trial that hangs](../explanation/faults.md))",
-    "study.stall_timeout": "seconds a trial may go without reporting an epoch (the start of its training counts as "
-    "one; at most 2,592,000): past it the trial fails (`no progress`). Progress is counted per epoch, so it must "
-    "exceed the longest epoch, validation included",
-    "study.score": "a trial's value: its `last` epoch's target, or its `best` epoch's (that epoch is the trial's "
-    "`best_epoch` attribute and the run's `sweep.best_epoch` tag). Pruning still compares per-epoch values. "
-    "Single-objective studies only",
-    "study.enqueue": "baseline points run first, e.g. `[{weights.log10_ratio: 0.0}, {weights.log10_ratio: 0.5, "
-    "optimizer.lr: 0.003}]` (equal weights; today's production config): searched parameter → value, the rest "
-    "sampled; Optuna's `enqueue_trial`, skipped when the study already has that point, so a resume does not run "
-    "them again. A name that is not searched is refused, and so is a value the search could not draw (Optuna "
-    "would run it as given): outside the inclusive bounds, off an `int`'s or `step`'s grid, not an integer for an "
-    "`int`, not one of a categorical's choices (`true` is not the choice `1`), a log ratio outside "
-    "`search.weights`' `[low, high]`, a simplex `weights.u*` outside [0, 1]",
-    "study.parallel_trials": "train this many trials at once as one vectorized program (`--parallel-trials K` "
-    "overrides it); see [Parallel trials](../howto/scale-out.md#parallel-trials-k-trials-as-one-program)",
-    "study.compare": "a searched, unconditional categorical (e.g. `weighting.type`): run one sub-study per choice, "
-    "`<name>.<choice>`, each with `n_trials` trials and the same search over the rest — equal tuning budgets (see "
-    "[Held-out test, fresh seeds, equal budgets](../howto/compare-and-evaluate.md#held-out-test-fresh-seeds-equal-"
-    "budgets)). Each choice must name a sub-study of its own of at most 200 characters (`a b` and `a_b` both name "
-    "`<name>.a_b`)",
-    # tracking
-    "tracking.uri": "MLflow tracking URI: a `sqlite:///` file (relative to the working directory) or a server "
-    "`http://host:5000`",
-    "tracking.experiment": "MLflow experiment (at most 500 characters, MLflow's limit); default: the study name",
-    "tracking.artifact_location": "artifact root for a new experiment (a server decides its own); default: "
-    "`mlartifacts/` beside the SQLite file. A local one is checked before anything is written (a directory, "
-    "writable, room for one trial's files)",
-    "tracking.trial_plots": "also draw each trial's train/validation losses as `loss_curves.png` on its run (~150 ms "
-    "a trial; the MLflow UI draws the same curves from the logged metrics)",
-    # evaluate
-    "evaluate": "optional: once the search (every sub-study of a comparison) is done, `sweep.run` retrains the "
-    "`top` trials (of each choice) with `seeds` fresh seeds and scores them on the problem's test split, as "
-    "`python -m sweep.evaluate` does (`--no-evaluate` skips it)",
-    "evaluate.seeds": "fresh seeds per configuration",
-    "evaluate.top": "how many of the best trials (of each compared choice) to retrain",
-    "provenance": "written by `sweep.export`: where a replay came from (study, storage, trial number, value(s), the "
-    "rule that chose it, its MLflow run id, package versions); recorded as tags of the parent run",
-    # objective, every loop
-    "objective.loop": "which training loop (`dual_loss`, or `alternating`)",
-    "objective.problem": "a built-in name, `{name: ..., options: {...}}`, or `package.module:function` (runs that "
-    "code; see [your own problem](../tutorial.md#your-own-problem))",
-    "objective.problem.name": "a built-in's name or `package.module:function`",
-    "objective.problem.options": "keyword arguments of the problem's builder (a built-in's are listed below)",
-    "objective.epochs": "epochs (at most 100,000: the loops hold every optimizer step's loss weights in one table); "
-    "the target is the last epoch's value (the best epoch's with `study.score: best`)",
-    "objective.batch_size": "batch size of task a (and b)",
-    "objective.weighting": "weighting strategy (see [weighting strategies](../explanation/parametrizations.md"
-    "#weighting-strategies))",
-    "objective.weight_schedule": "how one loss's weight moves over training (see [loss-weight schedules]"
-    "(../explanation/parametrizations.md#loss-weight-schedules))",
-    "objective.eval_batch_size": "validation chunk size",
-    "objective.data": "how Dataset splits are read (DataLoader options; tensor splits ignore all but "
-    "`steps_per_epoch`)",
-    "objective.precision": "`bf16` (`torch.autocast`, CUDA or CPU), `fp16` (autocast + `GradScaler`, CUDA only; "
-    "with `static`, `dwa` or `rlw`: the scaler scales a plain weighted sum, so GradNorm/PCGrad/FAMO/uncertainty are "
-    "refused at load time — use `bf16` with them)",
-    "objective.compile": "`true` or `{mode, backend, fullgraph, dynamic}`: `torch.compile` the model(s). A compile "
-    "error fails that trial with its reason (no fallback: a trial that silently ran uncompiled would be timed and "
-    "compared as if it were compiled); the study goes on",
-    "objective.checkpoint": "which epoch's weights a trial keeps, as the artifact `weights.pt` of its run "
-    '(`{"model": state_dict}`; `{"model_a": ..., "model_b": ...}` in the alternating loop; `torch.load(path, '
-    "weights_only=True)`): `best` (of the target), `last` or `none`. Default: the epoch whose value the trial reports "
-    "(`last`; `best` with `score: best` or early stopping), so the weights always reproduce the trial's value. The "
-    "best epoch's weights are copied to the CPU when an epoch improves, the last's once at the end, and the file is "
-    "written once per trial (pruned trials keep none)",
-    "objective.early_stopping": "a trial whose target has not improved by more than `min_delta` for `patience` "
-    "epochs stops and COMPLETES with its best value (not PRUNED); `early_stopped_at_epoch` attribute and "
-    "`sweep.early_stopped_at_epoch` tag",
-    "objective.device": "`auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps`",
-    "objective.seed": "model-init and batch-order seed; by default derived from `study.seed` and the trial number",
-    "objective.data_seed": "the problem's data seed; by default derived from `study.seed`, the same for every trial",
-    "objective.optimizer": "`type` `adam`/`adamw`/`sgd`, `lr`, `weight_decay`, `momentum` (sgd), `betas` "
-    "(adam/adamw), `schedule` (LR schedule, see [LR schedules](../explanation/parametrizations.md#lr-schedules))",
-    # objective, dual_loss
-    "objective[dual_loss].batch_size_b": "batch size of task b; default: `batch_size`",
-    "objective[dual_loss].mixing": "how batches of the two datasets are paired (see [mixing strategies]"
-    "(../explanation/loops.md#mixing-strategies))",
-    "objective[dual_loss].weights": "loss weights `[w_a, w_b]` when they are not searched",
-    "objective[dual_loss].grad_accum_steps": "one optimizer step every k batches, each batch's loss scaled by 1/k so "
-    "the update equals one k× larger batch (an epoch's last, shorter group is scaled by its own size); the LR "
-    "schedule counts optimizer steps. Needs a strategy whose gradient is a weighted sum (`static`, `uncertainty`, "
-    "`dwa`, `rlw`)",
-    "objective[dual_loss].grad_clip": "clip the model's gradient norm to this value before each optimizer step",
-    # objective, alternating
-    "objective[alternating].problem": "a coupled problem: built-in `digits_codes` or `package.module:function` "
-    "returning a `CoupledProblem`",
-    "objective[alternating].epochs": "passes over the training set, one batch per optimizer step",
-    "objective[alternating].batch_size": "batch size, one batch per optimizer step",
-    "objective[alternating].mode": "`alternate`, `b_on_detached` or `joint` (see [modes](../explanation/loops.md"
-    "#modes--when-to-pick-each))",
-    "objective[alternating].steps_a": "optimizer steps of A per cycle (`alternate` only; like a GAN's n_critic)",
-    "objective[alternating].steps_b": "optimizer steps of B per cycle (`alternate` only)",
-    "objective[alternating].epoch": "what an epoch is. `pass`: one pass over the training data, one batch per step — "
-    "in `alternate` mode each model then gets only its share of the steps (with `steps_a = steps_b`, half of what "
-    "`joint` and `b_on_detached` give each model per epoch). `model_steps`: in `alternate` mode, as many batches as "
-    "it takes for the model with fewer steps per cycle to get a pass's worth of optimizer steps, so modes are "
-    "compared — and pruned — at equal optimizer steps per model (`opt_steps_a`/`opt_steps_b` are logged every epoch)",
-    "objective[alternating].model_a": "model A's `optimizer` and `grad_clip` (max gradient norm)",
-    "objective[alternating].model_b": "model B's `optimizer` and `grad_clip` (max gradient norm)",
-    "objective[alternating].weights": "`[w_a, w_b]`, or `[w_a, w_b, w_consistency]` to add the consistency term",
-    # nested models wherever they appear, by class
-    "OptimizerConfig.type": "the optimizer: `torch.optim.Adam`, `AdamW` or `SGD`",
-    "OptimizerConfig.lr": "learning rate (the peak for `onecycle`; each schedule starts from it)",
-    "OptimizerConfig.weight_decay": "weight decay",
-    "OptimizerConfig.momentum": "momentum (`sgd` only)",
-    "OptimizerConfig.betas": "Adam's betas (`adam`/`adamw` only)",
-    "OptimizerConfig.schedule": "LR schedule (see [LR schedules](../explanation/parametrizations.md#lr-schedules))",
-    "CompileConfig.mode": "`torch.compile`'s `mode`",
-    "CompileConfig.backend": "`torch.compile`'s `backend`",
-    "CompileConfig.fullgraph": "`torch.compile`'s `fullgraph`",
-    "CompileConfig.dynamic": "`torch.compile`'s `dynamic`",
-    "EarlyStopping.patience": "epochs without an improvement after which the trial stops",
-    "EarlyStopping.min_delta": "the least change of the target that counts as an improvement",
-    # search
-    "search.weights": "how the loss weights are sampled (see [loss weights](../explanation/parametrizations.md"
-    "#loss-weights))",
-    "search.weights.parametrization": "`log_ratio` samples `weights.log10_ratio` uniform on `[low, high]`; `simplex` "
-    "samples `weights.u0`, `weights.u1` (`weights.u2`) uniform on [0, 1] (a flat Dirichlet); `fixed` samples nothing "
-    "(`objective.weights` as written). The section's default is `fixed`",
-    "search.weights.low": "lower bound of each log10 ratio (`log_ratio`; inclusive)",
-    "search.weights.high": "upper bound of each log10 ratio (`log_ratio`; inclusive)",
-    "search.weights.grid": "the log ratios the grid sampler tries",
-    "search.weights.when": "sample the weights only where earlier searched parameters took these values (as a "
-    "parameter's `when`)",
-    "search.params": "dotted paths into `objective` → a parameter spec, mapped one to one to Optuna's "
-    "`trial.suggest_*` (bounds inclusive, as in Optuna)",
-    "search.params[float].log": "log scale (needs `low > 0`)",
-    "search.params[float].step": "discretization step (not with `log`)",
-    "search.params[float].grid": "values for the grid sampler",
-    "search.params[int].log": "log scale (needs `low ≥ 1`)",
-    "search.params[int].grid": "values for the grid sampler",
-    "search.params[categorical].choices": "non-empty list of scalars, each given once: a repeated choice is drawn "
-    "more often, and a compared one would run its sub-study twice; `1`, `1.0` and `true` count as one, since Optuna "
-    "records a choice as the first one equal to it",
-    "search.params.when": "`{param: value}` or `{param: [values]}`: a **conditional** parameter, sampled only in "
-    "trials where an earlier searched parameter took one of those values; otherwise the fixed value in `objective` "
-    "applies",
-    "search.params.low": "lower bound (inclusive, as in Optuna)",
-    "search.params.high": "upper bound (inclusive, as in Optuna)",
-    "search.params[int].step": "the step between the values drawn (`low`, `low + step`, ...)",
-    # built-in problems' options (from the README's table of built-ins)
-    "problem[linear_pair].dim": "input dimension",
-    "problem[linear_pair].n_a": "task a's training samples",
-    "problem[linear_pair].n_b": "task b's training samples",
-    "problem[linear_pair].n_val": "validation samples",
-    "problem[linear_pair].n_test": "held-out test samples",
-    "problem[linear_pair].scale": "how many times apart the two losses' scales are",
-    "problem[linear_pair].noise": "noise of the regression targets",
-    "problem[digits_pair].n_a": "task a's labelled pairs (the left digit)",
-    "problem[digits_pair].n_b": "task b's labelled pairs (the right digit)",
-    "problem[digits_pair].n_val": "validation pairs",
-    "problem[digits_pair].n_test": "held-out test pairs",
-    "problem[digits_pair].hidden": "width of the shared per-half encoder",
-    "problem[digits_codes].n_train": "training images; the rest are halved into validation and test",
-    "problem[digits_codes].code_dim": "numbers in A's code, whose target is the image's top principal components",
-    "problem[digits_codes].hidden": "hidden width of the models",
-    "problem[digits_images].n_a": "task a's images (the digit)",
-    "problem[digits_images].n_b": "task b's images (its parity; other images than task a's)",
-    "problem[digits_images].n_val": "validation images",
-    "problem[digits_images].n_test": "held-out test images; unset: every image left over (97 by default)",
-    "problem[digits_images].size": "the digits are upscaled to `size`×`size`",
-    "problem[digits_images].channels": "channels of the small CNN",
-    "problem[digits_images].cache_dir": "where the PNG files are written once (~7 MB); unset: `$SWEEP_CACHE_DIR`, "
-    "else `~/.cache/sweep`",
-    # options of the registered weighting strategies and schedules (their formulas: explanation/parametrizations)
-    "objective.weighting[uncertainty].init_log_var": "the initial learned s_i = log σ_i²",
-    "objective.weighting[dwa].temperature": "T in λ_i = K softmax(r_i/T)",
-    "objective.weighting[gradnorm].alpha": "GradNorm's α: how strongly slower losses are favoured",
-    "objective.weighting[gradnorm].lr": "learning rate of ω (its own Adam)",
-    "objective.weighting[famo].lr": "learning rate of the weight logits (their own Adam)",
-    "objective.weighting[famo].gamma": "weight decay γ of the weight logits",
-    "objective.weight_schedule.target": "the loss whose weight moves (`a`, `b`, or `consistency`)",
-    "objective.weight_schedule.start": "the multiplier at the start (m = start + (1 − start)·...)",
-    "objective.weight_schedule.ramp_fraction": "the fraction of training (of each cycle for `cyclical`) over which "
-    "the multiplier rises to 1",
-    "objective.weight_schedule.cycles": "M, the number of equal cycles",
-    "objective.weight_schedule.at_fraction": "the fraction of training at which the weight jumps to its full value",
-    "objective.optimizer.schedule[step].every_epochs": "epochs between two multiplications by `gamma`",
-    "objective.optimizer.schedule.gamma": "the LR's factor: every `every_epochs` (`step`), at each milestone "
-    "(`multistep`), per epoch (`exponential`)",
-    "study.pruner[patient].patience": "epochs without improvement after which a trial is pruned",
-    "study.pruner[patient].min_delta": "the least change that counts as an improvement",
-    "study.pruner[patient].wrapped": "another pruner, asked once the patience allows",
-    "objective.optimizer.schedule.milestones": "epochs at which the LR is multiplied by `gamma`",
-    "objective.optimizer.schedule.min_lr_ratio": "the LR's floor, as a fraction of the optimizer's LR",
-    "objective.optimizer.schedule.warmup_fraction": "the fraction of the optimizer's steps spent warming up",
-    "objective.optimizer.schedule.start_factor": "the LR at the first step, as a fraction of the optimizer's LR",
-    "objective.optimizer.schedule.decay": "the decay after the warm-up",
-    "objective.optimizer.schedule.pct_start": "`OneCycleLR`'s `pct_start`: the fraction of steps spent rising",
-    "objective.optimizer.schedule.anneal_strategy": "`OneCycleLR`'s `anneal_strategy`",
-    "objective.optimizer.schedule.div_factor": "`OneCycleLR`'s `div_factor`: initial LR = LR / div_factor",
-    "objective.optimizer.schedule.final_div_factor": "`OneCycleLR`'s `final_div_factor`: last LR = initial LR / "
-    "final_div_factor",
-    "objective.optimizer.schedule.factor": "`ReduceLROnPlateau`'s `factor`",
-    "objective.optimizer.schedule.patience": "`ReduceLROnPlateau`'s `patience` (epochs)",
-    "objective.optimizer.schedule.threshold": "`ReduceLROnPlateau`'s `threshold`",
-    "objective.optimizer.schedule.min_lr": "`ReduceLROnPlateau`'s `min_lr`",
-}
-
-# Union members (``type: ...``) → what they are, for the member's heading.
-KINDS: dict[str, str] = {
-    "study.sampler[tpe]": "Optuna's `TPESampler`; options passed to it by name",
-    "study.sampler[random]": "Optuna's `RandomSampler`; options passed to it by name",
-    "study.sampler[gp]": "Optuna's `GPSampler`; options passed to it by name",
-    "study.sampler[cmaes]": "Optuna's `CmaEsSampler`; options passed to it by name",
-    "study.sampler[qmc]": "Optuna's `QMCSampler`; options passed to it by name",
-    "study.sampler[grid]": "Optuna's `GridSampler`: the grid comes from `search` (categorical choices, int ranges, "
-    "float `step` or `grid: [...]`, and `search.weights.grid`); no conditions",
-    "study.sampler[nsga2]": "Optuna's `NSGAIISampler`; options passed to it by name",
-    "study.pruner[none]": "no pruning",
-    "study.pruner[median]": "Optuna's `MedianPruner`; options passed to it by name",
-    "study.pruner[hyperband]": "Optuna's `HyperbandPruner`; options passed to it by name",
-    "study.pruner[successive_halving]": "Optuna's `SuccessiveHalvingPruner`; options passed to it by name",
-    "study.pruner[patient]": "Optuna's `PatientPruner`, around another pruner (`wrapped`)",
-    "search.params[float]": "`trial.suggest_float`",
-    "search.params[int]": "`trial.suggest_int`",
-    "search.params[categorical]": "`trial.suggest_categorical`",
-}
 
 
 # --- type rendering ---------------------------------------------------------------------------------------
@@ -452,32 +197,14 @@ def default(info: Any) -> str:
     return f"`{_yaml(value)}`"
 
 
-def _docstring_attributes(model: type) -> dict[str, str]:
-    """``Attributes:`` of a model's Google-style docstring (and its bases'), by field name."""
-    out: dict[str, str] = {}
-    for cls in reversed(model.__mro__):
-        doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
-        _, found, rest = doc.partition("Attributes:\n")
-        if not found:
-            continue
-        current = None
-        for line in rest.splitlines():
-            if m := re.match(r"^    (\w+): (.*)$", line):
-                current = m[1]
-                out[current] = _rst(m[2].strip())
-            elif line.startswith("        ") and current is not None:
-                out[current] += " " + _rst(line.strip())
-            elif line.strip():
-                break
-    return out
-
-
 def _rst(text: str) -> str:
     """A docstring's reStructuredText in Markdown: ``x`` → `x`, :mod:`x` → `x`."""
     return re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text.replace("``", "`"))
 
 
 # --- the study-file walk ----------------------------------------------------------------------------------
+
+PAGE = "docs/reference/study-file.md"
 
 
 @dataclass
@@ -487,15 +214,15 @@ class Row:
     default: str
     constraints: str
     description: str
-    from_schema: bool
 
 
 @dataclass
 class Walk:
-    """Rows per section, the tagged unions met on the way (rendered once each), and the rows whose
-    description the schema lacks."""
+    """Rows per section, each section's introduction, and the tagged unions met on the way (rendered once
+    each)."""
 
     sections: dict[str, list[Row]] = field(default_factory=dict)
+    intros: dict[str, str] = field(default_factory=dict)
     unions: dict[tuple[type, ...], str] = field(default_factory=dict)  # members → the section that lists them
     pending: list[tuple[str, list[type]]] = field(default_factory=list)
 
@@ -516,17 +243,19 @@ class Walk:
             yield from rows
 
 
-def _note(keys: list[str]) -> str | None:
-    for key in keys:
-        if key in NOTES:
-            return NOTES[key]
-    return None
+def relative_links(text: str, page: str = PAGE) -> str:
+    """``text`` with its Markdown links to repository files (``[x](docs/howto/a.md#b)``, as a schema writes
+    them) made relative to ``page``, where the text is shown (``../howto/a.md#b``)."""
+
+    def relative(m: re.Match[str]) -> str:
+        return f"]({posixpath.relpath(m[1], posixpath.dirname(page))}{m[2] or ''})"
+
+    return re.sub(r"\]\(((?:docs|sweep|objectives|studies|examples)/[^)#\s]*)(#[^)\s]*)?\)", relative, text)
 
 
-def _describe(info: Any, keys: list[str], doc: str | None) -> tuple[str, bool]:
-    if info.description:
-        return info.description, True
-    return _note(keys) or doc or "", False
+def describe(info: Any) -> str:
+    """A field's description, from its schema (``Field(description=...)``); empty when it has none."""
+    return relative_links(info.description or "")
 
 
 def _anchor(title: str) -> str:
@@ -535,15 +264,13 @@ def _anchor(title: str) -> str:
     return text.replace(" ", "-")
 
 
-def walk_model(w: Walk, section: str, model: type, path: str, keys: list[str]) -> None:
-    """Rows of ``model``'s fields under ``path``; ``keys`` are the NOTES prefixes to look them up by."""
-    docs = _docstring_attributes(model)
+def walk_model(w: Walk, section: str, model: type, path: str) -> None:
+    """Rows of ``model``'s fields under ``path`` (and of the models nested in them)."""
     names = list(model.model_fields)  # type: ignore[attr-defined]
     names.sort(key=lambda n: n not in ("type", "loop"))  # the tag first
     for name in names:
         info = model.model_fields[name]  # type: ignore[attr-defined]
         sub = f"{path}.{name}" if path else name
-        subkeys = [*(f"{k}.{name}" for k in keys), f"{model.__name__}.{name}"]
         tp = info.annotation
         tags = _tagged(tp)
         kind = type_name(tp)
@@ -552,11 +279,10 @@ def walk_model(w: Walk, section: str, model: type, path: str, keys: list[str]) -
         origin, args = typing.get_origin(_strip(tp)[0]), _args(_strip(tp)[0])
         if origin is dict and (vtags := _tagged(args[1])) is not None:
             kind += f" ([types](#{_anchor(w.union(vtags, f'{sub}.<name>') + ' types')}))"
-        text, ok = _describe(info, subkeys, docs.get(name))
-        w.sections[section].append(Row(sub, kind, default(info), constraints(info), text, ok))
+        w.sections[section].append(Row(sub, kind, default(info), constraints(info), describe(info)))
         for arm in _members(tp):
             if _is_model(arm) and tags is None:
-                walk_model(w, section, arm, sub, subkeys)
+                walk_model(w, section, arm, sub)
 
 
 def walk_unions(w: Walk) -> None:
@@ -564,11 +290,9 @@ def walk_unions(w: Walk) -> None:
     while w.pending:
         path, members = w.pending.pop(0)
         for m in members:
-            tag = _tag(m)
-            section = f"{path}: `{tag}`"
+            section = f"{path}: `{_tag(m)}`"
             w.sections[section] = []
-            keys = [f"{path.removesuffix('.<name>')}[{tag}]", path.removesuffix(".<name>")]
-            walk_model(w, section, m, path, keys)
+            walk_model(w, section, m, path)
             w.sections[section] = [r for r in w.sections[section] if not r.path.endswith(".type")]
 
 
@@ -576,24 +300,48 @@ def walk_study_file(p: types.SimpleNamespace) -> Walk:
     w = Walk()
     for name, info in p.StudyFile.model_fields.items():
         w.sections[name] = []
+        models = [a for a in _members(info.annotation) if _is_model(a)]
         if name == "objective":
+            w.intros[name] = describe(info)
             for loop in p.LOOPS.values():
                 section = f"objective: loop `{loop.name}`"
                 w.sections[section] = []
-                walk_model(w, section, loop.config, "objective", [f"objective[{loop.name}]", "objective"])
-            del w.sections[name]
-            continue
-        models = [a for a in _members(info.annotation) if _is_model(a)]
-        if models:
-            text, ok = _describe(info, [name], None)
-            if text:
-                w.sections[name].append(Row(name, "mapping", default(info), "", text, ok))
-            walk_model(w, name, models[0], name, [name])
+                w.intros[section] = _first_sentence(loop.config)
+                walk_model(w, section, loop.config, "objective")
+        elif models:
+            w.intros[name] = describe(info)
+            walk_model(w, name, models[0], name)
         else:
-            text, ok = _describe(info, [name], None)
-            w.sections[name].append(Row(name, type_name(info.annotation), default(info), constraints(info), text, ok))
+            row = Row(name, type_name(info.annotation), default(info), constraints(info), describe(info))
+            w.sections[name].append(row)
     walk_unions(w)
     return w
+
+
+def schema_models(p: types.SimpleNamespace) -> dict[str, type]:
+    """Every pydantic model of the study-file schema, by qualified name: ``StudyFile``, each registered loop's
+    config, each built-in problem's options, and every model their fields' types hold (the members of each
+    ``type: ...`` union included), walked from the types themselves."""
+    found: dict[str, type] = {}
+    todo: list[type] = [p.StudyFile, *(loop.config for loop in p.LOOPS.values())]
+    todo += [b.options for b in p.BUILTINS.values()]
+    while todo:
+        model = todo.pop(0)
+        name = f"{model.__module__}.{model.__qualname__}"
+        if name in found:
+            continue
+        found[name] = model
+        for info in model.model_fields.values():  # type: ignore[attr-defined]
+            todo += _models_in(info.annotation)
+    return found
+
+
+def _models_in(tp: Any) -> list[type]:
+    """The models a type annotation holds, at any depth (unions, containers, ``Annotated``)."""
+    tp, _ = _strip(tp)
+    if _is_model(tp):
+        return [tp]
+    return [m for a in _args(tp) for m in _models_in(a)]
 
 
 def _cell(text: str) -> str:
@@ -617,7 +365,7 @@ that is not here is refused. How a file is read (YAML rules, `${NAME}`, what is 
 in [the study-file rules](study-file-rules.md); a worked example is the [tutorial](../tutorial.md).
 
 Sections: `study` (required), `tracking`, `objective` (required; its keys depend on `objective.loop`),
-`search`, `evaluate`, `provenance`. Every `objective` value is fixed unless `search` samples it.
+`search`, `evaluate`, `provenance`. Each description is the schema's own (`Field(description=...)`).
 """
 
 
@@ -628,7 +376,10 @@ def study_file_page(p: types.SimpleNamespace) -> str:
         if ": `" in section and section.split(":")[0] in {path for path, _ in _union_paths(w)}:
             continue  # rendered under its union below
         lines += [f"## `{section}`" if ":" not in section else f"## {_objective_title(section)}", ""]
-        lines += [*_table(rows), ""]
+        if w.intros.get(section):
+            lines += [_sentence(w.intros[section]), ""]
+        if rows:
+            lines += [*_table(rows), ""]
         if section.startswith("objective: loop"):
             lines += _builtins(p, section.split("`")[1])
     for path, members in _union_paths(w):
@@ -643,13 +394,19 @@ def study_file_page(p: types.SimpleNamespace) -> str:
         lines += [intro, ""]
         for m in members:
             tag = _tag(m)
-            what = KINDS.get(f"{path}[{tag}]") or _first_sentence(m)
+            what = _first_sentence(m)
             lines += [f"### `{path}`: `{tag}`", ""]
             if what:
                 lines += [what, ""]
             rows = w.sections[f"{path}: `{tag}`"]
             lines += [*_table(rows), ""] if rows else ["No options.", ""]
     return HEADER + "\n".join(lines).rstrip() + "\n"
+
+
+def _sentence(text: str) -> str:
+    """A description (a fragment, as a table cell shows it) as a paragraph: capitalised, with a full stop."""
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith(".") else text + "."
 
 
 def _union_paths(w: Walk) -> list[tuple[str, list[type]]]:
@@ -677,12 +434,11 @@ def _builtins(p: types.SimpleNamespace, loop: str) -> list[str]:
             continue
         lines += [f"### `objective.problem.options` of `{name}`", "", b.summary, ""]
         rows: list[Row] = []
-        docs = _docstring_attributes(b.options)
         for key, info in b.options.model_fields.items():
-            text, ok = _describe(info, [f"problem[{name}].{key}"], docs.get(key))
+            text = describe(info)
             if key in b.model_options:
                 text = (text + " " if text else "") + "(shapes the model only: may be searched)"
-            rows.append(Row(key, type_name(info.annotation), default(info), constraints(info), text, ok))
+            rows.append(Row(key, type_name(info.annotation), default(info), constraints(info), text))
         lines += [*_table(rows), ""]
     return lines
 
@@ -855,19 +611,28 @@ def stale(pages: dict[str, str]) -> list[str]:
 
 
 def missing_descriptions() -> list[str]:
-    """Study-file fields without ``Field(description=...)`` (``*``: no description from anywhere)."""
-    w = walk_study_file(project())
-    return [f"{r.path}{'' if r.description else ' *'}" for r in w.rows() if not r.from_schema]
+    """The fields of the study-file schema (:func:`schema_models`) without ``Field(description=...)``, as
+    ``module.Model.field``."""
+    models = schema_models(project())
+    return [
+        f"{name}.{key}" for name, m in models.items() for key, info in m.model_fields.items() if not info.description
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python docs/generate.py", description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the pages that are stale")
-    ap.add_argument("--missing", action="store_true", help="list the fields the schema has no description for")
+    ap.add_argument(
+        "--missing",
+        action="store_true",
+        help="write nothing; exit 1 naming the fields the schema has no description for",
+    )
     args = ap.parse_args(argv)
     if args.missing:
-        print("\n".join(missing_descriptions()))
-        return 0
+        missing = missing_descriptions()
+        for key in missing:
+            print(f"no description: {key} (give it Field(description=...))")
+        return 1 if missing else 0
     pages = render()
     if args.check:
         old = stale(pages)

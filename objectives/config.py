@@ -1,13 +1,10 @@
-"""Resolved (fixed) training configs, shared by every loop.
-
-The same models describe the ``objective:`` section of a study file. In a study file some values
-may still be searched (``search:``) and ``seed``/``data_seed``/``device`` may be left to the runner;
-the runner fills them in, so a loop always receives a config in which every value is fixed.
-"""
+"""Resolved (fixed) training configs, shared by every loop, and the ``objective:`` section of a study file,
+where some values may still be searched and ``seed``/``data_seed``/``device`` left to the runner, which fills
+them in: a loop always receives a config in which every value is fixed."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Field,
@@ -29,106 +26,148 @@ MAX_EPOCHS = 100_000  # objective.epochs; real training runs use far fewer (see 
 
 
 class OptimizerConfig(Frozen):
-    """One optimizer and its LR schedule. ``momentum`` applies to ``sgd`` only; ``betas`` to ``adam``/``adamw``.
+    """One optimizer and its LR schedule (one of :mod:`objectives.lr_schedules`)."""
 
-    ``schedule`` is one of :mod:`objectives.lr_schedules` (``{type: cosine}``...); ``constant`` by default.
-    """
-
-    type: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 0.0
-    momentum: NonNegativeFloat = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: LRScheduleConfig = constant.Config()
+    type: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="the optimizer: `torch.optim.Adam`, `AdamW` or `SGD`"
+    )
+    lr: PositiveFloat = Field(1e-3, description="learning rate (the peak for `onecycle`; each schedule starts from it)")
+    weight_decay: NonNegativeFloat = Field(0.0, description="weight decay")
+    momentum: NonNegativeFloat = Field(0.9, description="momentum (`sgd` only)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's betas (`adam`/`adamw` only)")
+    schedule: LRScheduleConfig = Field(
+        constant.Config(),
+        description="LR schedule (see [LR schedules](docs/explanation/parametrizations.md#lr-schedules))",
+    )
 
 
 class ProblemRef(Frozen):
     """Which problem to train: a built-in name or a ``module:function`` path (runs that code)."""
 
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(description="a built-in's name or `package.module:function`")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of the problem's builder (a built-in checks them against its `Options`)",
+    )
 
 
 class DataConfig(Frozen):
-    """``objective.data`` — how Dataset splits are read (DataLoader options; tensor splits ignore all but
-    ``steps_per_epoch``).
+    """``objective.data``: how Dataset splits are read (:mod:`objectives.data`)."""
 
-    Attributes:
-        num_workers: DataLoader worker processes (0: load in the training process).
-        pin_memory: Page-locked host batches for faster copies to the GPU; ``None`` = on when the device
-            is CUDA.
-        persistent_workers: Keep the workers alive between epochs (with ``num_workers`` > 0).
-        prefetch_factor: Batches each worker loads ahead (with ``num_workers`` > 0; torch's default 2).
-        drop_last: Drop a last, smaller training batch of each pass.
-        steps_per_epoch: Batches per epoch of each training split, tensors and Datasets alike, in a
-            trial alone and in a vectorized group (:func:`objectives.data.epoch_steps`): required for a
-            stream (``IterableDataset``) unless its problem gives it; otherwise it replaces a full pass
-            (e.g. a fixed number of steps over a very large dataset; more steps than a pass repeat it).
-    """
-
-    num_workers: NonNegativeInt = 0
-    pin_memory: bool | None = None
-    persistent_workers: bool = False
-    prefetch_factor: PositiveInt | None = None
-    drop_last: bool = False
-    steps_per_epoch: PositiveInt | None = None
+    num_workers: NonNegativeInt = Field(0, description="DataLoader worker processes (0: load in the training process)")
+    pin_memory: bool | None = Field(
+        None, description="page-locked host batches for faster copies to the GPU; unset: on when the device is CUDA"
+    )
+    persistent_workers: bool = Field(
+        False, description="keep the workers alive between epochs (with `num_workers` > 0)"
+    )
+    prefetch_factor: PositiveInt | None = Field(
+        None, description="batches each worker loads ahead (with `num_workers` > 0; unset: torch's default 2)"
+    )
+    drop_last: bool = Field(False, description="drop a last, smaller training batch of each pass")
+    steps_per_epoch: PositiveInt | None = Field(
+        None,
+        description="batches per epoch of each training split, tensors and Datasets alike, in a trial alone and in "
+        "a vectorized group (`objectives.data.epoch_steps`): required for a stream (`IterableDataset`) unless its "
+        "problem gives it; otherwise it replaces a full pass (e.g. a fixed number of steps over a very large "
+        "dataset; more steps than a pass repeat it)",
+    )
 
 
 class CompileConfig(Frozen):
     """``objective.compile`` as a mapping: the options of ``torch.compile`` (``true`` = all defaults)."""
 
-    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
-    backend: str = "inductor"
-    fullgraph: bool = False
-    dynamic: bool | None = None
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = Field(
+        None, description="`torch.compile`'s `mode`"
+    )
+    backend: str = Field("inductor", description="`torch.compile`'s `backend`")
+    fullgraph: bool = Field(False, description="`torch.compile`'s `fullgraph`")
+    dynamic: bool | None = Field(None, description="`torch.compile`'s `dynamic`")
 
 
 class EarlyStopping(Frozen):
-    """``objective.early_stopping``: stop a trial whose target has not improved by more than ``min_delta``
-    for ``patience`` epochs; it completes with its best value (read by the runner, which knows the target)."""
+    """``objective.early_stopping``: stop a trial whose target stalls (read by the runner, which knows the target)."""
 
-    patience: PositiveInt
-    min_delta: NonNegativeFloat = 0.0
+    patience: PositiveInt = Field(description="epochs without an improvement after which the trial stops")
+    min_delta: NonNegativeFloat = Field(0.0, description="the least change of the target that counts as an improvement")
 
 
 class LoopCommon(Frozen):
     """Fields every loop has: the problem, the data/epoch sizes, how losses are weighted, numerics, the
-    device and the seeds.
-
-    Attributes:
-        weighting: The weighting strategy (:mod:`objectives.weighting`): ``static`` (the weights as
-            given) or a dynamic method (``uncertainty``, ``dwa``, ``rlw``, ``gradnorm``, ``pcgrad``,
-            ``famo``).
-        weight_schedule: How one loss's weight moves over training (:mod:`objectives.weight_schedules`);
-            ``constant`` by default.
-        data: How Dataset splits are loaded (:class:`DataConfig`).
-        precision: ``fp32``; ``bf16`` (``torch.autocast``, CUDA or CPU); ``fp16`` (autocast and a
-            ``GradScaler``, CUDA only, with strategies whose gradient is a plain weighted sum).
-        compile: ``torch.compile`` the model(s): ``false``, ``true`` or its options; a compile error
-            fails the trial with its reason.
-        checkpoint: Which epoch's weights a trial keeps (an MLflow artifact ``weights.pt``): ``best`` (of
-            the study's target), ``last``, ``none``; ``None`` = the epoch whose value the trial reports
-            (``last``, or ``best`` with ``study.score: best`` or early stopping), so the weights always
-            reproduce the trial's value.
-        early_stopping: Stop a trial whose target stalls (:class:`EarlyStopping`).
-    """
+    device and the seeds."""
 
     LOSSES: ClassVar[tuple[str, ...]] = ()  # the loop's losses, in the order of ``weights``
+    if TYPE_CHECKING:  # every loop's config declares these two fields, each with its own type and default
+        loop: str
+        weights: tuple[float, ...]
 
-    problem: ProblemRef
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    weighting: WeightingConfig = weighting.static.Config()
-    weight_schedule: WeightScheduleConfig = weight_schedules.constant.Config()
-    eval_batch_size: PositiveInt = 4096
-    data: DataConfig = DataConfig()
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    compile: bool | CompileConfig = False
-    checkpoint: Literal["none", "best", "last"] | None = None
-    early_stopping: EarlyStopping | None = None
-    device: str = "auto"
-    seed: int | None = None
-    data_seed: int | None = None
+    problem: ProblemRef = Field(
+        description="a built-in name, `{name: ..., options: {...}}`, or `package.module:function` (runs that code; "
+        "see [your own problem](docs/tutorial.md#your-own-problem)) returning the loop's problem type: a "
+        "`CoupledProblem` for `alternating` (built-in: `digits_codes`)"
+    )
+    epochs: PositiveInt = Field(
+        10,
+        description="epochs (at most 100,000: the loops hold every optimizer step's loss weights in one table); "
+        "the target is the last epoch's value (the best epoch's with `study.score: best`). An epoch is a pass "
+        "over the epoch plan (`dual_loss`: see `mixing`) or over the training set (`alternating`: see `epoch`)",
+    )
+    batch_size: PositiveInt = Field(
+        64,
+        description="batch size of task a (and of task b unless `batch_size_b` is set); in `alternating`, the "
+        "batch of each optimizer step",
+    )
+    weighting: WeightingConfig = Field(
+        weighting.static.Config(),
+        description="weighting strategy: `static` (the weights as given) or a dynamic method (see [weighting "
+        "strategies](docs/explanation/parametrizations.md#weighting-strategies))",
+    )
+    weight_schedule: WeightScheduleConfig = Field(
+        weight_schedules.constant.Config(),
+        description="how one loss's weight moves over training (see [loss-weight schedules]"
+        "(docs/explanation/parametrizations.md#loss-weight-schedules))",
+    )
+    eval_batch_size: PositiveInt = Field(4096, description="validation chunk size (no gradients)")
+    data: DataConfig = Field(
+        DataConfig(),
+        description="how Dataset splits are read (DataLoader options; tensor splits ignore all but `steps_per_epoch`)",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="`fp32`; `bf16` (`torch.autocast`, CUDA or CPU); `fp16` (autocast + `GradScaler`, CUDA only; "
+        "with `static`, `dwa` or `rlw`: the scaler scales a plain weighted sum, so GradNorm/PCGrad/FAMO/uncertainty "
+        "are refused at load time — use `bf16` with them)",
+    )
+    compile: bool | CompileConfig = Field(
+        False,
+        description="`true` or `{mode, backend, fullgraph, dynamic}`: `torch.compile` the model(s). A compile "
+        "error fails that trial with its reason (no fallback: a trial that silently ran uncompiled would be timed "
+        "and compared as if it were compiled); the study goes on",
+    )
+    checkpoint: Literal["none", "best", "last"] | None = Field(
+        None,
+        description="which epoch's weights a trial keeps, as the artifact `weights.pt` of its run "
+        '(`{"model": state_dict}`; `{"model_a": ..., "model_b": ...}` in the alternating loop; `torch.load(path, '
+        "weights_only=True)`): `best` (of the target), `last` or `none`. Default: the epoch whose value the trial "
+        "reports (`last`; `best` with `score: best` or early stopping), so the weights always reproduce the "
+        "trial's value. The best epoch's weights are copied to the CPU when an epoch improves, the last's once at "
+        "the end, and the file is written once per trial (pruned trials keep none)",
+    )
+    early_stopping: EarlyStopping | None = Field(
+        None,
+        description="a trial whose target has not improved by more than `min_delta` for `patience` epochs stops "
+        "and COMPLETES with its best value (not PRUNED); `early_stopped_at_epoch` attribute and "
+        "`sweep.early_stopped_at_epoch` tag",
+    )
+    device: str = Field("auto", description="`auto` (cuda if available), `cpu`, `cuda`, `cuda:N`, `mps`")
+    seed: int | None = Field(
+        None, description="model-init and batch-order seed; by default derived from `study.seed` and the trial number"
+    )
+    data_seed: int | None = Field(
+        None,
+        description="the problem's data seed; by default derived from `study.seed`, the same for every trial (so "
+        "trials are compared on the same data)",
+    )
 
     @property
     def loss_terms(self) -> tuple[str, ...]:
@@ -136,7 +175,7 @@ class LoopCommon(Frozen):
         the loop's ``LOSSES``. The one place a loss is on or off (the alternating loop's third weight
         turns its ``consistency`` term on): every loop, the vectorized loops and the preflight check read
         it (``"consistency" in cfg.loss_terms``), never a count of weights."""
-        return self.LOSSES[: len(self.weights)]  # type: ignore[attr-defined]
+        return self.LOSSES[: len(self.weights)]
 
     @model_validator(mode="after")
     def _fp16_needs_a_plain_weighted_sum(self) -> LoopCommon:
@@ -192,40 +231,32 @@ class LoopCommon(Frozen):
 
 
 class DualLossConfig(LoopCommon):
-    """One model, two datasets (or two heads), two losses combined with weights.
-
-    Attributes:
-        loop: Discriminator, always ``dual_loss``.
-        problem: The problem to train.
-        epochs: Passes over the epoch plan (see ``mixing``).
-        batch_size: Batch size of task a (and of task b unless ``batch_size_b`` is set).
-        batch_size_b: Batch size of task b; ``None`` means ``batch_size``.
-        mixing: How batches of the two datasets are paired: ``zip`` stops at the shorter set,
-            ``cycle`` re-shuffles and repeats the shorter set until the longer is seen once,
-            ``accumulate`` pairs like ``cycle`` but runs one backward pass per task (gradients summed,
-            one optimizer step), so only one task's graph is alive at a time.
-        optimizer: Optimizer of the model.
-        grad_accum_steps: One optimizer step every this many batches, each batch's loss scaled so the
-            update equals that of one batch this many times larger (the last group of an epoch may be
-            shorter; its batches are scaled by its own size).
-        grad_clip: Clip the model's gradient norm to this value before each optimizer step.
-        weights: Loss weights (w_a, w_b) applied to the two training losses.
-        eval_batch_size: Chunk size for validation (no gradients).
-        device: ``auto`` (cuda if available), ``cpu``, ``cuda``, ``cuda:1``...
-        seed: Seed of model init and batch order; ``None`` in a study file = derived per trial.
-        data_seed: Seed of the problem's data; ``None`` in a study file = derived from the study seed,
-            the same for every trial so trials are compared on the same data.
-    """
+    """One model, two datasets (or two heads), two losses combined with weights."""
 
     LOSSES: ClassVar[tuple[str, ...]] = ("a", "b")
 
-    loop: Literal["dual_loss"] = "dual_loss"
-    batch_size_b: PositiveInt | None = None
-    mixing: Literal["zip", "cycle", "accumulate"] = "cycle"
-    optimizer: OptimizerConfig = OptimizerConfig()
-    grad_accum_steps: PositiveInt = 1
-    grad_clip: PositiveFloat | None = None
-    weights: tuple[NonNegativeFloat, NonNegativeFloat] = (0.5, 0.5)
+    loop: Literal["dual_loss"] = Field("dual_loss", description="which training loop (`dual_loss`, or `alternating`)")
+    batch_size_b: PositiveInt | None = Field(None, description="batch size of task b; default: `batch_size`")
+    mixing: Literal["zip", "cycle", "accumulate"] = Field(
+        "cycle",
+        description="how batches of the two datasets are paired: `zip` stops at the shorter set, `cycle` "
+        "re-shuffles and repeats the shorter set until the longer is seen once, `accumulate` pairs like `cycle` "
+        "but runs one backward pass per task (gradients summed, one optimizer step), so only one task's graph is "
+        "alive at a time (see [mixing strategies](docs/explanation/loops.md#mixing-strategies))",
+    )
+    optimizer: OptimizerConfig = Field(OptimizerConfig(), description="the model's optimizer and its LR schedule")
+    grad_accum_steps: PositiveInt = Field(
+        1,
+        description="one optimizer step every k batches, each batch's loss scaled by 1/k so the update equals one "
+        "k× larger batch (an epoch's last, shorter group is scaled by its own size); the LR schedule counts "
+        "optimizer steps. Needs a strategy whose gradient is a weighted sum (`static`, `uncertainty`, `dwa`, `rlw`)",
+    )
+    grad_clip: PositiveFloat | None = Field(
+        None, description="clip the model's gradient norm to this value before each optimizer step"
+    )
+    weights: tuple[NonNegativeFloat, NonNegativeFloat] = Field(
+        (0.5, 0.5), description="loss weights `[w_a, w_b]` when they are not searched"
+    )
 
     @model_validator(mode="after")
     def _accumulation_needs_a_plain_weighted_sum(self) -> DualLossConfig:
@@ -250,58 +281,56 @@ class DualLossConfig(LoopCommon):
 
 
 class ModelConfig(Frozen):
-    """Per-model training settings of the alternating loop.
+    """Per-model training settings of the alternating loop."""
 
-    Attributes:
-        optimizer: The model's optimizer (its own LR, weight decay, momentum).
-        grad_clip: Clip the model's gradient norm to this value before each of its steps.
-    """
-
-    optimizer: OptimizerConfig = OptimizerConfig()
-    grad_clip: PositiveFloat | None = None
+    optimizer: OptimizerConfig = Field(
+        OptimizerConfig(), description="the model's optimizer (its own LR, weight decay, momentum, schedule)"
+    )
+    grad_clip: PositiveFloat | None = Field(
+        None, description="clip the model's gradient norm to this value before each of its steps"
+    )
 
 
 class AlternatingConfig(LoopCommon):
-    """Two models, B consumes A's output (``y = B(A(x))``), each with its own optimizer settings.
-
-    Attributes:
-        loop: Discriminator, always ``alternating``.
-        problem: A coupled problem (model A, model B, targets for both).
-        mode: ``alternate``: per cycle ``steps_a`` optimizer steps on A (B frozen) then ``steps_b`` on
-            B (A's output computed without gradient), each step on a fresh batch and a fresh forward
-            pass. ``b_on_detached``: every step updates A on its own loss only and B on A's detached
-            output. ``joint``: one optimizer over both models with per-model parameter groups.
-        epoch: What one epoch is. ``pass``: one pass over the training data, one batch per step, so in
-            ``alternate`` mode each model gets only its share of the steps (about half of ``joint``'s
-            with ``steps_a = steps_b``). ``model_steps``: in ``alternate`` mode, as many batches as it
-            takes for the model with fewer steps per cycle to get one pass's worth of optimizer steps,
-            so modes compare (and prune) at equal optimizer steps per model; the same as ``pass`` in the
-            other modes, where both models step every batch.
-        steps_a: A's optimizer steps per cycle (``alternate`` only).
-        steps_b: B's optimizer steps per cycle (``alternate`` only).
-        epochs: Passes over the training set (one batch per optimizer step).
-        batch_size: Batch size.
-        model_a: A's optimizer and clipping.
-        model_b: B's optimizer and clipping.
-        weights: ``[w_a, w_b]`` for A's own loss and B's loss, or ``[w_a, w_b, w_consistency]``: a third
-            weight adds the consistency term (:meth:`~objectives.problems.CoupledProblem.consistency_term`:
-            the problem's own, or by default B's answer on A's output against its answer on A's target).
-        eval_batch_size: Chunk size for validation.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
-        seed: Model-init and batch-order seed (``None`` in a study file = derived per trial).
-        data_seed: The problem's data seed (``None`` = derived from the study seed).
-    """
+    """Two models, B consumes A's output (``y = B(A(x))``), each with its own optimizer settings."""
 
     LOSSES: ClassVar[tuple[str, ...]] = ("a", "b", "consistency")
 
-    loop: Literal["alternating"] = "alternating"
-    mode: Literal["alternate", "b_on_detached", "joint"] = "alternate"
-    epoch: Literal["pass", "model_steps"] = "pass"
-    steps_a: PositiveInt = 1
-    steps_b: PositiveInt = 1
-    model_a: ModelConfig = ModelConfig()
-    model_b: ModelConfig = ModelConfig()
-    weights: Annotated[tuple[NonNegativeFloat, ...], Field(min_length=2, max_length=3)] = (0.5, 0.5)
+    loop: Literal["alternating"] = Field(
+        "alternating", description="which training loop (`dual_loss`, or `alternating`)"
+    )
+    mode: Literal["alternate", "b_on_detached", "joint"] = Field(
+        "alternate",
+        description="`alternate`: per cycle `steps_a` optimizer steps on A (B frozen) then `steps_b` on B (A's "
+        "output computed without gradient), each on a fresh batch; `b_on_detached`: every step updates A on its own "
+        "loss only and B on A's detached output; `joint`: one optimizer over both models, a parameter group each "
+        "(see [modes](docs/explanation/loops.md#modes--when-to-pick-each))",
+    )
+    epoch: Literal["pass", "model_steps"] = Field(
+        "pass",
+        description="what an epoch is. `pass`: one pass over the training data, one batch per step — in "
+        "`alternate` mode each model then gets only its share of the steps (with `steps_a = steps_b`, half of what "
+        "`joint` and `b_on_detached` give each model per epoch). `model_steps`: in `alternate` mode, as many batches "
+        "as it takes for the model with fewer steps per cycle to get a pass's worth of optimizer steps, so modes "
+        "are compared — and pruned — at equal optimizer steps per model (`opt_steps_a`/`opt_steps_b` are logged "
+        "every epoch); the same as `pass` in the other modes",
+    )
+    steps_a: PositiveInt = Field(
+        1, description="optimizer steps of A per cycle (`alternate` only; like a GAN's n_critic)"
+    )
+    steps_b: PositiveInt = Field(1, description="optimizer steps of B per cycle (`alternate` only)")
+    model_a: ModelConfig = Field(ModelConfig(), description="model A's `optimizer` and `grad_clip` (max gradient norm)")
+    model_b: ModelConfig = Field(ModelConfig(), description="model B's `optimizer` and `grad_clip` (max gradient norm)")
+    weights: Annotated[
+        tuple[NonNegativeFloat, ...],
+        Field(
+            min_length=2,
+            max_length=3,
+            description="`[w_a, w_b]` for A's own loss and B's, or `[w_a, w_b, w_consistency]`: a third weight "
+            "adds the consistency term (the problem's `consistency_term`, by default B's answer on A's output "
+            "against its answer on A's target)",
+        ),
+    ] = (0.5, 0.5)
 
     @model_validator(mode="after")
     def _joint_needs_one_optimizer_type(self) -> AlternatingConfig:

@@ -103,7 +103,7 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
         cfgs: The members' resolved configs (one loop).
         problem: Their (one) built problem.
     """
-    name = cfgs[0].loop  # type: ignore[attr-defined]
+    name = cfgs[0].loop
     if LOOPS[name].train_group is None:
         return f"loop {name} has no vectorized form (its Loop record gives no train_group)"
     return why_not_vectorized(cfgs, problem)
@@ -129,7 +129,7 @@ def train_group(
     Raises:
         ValueError: the configs cannot be one group (the reason from :func:`why_not`).
     """
-    group = LOOPS[cfgs[0].loop].train_group  # type: ignore[attr-defined]
+    group = LOOPS[cfgs[0].loop].train_group
     if group is None:
         raise ValueError(why_not(cfgs, problem))
     return group(cfgs, reports, problem=problem, checkpoints=checkpoints)

@@ -123,3 +123,26 @@ def test_named_files_exist(page: Path) -> None:
     named = re.findall(r"`((?:sweep|objectives|tests|benchmarks|studies|examples|docs|\.ci)/[^`\s:]*)", text)
     missing = sorted({p for p in named if not re.search(r"[<*]", p) and not (ROOT / p).exists()})
     assert not missing, f"{page.relative_to(ROOT)} names files that do not exist: {', '.join(missing)}"
+
+
+def test_generator_finds_no_field_without_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python docs/generate.py --missing`` passes: every field of the study-file schema has its description."""
+    assert _generator().main(["--missing"]) == 0, capsys.readouterr().out
+    assert capsys.readouterr().out == ""
+
+
+def test_study_file_reference_shows_each_schema_description() -> None:
+    """The study-file page is written from the schema's descriptions: each field's ``Field(description=...)``
+    (its links made relative to the page) is on it; a ``type: ...`` union member's tag is its heading instead."""
+    generate = _generator()
+    p = generate.project()
+    page = generate.study_file_page(p)
+    absent = []
+    for name, model in generate.schema_models(p).items():
+        for key, info in model.model_fields.items():
+            if key == "type" and generate._tag(model) is not None:
+                continue
+            text = generate.relative_links(info.description or "")
+            if not text or (generate._cell(text)[1:] not in page and text[1:] not in page):
+                absent.append(f"{name}.{key}")
+    assert not absent, f"not on the study-file page: {', '.join(absent)}"

@@ -72,10 +72,10 @@ def test_evaluate_chooses_the_highest_trials_of_a_maximized_study() -> None:
     sf = parse_study(acc, "acc.yaml")
     assert sf.study.directions == ("maximize",)
     values = [0.50, 0.90, 0.20, 0.70, 0.90]
-    assert [t.number for t in chosen(_study_of("maximize", values), sf, 3, None)] == [1, 4, 3]
+    assert [t.number for t in chosen(_study_of("maximize", values), sf.study, 3, None)] == [1, 4, 3]
     loss = parse_study(tiny_study("loss"), "loss.yaml")
     assert loss.study.directions == ("minimize",)
-    assert [t.number for t in chosen(_study_of("minimize", values), loss, 3, None)] == [2, 0, 3]
+    assert [t.number for t in chosen(_study_of("minimize", values), loss.study, 3, None)] == [2, 0, 3]
 
 
 def test_evaluation_seeds_are_fresh_and_shared() -> None:

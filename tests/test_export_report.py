@@ -301,10 +301,10 @@ def test_export_of_a_maximized_study_takes_the_highest_trial() -> None:
 
     sf = parse_study(_maximized("acc"), "acc.yaml")
     values = [0.50, 0.90, 0.20, 0.70]
-    trial, rule = choose(_study_of("maximize", values), sf, None, None)
+    trial, rule = choose(_study_of("maximize", values), sf.study, None, None)
     assert (trial.number, trial.value, rule) == (1, 0.90, "best val_a_acc (maximize)")
     loss = parse_study(tiny_study("loss"), "loss.yaml")
-    assert choose(_study_of("minimize", values), loss, None, None)[0].number == 2
+    assert choose(_study_of("minimize", values), loss.study, None, None)[0].number == 2
 
 
 def test_the_top_table_of_a_maximized_study_lists_the_highest_first() -> None:

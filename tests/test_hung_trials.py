@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 
 from sweep.core.errors import ConfigError
 from sweep.core.interrupts import Interrupts
-from sweep.execution.watchdog import TrialTimeout, Watchdog
 from sweep.studyfile.config import load_study
+from sweep.trials.watchdog import TrialTimeout, Watchdog
 from tests.conftest import run_main, start_cli, tiny_study, write_yaml
 from tests.support.agreement import check_agreement
 from tests.support.pausing import Pauses

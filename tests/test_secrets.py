@@ -211,40 +211,6 @@ def test_the_local_stores_are_readable_by_their_owner_only(tmp_path: Path) -> No
     assert modes == {p: (0o700 if (tmp_path / p).is_dir() else 0o600) for p in modes}
 
 
-def test_the_optuna_storage_stores_references_and_gives_values_back(tmp_path: Path) -> None:
-    """Every user attribute sweep writes (a trial's, the study's, a re-queued trial's copy) is stored with
-    the known secrets as references, and read back through sweep's storage with the values."""
-    from optuna.distributions import FloatDistribution
-
-    from sweep.core.urls import forget_secrets, remember_secret
-    from sweep.storage.storage import open_storage
-
-    forget_secrets()
-    remember_secret("s3cr3t-in-attr", "${SWEEP_TEST_PW}")
-    url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = optuna.create_study(study_name="sealed", storage=open_storage(url))
-    study.set_user_attr("settings", {"dsn": "postgresql://u:s3cr3t-in-attr@h/x"})
-    trial = study.ask()
-    trial.set_user_attr("config", {"token": "s3cr3t-in-attr", "n": 3})
-    study.tell(trial, 1.0)
-    study.add_trial(  # how sweep.execution.recovery re-queues a dead trial: a copy of its attributes
-        optuna.trial.create_trial(
-            params={"x": 0.5},
-            distributions={"x": FloatDistribution(0, 1)},
-            state=optuna.trial.TrialState.WAITING,
-            user_attrs=study.trials[0].user_attrs,
-        )
-    )
-    assert study.user_attrs["settings"] == {"dsn": "postgresql://u:s3cr3t-in-attr@h/x"}
-    assert [t.user_attrs for t in study.trials] == [{"config": {"token": "s3cr3t-in-attr", "n": 3}}] * 2
-
-    raw = optuna.load_study(study_name="sealed", storage=url)  # Optuna's own storage: what is stored
-    assert raw.user_attrs["settings"] == {"dsn": "postgresql://u:${SWEEP_TEST_PW}@h/x"}
-    assert [t.user_attrs for t in raw.trials] == [{"config": {"token": "${SWEEP_TEST_PW}", "n": 3}}] * 2
-    assert b"s3cr3t-in-attr" not in b"".join(p.read_bytes() for p in tmp_path.glob("optuna.db*"))
-    forget_secrets()
-
-
 def test_what_optuna_and_mlflow_log_during_trials_is_masked(tmp_path: Path) -> None:
     """A library's log line holding a known secret or a URL's password (an Optuna storage warning, an
     MLflow artifact error) is written masked by the handlers they log through."""
@@ -252,7 +218,7 @@ def test_what_optuna_and_mlflow_log_during_trials_is_masked(tmp_path: Path) -> N
     import logging
 
     from sweep.core.urls import forget_secrets, remember_secret
-    from sweep.execution.console import optuna_output
+    from sweep.trials.console import optuna_output
 
     forget_secrets()
     remember_secret("s3cr3t-logged", "${SWEEP_TEST_PW}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from objectives.frozen import Frozen
 
@@ -12,7 +13,7 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["constant"] = "constant"
+    type: Literal["constant"] = Field("constant", description="selects `constant`: the optimizer's LR throughout")
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

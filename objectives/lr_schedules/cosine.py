@@ -19,8 +19,10 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["cosine"] = "cosine"
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    type: Literal["cosine"] = Field("cosine", description="selects `cosine` (`CosineAnnealingLR`)")
+    min_lr_ratio: Annotated[
+        float, Field(ge=0, le=1, description="the LR's floor, as a fraction of the optimizer's LR")
+    ] = 0.0
 
 
 def anneal(optimizer: torch.optim.Optimizer, steps: int, min_lr_ratio: float) -> torch.optim.lr_scheduler.LRScheduler:

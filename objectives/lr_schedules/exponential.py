@@ -13,8 +13,10 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["exponential"] = "exponential"
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.9
+    type: Literal["exponential"] = Field("exponential", description="selects `exponential` (`ExponentialLR`)")
+    gamma: Annotated[
+        float, Field(gt=0, le=1, description="the LR's factor per epoch (applied smoothly, per optimizer step)")
+    ] = 0.9
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

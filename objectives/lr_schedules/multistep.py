@@ -13,9 +13,12 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["multistep"] = "multistep"
-    milestones: Annotated[tuple[PositiveInt, ...], Field(min_length=1)] = (5, 8)
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    type: Literal["multistep"] = Field("multistep", description="selects `multistep` (`MultiStepLR`)")
+    milestones: Annotated[
+        tuple[PositiveInt, ...],
+        Field(min_length=1, description="epochs at which the LR is multiplied by `gamma`"),
+    ] = (5, 8)
+    gamma: Annotated[float, Field(gt=0, le=1, description="the LR's factor at each milestone")] = 0.1
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

@@ -17,11 +17,20 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["onecycle"] = "onecycle"
-    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
-    anneal_strategy: Literal["cos", "linear"] = "cos"
-    div_factor: Annotated[float, Field(gt=0)] = 25.0
-    final_div_factor: Annotated[float, Field(gt=0)] = 1e4
+    type: Literal["onecycle"] = Field("onecycle", description="selects `onecycle` (`OneCycleLR`)")
+    pct_start: Annotated[
+        float, Field(gt=0, lt=1, description="`OneCycleLR`'s `pct_start`: the fraction of steps spent rising")
+    ] = 0.3
+    anneal_strategy: Literal["cos", "linear"] = Field(
+        "cos", description="`OneCycleLR`'s `anneal_strategy`: the shape of the rise and the fall"
+    )
+    div_factor: Annotated[
+        float, Field(gt=0, description="`OneCycleLR`'s `div_factor`: initial LR = LR / div_factor")
+    ] = 25.0
+    final_div_factor: Annotated[
+        float,
+        Field(gt=0, description="`OneCycleLR`'s `final_div_factor`: last LR = initial LR / final_div_factor"),
+    ] = 1e4
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

@@ -14,11 +14,17 @@ PER = "epoch"
 
 
 class Config(Frozen):
-    type: Literal["plateau"] = "plateau"
-    factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    patience: NonNegativeInt = 2
-    threshold: NonNegativeFloat = 1e-4
-    min_lr: NonNegativeFloat = 0.0
+    type: Literal["plateau"] = Field("plateau", description="selects `plateau` (`ReduceLROnPlateau`)")
+    factor: Annotated[
+        float, Field(gt=0, lt=1, description="`ReduceLROnPlateau`'s `factor`: the LR's factor on a plateau")
+    ] = 0.5
+    patience: NonNegativeInt = Field(
+        2, description="`ReduceLROnPlateau`'s `patience`: epochs without improvement before the LR is cut"
+    )
+    threshold: NonNegativeFloat = Field(
+        1e-4, description="`ReduceLROnPlateau`'s `threshold`: the least relative improvement that counts"
+    )
+    min_lr: NonNegativeFloat = Field(0.0, description="`ReduceLROnPlateau`'s `min_lr`: the LR's floor")
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

@@ -13,9 +13,9 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["step"] = "step"
-    every_epochs: PositiveInt = 10
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    type: Literal["step"] = Field("step", description="selects `step` (`StepLR`)")
+    every_epochs: PositiveInt = Field(10, description="epochs between two multiplications by `gamma`")
+    gamma: Annotated[float, Field(gt=0, le=1, description="the LR's factor every `every_epochs` epochs")] = 0.1
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

@@ -19,11 +19,17 @@ PER = "step"
 
 
 class Config(Frozen):
-    type: Literal["warmup"] = "warmup"
-    warmup_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    start_factor: Annotated[float, Field(gt=0, le=1)] = 0.01
-    decay: Literal["cosine", "linear"] = "cosine"
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    type: Literal["warmup"] = Field("warmup", description="selects `warmup`: linear warm-up, then a decay")
+    warmup_fraction: Annotated[
+        float, Field(gt=0, lt=1, description="the fraction of the optimizer's steps spent warming up")
+    ] = 0.1
+    start_factor: Annotated[
+        float, Field(gt=0, le=1, description="the LR at the first step, as a fraction of the optimizer's LR")
+    ] = 0.01
+    decay: Literal["cosine", "linear"] = Field("cosine", description="the decay after the warm-up")
+    min_lr_ratio: Annotated[
+        float, Field(ge=0, le=1, description="the LR's floor at the last step, as a fraction of the optimizer's LR")
+    ] = 0.0
 
 
 def build(optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int, steps_per_epoch: int) -> object:

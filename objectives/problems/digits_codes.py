@@ -23,9 +23,13 @@ class Options(BaseModel):
     """Options of ``digits_codes``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    n_train: PositiveInt = Field(default=300, le=1500)
-    code_dim: PositiveInt = Field(default=6, le=64)
-    hidden: PositiveInt = 32
+    n_train: PositiveInt = Field(
+        default=300, le=1500, description="training images; the rest are halved into validation and test"
+    )
+    code_dim: PositiveInt = Field(
+        default=6, le=64, description="numbers in A's code, whose target is the image's top principal components"
+    )
+    hidden: PositiveInt = Field(32, description="hidden width of the models")
 
 
 def build(options: Options, seed: int) -> CoupledProblem:

@@ -30,13 +30,20 @@ class Options(BaseModel):
     """Options of ``digits_images``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    n_a: PositiveInt = 1000
-    n_b: PositiveInt = 400
-    n_val: PositiveInt = Field(default=300, validate_default=True)  # checked against n_a + n_b
-    n_test: PositiveInt | None = None  # the held-out test images; None: every image left over (97 by default)
-    size: int = Field(default=32, ge=8, le=128)
-    channels: PositiveInt = 16
-    cache_dir: str | None = None
+    n_a: PositiveInt = Field(1000, description="task a's images (the digit)")
+    n_b: PositiveInt = Field(400, description="task b's images (its parity; other images than task a's)")
+    n_val: PositiveInt = Field(
+        default=300, validate_default=True, description="validation images (`n_a + n_b + n_val` ≤ the 1,797 digits)"
+    )
+    n_test: PositiveInt | None = Field(
+        None, description="held-out test images; unset: every image left over (97 by default)"
+    )
+    size: int = Field(default=32, ge=8, le=128, description="the digits are upscaled to `size`×`size`")
+    channels: PositiveInt = Field(16, description="channels of the small CNN")
+    cache_dir: str | None = Field(
+        None,
+        description="where the PNG files are written once (~7 MB); unset: `$SWEEP_CACHE_DIR`, else `~/.cache/sweep`",
+    )
 
     @field_validator("n_val")
     @classmethod

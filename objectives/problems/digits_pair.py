@@ -11,7 +11,7 @@ best weights are visibly not (0.5, 0.5). Train, validation and test pairs are bu
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from objectives.helpers import accuracy
@@ -23,11 +23,11 @@ class Options(BaseModel):
     """Options of ``digits_pair``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    n_a: PositiveInt = 1000
-    n_b: PositiveInt = 60
-    n_val: PositiveInt = 500
-    n_test: PositiveInt = 500
-    hidden: PositiveInt = 32
+    n_a: PositiveInt = Field(1000, description="task a's labelled pairs (the left digit)")
+    n_b: PositiveInt = Field(60, description="task b's labelled pairs (the right digit)")
+    n_val: PositiveInt = Field(500, description="validation pairs")
+    n_test: PositiveInt = Field(500, description="held-out test pairs")
+    hidden: PositiveInt = Field(32, description="width of the shared per-half encoder")
 
 
 class PairNet(nn.Module):

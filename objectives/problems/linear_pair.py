@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from objectives.problems.base import Builtin, Problem, Task
 from objectives.problems.common import mse
@@ -22,13 +22,13 @@ class Options(BaseModel):
     """Options of ``linear_pair``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    dim: PositiveInt = 8
-    n_a: PositiveInt = 512
-    n_b: PositiveInt = 2048
-    n_val: PositiveInt = 1024
-    n_test: PositiveInt = 1024
-    scale: PositiveFloat = 30.0
-    noise: NonNegativeFloat = 0.1
+    dim: PositiveInt = Field(8, description="input dimension")
+    n_a: PositiveInt = Field(512, description="task a's training samples")
+    n_b: PositiveInt = Field(2048, description="task b's training samples")
+    n_val: PositiveInt = Field(1024, description="validation samples")
+    n_test: PositiveInt = Field(1024, description="held-out test samples")
+    scale: PositiveFloat = Field(30.0, description="how many times apart the two losses' scales are")
+    noise: NonNegativeFloat = Field(0.1, description="noise of the regression targets")
 
 
 def build(options: Options, seed: int) -> Problem:

@@ -16,11 +16,13 @@ from objectives.frozen import Frozen
 
 
 class Config(Frozen):
-    type: Literal["cyclical"] = "cyclical"
-    target: str = "a"
-    start: Annotated[float, Field(ge=0, le=1)] = 0.0
-    cycles: PositiveInt = 4
-    ramp_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    type: Literal["cyclical"] = Field("cyclical", description="selects `cyclical`: cyclical annealing")
+    target: str = Field("a", description="the loss whose weight moves (`a`, `b`, or `consistency`)")
+    start: Annotated[float, Field(ge=0, le=1, description="the multiplier at the start of each cycle")] = 0.0
+    cycles: PositiveInt = Field(4, description="M, the number of equal cycles")
+    ramp_fraction: Annotated[
+        float, Field(gt=0, le=1, description="the fraction of each cycle over which the multiplier rises to 1")
+    ] = 0.5
 
 
 def multiplier(cfg: Config, step: int, total: int) -> float:

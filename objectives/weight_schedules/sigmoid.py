@@ -15,10 +15,12 @@ from objectives.frozen import Frozen
 
 
 class Config(Frozen):
-    type: Literal["sigmoid"] = "sigmoid"
-    target: str = "a"
-    start: Annotated[float, Field(ge=0, le=1)] = 0.0
-    ramp_fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
+    type: Literal["sigmoid"] = Field("sigmoid", description="selects `sigmoid`: a sigmoid-shaped ramp")
+    target: str = Field("a", description="the loss whose weight moves (`a`, `b`, or `consistency`)")
+    start: Annotated[float, Field(ge=0, le=1, description="the multiplier at the start of training")] = 0.0
+    ramp_fraction: Annotated[
+        float, Field(gt=0, le=1, description="the fraction of training over which the multiplier rises to 1")
+    ] = 0.3
 
 
 def multiplier(cfg: Config, step: int, total: int) -> float:

@@ -19,8 +19,8 @@ from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
-    type: Literal["dwa"] = "dwa"
-    temperature: Annotated[float, Field(gt=0)] = 2.0
+    type: Literal["dwa"] = Field("dwa", description="selects `dwa`: Dynamic Weight Average")
+    temperature: Annotated[float, Field(gt=0, description="T in λ_i = K softmax(r_i/T)")] = 2.0
 
 
 class DWA(Weighting):

@@ -22,9 +22,9 @@ from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
-    type: Literal["famo"] = "famo"
-    lr: Annotated[float, Field(gt=0)] = 0.025
-    gamma: NonNegativeFloat = 0.001
+    type: Literal["famo"] = Field("famo", description="selects `famo`: Fast Adaptive Multitask Optimization")
+    lr: Annotated[float, Field(gt=0, description="learning rate of the weight logits (their own Adam)")] = 0.025
+    gamma: NonNegativeFloat = Field(0.001, description="weight decay γ of the weight logits")
 
 
 EPS = 1e-8

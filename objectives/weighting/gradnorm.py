@@ -38,9 +38,9 @@ FLOOR = 1e-3
 
 
 class Config(Frozen):
-    type: Literal["gradnorm"] = "gradnorm"
-    alpha: Annotated[float, Field(ge=0)] = 1.5
-    lr: Annotated[float, Field(gt=0)] = 0.025
+    type: Literal["gradnorm"] = Field("gradnorm", description="selects `gradnorm`: GradNorm")
+    alpha: Annotated[float, Field(ge=0, description="GradNorm's α: how strongly slower losses are favoured")] = 1.5
+    lr: Annotated[float, Field(gt=0, description="learning rate of ω (its own Adam)")] = 0.025
 
 
 class GradNorm(Weighting):

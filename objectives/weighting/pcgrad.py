@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from objectives.frozen import Frozen
 from objectives.weighting.base import Weighting, assign_gradient, task_gradients
 
 
 class Config(Frozen):
-    type: Literal["pcgrad"] = "pcgrad"
+    type: Literal["pcgrad"] = Field("pcgrad", description="selects `pcgrad`: gradient surgery")
 
 
 def project(grads: list[torch.Tensor], order: list[list[int]]) -> torch.Tensor:

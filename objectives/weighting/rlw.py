@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from objectives.frozen import Frozen
 from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
-    type: Literal["rlw"] = "rlw"
+    type: Literal["rlw"] = Field("rlw", description="selects `rlw`: random loss weighting")
 
 
 class RLW(Weighting):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from objectives.frozen import Frozen
 from objectives.weighting.base import Weighting
 
 
 class Config(Frozen):
-    type: Literal["static"] = "static"
+    type: Literal["static"] = Field("static", description="selects `static`: the weights as given")
 
 
 class Static(Weighting):

@@ -12,14 +12,17 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from objectives.frozen import Frozen
 from objectives.weighting.base import Weighting, weighted_backward
 
 
 class Config(Frozen):
-    type: Literal["uncertainty"] = "uncertainty"
-    init_log_var: float = 0.0
+    type: Literal["uncertainty"] = Field(
+        "uncertainty", description="selects `uncertainty`: homoscedastic-uncertainty weighting"
+    )
+    init_log_var: float = Field(0.0, description="the initial learned s_i = log σ_i² of every loss")
 
 
 class Uncertainty(Weighting):

@@ -47,6 +47,7 @@ from sweep.results.results import EVALUATION_ATTR, Evaluated, chosen, counts, se
 from sweep.storage.storage import load_existing_study
 from sweep.studyfile.compare import members
 from sweep.studyfile.config import StudyFile
+from sweep.studyfile.sections import StudySection, TrackingSection
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -68,7 +69,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from sweep.execution.trial import ProblemCache
+    from sweep.trials.trial import ProblemCache
 
     studies = [(m.label, m.sf) for m in members(sf)] or [(None, sf)]
     seeds = evaluation_seeds(sf.study.seed, n_seeds)
@@ -77,7 +78,7 @@ def evaluate(
         study = load_existing_study(sub.study.name, sub.study.storage)
         spent, cost = counts(study), seconds_per_trial(study)
         done = study.user_attrs.get(EVALUATION_ATTR) or {}
-        for trial in chosen(study, sub, top, number):
+        for trial in chosen(study, sub.study, top, number):
             item = Evaluated(sub.study.name, method, trial, spent, cost, seeds)
             found = done.get(str(trial.number))
             if found and found["seeds"] == seeds and not again:
@@ -109,7 +110,7 @@ def evaluate(
                         file, "objective.problem", f"{e}: give its Task(s) a test split to evaluate on held-out data"
                     ) from None
             with interrupts.shielded():
-                item.run_id, replaced = _record(sf, study, item)
+                item.run_id, replaced = _record(sf.tracking, sf.study, study, item)
             if replaced:
                 tqdm.write(f"{item.study} #{item.trial.number}: MLflow run {item.run_id} supersedes the earlier "
                            f"evaluation run(s) {', '.join(replaced)} (tagged sweep.superseded_by, moved to MLflow's "
@@ -119,7 +120,9 @@ def evaluate(
     return [item for _, item in plan]
 
 
-def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> tuple[str, list[str]]:
+def _record(
+    tracking: TrackingSection, section: StudySection, study: optuna.Study, item: Evaluated
+) -> tuple[str, list[str]]:
     """One MLflow run for the configuration (under the study's parent run) and the study's user attribute.
 
     Returns:
@@ -132,11 +135,11 @@ def _record(sf: StudyFile, study: optuna.Study, item: Evaluated) -> tuple[str, l
     from sweep.tracking.tracking import quiet_mlflow
 
     quiet_mlflow()
-    client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
-    name = experiment_name(sf.tracking.experiment, sf.study.name)
+    client = MlflowClient(tracking_uri=absolute_sqlite(tracking.uri))
+    name = experiment_name(tracking.experiment, section.name)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        raise SweepError(f"no MLflow experiment {name!r} in {sf.tracking.uri}")
+        raise SweepError(f"no MLflow experiment {name!r} in {tracking.uri}")
     tags = {
         Tag.ROLE: Role.EVALUATION,
         Tag.STUDY_NAME: item.study,
@@ -197,13 +200,13 @@ def _supersede(client: MlflowClient, experiment_id: str, item: Evaluated, run_id
     return earlier
 
 
-def write_files(sf: StudyFile, rows: list[Evaluated], text: str, out: Path | None = None) -> Path:
+def write_files(study_name: str, rows: list[Evaluated], text: str, out: Path | None = None) -> Path:
     """``evaluation.md`` (the table) and ``evaluation.csv`` (one row per seed run) in the report folder."""
     import pandas as pd
 
     from sweep.tracking.artifacts import write_atomically
 
-    folder = out or Path(".sweep") / "reports" / sf.study.name
+    folder = out or Path(".sweep") / "reports" / study_name
     write_atomically(folder / "evaluation.md", text + "\n")
     frame = pd.DataFrame(
         [
@@ -267,7 +270,8 @@ def run_evaluation(
     """Evaluate, print the table and write its files; the exit status (also used by ``sweep.run``). While
     another process evaluates the same study (:func:`sweep.execution.finishing.evaluation_claim`): one line, exit 0."""
     try:
-        with evaluation_claim(sf) as other:
+        name = next((m.sf.study.name for m in members(sf)), sf.study.name)  # a comparison's: its first choice's
+        with evaluation_claim(sf.study, name) as other:
             if other is not None:
                 to_stderr(f"note: the evaluation is under way in another process ({other}); once it ends, python -m "
                           f"sweep.evaluate {file} shows its table (--again retrains)")  # fmt: skip
@@ -282,8 +286,8 @@ def run_evaluation(
     except KeyboardInterrupt:
         to_stderr(INTERRUPTED)
         return EXIT_INTERRUPTED
-    text = table(sf, rows)
-    folder = write_files(sf, rows, text, out)
+    text = table(sf.study, rows)
+    folder = write_files(sf.study.name, rows, text, out)
     print(text)
     print(f"Per-seed results: {folder / 'evaluation.csv'}; MLflow runs tagged sweep.role=evaluation")
     return EXIT_OK

@@ -38,6 +38,7 @@ from sweep.core.records import Attr, experiment_name
 from sweep.core.urls import redact
 from sweep.storage.storage import load_existing_study, storage_url
 from sweep.studyfile.config import StudyFile, parse_study
+from sweep.studyfile.sections import StudySection
 from sweep.studyfile.studyyaml import expand_env, read_study_yaml
 from sweep.tracking.artifacts import write_atomically
 
@@ -61,7 +62,7 @@ def knee(trials: list[optuna.trial.FrozenTrial], directions: list[str]) -> optun
 
 
 def choose(
-    study: optuna.Study, sf: StudyFile, number: int | None, prefer: str | None
+    study: optuna.Study, section: StudySection, number: int | None, prefer: str | None
 ) -> tuple[optuna.trial.FrozenTrial, str]:
     """The trial to export and the rule that chose it."""
     complete = {t.number: t for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}
@@ -71,8 +72,8 @@ def choose(
         return complete[number], f"--trial {number}"
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trial yet")
-    metrics, directions = list(sf.study.metric), list(sf.study.directions)
-    if not sf.study.multi_objective:
+    metrics, directions = list(section.metric), list(section.directions)
+    if not section.multi_objective:
         if prefer is not None and prefer != metrics[0]:
             raise ExportError(f"--prefer {prefer}: the study optimises only {metrics[0]}")
         return study.best_trial, f"best {metrics[0]} ({directions[0]})"
@@ -222,7 +223,7 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         study = load_existing_study(sf.study.name, sf.study.storage)
-        trial, rule = choose(study, sf, args.trial, args.prefer)
+        trial, rule = choose(study, sf.study, args.trial, args.prefer)
         raw = read_study_yaml(args.study_file) or {}
         document = export_document(sf, raw, study, trial, rule)
     except ConfigError as e:  # the file changed since it was loaded above

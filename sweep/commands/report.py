@@ -67,7 +67,7 @@ def _main(args: argparse.Namespace) -> int:
     from sweep.studyfile.compare import members
 
     out = args.out or Path(".sweep") / "reports" / sf.study.name
-    losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
+    losses = LOOPS[sf.objective.loop].losses
     subs = [(m.sf, out / m.label) for m in members(sf)] or [(sf, out)]
     client: MlflowClient | None = None
     try:
@@ -84,12 +84,12 @@ def _main(args: argparse.Namespace) -> int:
             print(f"\nWrote {len(written)} files to {folder}/ ({', '.join(p.name for p in written)})")
             for line in skipped:
                 print(f"  not drawn: {line}")
-        rows = recorded(sf)
+        rows = recorded([(m.label, m.sf.study) for m in members(sf)] or [(None, sf.study)])
     except SweepError as e:
         print_error(e)
         return EXIT_RUNTIME
     if sf.study.compare or any(r.runs for r in rows):
-        text = table(sf, rows)
+        text = table(sf.study, rows)
         (out / "comparison.md").write_text(text + "\n")
         print(f"\nComparison ({sf.study.compare}):" if sf.study.compare else "\nEvaluation on the test split:")
         print(text)

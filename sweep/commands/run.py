@@ -125,9 +125,9 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         try:
             with interrupts.raising():  # heavy imports, the user's code: nothing written, a signal ends it
                 from sweep.execution.runner import preflight
-                from sweep.execution.trial import ProblemCache
+                from sweep.trials.trial import ProblemCache
 
-                checked = preflight(sf, args.study_file, ProblemCache())
+                checked = preflight(sf.study, sf.objective, args.study_file, ProblemCache())
         except ConfigError as e:
             print_error(e)
             return EXIT_CONFIG
@@ -168,7 +168,7 @@ def _compare(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) ->
         worst = max(worst, status)  # a choice whose trials all failed is a result: the others still run
     args.compare_value = None
     if parents:
-        nest_under_comparison(sf, parents)
+        nest_under_comparison(sf.tracking, sf.study, parents)
     if worst in (EXIT_CONFIG, EXIT_INTERRUPTED):
         return worst
     return max(worst, _evaluate(sf, args))
@@ -186,11 +186,12 @@ def _evaluate(sf: StudyFile, args: argparse.Namespace) -> int:
 
 def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tuple[int, str | None]:
     """Run one study (with its workers): the exit status and its MLflow parent run."""
+    from objectives.loops import LOOPS
     from sweep.core.errors import ConfigError, SweepError, print_error
-    from sweep.execution.console import summary  # heavy imports (optuna, mlflow) once the file is valid
     from sweep.execution.runner import run_study
     from sweep.execution.workers import run_workers, worker_devices
     from sweep.studyfile.studyyaml import read_study_text
+    from sweep.trials.console import summary  # heavy imports (optuna, mlflow) once the file is valid
 
     apply_cpu_threads(args.cpu_threads)
     try:
@@ -253,7 +254,8 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
 
         report_count(outcome.ran, outcome.failed)  # how the coordinator counts the trials run now
         return (EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK), None
-    print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf))
+    losses = LOOPS[sf.objective.loop].losses
+    print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf.study, losses))
     parent = outcome.tracker.parent_id
     if outcome.interrupted:
         to_stderr("Interrupted: finished trials are saved; run the same command again to resume.")

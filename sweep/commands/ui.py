@@ -27,7 +27,7 @@ from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, one_line, prin
 from sweep.core.interrupts import interruptible
 from sweep.core.records import experiment_name
 from sweep.core.urls import absolute_sqlite, redact
-from sweep.studyfile.config import StudyFile
+from sweep.studyfile.sections import StudySection
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -44,24 +44,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _trials(sf: StudyFile) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials (their params are the searched ones); a comparison's are its sub-studies'
-    (``<name>.<choice>``, :mod:`sweep.studyfile.compare`: the comparison's own name holds none). None from a storage
-    without such a study."""
+def _trials(names: list[str], storage: str | None) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the studies ``names`` (their params are the searched ones): the study's, or a comparison's
+    sub-studies' (``<name>.<choice>``, :mod:`sweep.studyfile.compare`: the comparison's own name holds none).
+    None from a storage without such a study."""
     from sweep.storage.storage import load_existing_study
-    from sweep.studyfile.compare import members
 
     found: list[optuna.trial.FrozenTrial] = []
-    for name in [m.sf.study.name for m in members(sf)] or [sf.study.name]:
+    for name in names:
         try:
-            found += load_existing_study(name, sf.study.storage).get_trials(deepcopy=False)
+            found += load_existing_study(name, storage).get_trials(deepcopy=False)
         except Exception:  # no storage, no study, a database that does not answer: the target column alone
             continue
     return found
 
 
 def _evaluations(
-    client: MlflowClient, experiment_id: str, base: str, sf: StudyFile, trials: list[optuna.trial.FrozenTrial]
+    client: MlflowClient, experiment_id: str, base: str, study: StudySection, trials: list[optuna.trial.FrozenTrial]
 ) -> str | None:
     """The link to the study's test-set evaluations (:func:`sweep.tracking.views.evaluations_view_url`), where the
     experiment has any (``sweep.evaluate``); they are not in the trials' view."""
@@ -72,7 +71,7 @@ def _evaluations(
             return None
     except Exception:  # a server that does not answer the search: the trials' link alone
         return None
-    return evaluations_view_url(client, experiment_id, base, sf.study, trials)
+    return evaluations_view_url(client, experiment_id, base, study, trials)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +85,10 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from mlflow import MlflowClient
 
+    from sweep.studyfile.compare import members
     from sweep.tracking.views import runs_view_url
 
+    names = [m.sf.study.name for m in members(sf)] or [sf.study.name]
     uri = sf.tracking.uri
     name = experiment_name(sf.tracking.experiment, sf.study.name)
     if uri.startswith(("http://", "https://")):
@@ -97,10 +98,10 @@ def _main(args: argparse.Namespace) -> int:
         except Exception as e:  # MLflow's errors embed the URL: redact it
             print_error(f"cannot reach MLflow tracking {redact(uri)}: {one_line(e, with_type=False)}")
             return EXIT_RUNTIME
-        base, trials = redact(uri).rstrip("/"), _trials(sf)
+        base, trials = redact(uri).rstrip("/"), _trials(names, sf.study.storage)
         url = runs_view_url(client, found.experiment_id, base, sf.study, trials) if found else f"{base}/"
         print(f"The study is tracked by the server {redact(uri)}: open {url}")
-        evaluations = _evaluations(client, found.experiment_id, base, sf, trials) if found else None
+        evaluations = _evaluations(client, found.experiment_id, base, sf.study, trials) if found else None
         if evaluations:
             print(f"Its test-set evaluations (mean over seeds): {evaluations}")
         return EXIT_OK
@@ -117,9 +118,9 @@ def _main(args: argparse.Namespace) -> int:
         sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
         "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1",
     ]  # fmt: skip
-    base, trials = f"http://127.0.0.1:{args.port}", _trials(sf)
+    base, trials = f"http://127.0.0.1:{args.port}", _trials(names, sf.study.storage)
     url = runs_view_url(client, found.experiment_id, base, sf.study, trials)
-    evaluations = _evaluations(client, found.experiment_id, base, sf, trials)
+    evaluations = _evaluations(client, found.experiment_id, base, sf.study, trials)
     shown = " ".join(redact(part) for part in command)
     how = (
         f"not started (--print-only); to start it: {shown}"

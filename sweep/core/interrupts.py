@@ -8,7 +8,7 @@ everywhere else the request is honoured at the next safe point: the start of the
 training, the end of a :meth:`shielded` block, or between trials (the study stops). A second signal
 raises at once whatever is running (the user insists).
 
-A trial's time limits (:mod:`sweep.execution.watchdog`) stop its training the same way: their error is raised at
+A trial's time limits (:mod:`sweep.trials.watchdog`) stop its training the same way: their error is raised at
 once inside :meth:`Interrupts.training`, else at the end of the database write under way (:meth:`defer`).
 
 Phases that hold no database lock of this process (importing and building the user's problem, a wait
@@ -29,7 +29,7 @@ from types import FrameType
 
 
 class RaisedInto(Exception):
-    """An error another thread has the training raise (:class:`sweep.execution.watchdog.TrialTimeout`); one that
+    """An error another thread has the training raise (:class:`sweep.trials.watchdog.TrialTimeout`); one that
     Python swallows in a finalizer is delivered again by its sender, silently."""
 
 

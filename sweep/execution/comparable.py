@@ -9,13 +9,16 @@ accepted with one note line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import optuna
 
+from objectives.config import LoopCommon
 from sweep.core.errors import ConfigError, to_stderr
 from sweep.core.records import Attr
-from sweep.studyfile.config import StudyFile
+from sweep.studyfile.sections import StudySection
+from sweep.studyfile.space import SearchSection
 from sweep.tracking.tracking import flatten
 
 # How fast, not what: the same batches in the same order, the same arithmetic (up to floating-point
@@ -30,13 +33,13 @@ SPEED_ONLY = (
 )
 
 
-def settings(sf: StudyFile) -> dict[str, str]:
+def settings(section: StudySection, objective: LoopCommon, search: SearchSection) -> dict[str, str]:
     """What makes a study's trials comparable, flattened: the targets, the objective as written (less its
     searched paths) and the search space. Not: n_trials, timeout, sampler, pruner, storage, tracking."""
-    study = {"metric": list(sf.study.metric), "direction": list(sf.study.directions), "score": sf.study.score}
-    objective = {k: v for k, v in flatten(sf.objective.model_dump(mode="json")).items() if k not in sf.search.params}
-    search = sf.search.model_dump(mode="json")
-    tree = {"study": {**study, "seed": sf.study.seed}, "objective": objective, "search": search}
+    study = {"metric": list(section.metric), "direction": list(section.directions), "score": section.score}
+    fixed = {k: v for k, v in flatten(objective.model_dump(mode="json")).items() if k not in search.params}
+    space = search.model_dump(mode="json")
+    tree = {"study": {**study, "seed": section.seed}, "objective": fixed, "search": space}
     return {k: str(v) for k, v in flatten(tree).items()}
 
 
@@ -45,17 +48,25 @@ def speed_only(key: str) -> bool:
     return any(key == p or key.startswith(f"{p}.") for p in SPEED_ONLY)
 
 
-def check_unchanged(study: optuna.Study, sf: StudyFile, source: Path, allow_changes: bool, note: bool = True) -> None:
+def check_unchanged(
+    study: optuna.Study, now: Mapping[str, str], source: Path, allow_changes: bool, note: bool = True
+) -> None:
     """Refuse to add trials to a study whose file changed what its trials are compared on; ``note``: say
     which speed-only settings changed (one process of several says it).
+
+    Args:
+        study: The stored study (its first run's settings are a user attribute).
+        now: The study file's :func:`settings`.
+        source: The study file (named in the error).
+        allow_changes: Add trials anyway (``--allow-changes``).
+        note: Say which speed-only settings changed.
 
     Raises:
         ConfigError: naming the first setting that differs from the study's first run.
     """
-    now = settings(sf)
     stored = study.user_attrs.get(Attr.SETTINGS)
     if stored is None:
-        study.set_user_attr(Attr.SETTINGS, now)
+        study.set_user_attr(Attr.SETTINGS, dict(now))
         return
     changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
     faster = [k for k in changed if speed_only(k)]
@@ -66,12 +77,12 @@ def check_unchanged(study: optuna.Study, sf: StudyFile, source: Path, allow_chan
         raise ConfigError(
             source,
             key,
-            f"is {now.get(key, '(absent)')} here but {stored.get(key, '(absent)')} in study {sf.study.name!r}'s "
+            f"is {now.get(key, '(absent)')} here but {stored.get(key, '(absent)')} in study {study.study_name!r}'s "
             f"earlier runs{more}: its trials would not be comparable; use a new --study-name, or "
             "--allow-changes to add trials anyway",
         )
     if faster and note:
         to_stderr(
-            f"note: {', '.join(faster)} changed since study {sf.study.name!r}'s earlier runs: that changes how fast "
+            f"note: {', '.join(faster)} changed since study {study.study_name!r}'s earlier runs: that changes how fast "
             "trials train, not what they compute, so they stay comparable"
         )

@@ -1,4 +1,5 @@
-"""One process ends a study, and one evaluates it, however many processes run it.
+"""The end of a study (:func:`finish`: stray runs, the report, the parent run), done by one process, and
+one evaluation, however many processes run it.
 
 Several processes may run one study to its end at once (machines on a shared storage, ``--workers``
 coordinators, a comparison started twice). Each of them reaches the end; without agreeing, each wrote
@@ -25,27 +26,31 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from mlflow.exceptions import MlflowException
 
-from sweep.core.errors import one_line, to_stderr
+from sweep.core.errors import one_line, to_stderr, warn
 from sweep.core.faultpoints import pause
 from sweep.core.interrupts import Interrupts
 from sweep.core.records import SystemAttr
 from sweep.core.urls import sqlite_path
+from sweep.results.report import write_report
 from sweep.storage.claims import study_lock
 from sweep.storage.resilient import storage_down
 from sweep.storage.storage import count_finished, fail_stale_trials, open_storage, storage_url
-from sweep.studyfile.compare import members
+from sweep.trials.recovery import agree
 
 if TYPE_CHECKING:
     from sweep.execution.runner import Session
-    from sweep.studyfile.config import StudyFile
+    from sweep.studyfile.sections import StudySection
 
 RUNNING = optuna.trial.TrialState.RUNNING
 FINISHED_BY = SystemAttr.FINISHED_BY  # study → {"finished", "report", "by", "at", "running", "done"}: who ends it
@@ -129,7 +134,7 @@ def claimed(
                 rdb.set_study_system_attr(study_id, key, {**record, "running": False, "done": claim.done})
 
 
-def close_once(session: Session, report: Callable[[], bool | None] | None, sf: StudyFile) -> str:
+def close_once(session: Session, report: Callable[[], bool | None] | None, section: StudySection) -> str:
     """Write the report (``report``; ``None``: none asked for) and close the parent run FINISHED, unless
     another process does or did so for the study as it stands now (see the module's docstring). A report
     interrupted by a signal (``report`` returns ``False``) closes the parent run KILLED and leaves the
@@ -152,7 +157,7 @@ def close_once(session: Session, report: Callable[[], bool | None] | None, sf: S
             )
 
         with claimed(
-            rdb, session.storage, study.study_name, FINISHED_BY, sf.study, settled, finished=n, report=bool(report)
+            rdb, session.storage, study.study_name, FINISHED_BY, section, settled, finished=n, report=bool(report)
         ) as claim:
             if claim.other is not None:
                 if claim.other.get("done") and tracker.client.get_run(tracker.parent_id).info.status == "RUNNING":
@@ -209,28 +214,89 @@ def _renew(rdb: optuna.storages.RDBStorage, study_id: int, key: str, stop: threa
 
 
 @contextlib.contextmanager
-def evaluation_claim(sf: StudyFile) -> Iterator[str | None]:
-    """Claim the evaluation of ``sf``'s study (a comparison's: all its choices, claimed on the first one's
-    study) for this process while the block runs.
+def evaluation_claim(study: StudySection, name: str) -> Iterator[str | None]:
+    """Claim the evaluation of the study for this process while the block runs.
+
+    Args:
+        study: The study file's ``study`` section (its storage).
+        name: The study the claim is held on: its own, or a comparison's first choice's (for all its choices).
 
     Yields:
         ``None``: this process evaluates; else who does (``host:pid``): evaluate nothing. A study not in
         its storage yields ``None`` (the evaluation says what is missing).
     """
-    name = next((m.sf.study.name for m in members(sf)), sf.study.name)
-    url = storage_url(sf.study.storage)
+    url = storage_url(study.storage)
     path = sqlite_path(url)
     if path is not None and not path.exists():  # nothing to open (nor to create here)
         yield None
         return
-    rdb = open_storage(url, retry_s=sf.study.storage_retry)
+    rdb = open_storage(url, retry_s=study.storage_retry)
     try:
         rdb.get_study_id_from_name(name)
     except KeyError:
         yield None
         return
     pause("evaluate")  # every process about to evaluate passes here (tests hold them all)
-    with claimed(rdb, url, name, EVALUATING, sf.study) as claim:
+    with claimed(rdb, url, name, EVALUATING, study) as claim:
         if claim.other is None:
             pause("evaluate_claimed")  # claimed, nothing retrained yet
         yield None if claim.other is None else str(claim.other.get("by"))
+
+
+def finish(
+    session: Session,
+    section: StudySection,
+    losses: Sequence[str],
+    report: bool,
+    interrupted: bool,
+    failed: bool = False,
+) -> str:
+    """Close what the run leaves: stray MLflow runs, then the report (tables, plots) and the parent run —
+    FINISHED once the study is done (by one of the processes that end it, :func:`sweep.execution.finishing.close_once`),
+    FAILED when it had to give up, KILLED when interrupted; left RUNNING while others still run trials.
+
+    Never raises (but for an interrupt): a report that cannot be written is a warning, and whatever
+    else fails here (the storage gone, memory exhausted) closes the parent run FAILED.
+
+    Returns:
+        Why the study could not be finished (one line), or ``""``.
+    """
+    study, tracker = session.study, session.tracker
+    why = ""
+    try:
+        done = count_finished(study) >= section.n_trials
+        if done and not interrupted:  # trials still RUNNING belong to dead processes: failed once stale
+            settle(study, section.grace_period + 2 * section.heartbeat_interval, section.heartbeat_interval)
+        agree(study, session.rdb, tracker.client, tracker.experiment_id, "at the end")
+        if not done and not failed and study.get_trials(deepcopy=False, states=(RUNNING,)):
+            return ""  # the study goes on in other processes: the one that finishes it closes the parent
+    except Exception as e:  # the storage gone (its own line), memory exhausted...
+        down = storage_down(e)
+        why = str(down) if down else f"could not finish the study ({one_line(e)}); run the same command again"
+    status = "KILLED" if interrupted else "FAILED" if failed or why else "FINISHED"
+    if status == "FINISHED":  # of all the processes on the study, one writes the report and closes the run
+        return close_once(session, (lambda: _report(session, section, losses)) if report else None, section)
+    if report and not interrupted and not why:
+        _report(session, section, losses)
+    try:
+        tracker.finish(status)
+    except Exception as e:  # the tracking store is gone: the next start or finish closes it
+        return why or f"could not close the study's MLflow parent run ({one_line(e)}); run the same command again"
+    return why
+
+
+def _report(session: Session, section: StudySection, losses: Sequence[str]) -> bool:
+    """The report (tables, plots) on the parent run; a failure is one warning (``python -m sweep.report`` writes
+    it again). A signal ends the reading and drawing at once (no lock held), said in one line: ``False``."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp, Interrupts.active().raising():  # no database write in it
+            client = session.tracker.client
+            write_report(session.study, section.metric, section.directions, losses, Path(tmp), client=client)
+            session.tracker.log_parent_dir(tmp, "report")
+    except KeyboardInterrupt:
+        to_stderr("Interrupted while writing the report: every trial is saved; python -m sweep.report writes it")
+        return False
+    except Exception as e:  # a full artifact store, memory exhausted, a plot that fails
+        plain = isinstance(e, OSError | MlflowException)  # their own words say what failed
+        warn(f"could not write the report to the parent run: {one_line(e, with_type=not plain)}")
+    return True

@@ -8,15 +8,14 @@ of several workers shares with it.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from mlflow.exceptions import MlflowException
 
+from objectives.config import LoopCommon
 from objectives.data import DataError, check_data
 from objectives.helpers import is_out_of_memory
 from objectives.loops import LOOPS
@@ -28,16 +27,9 @@ from sweep.core.interrupts import Interrupts
 from sweep.core.records import Tag
 from sweep.core.sqlite import use_wal
 from sweep.core.urls import redact, sqlite_init_lock
-from sweep.execution.comparable import check_unchanged
-from sweep.execution.console import Progress, optuna_output
-from sweep.execution.finishing import close_once, settle
-from sweep.execution.groups import run_groups, run_one_by_one
-from sweep.execution.recovery import DeadTrials, agree
-from sweep.execution.trial import Objective, ProblemCache
-from sweep.execution.watchdog import Watchdog
-from sweep.results.report import write_report
+from sweep.execution.comparable import check_unchanged, settings
+from sweep.execution.finishing import finish
 from sweep.storage.claims import Claims
-from sweep.storage.resilient import storage_down
 from sweep.storage.storage import (
     count_finished,
     open_storage,
@@ -47,11 +39,18 @@ from sweep.storage.storage import (
 )
 from sweep.studyfile.config import StudyFile
 from sweep.studyfile.samplers import SeededAtFirstTrial, build_pruner, build_sampler
+from sweep.studyfile.sections import StudySection
 from sweep.studyfile.space import grid_space, resolve
 from sweep.studyfile.targets import check_target
 from sweep.tracking.artifacts import artifact_root, check_artifact_space
 from sweep.tracking.lineage import replay_run_prefix
 from sweep.tracking.tracking import Tracker, check_tracking, flatten
+from sweep.tracking.trialruns import TrialRuns
+from sweep.trials.console import Progress, optuna_output
+from sweep.trials.groups import run_groups, run_one_by_one
+from sweep.trials.recovery import DeadTrials, agree
+from sweep.trials.trial import Objective, ProblemCache
+from sweep.trials.watchdog import Watchdog
 
 RUNNING = optuna.trial.TrialState.RUNNING
 
@@ -89,7 +88,7 @@ class Outcome:
     failed: int = 0  # of the trials run now, how many FAILED (all of them: run.py exits 1)
 
 
-def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
+def preflight(study: StudySection, objective: LoopCommon, source: Path, problems: ProblemCache) -> bool:
     """Checks that need the built problem running, before anything is written: build it (this runs a
     user problem's code), check its data, and push one batch of each task through the model(s), the
     losses, the metrics and one backward pass on the study's device (:func:`objectives.preflight.check_batch`).
@@ -105,7 +104,7 @@ def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
             broadcasting prediction/target pair, a metric that is no 0-d tensor, no gradient...); or
             the problem's metrics do not include the target.
     """
-    cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))  # type: ignore[attr-defined]
+    cfg = resolve(objective, study.seed, 0, {}, tuple(objective.weights))
     name = cfg.problem.name
     checked = True
     try:  # the user's code, before anything is written: a signal ends it at once (KeyboardInterrupt)
@@ -125,14 +124,14 @@ def preflight(sf: StudyFile, source: Path, problems: ProblemCache) -> bool:
         raise ConfigError(source, "objective.problem", f"{name}: {message}") from None
     except (Exception, SystemExit) as e:  # anything else the user's code raised (or sys.exit) on the way
         raise ConfigError(source, "objective.problem", f"{name}: {one_line(e)}") from None
-    loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
-    check_target(sf.study.metric, sf.study.direction, loop.targets(problem.metric_names(), len(cfg.weights)), source)  # type: ignore[attr-defined]
+    loop = LOOPS[cfg.loop]
+    check_target(study.metric, study.direction, loop.targets(problem.metric_names(), len(cfg.weights)), source)
     return checked
 
 
-def weights_bytes(sf: StudyFile, problems: ProblemCache) -> int:
+def weights_bytes(objective: LoopCommon, seed: int, problems: ProblemCache) -> int:
     """The size of one trial's ``weights.pt`` (every model's state), from the problem's untrained model(s)."""
-    cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))  # type: ignore[attr-defined]
+    cfg = resolve(objective, seed, 0, {}, tuple(objective.weights))
     problem = problems.get(cfg.model_copy(update={"device": "cpu"}))
     factories = [getattr(problem, n) for n in ("make_model", "make_model_a", "make_model_b") if hasattr(problem, n)]
     states = [f().state_dict().values() for f in factories]
@@ -151,11 +150,11 @@ def open_session(
     """
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # set_metric_names, QMC...
     problems = ProblemCache()
-    preflight(sf, source, problems)
+    preflight(sf.study, sf.objective, source, problems)
     check_tracking(sf.tracking.uri)  # before the study is created: an unreachable server writes nothing
     root = artifact_root(sf.tracking)
     if root is not None:  # a full or read-only artifact store: refused now, not trial after trial
-        check_artifact_space(root, weights_bytes(sf, problems))
+        check_artifact_space(root, weights_bytes(sf.objective, sf.study.seed, problems))
     url = storage_url(sf.study.storage)
     use_wal()  # SQLite commits without an fsync each (sweep.core.sqlite)
     dead = DeadTrials(sf.study.max_retry, sf.study.grace_period, sf.study.n_trials)
@@ -167,11 +166,11 @@ def open_session(
     pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
     with optuna_output(verbose=False):  # no "A new study created" line per process
         study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
-    check_unchanged(study, sf, source, allow_changes, note=worker == 0)
+    check_unchanged(study, settings(sf.study, sf.objective, sf.search), source, allow_changes, note=worker == 0)
     try:
         with sqlite_init_lock(sf.tracking.uri):
-            tracker = retry_schema_race(lambda: Tracker(sf.tracking, study, sf.study.tracking_retry))
-        tracker.run_prefix = replay_run_prefix(sf.provenance) or tracker.run_prefix  # an export's replay
+            prefix = replay_run_prefix(sf.provenance)  # an export's replay
+            tracker = retry_schema_race(lambda: Tracker(sf.tracking, study, sf.study.tracking_retry, prefix))
         provenance = {Tag.PROVENANCE + k: redact(str(v)) for k, v in (sf.provenance or {}).items()}
         tracker.set_parent_tags({Tag.STORAGE: redact(url), Tag.STUDY_FILE: str(source), **provenance})
     except Exception as e:
@@ -184,7 +183,7 @@ def open_session(
             "directions": ",".join(sf.study.directions),
             "sampler": sf.study.sampler.type,
             "pruner": pruner.__class__.__name__,
-            "loop": sf.objective.loop,  # type: ignore[attr-defined]
+            "loop": sf.objective.loop,
             "problem": sf.objective.problem.name,
             "seed": sf.study.seed,
             "score": sf.study.score,
@@ -229,7 +228,7 @@ def run_study(
     interrupts = interrupts or Interrupts()
     say = None if worker is not None else (lambda line: to_stderr(f"note: {line}"))
     interval = sf.study.heartbeat_interval
-    objective = Objective(sf, session.tracker, session.problems, interrupts, beat=session.rdb, verbose=verbose)
+    records = TrialRuns(session.tracker, beat=session.rdb)  # the trials' heartbeats and MLflow runs
     claims = Claims(
         study,
         session.rdb.engine,
@@ -238,21 +237,32 @@ def run_study(
         interval,
         interrupts,
         say,
-        halt=objective.files.stop,
+        halt=records.files.stop,
         retry=session.rdb.retrying,
         grace=sf.study.grace_period,  # a stopped holder of the claim lock holds this process up no longer
         storage=session.rdb,  # says when the trial exists: the lock goes then
     )
-    objective.started = claims.release
     limits = sf.study.trial_timeout, sf.study.stall_timeout
-    objective.watchdog = Watchdog(*limits, interrupts, grace=sf.study.grace_period)  # hung trials
+    watchdog = Watchdog(*limits, interrupts, grace=sf.study.grace_period)  # hung trials
+    objective = Objective(
+        sf.study,
+        sf.search,
+        sf.objective,
+        records,
+        session.problems,
+        interrupts,
+        watchdog,
+        started=claims.release,
+        trial_plots=sf.tracking.trial_plots,
+        verbose=verbose,
+    )
     bar = Progress(study, sf.study.n_trials, progress and worker is None)
     interrupted, error = False, False
     try:
-        with optuna_output(verbose), objective.watchdog.installed():
+        with optuna_output(verbose), watchdog.installed():
             if claims.claim():
                 k, timeout = sf.study.parallel_trials, sf.study.timeout
-                if k > 1:  # K trials at once as one program (sweep.execution.groups)
+                if k > 1:  # K trials at once as one program (sweep.trials.groups)
                     run_groups(study, objective, k, claims, [objective.on_trial_end, bar], timeout)
                 else:
                     run_one_by_one(study, objective, claims, [objective.on_trial_end, bar, claims], timeout)
@@ -271,7 +281,7 @@ def run_study(
                 session.tracker.finish("FAILED")
     if objective.memory.summary():
         warn(objective.memory.summary())
-    incomplete = objective.files.why() if objective.files.stopped else ""
+    incomplete = records.files.why() if records.files.stopped else ""
     if claims.gave_up:
         incomplete = (
             f"{claims.failed} trials failed in this run, as many as n_trials: stopped with "
@@ -286,59 +296,7 @@ def run_study(
         interrupted = interrupted or interrupts.requested
         incomplete = incomplete or them.incomplete
     if worker is None:
-        unfinished = finish(session, sf, report, interrupted, failed=bool(incomplete))
+        losses = LOOPS[sf.objective.loop].losses
+        unfinished = finish(session, sf.study, losses, report, interrupted, failed=bool(incomplete))
         incomplete = incomplete or unfinished
     return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed=failed)
-
-
-def finish(session: Session, sf: StudyFile, report: bool, interrupted: bool, failed: bool = False) -> str:
-    """Close what the run leaves: stray MLflow runs, then the report (tables, plots) and the parent run —
-    FINISHED once the study is done (by one of the processes that end it, :func:`sweep.execution.finishing.close_once`),
-    FAILED when it had to give up, KILLED when interrupted; left RUNNING while others still run trials.
-
-    Never raises (but for an interrupt): a report that cannot be written is a warning, and whatever
-    else fails here (the storage gone, memory exhausted) closes the parent run FAILED.
-
-    Returns:
-        Why the study could not be finished (one line), or ``""``.
-    """
-    study, tracker = session.study, session.tracker
-    why = ""
-    try:
-        done = count_finished(study) >= sf.study.n_trials
-        if done and not interrupted:  # trials still RUNNING belong to dead processes: failed once stale
-            settle(study, sf.study.grace_period + 2 * sf.study.heartbeat_interval, sf.study.heartbeat_interval)
-        agree(study, session.rdb, tracker.client, tracker.experiment_id, "at the end")
-        if not done and not failed and study.get_trials(deepcopy=False, states=(RUNNING,)):
-            return ""  # the study goes on in other processes: the one that finishes it closes the parent
-    except Exception as e:  # the storage gone (its own line), memory exhausted...
-        down = storage_down(e)
-        why = str(down) if down else f"could not finish the study ({one_line(e)}); run the same command again"
-    status = "KILLED" if interrupted else "FAILED" if failed or why else "FINISHED"
-    if status == "FINISHED":  # of all the processes on the study, one writes the report and closes the run
-        return close_once(session, (lambda: _report(session, sf)) if report else None, sf)
-    if report and not interrupted and not why:
-        _report(session, sf)
-    try:
-        tracker.finish(status)
-    except Exception as e:  # the tracking store is gone: the next start or finish closes it
-        return why or f"could not close the study's MLflow parent run ({one_line(e)}); run the same command again"
-    return why
-
-
-def _report(session: Session, sf: StudyFile) -> bool:
-    """The report (tables, plots) on the parent run; a failure is one warning (``python -m sweep.report`` writes
-    it again). A signal ends the reading and drawing at once (no lock held), said in one line: ``False``."""
-    try:
-        with tempfile.TemporaryDirectory() as tmp, Interrupts.active().raising():  # no database write in it
-            losses = LOOPS[sf.objective.loop].losses  # type: ignore[attr-defined]
-            client = session.tracker.client
-            write_report(session.study, sf.study.metric, sf.study.directions, losses, Path(tmp), client=client)
-            session.tracker.log_parent_dir(tmp, "report")
-    except KeyboardInterrupt:
-        to_stderr("Interrupted while writing the report: every trial is saved; python -m sweep.report writes it")
-        return False
-    except Exception as e:  # a full artifact store, memory exhausted, a plot that fails
-        plain = isinstance(e, OSError | MlflowException)  # their own words say what failed
-        warn(f"could not write the report to the parent run: {one_line(e, with_type=not plain)}")
-    return True

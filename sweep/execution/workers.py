@@ -30,9 +30,9 @@ from sweep.core.errors import SweepError
 from sweep.core.interrupts import Interrupts
 
 if TYPE_CHECKING:
-    from sweep.execution.console import Progress
     from sweep.execution.runner import Outcome
     from sweep.studyfile.config import StudyFile
+    from sweep.trials.console import Progress
 
 
 def watch_parent(interval: float = 0.5) -> None:

@@ -142,7 +142,7 @@ def retrain(
     """
     if not problem.has_test:
         raise NoTestSplit(f"problem {cfg.problem.name} has no test split")
-    loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
+    loop = LOOPS[cfg.loop]
     score = Score(selection.direction, selection.rule, cfg.early_stopping if selection.target else None)
     mode = "best" if selection.target and (selection.rule == "best" or cfg.early_stopping) else "last"
     keeper = Keeper(mode, selection.target or "", score)

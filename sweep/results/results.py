@@ -7,6 +7,7 @@ trial's evaluation lives on its Optuna study as the user attribute :data:`EVALUA
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import optuna
@@ -15,8 +16,7 @@ from sweep.core.errors import SweepError
 from sweep.core.records import Attr
 from sweep.results.evaluation import Interval, mean_ci, metric_range
 from sweep.storage.storage import load_existing_study
-from sweep.studyfile.compare import members
-from sweep.studyfile.config import StudyFile
+from sweep.studyfile.sections import StudySection
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 EVALUATION_ATTR = Attr.EVALUATION  # study → {trial number: {"seeds", "run_id", "values"}} (sweep.evaluate)
@@ -67,7 +67,7 @@ class Evaluated:
         return text + (f" ({self.diverged}/{len(self.runs)} diverged)" if self.diverged else "")
 
 
-def chosen(study: optuna.Study, sf: StudyFile, top: int, number: int | None) -> list[optuna.trial.FrozenTrial]:
+def chosen(study: optuna.Study, section: StudySection, top: int, number: int | None) -> list[optuna.trial.FrozenTrial]:
     """The trials to evaluate: trial ``number``, or the ``top`` complete trials by the first metric
     (a multi-objective study: its Pareto front, by trial number)."""
     complete = study.get_trials(deepcopy=False, states=[COMPLETE])
@@ -78,9 +78,9 @@ def chosen(study: optuna.Study, sf: StudyFile, top: int, number: int | None) -> 
         return picked
     if not complete:
         raise SweepError(f"study {study.study_name!r} has no complete trial to evaluate")
-    if sf.study.multi_objective:
+    if section.multi_objective:
         return sorted(study.best_trials, key=lambda t: t.number)[:top]
-    sign = 1.0 if sf.study.directions[0] == "minimize" else -1.0
+    sign = 1.0 if section.directions[0] == "minimize" else -1.0
     return sorted(complete, key=lambda t: (sign * t.values[0], t.number))[:top]
 
 
@@ -101,14 +101,14 @@ def seconds_per_trial(study: optuna.Study) -> float:
     return sum(spans) / len(spans) if spans else math.nan
 
 
-def table(sf: StudyFile, rows: list[Evaluated]) -> str:
+def table(section: StudySection, rows: list[Evaluated]) -> str:
     """The results as a Markdown table: each row a configuration (a method, for a comparison); a row
     not evaluated (yet) shows its search values only."""
-    metrics = list(sf.study.metric)
+    metrics = list(section.metric)
     tested = [r for r in rows if r.runs]
     names = next((r.metric_names() for r in tested if r.finite), [])
     extra = [k for k in names if k.startswith("test_") and not k.endswith("_loss")]
-    head = ["method" if sf.study.compare else "study", "trial", "trials"]
+    head = ["method" if section.compare else "study", "trial", "trials"]
     head += [f"best {m} (search, val)" for m in metrics]
     head += [f"{m} (retrained, val)" for m in metrics]
     head += [f"test_{m.removeprefix('val_')}" for m in metrics] + extra + ["s / trial"]
@@ -125,7 +125,7 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
         f"Search values: each trial's validation score as the search saw it (one seed). Retrained and test: "
         f"mean ± 95 % CI (Student t) over {n} fresh seeds (an interval reaching past the metric's range, "
         "accuracies in [0, 1] and losses ≥ 0, is shown clipped, as mean [low, high]), the kept epoch chosen by "
-        f"the study's rule (score: {sf.study.score}) on validation; test_* on the held-out test split no trial "
+        f"the study's rule (score: {section.score}) on validation; test_* on the held-out test split no trial "
         "read. A seed whose training diverged (NaN/Inf loss) is counted and shown, and left out of the mean. "
         "trials: the search's complete trials (+ failed ones, which it replaced); s / trial: a complete search "
         "trial's mean wall time."
@@ -134,19 +134,24 @@ def table(sf: StudyFile, rows: list[Evaluated]) -> str:
     return "\n".join(lines)
 
 
-def recorded(sf: StudyFile, top: int = 1) -> list[Evaluated]:
-    """The search's best ``top`` trials of the study (of each compared choice) with the evaluation
-    recorded for them, if any: what ``sweep.report`` shows without retraining anything."""
+def recorded(studies: Sequence[tuple[str | None, StudySection]], top: int = 1) -> list[Evaluated]:
+    """The search's best ``top`` trials of each study with the evaluation recorded for them, if any: what
+    ``sweep.report`` shows without retraining anything.
+
+    Args:
+        studies: Each study's method (the compared choice's label; ``None`` for a study alone) and ``study`` section.
+        top: How many trials of each.
+    """
     rows = []
-    for method, sub in [(m.label, m.sf) for m in members(sf)] or [(None, sf)]:
-        study = load_existing_study(sub.study.name, sub.study.storage)
+    for method, sub in studies:
+        study = load_existing_study(sub.name, sub.storage)
         n_complete = len(study.get_trials(deepcopy=False, states=[COMPLETE]))
         if not n_complete:
             continue
         evaluations = study.user_attrs.get(EVALUATION_ATTR) or {}
         for trial in chosen(study, sub, top, None):
             found = evaluations.get(str(trial.number))
-            item = Evaluated(sub.study.name, method, trial, counts(study), seconds_per_trial(study), [])
+            item = Evaluated(sub.name, method, trial, counts(study), seconds_per_trial(study), [])
             if found:
                 item.restore(found)
             rows.append(item)

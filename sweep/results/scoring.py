@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from objectives.config import EarlyStopping
+from objectives.config import EarlyStopping, LoopCommon
 
 
 class EarlyStop(Exception):
@@ -108,6 +108,19 @@ class Keeper:
         state = self._state if self.mode == "best" else _copy(self._models)
         torch.save(state, path)
         return path
+
+
+def keeper(cfg: LoopCommon, score: Score, target: str) -> Keeper | None:
+    """The checkpoint callback ``objective.checkpoint`` asks for; by default the epoch the trial reports (the
+    best with ``study.score: best`` or early stopping, else the last); ``None`` for ``checkpoint: none``.
+
+    Args:
+        cfg: The trial's resolved config.
+        score: The trial's score.
+        target: The study's (first) target metric.
+    """
+    mode = cfg.checkpoint or ("best" if score.rule == "best" or cfg.early_stopping else "last")
+    return None if mode == "none" else Keeper(mode, target, score)
 
 
 def _copy(models: Mapping[str, torch.nn.Module]) -> dict[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ before it writes, a process asks the storage whether the trial is still RUNNING 
 older than ``every_s`` (``study.heartbeat_interval``; while the process runs without a pause its trial
 cannot go stale, so a trial that trains uninterrupted costs no look at all); once it is not,
 :class:`TrialLost` ends the trial's work in this process and nothing more is written to the trial or its
-run (:mod:`sweep.execution.trial`), and one line says so (:func:`sweep.execution.groups.ended_elsewhere`).
+run (:mod:`sweep.trials.trial`), and one line says so (:func:`sweep.trials.groups.ended_elsewhere`).
 """
 
 from __future__ import annotations

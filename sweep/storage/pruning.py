@@ -54,7 +54,7 @@ class CompletedView:
 
     def refresh_if_older(self, seconds: float) -> None:
         """Re-read the study when this view is ``seconds`` old (several trials may share one view: the
-        members of a vectorized group, :mod:`sweep.execution.groups`)."""
+        members of a vectorized group, :mod:`sweep.trials.groups`)."""
         if time.monotonic() - self._at >= seconds:
             self.refresh()
 

@@ -6,7 +6,7 @@ busy) is retried with exponential backoff for up to ``retry_s`` seconds (``study
 default 120). The process says once that it is retrying and once that the storage is back. When the
 outage outlasts the budget the call raises :class:`StorageDown` (one line; the CLI exits 1) and later
 calls fail at once until one succeeds, so nothing waits out the budget twice. A re-run of the same
-command recovers the rest (:mod:`sweep.execution.recovery`).
+command recovers the rest (:mod:`sweep.trials.recovery`).
 
 Connections are checked before use (``pool_pre_ping``), so a connection the server dropped while
 idle is replaced instead of failing the next call. The first connection of a command is not retried:

@@ -73,7 +73,7 @@ class SealedStorage(ResilientStorage):
     def _create_new_trial(
         self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
     ) -> optuna.trial.FrozenTrial:
-        if template_trial is not None:  # a re-queued trial's copy (sweep.execution.recovery) or an enqueued one
+        if template_trial is not None:  # a re-queued trial's copy (sweep.trials.recovery) or an enqueued one
             template_trial = copy.copy(template_trial)
             template_trial.user_attrs = seal(template_trial.user_attrs)
         trial = super()._create_new_trial(study_id, template_trial)

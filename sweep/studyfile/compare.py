@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sweep.core.records import experiment_name
-from sweep.studyfile.config import StudyFile, TrackingSection
+from sweep.studyfile.config import StudyFile
 from sweep.studyfile.search_checks import label_of
+from sweep.studyfile.sections import TrackingSection
 
 
 class MemberTracking(TrackingSection):

@@ -1,11 +1,7 @@
-"""The study file: YAML → typed, frozen config objects, checked before anything is created.
-
-Every error is a :class:`~sweep.core.errors.ConfigError` naming the file and the key (``study.n_trials``,
-``search.params.optimizer.lr.low``…); the CLI prints it as one line and exits with status 2. The
-sections' own schemas live beside what uses them: samplers and pruners in :mod:`sweep.studyfile.samplers`, the
-search space in :mod:`sweep.studyfile.space`, each loop's ``objective`` in :mod:`objectives.config` (chosen by
-the loop's record in :data:`objectives.loops.LOOPS`), target rules in :mod:`sweep.studyfile.targets`.
-"""
+"""The study file: YAML → typed, frozen config objects, checked before anything is created. Every error is a
+:class:`~sweep.core.errors.ConfigError` naming the file and the key (``search.params.optimizer.lr.low``); the CLI
+prints it as one line and exits 2. The sections' schemas live beside what uses them (:mod:`.sections`,
+:mod:`.samplers`, :mod:`.space`, :mod:`objectives.config` through the loop's record in :data:`objectives.loops.LOOPS`)."""
 
 from __future__ import annotations
 
@@ -13,18 +9,15 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
     Field,
-    NonNegativeInt,
-    PositiveInt,
     SerializeAsAny,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
-    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -34,121 +27,40 @@ from objectives.loops import LOOPS
 from objectives.problems import ProblemError, check_problem
 from sweep.core.errors import ConfigError, pydantic_message
 from sweep.core.urls import forget_secrets, remember_credentials, stored_credential
-from sweep.studyfile.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
 from sweep.studyfile.search_checks import check_compare, check_enqueued, check_param_names, check_search
+from sweep.studyfile.sections import EvaluateSection, StudySection, TrackingSection
 from sweep.studyfile.space import Scalar, SearchSection, get_path
 from sweep.studyfile.studyyaml import check_numbers, expand_env, read_study_yaml
-from sweep.studyfile.targets import Direction, check_target, infer_direction
+from sweep.studyfile.targets import check_target
 
 DEFAULT_LOOP = "dual_loss"
-MAX_TIMEOUT = 365 * 86_400  # study.timeout: a year of seconds (a study meant to run longer needs none)
-
-
-class StudySection(Frozen):
-    """``study:`` — what Optuna optimises and where it stores it.
-
-    ``metric`` (or ``metrics``) names one or more validation metrics the loop logs; ``direction``
-    (or ``directions``) defaults from the name (``*_loss`` minimise, ``*_acc`` maximise).
-    ``heartbeat_interval``/``grace_period`` (seconds) let Optuna fail the trial of a worker that died;
-    it is then re-queued up to ``max_retry`` times. ``storage_retry``: for how many seconds a storage call
-    that cannot reach the database is retried before the process gives up (one line, exit 1);
-    ``tracking_retry``: the same for a call to the MLflow tracking store (:mod:`sweep.tracking.trackingretry`).
-    ``trial_timeout``/``stall_timeout``: a trial that trains longer, or reports no epoch for longer, fails
-    with the reason (:mod:`sweep.execution.watchdog`).
-    ``score``: a trial's value is its ``last`` epoch's target or its ``best`` epoch's. ``enqueue``:
-    baseline points (searched parameter → value) run first, once (Optuna's ``enqueue_trial``).
-    ``parallel_trials``: train this many trials at once as one vectorized program (:mod:`sweep.execution.groups`).
-    ``compare``: a searched categorical (e.g. ``weighting.type``): run one sub-study per choice, each with
-    ``n_trials`` trials and the same search over the other parameters (:mod:`sweep.studyfile.compare`).
-    """
-
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")]
-    metric: tuple[str, ...] = ("val_total_loss",)
-    direction: tuple[Direction, ...] | None = None
-    n_trials: PositiveInt = 20
-    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
-    seed: int = 0
-    sampler: SamplerConfig = TPE()
-    pruner: PrunerConfig | None = None
-    storage: str | None = None
-    heartbeat_interval: Annotated[int, Field(ge=1, le=3600)] = 10
-    grace_period: Annotated[int, Field(ge=1, le=86_400)] = 30
-    max_retry: NonNegativeInt = 2
-    storage_retry: Annotated[float, Field(gt=0, le=86_400)] = 120.0
-    tracking_retry: Annotated[float, Field(gt=0, le=86_400)] = 120.0
-    trial_timeout: Annotated[float, Field(gt=0, le=2_592_000)] | None = None  # s a trial may train (30 days at most)
-    stall_timeout: Annotated[float, Field(gt=0, le=2_592_000)] | None = None  # s a trial may go without an epoch
-    score: Literal["last", "best"] = "last"
-    enqueue: tuple[dict[str, Scalar], ...] = ()
-    parallel_trials: Annotated[int, Field(ge=1, le=1024)] = 1
-    compare: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plural_spellings(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            for single, plural in (("metric", "metrics"), ("direction", "directions")):
-                if plural in data:
-                    if single in data:
-                        raise ValueError(f"give either {single!r} or {plural!r}, not both")
-                    data[single] = data.pop(plural)
-                if isinstance(data.get(single), str):
-                    data[single] = [data[single]]
-        return data
-
-    @field_validator("sampler", "pruner", mode="before")
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return type_shorthand(v)
-
-    @field_validator("name")
-    @classmethod
-    def _not_a_path_step(cls, v: str) -> str:
-        if set(v) == {"."}:
-            raise ValueError(f"{v!r} is not a name: the study name is used in file and folder names")
-        return v
-
-    @property
-    def directions(self) -> tuple[Direction, ...]:
-        """Directions, one per metric (inferred where not given; see :func:`~sweep.studyfile.targets.check_target`)."""
-        if self.direction is not None:
-            return self.direction
-        return tuple(infer_direction(m) or "minimize" for m in self.metric)
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.metric) > 1
-
-
-class TrackingSection(Frozen):
-    """``tracking:`` — where MLflow records the study (one parent run, one child run per trial)."""
-
-    uri: str = "sqlite:///mlflow.db"
-    experiment: Annotated[str, Field(max_length=500)] | None = None  # MLflow's limit on experiment names
-    artifact_location: str | None = None
-    trial_plots: bool = False  # a loss_curves.png per trial (~150 ms each); the MLflow UI draws the same curves
-
-
-class EvaluateSection(Frozen):
-    """``evaluate:`` — after the search, retrain the ``top`` configurations (of each compared method) with
-    ``seeds`` fresh seeds and score them on the problem's held-out test split (:mod:`sweep.evaluate`)."""
-
-    seeds: Annotated[int, Field(ge=1, le=1000)] = 5
-    top: Annotated[int, Field(ge=1, le=100)] = 1
 
 
 class StudyFile(Frozen):
-    """A whole study file. ``objective`` is the config of the loop it names (``loop:``, default
-    ``dual_loss``). ``provenance`` is written by ``sweep.export`` (where a replay came from); the runner
-    records it as tags of the parent run and otherwise ignores it."""
+    """A whole study file (its sections' schemas; the checks across sections are :func:`check_study`'s)."""
 
-    study: StudySection
-    tracking: TrackingSection = TrackingSection()
-    objective: SerializeAsAny[LoopCommon]
-    search: SearchSection = SearchSection()
-    evaluate: EvaluateSection | None = None
-    provenance: dict[str, Scalar | list[Scalar]] | None = None
+    study: StudySection = Field(description="what Optuna optimises, how it samples and prunes, and where it stores it")
+    tracking: TrackingSection = Field(
+        TrackingSection(), description="where MLflow records the study (one parent run, one child run per trial)"
+    )
+    objective: SerializeAsAny[LoopCommon] = Field(
+        description="what a trial trains: the config of the loop it names (`loop`, default `dual_loss`); every "
+        "value is fixed unless `search` samples it"
+    )
+    search: SearchSection = Field(
+        SearchSection(), description="the search space: which `objective` values each trial samples, and how"
+    )
+    evaluate: EvaluateSection | None = Field(
+        None,
+        description="optional: once the search (every sub-study of a comparison) is done, `sweep.run` retrains the "
+        "`top` trials (of each choice) with `seeds` fresh seeds and scores them on the problem's test split, as "
+        "`python -m sweep.evaluate` does (`--no-evaluate` skips it)",
+    )
+    provenance: dict[str, Scalar | list[Scalar]] | None = Field(
+        None,
+        description="written by `sweep.export`: where a replay came from (study, storage, trial number, value(s), "
+        "the rule that chose it, its MLflow run id, package versions); recorded as tags of the parent run",
+    )
 
     @field_validator("objective", mode="wrap")
     @classmethod
@@ -284,7 +196,7 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
     """Checks that need more than one key: the problem, the target, pruning, the search space."""
     # The problem and its options (imports a user module:function, which runs the user's code).
     objective = sf.objective
-    loop = LOOPS[objective.loop]  # type: ignore[attr-defined]
+    loop = LOOPS[objective.loop]
     try:
         declared = check_problem(objective.problem.name, objective.problem.options, loop.name, loop.problem)
     except ProblemError as e:
@@ -292,7 +204,7 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
         raise ConfigError(file, key, str(e)) from None
 
     # A built-in's metrics are known now; a user problem's once it is built (checked again before a run).
-    n_losses = len(objective.weights)  # type: ignore[attr-defined]
+    n_losses = len(objective.weights)
     allowed = None if declared is None else loop.targets(loop.problem.declared_metric_names(declared), n_losses)
     check_target(sf.study.metric, sf.study.direction, allowed, file)
 

@@ -15,51 +15,117 @@ from objectives.frozen import Frozen
 
 
 class TPE(Frozen):
-    type: Literal["tpe"] = "tpe"
-    n_startup_trials: NonNegativeInt = 10
-    n_ei_candidates: PositiveInt = 24
-    multivariate: bool = True
-    group: bool = False
-    constant_liar: bool = True
+    """Optuna's ``TPESampler``; options passed to it by name."""
+
+    type: Literal["tpe"] = Field("tpe", description="selects Optuna's `TPESampler`")
+    n_startup_trials: NonNegativeInt = Field(
+        10, description="TPE samples at random until this many of the study's trials have finished"
+    )
+    n_ei_candidates: PositiveInt = Field(
+        24, description="candidate points drawn for each suggestion; the one with the best expected improvement wins"
+    )
+    multivariate: bool = Field(
+        True, description="multivariate TPE: model the searched parameters jointly, not each one on its own"
+    )
+    group: bool = Field(
+        False,
+        description="with `multivariate`: split the space into the groups of parameters trials sampled together "
+        "(conditional parameters, `when`) and model each group jointly",
+    )
+    constant_liar: bool = Field(
+        True,
+        description="count running trials as poor results, so workers in parallel do not all sample next to the "
+        "same promising point",
+    )
 
 
 class RandomS(Frozen):
-    type: Literal["random"]
+    """Optuna's ``RandomSampler``: every parameter drawn independently and uniformly (on a log scale with ``log``)."""
+
+    type: Literal["random"] = Field(description="selects Optuna's `RandomSampler`")
 
 
 class GP(Frozen):
-    type: Literal["gp"]
-    n_startup_trials: NonNegativeInt = 10
-    deterministic_objective: bool = False
+    """Optuna's ``GPSampler`` (Gaussian-process Bayesian optimisation); options passed to it by name."""
+
+    type: Literal["gp"] = Field(description="selects Optuna's `GPSampler`")
+    n_startup_trials: NonNegativeInt = Field(
+        10, description="trials sampled at random before the Gaussian process is fitted"
+    )
+    deterministic_objective: bool = Field(
+        False,
+        description="fit no observation noise (the objective gives the same value for the same parameters); "
+        "leave `false` when trial seeds vary",
+    )
 
 
 class CmaEs(Frozen):
-    type: Literal["cmaes"]
-    n_startup_trials: NonNegativeInt = 1
-    sigma0: PositiveFloat | None = None
-    restart_strategy: Literal["ipop", "bipop"] | None = None
-    popsize: PositiveInt | None = None
-    use_separable_cma: bool = False
-    with_margin: bool = False
-    lr_adapt: bool = False
+    """Optuna's ``CmaEsSampler``; options passed to it by name."""
+
+    type: Literal["cmaes"] = Field(description="selects Optuna's `CmaEsSampler`")
+    n_startup_trials: NonNegativeInt = Field(
+        1, description="trials sampled independently (at random) before CMA-ES starts"
+    )
+    sigma0: PositiveFloat | None = Field(
+        None,
+        description="initial standard deviation of CMA-ES; unset: a sixth of the narrowest parameter range "
+        "(deprecated since Optuna 4.9)",
+    )
+    restart_strategy: Literal["ipop", "bipop"] | None = Field(
+        None,
+        description="restart CMA-ES on convergence with a growing (`ipop`) or alternating (`bipop`) population; "
+        "deprecated since Optuna 4.4, which warns and ignores it (no restart)",
+    )
+    popsize: PositiveInt | None = Field(
+        None, description="candidates per CMA-ES generation; unset: 4 + ⌊3 ln(number of parameters)⌋"
+    )
+    use_separable_cma: bool = Field(
+        False, description="separable CMA-ES: a diagonal covariance matrix, which adapts faster"
+    )
+    with_margin: bool = Field(
+        False,
+        description="CMA-ES with margin: keeps `int` and stepped parameters from collapsing onto one value (not "
+        "with `use_separable_cma`)",
+    )
+    lr_adapt: bool = Field(
+        False,
+        description="CMA-ES with learning-rate adaptation, for multimodal or noisy objectives (not with "
+        "`use_separable_cma` or `with_margin`)",
+    )
 
 
 class QMC(Frozen):
-    type: Literal["qmc"]
-    qmc_type: Literal["sobol", "halton"] = "sobol"
-    scramble: bool = True
+    """Optuna's ``QMCSampler`` (a quasi-Monte Carlo sequence); options passed to it by name."""
+
+    type: Literal["qmc"] = Field(description="selects Optuna's `QMCSampler`")
+    qmc_type: Literal["sobol", "halton"] = Field(
+        "sobol", description="the low-discrepancy sequence (Sobol' is best with a power-of-two number of trials)"
+    )
+    scramble: bool = Field(True, description="scramble (randomise) the sequence, seeded from `study.seed`")
 
 
 class Grid(Frozen):
-    type: Literal["grid"]
+    """Optuna's ``GridSampler``: the grid comes from ``search`` (categorical choices, int ranges, float ``step``
+    or ``grid: [...]``, and ``search.weights.grid``); no conditions."""
+
+    type: Literal["grid"] = Field(description="selects Optuna's `GridSampler`")
 
 
 class NSGA2(Frozen):
-    type: Literal["nsga2"]
-    population_size: Annotated[int, Field(ge=2)] = 50
-    mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None
-    crossover_prob: Annotated[float, Field(ge=0, le=1)] = 0.9
-    swapping_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Optuna's ``NSGAIISampler`` (a genetic algorithm for multi-objective studies); options passed to it by name."""
+
+    type: Literal["nsga2"] = Field(description="selects Optuna's `NSGAIISampler`")
+    population_size: Annotated[int, Field(ge=2, description="trials per generation")] = 50
+    mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="probability of mutating each parameter of a new trial; unset: 1 / its number of parameters"
+    )
+    crossover_prob: Annotated[
+        float, Field(ge=0, le=1, description="probability that a new trial is a crossover of its parents")
+    ] = 0.9
+    swapping_prob: Annotated[
+        float,
+        Field(ge=0, le=1, description="in a crossover, the probability of swapping each parameter of the parents"),
+    ] = 0.5
 
 
 SamplerConfig = Annotated[TPE | RandomS | GP | CmaEs | QMC | Grid | NSGA2, Field(discriminator="type")]
@@ -69,36 +135,79 @@ SamplerConfig = Annotated[TPE | RandomS | GP | CmaEs | QMC | Grid | NSGA2, Field
 
 
 class NoPruner(Frozen):
-    type: Literal["none"]
+    """No pruning (Optuna's ``NopPruner``): every trial trains all its epochs."""
+
+    type: Literal["none"] = Field(description="selects no pruning")
 
 
 class Median(Frozen):
-    type: Literal["median"]
-    n_startup_trials: NonNegativeInt = 5
-    n_warmup_steps: NonNegativeInt = 0
-    interval_steps: PositiveInt = 1
-    n_min_trials: PositiveInt = 1
+    """Optuna's ``MedianPruner``: prunes a trial whose best target so far is worse than the median of the other
+    trials' at the same epoch; options passed to it by name."""
+
+    type: Literal["median"] = Field(description="selects Optuna's `MedianPruner`")
+    n_startup_trials: NonNegativeInt = Field(
+        5, description="no trial is pruned until this many of the study's trials have finished"
+    )
+    n_warmup_steps: NonNegativeInt = Field(
+        0, description="a trial is not pruned before its epoch `n_warmup_steps` (epochs count from 0)"
+    )
+    interval_steps: PositiveInt = Field(
+        1, description="epochs between two pruning checks, counted from `n_warmup_steps`"
+    )
+    n_min_trials: PositiveInt = Field(
+        1, description="a trial is pruned at an epoch only when at least this many trials reported that epoch"
+    )
 
 
 class Hyperband(Frozen):
-    type: Literal["hyperband"]
-    min_resource: PositiveInt = 1
-    max_resource: PositiveInt | Literal["auto"] = "auto"
-    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    """Optuna's ``HyperbandPruner`` (successive halving in several brackets; an epoch is one unit of resource);
+    options passed to it by name."""
+
+    type: Literal["hyperband"] = Field(description="selects Optuna's `HyperbandPruner`")
+    min_resource: PositiveInt = Field(
+        1, description="r: the epochs a trial gets before the first pruning check of the most aggressive bracket"
+    )
+    max_resource: PositiveInt | Literal["auto"] = Field(
+        "auto",
+        description="the most epochs a trial runs (`objective.epochs`); `auto`: the last epoch of the first trial "
+        "to complete, and no trial is pruned before one has",
+    )
+    reduction_factor: Annotated[
+        int, Field(ge=2, description="η: about 1/η of a rung's trials go on to the next; sets the number of brackets")
+    ] = 3
 
 
 class SuccessiveHalving(Frozen):
-    type: Literal["successive_halving"]
-    min_resource: PositiveInt | Literal["auto"] = "auto"
-    reduction_factor: Annotated[int, Field(ge=2)] = 4
-    min_early_stopping_rate: NonNegativeInt = 0
+    """Optuna's ``SuccessiveHalvingPruner`` (asynchronous successive halving; an epoch is one unit of resource);
+    options passed to it by name."""
+
+    type: Literal["successive_halving"] = Field(description="selects Optuna's `SuccessiveHalvingPruner`")
+    min_resource: PositiveInt | Literal["auto"] = Field(
+        "auto",
+        description="r: no trial is pruned before `min_resource × reduction_factor^min_early_stopping_rate` epochs; "
+        "`auto`: the last epoch of the first trial to complete / 100 (at least 1)",
+    )
+    reduction_factor: Annotated[
+        int, Field(ge=2, description="η: about 1/η of the trials that reach a rung are promoted to the next")
+    ] = 4
+    min_early_stopping_rate: NonNegativeInt = Field(
+        0, description="s: moves the first rung to `min_resource × reduction_factor^s` epochs"
+    )
 
 
 class Patient(Frozen):
-    type: Literal["patient"]
-    patience: NonNegativeInt
-    min_delta: NonNegativeFloat = 0.0
-    wrapped: Annotated[Median | Hyperband | SuccessiveHalving, Field(discriminator="type")] | None = None
+    """Optuna's ``PatientPruner``, around another pruner (``wrapped``)."""
+
+    type: Literal["patient"] = Field(description="selects Optuna's `PatientPruner`")
+    patience: NonNegativeInt = Field(
+        description="epochs in a row without improvement before a trial may be pruned (by `wrapped`, if given)"
+    )
+    min_delta: NonNegativeFloat = Field(0.0, description="the least change that counts as an improvement")
+    wrapped: Annotated[Median | Hyperband | SuccessiveHalving, Field(discriminator="type")] | None = Field(
+        None,
+        description="another pruner, asked once the patience allows; unset: a trial is pruned as soon as its "
+        "patience runs out",
+    )
 
 
 PrunerConfig = Annotated[NoPruner | Median | Hyperband | SuccessiveHalving | Patient, Field(discriminator="type")]

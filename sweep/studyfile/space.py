@@ -32,14 +32,22 @@ def _check_bounds(low: float, high: float, log: bool) -> None:
         raise ValueError(f"log scale needs low > 0 (got {low})")
 
 
+WHEN_TEXT = (
+    "`{param: value}` or `{param: [values]}`: a **conditional** parameter, sampled only in trials where an earlier "
+    "searched parameter took one of those values; otherwise the fixed value in `objective` applies"
+)
+
+
 class FloatParam(Frozen):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    step: PositiveFloat | None = None
-    grid: tuple[float, ...] | None = None
-    when: When | None = None
+    """``trial.suggest_float``: a number in ``[low, high]``."""
+
+    type: Literal["float"] = Field(description="selects `trial.suggest_float`")
+    low: float = Field(description="lower bound (inclusive, as in Optuna)")
+    high: float = Field(description="upper bound (inclusive, as in Optuna)")
+    log: bool = Field(False, description="log scale (needs `low > 0`)")
+    step: PositiveFloat | None = Field(None, description="discretization step (not with `log`)")
+    grid: tuple[float, ...] | None = Field(None, description="values for the grid sampler")
+    when: When | None = Field(None, description=WHEN_TEXT)
 
     @model_validator(mode="after")
     def _bounds(self) -> FloatParam:
@@ -52,13 +60,15 @@ class FloatParam(Frozen):
 
 
 class IntParam(Frozen):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: PositiveInt = 1
-    grid: tuple[int, ...] | None = None
-    when: When | None = None
+    """``trial.suggest_int``: an integer in ``[low, high]``."""
+
+    type: Literal["int"] = Field(description="selects `trial.suggest_int`")
+    low: int = Field(description="lower bound (inclusive, as in Optuna)")
+    high: int = Field(description="upper bound (inclusive, as in Optuna)")
+    log: bool = Field(False, description="log scale (needs `low ≥ 1`; not with `step`)")
+    step: PositiveInt = Field(1, description="the step between the values drawn (`low`, `low + step`, ...)")
+    grid: tuple[int, ...] | None = Field(None, description="values for the grid sampler")
+    when: When | None = Field(None, description=WHEN_TEXT)
 
     @model_validator(mode="after")
     def _bounds(self) -> IntParam:
@@ -69,9 +79,15 @@ class IntParam(Frozen):
 
 
 class CategoricalParam(Frozen):
-    type: Literal["categorical"]
-    choices: Annotated[tuple[Scalar, ...], Field(min_length=1)]
-    when: When | None = None
+    """``trial.suggest_categorical``: one of ``choices``."""
+
+    type: Literal["categorical"] = Field(description="selects `trial.suggest_categorical`")
+    choices: Annotated[tuple[Scalar, ...], Field(min_length=1)] = Field(
+        description="non-empty list of scalars, each given once: a repeated choice is drawn more often, and a "
+        "compared one would run its sub-study twice; `1`, `1.0` and `true` count as one, since Optuna records a "
+        "choice as the first one equal to it"
+    )
+    when: When | None = Field(None, description=WHEN_TEXT)
 
     @model_validator(mode="after")
     def _finite(self) -> CategoricalParam:
@@ -91,18 +107,23 @@ Spec = FloatParam | IntParam | CategoricalParam
 
 
 class WeightsSearch(Frozen):
-    """``search.weights`` — how the loss weights are sampled.
+    """``search.weights`` — how the loss weights are sampled."""
 
-    ``log_ratio`` samples ``log10(w_a / w_b)`` uniformly in ``[low, high]`` (inclusive) and normalises
-    the weights to sum to 1; ``simplex`` samples a flat Dirichlet (one U(0,1) per loss, Optuna FAQ
-    recipe); ``fixed`` keeps ``objective.weights``.
-    """
-
-    parametrization: Literal["log_ratio", "simplex", "fixed"] = "log_ratio"
-    low: float = -4.0
-    high: float = 4.0
-    grid: tuple[float, ...] | None = None
-    when: When | None = None
+    parametrization: Literal["log_ratio", "simplex", "fixed"] = Field(
+        "log_ratio",
+        description="`log_ratio` samples `weights.log10_ratio` (log10 w_a / w_b) uniform on `[low, high]`, the "
+        "weights normalised to sum to 1; `simplex` samples `weights.u0`, `weights.u1` (`weights.u2`) uniform on "
+        "[0, 1] (a flat Dirichlet, Optuna's FAQ recipe); `fixed` samples nothing (`objective.weights` as written). "
+        "The section's default is `fixed`",
+    )
+    low: float = Field(-4.0, description="lower bound of each log10 ratio (`log_ratio`; inclusive)")
+    high: float = Field(4.0, description="upper bound of each log10 ratio (`log_ratio`; inclusive)")
+    grid: tuple[float, ...] | None = Field(None, description="the log ratios the grid sampler tries")
+    when: When | None = Field(
+        None,
+        description="sample the weights only where earlier searched parameters took these values (as a "
+        "parameter's `when`)",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> WeightsSearch:
@@ -113,10 +134,18 @@ class WeightsSearch(Frozen):
 
 
 class SearchSection(Frozen):
-    """``search:`` — the space. ``params`` keys are dotted paths into ``objective`` (``optimizer.lr``)."""
+    """``search:`` — the search space."""
 
-    weights: WeightsSearch = WeightsSearch(parametrization="fixed")
-    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    weights: WeightsSearch = Field(
+        WeightsSearch(parametrization="fixed"),
+        description="how the loss weights are sampled (see [loss weights](docs/explanation/parametrizations.md"
+        "#loss-weights))",
+    )
+    params: dict[str, ParamSpec] = Field(
+        default_factory=dict,
+        description="dotted paths into `objective` (`optimizer.lr`) → a parameter spec, mapped one to one to "
+        "Optuna's `trial.suggest_*` (bounds inclusive, as in Optuna)",
+    )
 
     @property
     def is_empty(self) -> bool:
@@ -193,7 +222,7 @@ def suggest_weights(
     ``weights`` for ``fixed``): ``log_ratio`` samples :func:`ratio_names`, ``simplex`` ``weights.u0`` ...
     one per loss.
     """
-    w, fixed, terms = search.weights, tuple(objective.weights), objective.loss_terms  # type: ignore[attr-defined]
+    w, fixed, terms = search.weights, tuple(objective.weights), objective.loss_terms
     if not active(w, sampled):
         return fixed
     if w.parametrization == "log_ratio":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sweep.core.errors import SweepError, one_line
 from sweep.core.urls import sqlite_path
-from sweep.studyfile.config import TrackingSection
+from sweep.studyfile.sections import TrackingSection
 
 STOP_AFTER = 3  # trials in a row without any file written: the study stops
 MARGIN = 1 << 20  # room asked for beyond one trial's weights (config.yaml, error.txt, the report)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sweep.core.records import Role, Tag, experiment_name, runs_filter
 from sweep.core.urls import absolute_sqlite
-from sweep.studyfile.config import StudyFile
+from sweep.studyfile.sections import StudySection, TrackingSection
 from sweep.tracking.tracking import quiet_mlflow
 
 
@@ -28,31 +28,31 @@ def replay_run_prefix(provenance: Mapping[str, Any] | None) -> str:
     return f"replay of {provenance.get('study')} trial-{provenance['trial']} · "
 
 
-def nest_under_comparison(sf: StudyFile, parent_ids: Sequence[str]) -> str:
+def nest_under_comparison(tracking: TrackingSection, study: StudySection, parent_ids: Sequence[str]) -> str:
     """Make (or find) the comparison's MLflow run and nest the sub-studies' parent runs under it. Runs of
     the same comparison that end together may each make one: all keep the earliest, the others are deleted."""
     from mlflow.tracking import MlflowClient
 
     quiet_mlflow()
-    client = MlflowClient(tracking_uri=absolute_sqlite(sf.tracking.uri))
-    name = experiment_name(sf.tracking.experiment, sf.study.name)
+    client = MlflowClient(tracking_uri=absolute_sqlite(tracking.uri))
+    name = experiment_name(tracking.experiment, study.name)
     experiment = client.get_experiment_by_name(name)
     assert experiment is not None, "the sub-studies created it"
-    tags = {Tag.ROLE: Role.COMPARISON, Tag.STUDY_NAME: sf.study.name}
+    tags = {Tag.ROLE: Role.COMPARISON, Tag.STUDY_NAME: study.name}
 
     def earliest() -> str | None:
         found = client.search_runs(
             [experiment.experiment_id],
-            filter_string=runs_filter(Role.COMPARISON, sf.study.name),
+            filter_string=runs_filter(Role.COMPARISON, study.name),
             max_results=100,
         )
         return min(((r.info.start_time, r.info.run_id) for r in found), default=(0, None))[1]
 
     run_id = earliest()
     if run_id is None:
-        run = client.create_run(experiment.experiment_id, run_name=sf.study.name, tags=tags)
+        run = client.create_run(experiment.experiment_id, run_name=study.name, tags=tags)
         run_id = run.info.run_id
-        client.log_param(run_id, "compare", sf.study.compare)
+        client.log_param(run_id, "compare", study.compare)
         client.set_terminated(run_id)
         first = earliest()
         if first is not None and first != run_id:  # another process made one first: keep that one

@@ -33,7 +33,7 @@ from sweep.core.faultpoints import pause
 from sweep.core.records import Attr, Role, Tag, experiment_name, runs_filter
 from sweep.core.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
 from sweep.storage.storage import trial_id
-from sweep.studyfile.config import StudySection, TrackingSection
+from sweep.studyfile.sections import StudySection, TrackingSection
 from sweep.tracking.artifacts import artifact_root
 from sweep.tracking.mlflowdb import prepare_stores
 from sweep.tracking.trackingretry import RetryingClient
@@ -241,13 +241,14 @@ class TrialRun:
 class Tracker:
     """The MLflow side of one study: its experiment and parent run (calls retried for up to ``retry_s`` s)."""
 
-    def __init__(self, cfg: TrackingSection, study: optuna.Study, retry_s: float = 120.0) -> None:
+    def __init__(self, cfg: TrackingSection, study: optuna.Study, retry_s: float = 120.0, run_prefix: str = "") -> None:
         quiet_mlflow()
         prepare_stores(cfg.uri, artifact_root(cfg))  # a new SQLite store: a copy of a migrated one, the owner's only
         self.uri = cfg.uri  # as the user wrote it (printed); the client gets the absolute form
         self.client = RetryingClient(absolute_sqlite(cfg.uri), retry_s, cfg.uri)
         self.experiment_name = experiment_name(cfg.experiment, study.study_name)
-        self.run_prefix = f"{cfg.choice} · " if hasattr(cfg, "choice") else ""  # a compared choice (MemberTracking)
+        # Before each trial's run name: an export's replay (sweep.tracking.lineage), a compared choice (MemberTracking).
+        self.run_prefix = run_prefix or (f"{cfg.choice} · " if hasattr(cfg, "choice") else "")
         self.experiment_id = self._experiment(cfg.artifact_location or default_artifact_location(cfg.uri))
         self.parent_id = self._parent(study)
 

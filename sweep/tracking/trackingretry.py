@@ -12,7 +12,7 @@ retrying and once that tracking is back. Past the budget the call raises :class:
 line; the CLI exits 1), and every later call of the process raises it at once: the trial fails with the
 reason and its point is queued again (it is not its configuration's fault), the process starts no
 more trials and exits, so its heartbeats stop; the next start closes the runs it left RUNNING
-(:func:`sweep.execution.recovery.agree`). What a live store answers — a refusal (4xx), a bad value, a full disk —
+(:func:`sweep.trials.recovery.agree`). What a live store answers — a refusal (4xx), a bad value, a full disk —
 is not retried.
 
 Ctrl-C and SIGTERM raise at once during an HTTP request and during a wait between retries

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from sweep.core.records import Role, Tag, runs_filter, tag_clause
-from sweep.studyfile.config import StudySection
+from sweep.studyfile.sections import StudySection
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the MLflow UI's saved views: experiment tags under this prefix
 # The runs a trials' view lists: not the evaluation runs (sweep.evaluate), whose target metric holds one seed's

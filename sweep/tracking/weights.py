@@ -67,7 +67,7 @@ def download(uri: str, trial: optuna.trial.FrozenTrial, folder: Path) -> Path:
 def rebuild(config: dict[str, Any], path: Path) -> torch.nn.Module:
     """The trial's model with its kept weights: its problem's model(s) built from the recorded config."""
     cfg = resolved(LOOPS[config["loop"]].config.model_validate(config))
-    loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
+    loop = LOOPS[cfg.loop]
     problem = build_problem(cfg.problem.name, cfg.problem.options, cfg.data_seed, loop.name, loop.problem)
     state = torch.load(path, weights_only=True)
     if "model" in state:

@@ -24,9 +24,9 @@ from objectives.loops import LOOPS
 from objectives.problems import CoupledProblem, build_problem
 from sweep.core.errors import ConfigError
 from sweep.execution.runner import preflight
-from sweep.execution.trial import ProblemCache
 from sweep.studyfile.config import parse_study
 from sweep.studyfile.space import resolve
+from sweep.trials.trial import ProblemCache
 from tests.objectives.test_alternating import synthetic_problem
 
 N, N_VAL = 16, 12  # batch_size = N: every step is full-batch, one step per epoch
@@ -333,7 +333,7 @@ def test_study_targeting_an_a_metric_validates(tmp_path: Path):
     assert not sf.study.multi_objective
     assert sf.objective.loop == "alternating" and sf.objective.problem.name == EXAMPLE
     problems = ProblemCache()
-    assert preflight(sf, path, problems) is True
+    assert preflight(sf.study, sf.objective, path, problems) is True
     cfg = resolve(sf.objective, sf.study.seed, 0, {}, tuple(sf.objective.weights))
     built = problems.get(cfg.model_copy(update={"device": "cpu"}))
     assert "val_a_cos" in LOOPS["alternating"].targets(built.metric_names(), 3)
@@ -349,7 +349,7 @@ def test_study_targeting_an_unknown_a_metric_is_refused(tmp_path: Path):
     path = tmp_path / "coupled.yaml"
     sf = parse_study(_study("val_a_r2", {"name": EXAMPLE, "options": {"n": 200, "n_val": 50}}), path)
     with pytest.raises(ConfigError, match="val_a_cos"):
-        preflight(sf, path, ProblemCache())
+        preflight(sf.study, sf.objective, path, ProblemCache())
 
 
 def test_builtin_has_no_a_metric_target(tmp_path: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -15,6 +14,7 @@ from sweep.core.interrupts import Interrupts
 from sweep.storage.claims import Census, Claims, census, study_lock
 from sweep.storage.storage import open_storage
 from tests.conftest import PG_URL, postgres_error
+from tests.sweep.storage.test_claimlock import LOCK_URLS
 
 X = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
@@ -135,45 +135,6 @@ def test_racing_claims_on_postgres_end_exactly_at_n_trials() -> None:
         optuna.delete_study(study_name=name, storage=PG_URL)
 
 
-def _until_a_lock_is_awaited() -> None:
-    """Until some session of the local PostgreSQL waits for an advisory lock."""
-    from tests.support.pgtools import _admin
-
-    admin = _admin()
-    try:
-        deadline = time.monotonic() + 60
-        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        while True:
-            cur = admin.cursor()
-            cur.execute(query)
-            if cur.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "nobody ever waited for the lock"
-            time.sleep(0.02)
-    finally:
-        admin.close()
-
-
-@pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
-def test_the_postgres_lock_excludes_a_second_holder() -> None:
-    """Two connections: the second waits until the first releases (an advisory lock, per study name)."""
-    rdb = open_storage(PG_URL)
-    name = f"lock-{uuid.uuid4().hex[:8]}"
-    order: list[str] = []
-
-    def second() -> None:
-        with study_lock(rdb.engine, PG_URL, name):
-            order.append("second")
-
-    with study_lock(rdb.engine, PG_URL, name):
-        t = threading.Thread(target=second)
-        t.start()
-        _until_a_lock_is_awaited()  # the second holder is blocked on the lock, not merely late
-        order.append("first")
-    t.join(10)
-    assert order == ["first", "second"]
-
-
 @pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")
 def test_a_claim_whose_lock_died_in_a_blip_yields_to_the_earlier_trial() -> None:
     """A's lock connection is dropped while it holds the claim (a blip): B claims the same last place.
@@ -203,47 +164,6 @@ def test_a_claim_whose_lock_died_in_a_blip_yields_to_the_earlier_trial() -> None
         assert b.surplus == {trial_b.number} and not a.surplus
         rdb_a.engine.dispose()
         rdb_b.engine.dispose()
-
-
-def _mariadb_error() -> str | None:
-    try:
-        import pymysql
-
-        pymysql.connect(host="127.0.0.1", port=3306, user="root", database="test", connect_timeout=3).close()
-    except Exception as e:  # ImportError, or no server answers
-        return f"no MariaDB/MySQL at 127.0.0.1:3306/test ({type(e).__name__})"
-    return None
-
-
-LOCK_URLS = [
-    "sqlite",
-    pytest.param(PG_URL, marks=pytest.mark.skipif(bool(postgres_error()), reason=postgres_error() or "")),
-    pytest.param(
-        "mysql+pymysql://root@127.0.0.1:3306/test",
-        marks=pytest.mark.skipif(bool(_mariadb_error()), reason=_mariadb_error() or ""),
-    ),
-]
-
-
-@pytest.mark.parametrize("url", LOCK_URLS)
-def test_a_lock_held_elsewhere_is_given_up_after_wait_saying_who_holds_it(url: str, tmp_path: Path) -> None:
-    """``wait`` seconds for a lock another connection holds: the block runs without it (``taken`` false) and
-    ``holder`` names the holder; a requested interrupt ends an endless wait (KeyboardInterrupt)."""
-    url = f"sqlite:///{tmp_path / 'o.db'}" if url == "sqlite" else url
-    engine = open_storage(url).engine
-    name = f"held-{uuid.uuid4().hex[:8]}"
-    with study_lock(engine, url, name) as mine:
-        with study_lock(engine, url, name, wait=0.2) as other:
-            assert not other.taken and not other.kept
-        assert f"pid {os.getpid()} " in other.holder if "mysql" not in url else "MySQL connection" in other.holder
-        with study_lock(engine, url, f"{name} [other]", wait=0) as unrelated:  # another name: another lock
-            assert unrelated.taken
-        interrupts = Interrupts()
-        interrupts.requested = True  # SIGTERM arrived while waiting
-        with pytest.raises(KeyboardInterrupt), study_lock(engine, url, name, interrupts=interrupts):
-            pass
-    assert mine.taken and mine.kept
-    engine.dispose()
 
 
 class _LookingSampler(optuna.samplers.RandomSampler):
@@ -311,7 +231,7 @@ def test_claims_made_beside_each_other_leave_the_lowest_to_train(
 def test_a_dead_trials_run_is_closed_after_the_lock_is_let_go(tmp_path: Path) -> None:
     """The stale-trial callback re-queues the dead trial at once but closes its MLflow run (a tracking
     server's round trips) only once this process holds no claim lock."""
-    from sweep.execution.recovery import DeadTrials
+    from sweep.trials.recovery import DeadTrials
 
     study, rdb, url = _study(tmp_path)
     dead = study.ask(X)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sweep.execution.recovery import DeadTrials, requeue, requeue_interrupted
+from sweep.trials.recovery import DeadTrials, requeue, requeue_interrupted
 
 
 def test_dead_trial_is_requeued_even_when_its_mlflow_run_cannot_be_closed(capsys: pytest.CaptureFixture) -> None:
@@ -76,7 +76,7 @@ def test_an_interrupted_trial_is_requeued_once_it_has_parameters() -> None:
 def test_a_surplus_claim_of_a_queued_point_puts_it_back_in_the_queue() -> None:
     """A claim found surplus ends before it samples; when it took a queued point (a retry, a baseline),
     the point goes back to the queue with its retry line, so it is not lost if a lower trial fails."""
-    from sweep.execution.recovery import requeue_unrun
+    from sweep.trials.recovery import requeue_unrun
 
     study = optuna.create_study()
     study.enqueue_trial({"x": 0.25})

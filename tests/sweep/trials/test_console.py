@@ -1,4 +1,4 @@
-"""The progress bar (sweep/execution/console.py): what a terminal shows, and silence off a terminal."""
+"""The progress bar (sweep/trials/console.py): what a terminal shows, and silence off a terminal."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import optuna
 import pytest
 
-from sweep.execution.console import Progress
+from sweep.trials.console import Progress
 
 
 class _Terminal(io.StringIO):

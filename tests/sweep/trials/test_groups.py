@@ -1,11 +1,11 @@
-"""sweep.execution.groups: the trial loops around Optuna, with what other processes may do meanwhile."""
+"""sweep.trials.groups: the trial loops around Optuna, with what other processes may do meanwhile."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from sweep.execution.groups import run_one_by_one
+from sweep.trials.groups import run_one_by_one
 
 FAIL = optuna.trial.TrialState.FAIL
 
@@ -44,6 +44,9 @@ class EndedElsewhere:
                 raise ConnectionError("the storage was unreachable while the run was being opened")
         self.runs[trial.number] = "run"
         return float(trial.number)
+
+    def mine(self) -> set[int]:
+        return {*self.runs, *([] if self.asked is None else [self.asked])}
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.runs.pop(trial.number, None)

@@ -5,17 +5,16 @@ One objective call = one trial:
      early has a run;
   2. sample the search space and resolve a fully fixed config (seeds derived, device chosen);
   3. run the loop with a reporter that queues per-epoch metrics for MLflow and reports the target to
-     Optuna for pruning — under the trial's time limits (:mod:`sweep.execution.watchdog`), and writing only while
+     Optuna for pruning — under the trial's time limits (:mod:`sweep.trials.watchdog`), and writing only while
      the trial is still this process's (:mod:`sweep.storage.ownership`: another may have failed it as stale);
   4. return the trial's value (the last epoch's target, or the best epoch's with ``study.score: best``
      or early stopping) and write the kept weights once; :meth:`Objective.on_trial_end` then closes
      the run with the status matching the trial's final state. A failed trial's memory is let go before
-     the next trial starts (:mod:`sweep.execution.memory`).
+     the next trial starts (:mod:`sweep.trials.memory`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 import warnings
@@ -25,30 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from mlflow.exceptions import MlflowException
 
 from objectives.config import LoopCommon
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
-from sweep.core.errors import one_line, reason, warn
+from sweep.core.errors import reason
 from sweep.core.faultpoints import pause
 from sweep.core.interrupts import Interrupts
 from sweep.core.records import Attr, Tag
 from sweep.core.urls import redact
-from sweep.execution.console import show_traceback
-from sweep.execution.memory import MemoryLog, details, oom_reason, out_of_memory, release
-from sweep.execution.recovery import requeue_unrun, unrecorded
-from sweep.execution.watchdog import Watchdog, abandon
 from sweep.results.report import loss_curves_png
-from sweep.results.scoring import EarlyStop, Keeper, Score
+from sweep.results.scoring import EarlyStop, Keeper, Score, keeper
 from sweep.storage.ownership import Owner, TrialLost
 from sweep.storage.pruning import CompletedView, Reports
-from sweep.storage.storage import WEIGHTS, best_value, trial_id
-from sweep.studyfile.config import StudyFile
-from sweep.studyfile.space import resolve, sample
-from sweep.tracking.artifacts import ArtifactWatch, unwritable
-from sweep.tracking.tracking import Tracker, TrialRun, close_run
+from sweep.studyfile.sections import StudySection
+from sweep.studyfile.space import SearchSection, resolve, sample
+from sweep.tracking.tracking import TrialRun
 from sweep.tracking.trackingretry import TrackingDown, gave_up
+from sweep.tracking.trialruns import TrialRuns
+from sweep.trials.console import show_traceback
+from sweep.trials.memory import MemoryLog, details, oom_reason, out_of_memory, release
+from sweep.trials.recovery import requeue_unrun, unrecorded
+from sweep.trials.watchdog import Watchdog, abandon
 
 
 class SurplusTrial(RuntimeError):
@@ -68,7 +65,7 @@ class ProblemCache:
         if key not in self._cache:
             cpu_key = (*key[:3], "cpu")
             if cpu_key not in self._cache:
-                loop = LOOPS[cfg.loop]  # type: ignore[attr-defined]
+                loop = LOOPS[cfg.loop]
                 self._cache[cpu_key] = build_problem(
                     cfg.problem.name, cfg.problem.options, cfg.data_seed, loop.name, loop.problem
                 )
@@ -94,31 +91,51 @@ class Member:
 
 
 class Objective:
-    """The Optuna objective for one study file, plus the callback that closes MLflow runs."""
+    """The Optuna objective for one study: it sequences each trial (open → set up → train → conclude) and
+    leaves the records to their owners — the trial's heartbeat and MLflow run to :class:`TrialRuns`, its
+    score and kept weights to :mod:`sweep.results.scoring`, its time limits to the :class:`Watchdog`, its
+    memory to :class:`MemoryLog`. ``on_trial_end`` is the Optuna callback that closes the run.
+
+    Args:
+        study: The study file's ``study`` section (targets, score, retries, heartbeats).
+        search: Its ``search`` section.
+        objective: Its ``objective`` section: the loop's config, some values still to sample.
+        records: The trials' heartbeats and MLflow runs.
+        problems: Built problems, shared by the trials.
+        interrupts: The process's signal handling (training is interruptible).
+        watchdog: The trials' time limits (none when omitted).
+        started: Called once the trial exists (:meth:`sweep.storage.claims.Claims.release`); ``False`` when the
+            trial is one more than the study needs.
+        trial_plots: ``tracking.trial_plots``: a ``loss_curves.png`` per trial.
+        verbose: Print a failed trial's traceback.
+    """
 
     def __init__(
         self,
-        sf: StudyFile,
-        tracker: Tracker,
+        study: StudySection,
+        search: SearchSection,
+        objective: LoopCommon,
+        records: TrialRuns,
         problems: ProblemCache,
         interrupts: Interrupts,
-        beat: optuna.storages.RDBStorage | None = None,
-        verbose: bool = False,
+        watchdog: Watchdog | None = None,
         started: Callable[[int], bool] = lambda _number: True,
+        trial_plots: bool = False,
+        verbose: bool = False,
     ) -> None:
-        self.sf, self.tracker, self.problems, self.interrupts = sf, tracker, problems, interrupts
-        self.started = started  # called once the trial exists (sweep.storage.claims.Claims.release)
-        self.verbose = verbose  # print a failed trial's traceback
-        self.beat = beat  # the study's storage, to record a heartbeat when a trial starts
-        self.runs: dict[int, TrialRun] = {}
-        self.asked: int | None = None  # the trial being run now, also before (or without) its MLflow run
-        self.files = ArtifactWatch()  # stops the study when trials in a row could write no file
-        self.watchdog = Watchdog(None, None, interrupts, 0)  # the trials' time limits (the runner sets them)
-        self.lost: set[int] = set()  # trials another process ended while this one trained them
+        self.study, self.search, self.objective = study, search, objective
+        self.records, self.problems, self.interrupts = records, problems, interrupts
+        self.watchdog = watchdog or Watchdog(None, None, interrupts, 0)
+        self.started, self.trial_plots, self.verbose = started, trial_plots, verbose
         self.memory = MemoryLog()  # trials that ran out of memory
+        self._asked: int | None = None  # the trial being run now, also before (or without) its MLflow run
+
+    def mine(self) -> set[int]:
+        """The trials this process runs now: those with an open run, and the one asked (its run may not be open)."""
+        return {*self.records.numbers(), *([] if self._asked is None else [self._asked])}
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        self.asked = trial.number
+        self._asked = trial.number
         member = self.open(trial)
 
         def work() -> dict[str, float]:
@@ -140,26 +157,25 @@ class Objective:
             raise SurplusTrial(why)
         pause("asked")
         try:
-            tid = trial_id(self.beat, trial.study, trial.number) if self.beat is not None else None
-            run = self.runs[trial.number] = TrialRun.open(self.tracker, trial, self.beat, tid)  # 1.
+            run, tid = self.records.open(trial)  # 1.
         except Exception as e:
-            self._store_refused(e)
             trial.set_user_attr(Attr.FAIL, e.reason if isinstance(e, TrackingDown) else reason(e))
             raise
-        return Member(trial, run, tid, Owner(self.beat, tid, trial.number, self.sf.study.heartbeat_interval))
+        return Member(trial, run, tid, Owner(self.records.beat, tid, trial.number, self.study.heartbeat_interval))
 
     def setup(self, m: Member, view: CompletedView | None = None) -> None:
         """Sample and resolve the trial's config (2.), record it, and make what training reports to
         (``view``: the completed trials pruning compares with, shared by a group's members)."""
-        sf, trial = self.sf, m.trial
-        sampled, weights = sample(trial, sf.search, sf.objective)  # 2.
-        m.cfg = cfg = resolve(sf.objective, sf.study.seed, trial.number, sampled, weights)
+        study, trial = self.study, m.trial
+        sampled, weights = sample(trial, self.search, self.objective)  # 2.
+        m.cfg = cfg = resolve(self.objective, study.seed, trial.number, sampled, weights)
         m.run.record_config(trial, cfg.model_dump(mode="json"), {Tag.DEVICE: cfg.device, Tag.LOOP: cfg.loop})
-        m.score = Score(sf.study.directions[0], sf.study.score, cfg.early_stopping)
-        m.keeper = self._keeper(cfg, m.score)
-        if self.beat is not None and m.tid is not None and not sf.study.multi_objective:  # no pruning otherwise
-            m.reports = Reports(trial, self.beat, m.tid, view=view)
-        m.report = self._reporter(trial, m.run, m.history, m.score, m.reports, m.owner)
+        m.score = Score(study.directions[0], study.score, cfg.early_stopping)
+        m.keeper = keeper(cfg, m.score, study.metric[0])
+        beat = self.records.beat
+        if beat is not None and m.tid is not None and not study.multi_objective:  # no pruning otherwise
+            m.reports = Reports(trial, beat, m.tid, view=view)
+        m.report = self._reporter(m)
         m.problem = self.problems.get(cfg)
 
     def train_one(self, m: Member) -> dict[str, float]:
@@ -167,18 +183,18 @@ class Objective:
         assert m.cfg is not None
         with self.watchdog.watching(self.abandoner([m])), warnings.catch_warnings(), self.interrupts.training():
             warnings.simplefilter("once")
-            return LOOPS[m.cfg.loop].train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # type: ignore[attr-defined]  # 3.
+            return LOOPS[m.cfg.loop].train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # 3.
 
     def abandoner(self, members: list[Member]) -> Callable[[str], None]:
-        """What the watchdog does with ``members`` when their training does not stop (sweep.execution.watchdog)."""
+        """What the watchdog does with ``members`` when their training does not stop (sweep.trials.watchdog)."""
         runs = [(m.trial.number, m.tid, m.run.log_text) for m in members]
-        return lambda why: abandon(self.beat, members[0].trial.study, runs, why)
+        return lambda why: abandon(self.records.beat, members[0].trial.study, runs, why)
 
     def conclude(self, m: Member, train: Callable[[], dict[str, float]]) -> float | list[float]:
         """Run ``train`` (the member's training, or what its group's training gave it) and record how the
         trial ended (4.): its value, its kept weights, or why it failed; re-raises what stopped it. A trial
         another process ended meanwhile gets no record from this process (:class:`TrialLost`)."""
-        sf, trial, run = self.sf, m.trial, m.run
+        study, trial, run = self.study, m.trial, m.run
         try:
             try:
                 metrics = train()
@@ -190,9 +206,10 @@ class Objective:
                 trial.set_user_attr(Attr.EARLY_STOP, m.score.stopped_at)
             m.owner.check()
             assert m.score is not None
-            self._keep_weights(trial, run, m.keeper)
-            if sf.study.multi_objective:  # 4. the last epoch's values (no single best epoch)
-                return [metrics[name] for name in sf.study.metric]
+            if m.keeper is not None and m.keeper.epoch is not None:  # the kept weights, written once at the end
+                self.records.keep_weights(trial, run, m.keeper.save, m.keeper.epoch)
+            if study.multi_objective:  # 4. the last epoch's values (no single best epoch)
+                return [metrics[name] for name in study.metric]
             if m.score.uses_best:
                 run.set_tags({Tag.BEST_EPOCH: m.score.best_epoch})
                 trial.set_user_attr(Attr.BEST_EPOCH, m.score.best_epoch)
@@ -203,19 +220,19 @@ class Objective:
             if m.owner.lost:
                 raise
             # Optuna marks the trial FAIL and re-raises without calling callbacks: re-queue it, close its run.
-            unrecorded(trial, self.runs.pop(trial.number, None), e, sf.study.max_retry)
+            unrecorded(trial, self.records.take(trial.number), e, study.max_retry)
             raise
         except Exception as e:
             oom = out_of_memory(e)
             m.keeper = m.report = None  # the trial's models and tensors: freed with its frames (release)
             if isinstance(e, TrackingDown):  # not the config's fault: it fails with the reason, re-queued
-                unrecorded(trial, self.runs.pop(trial.number, None), e, sf.study.max_retry)
+                unrecorded(trial, self.records.take(trial.number), e, study.max_retry)
                 raise
             if m.owner.ended_by(e):
                 release(e, oom)
                 raise TrialLost(m.owner.why) from None
             text = details(e)
-            self._store_refused(e)
+            self.records.store_refused(e)
             run.fail(trial, oom_reason(e, m.cfg.device if m.cfg else None) if oom else reason(e), text)
             if oom:
                 self.memory.add(trial.number, m.cfg.device if m.cfg else None)
@@ -235,66 +252,29 @@ class Objective:
                 return
             if m.reports is not None:
                 m.reports.flush()  # every epoch's value stored before Optuna records the trial's end
-            if trial.number in self.runs:
+            if self.records.is_open(trial.number):
                 run.flush()
                 if m.history:  # tracking.trial_plots (off by default: the MLflow UI draws these curves)
                     with tempfile.TemporaryDirectory() as tmp:
                         run.log_artifact(loss_curves_png(m.history, Path(tmp) / "loss_curves.png"))
-                self._files(trial, run)
+                self.records.files_written(trial, run)
         except optuna.exceptions.UpdateFinishedTrialError:
             m.owner.lost = True  # ended by another process between the last look and this write
         except (TrackingDown, KeyboardInterrupt) as e:  # its last records not written: it fails, re-queued
-            unrecorded(trial, self.runs.pop(trial.number, None), e, self.sf.study.max_retry)
+            unrecorded(trial, self.records.take(trial.number), e, self.study.max_retry)
             raise
         finally:
             if m.owner.lost:
-                self.lost.add(trial.number)
+                self.records.lost(trial.number)
             m.keeper, m.report, m.problem, m.history = None, None, None, []
 
-    def _store_refused(self, e: Exception) -> None:
-        """A tracking store that refused a write for lack of room or permission stops the study after this
-        trial (:meth:`sweep.tracking.artifacts.ArtifactWatch.store_failed`)."""
-        why = unwritable(e) if isinstance(e, MlflowException) else ""
-        if why:
-            self.files.store_failed(why)
-
-    def _files(self, trial: optuna.Trial, run: TrialRun) -> None:
-        """Say why a file could not be written (the trial keeps its metrics and state), and count it
-        towards stopping the study when no file can be written at all (:class:`ArtifactWatch`)."""
-        self.files.trial_files(run.files_written, run.artifact_errors)
-        if run.artifact_errors:
-            why = "; ".join(run.artifact_errors)
-            run.set_tags({Tag.ARTIFACT_ERROR: why})
-            trial.set_user_attr(Attr.ARTIFACT_ERROR, why)
-            if self.files.in_a_row == 1:
-                warn(f"trial {trial.number}: could not write {why}")
-
-    def _keeper(self, cfg: LoopCommon, score: Score) -> Keeper | None:
-        """The checkpoint callback ``objective.checkpoint`` asks for (by default: the epoch the trial reports)."""
-        mode = cfg.checkpoint or ("best" if score.rule == "best" or cfg.early_stopping else "last")
-        return None if mode == "none" else Keeper(mode, self.sf.study.metric[0], score)
-
-    @staticmethod
-    def _keep_weights(trial: optuna.Trial, run: TrialRun, keeper: Keeper | None) -> None:
-        """Write the kept weights once, at the end, as the run's ``weights.pt`` (a pruned trial keeps none)."""
-        if keeper is None:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            if keeper.save(Path(tmp) / WEIGHTS) is not None and run.log_artifact(Path(tmp) / WEIGHTS):
-                run.set_tags({Tag.CHECKPOINT_EPOCH: keeper.epoch})
-                trial.set_user_attr(Attr.CHECKPOINT_EPOCH, keeper.epoch)
-
-    def _reporter(
-        self,
-        trial: optuna.Trial,
-        run: TrialRun,
-        history: list[dict[str, float]],
-        score: Score,
-        reports: Reports | None,
-        owner: Owner,
-    ) -> Callable[[int, Mapping[str, float]], None]:
-        target, can_prune = self.sf.study.metric[0], not self.sf.study.multi_objective
-        plots = self.sf.tracking.trial_plots
+    def _reporter(self, m: Member) -> Callable[[int, Mapping[str, float]], None]:
+        """The loop's per-epoch callback (3.): the epoch's metrics to MLflow, its target to pruning and to the
+        score, while the trial is still this process's; an instant the fault tests stop at."""
+        trial, run, history, score, reports, owner = m.trial, m.run, m.history, m.score, m.reports, m.owner
+        assert score is not None
+        target, can_prune = self.study.metric[0], not self.study.multi_objective
+        plots = self.trial_plots
         progress = self.watchdog.progress
 
         def report(epoch: int, metrics: Mapping[str, float]) -> None:
@@ -322,28 +302,8 @@ class Objective:
         return report
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Close the child run with the status of the trial's final state: a store that refuses costs a warning,
-        one unreachable past ``study.tracking_retry`` stops the study once this process's trials have ended
-        (the run stays RUNNING until :func:`sweep.execution.recovery.close_stray_runs` closes it at the next start)."""
+        """Optuna's callback at a trial's end: its run closed (:meth:`TrialRuns.close`), its memory counted."""
         pause("told")
-        run = self.runs.pop(trial.number, None)
         self.memory.ended(trial.state)
-        if trial.number in self.lost:  # another process ended it, and closed its run: nothing to write
-            self.lost.discard(trial.number)
-            return
-        if (down := gave_up(self.tracker.client)) is not None:  # nothing more is sent (sweep.tracking.trackingretry)
-            if not self.runs:  # this process's last open trial: it stops (sweep.run: one line, exit 1)
-                raise down
-            return
-        try:
-            if run is not None:
-                run.close(trial.state)
-            elif Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
-                run_id = trial.user_attrs[Attr.RUN]
-                close_run(self.tracker.client, run_id, trial.state, trial.user_attrs.get(Attr.FAIL))
-        except MlflowException as e:
-            warn(f"could not close trial {trial.number}'s MLflow run ({one_line(e)}); closed at the next start")
-            return
-        with contextlib.suppress(MlflowException):  # the parent's best-so-far curve misses a point
-            self.tracker.trial_finished(trial, best_value(study))
+        self.records.close(study, trial)
         pause("closed")

@@ -9,18 +9,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from tqdm.auto import tqdm
 
-from objectives.loops import LOOPS
 from sweep.core.records import Attr
 from sweep.core.urls import mask_known, redact
 from sweep.storage.storage import FINISHED, best_value, count_finished
-from sweep.studyfile.config import StudyFile
+from sweep.studyfile.sections import StudySection
 
 if TYPE_CHECKING:
     from sweep.tracking.tracking import Tracker
@@ -112,12 +111,23 @@ def fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _named_weights(sf: StudyFile, trial: optuna.trial.FrozenTrial) -> list[tuple[str, float]]:
-    return list(zip(LOOPS[sf.objective.loop].losses, trial.user_attrs.get(Attr.WEIGHTS, ()), strict=False))  # type: ignore[attr-defined]
+def _named_weights(losses: Sequence[str], trial: optuna.trial.FrozenTrial) -> list[tuple[str, float]]:
+    return list(zip(losses, trial.user_attrs.get(Attr.WEIGHTS, ()), strict=False))
 
 
-def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: StudyFile) -> str:
-    """What the user reads at the end: counts, the best trial(s), and how to open the MLflow UI."""
+def summary(
+    study: optuna.Study, tracker: Tracker, storage: str, ran: int, section: StudySection, losses: Sequence[str]
+) -> str:
+    """What the user reads at the end: counts, the best trial(s), and how to open the MLflow UI.
+
+    Args:
+        study: The study.
+        tracker: Its MLflow side.
+        storage: Its storage URL (shown redacted).
+        ran: The trials this command ran.
+        section: The study file's ``study`` section (targets).
+        losses: The loop's losses, in the order of a trial's weights.
+    """
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     S = optuna.trial.TrialState
@@ -134,19 +144,19 @@ def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: S
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         lines.append("No trial completed yet.")
-    elif sf.study.multi_objective:
+    elif section.multi_objective:
         front = sorted(study.best_trials, key=lambda t: t.values[0])
         lines.append(f"Pareto front: {len(front)} trial(s){' (first 10)' if len(front) > 10 else ''}")
         for t in front[:10]:
-            values = ", ".join(f"{m} = {fmt(v)}" for m, v in zip(sf.study.metric, t.values, strict=True))
-            weights = ", ".join(f"w_{n} = {w:.4g}" for n, w in _named_weights(sf, t))
+            values = ", ".join(f"{m} = {fmt(v)}" for m, v in zip(section.metric, t.values, strict=True))
+            weights = ", ".join(f"w_{n} = {w:.4g}" for n, w in _named_weights(losses, t))
             lines.append(f"    #{t.number}: {values}{f'  ({weights})' if weights else ''}")
     else:
         t = study.best_trial
-        lines.append(f"Best trial #{t.number}: {sf.study.metric[0]} = {fmt(t.value)}")
+        lines.append(f"Best trial #{t.number}: {section.metric[0]} = {fmt(t.value)}")
         lines += [f"    {name} = {fmt(value)}" for name, value in t.params.items()]
         if Attr.WEIGHTS in t.user_attrs:
-            lines.append(f"    (loss weights: {', '.join(f'{n} = {w:.6g}' for n, w in _named_weights(sf, t))})")
+            lines.append(f"    (loss weights: {', '.join(f'{n} = {w:.6g}' for n, w in _named_weights(losses, t))})")
         if Attr.RUN in t.user_attrs:
             lines.append(f"    MLflow run: {t.user_attrs[Attr.RUN]}")
     python = sys.executable
@@ -158,6 +168,6 @@ def summary(study: optuna.Study, tracker: Tracker, storage: str, ran: int, sf: S
         f"MLflow: experiment {tracker.experiment_name!r} (id {tracker.experiment_id}), parent run {tracker.parent_id}",
         "Open the MLflow UI with:",
         f"    {tracker.ui_command(f'{python} -m mlflow')}",
-        f"  then browse {tracker.ui_url(target=sf.study, trials=trials)}",
+        f"  then browse {tracker.ui_url(target=section, trials=trials)}",
     ]
     return mask_known("\n".join(lines))  # a value from the environment anywhere in it (a metric's name...)

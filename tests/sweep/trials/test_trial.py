@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-import pytest
 
 from sweep.core.interrupts import Interrupts
-from sweep.execution.trial import Objective, ProblemCache
 from sweep.studyfile.config import parse_study
+from sweep.tracking.trialruns import TrialRuns
+from sweep.trials.trial import Objective, ProblemCache
 from tests.conftest import tiny_study
 
 
@@ -38,49 +38,12 @@ def test_trial_beats_before_its_mlflow_run_exists(tmp_path: Path) -> None:
         client, experiment_id, parent_id, run_prefix = Client(), "0", "p", ""
 
     sf = parse_study(tiny_study("beat"), "b.yaml")
-    objective = Objective(sf, Tracker(), ProblemCache(), Interrupts(), beat=Beat())  # type: ignore[arg-type]
+    records = TrialRuns(Tracker(), beat=Beat())  # type: ignore[arg-type]
+    objective = Objective(sf.study, sf.search, sf.objective, records, ProblemCache(), Interrupts())
     study = optuna.create_study(study_name="beat", storage=storage)
     study.optimize(objective, n_trials=1, catch=(RuntimeError,))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("beat"), 0)
     assert calls == [f"beat {trial_id}", "run"]
-
-
-class _Storage:
-    """The storage as an Owner sees it: a trial's state, and how often it was asked."""
-
-    def __init__(self) -> None:
-        self.state, self.asked = optuna.trial.TrialState.RUNNING, 0
-
-    def get_trial(self, trial_id: int) -> object:
-        self.asked += 1
-        return type("Frozen", (), {"state": self.state})()
-
-
-def test_a_trial_is_looked_up_only_after_a_pause_and_lost_once_ended() -> None:
-    """Ownership costs no storage read while the process runs without a pause (here: a check right after
-    the last look); past ``every_s`` it looks, and a trial found ended is lost for good."""
-    from sweep.storage.ownership import Owner, TrialLost
-
-    storage = _Storage()
-    owner = Owner(storage, 7, 3, every_s=3600)
-    owner.check()
-    assert storage.asked == 0
-    storage.state = optuna.trial.TrialState.FAIL
-    owner.every_s = 0  # as after a pause longer than the heartbeat interval
-    with pytest.raises(TrialLost, match="trial 3 was ended by another process"):
-        owner.check()
-    assert storage.asked == 1 and owner.lost
-    with pytest.raises(TrialLost):
-        owner.check()  # no second look
-    assert storage.asked == 1
-
-
-def test_a_refused_write_to_a_finished_trial_means_it_was_lost() -> None:
-    from sweep.storage.ownership import Owner
-
-    owner = Owner(_Storage(), 7, 3, every_s=3600)
-    assert not owner.ended_by(ValueError("a trial's own failure"))
-    assert owner.ended_by(optuna.exceptions.UpdateFinishedTrialError("finished"))
 
 
 def test_a_failed_trials_frames_are_let_go_at_once() -> None:
@@ -89,7 +52,7 @@ def test_a_failed_trials_frames_are_let_go_at_once() -> None:
     import gc
     import weakref
 
-    from sweep.execution.memory import details, release
+    from sweep.trials.memory import details, release
 
     class Model:
         pass

@@ -218,7 +218,7 @@ def abandon(
 ) -> None:
     """End ``trials`` (number, storage id, the run's ``log_text``) whose training hangs, from the watchdog's
     thread: each is failed with ``why`` (the main thread's stack as its run's ``error.txt``), then handed
-    to the study's stale-trial callback (:class:`sweep.execution.recovery.DeadTrials`: re-queued, its run closed
+    to the study's stale-trial callback (:class:`sweep.trials.recovery.DeadTrials`: re-queued, its run closed
     FAILED), as a dead process's trial is; then one line says so."""
     stack = f"{why}\n\nThe main thread was here:\n{main_thread_stack()}"
     callback = storage.get_heartbeat_stale_trial_callback() if storage is not None else None

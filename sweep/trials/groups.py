@@ -1,7 +1,7 @@
 """``study.parallel_trials: K``: ask Optuna for K trials at once and train them as one vectorized program.
 
 Each member is its own Optuna trial and its own MLflow child run, recorded exactly as a trial run alone
-(:class:`sweep.execution.trial.Objective` opens, sets up and concludes each), plus a ``sweep.group`` tag naming
+(:class:`sweep.trials.trial.Objective` opens, sets up and concludes each), plus a ``sweep.group`` tag naming
 the trials it trained with. The members' configs are grouped by what must be equal
 (:func:`objectives.batched.group_key`); a group of two or more that :func:`objectives.loops.why_not`
 accepts trains as one program (its loop's ``train_group``: :func:`objectives.loops.train_group`), each
@@ -13,12 +13,9 @@ so a group never takes more than the study's ``n_trials`` leave.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import optuna
 
@@ -26,10 +23,10 @@ from objectives.batched import group_key
 from objectives.loops import train_group, why_not
 from sweep.core.errors import to_stderr
 from sweep.core.records import Tag
-from sweep.execution.console import Progress
-from sweep.execution.trial import Member, Objective
 from sweep.storage.claims import Claims
 from sweep.storage.pruning import CompletedView, decides_in_process
+from sweep.trials.console import Progress
+from sweep.trials.trial import Member, Objective
 
 TrialState = optuna.trial.TrialState
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -72,8 +69,7 @@ def run_groups(
                 return
             continue
         # 2. Train them (heartbeats for all of them meanwhile), then tell each its end.
-        beat = objective.beat
-        with _beating(beat, [m.tid for m in members if m.tid is not None]):
+        with objective.records.beating([m.tid for m in members if m.tid is not None]):
             outcomes = _train(objective, members, said)
         interrupted = False
         for m, outcome in zip(members, outcomes, strict=True):
@@ -129,7 +125,7 @@ def run_one_by_one(
             study.optimize(objective, timeout=left, catch=(Exception,), callbacks=callbacks)
             return
         except (ValueError, AssertionError):  # Optuna's "Cannot tell a FAIL trial" (or its "Should not reach")
-            mine = {*objective.runs, objective.asked}  # asked: a trial that failed before its run opened too
+            mine = objective.mine()  # a trial that failed before its run opened too
             ended = [t for t in study.get_trials(deepcopy=False) if t.number in mine and t.state.is_finished()]
             if not ended:
                 raise
@@ -165,7 +161,7 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
     """Set every member up and train them: in vectorized groups where possible, else one by one.
 
     Returns:
-        Per member, what :meth:`~sweep.execution.trial.Objective.conclude` runs: return its metrics or raise what
+        Per member, what :meth:`~sweep.trials.trial.Objective.conclude` runs: return its metrics or raise what
         stopped it (a member trained alone trains there, so its end is recorded right after its training).
     """
     outcomes: dict[int, Callable[[], dict[str, float]]] = {}
@@ -218,28 +214,3 @@ def _raiser(e: BaseException) -> Callable[[], dict[str, float]]:
 
 def _value(metrics: dict[str, float]) -> Callable[[], dict[str, float]]:
     return lambda: metrics
-
-
-@contextlib.contextmanager
-def _beating(storage: Any, trial_ids: Sequence[int]) -> Iterator[None]:
-    """Record every member's heartbeat every ``heartbeat_interval`` seconds while the block runs (what
-    Optuna's own heartbeat thread does for a trial run by ``study.optimize``)."""
-    interval = getattr(storage, "heartbeat_interval", None)
-    if not interval or not trial_ids:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            for tid in trial_ids:
-                with contextlib.suppress(Exception):  # a blip: the next beat comes within the grace period
-                    storage.record_heartbeat(tid)
-
-    thread = threading.Thread(target=beat, name="sweep-group-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
