@@ -139,7 +139,7 @@ def train_group(
         for row, why in stopped.items():
             results[members[row]] = why
         keep = [row for row in range(len(members)) if row not in stopped]
-        index = torch.tensor(keep, device=device)
+        index = torch.tensor(keep, dtype=torch.long, device=device)  # long even when no member is left
         for params, opt in ((pa, opt_a), (pb, opt_b)):
             for name in params:
                 params[name] = params[name].detach()[index].requires_grad_()

@@ -135,7 +135,7 @@ def train_group(
         for row, why in stopped.items():
             results[members[row]] = why
         keep = [row for row in range(len(members)) if row not in stopped]
-        index = torch.tensor(keep, device=device)
+        index = torch.tensor(keep, dtype=torch.long, device=device)  # long even when no member is left
         for name in params:
             params[name] = params[name].detach()[index].requires_grad_()
         optimizer.select(index)

@@ -196,6 +196,17 @@ def test_a_stopped_member_leaves_the_others_as_a_group_without_it() -> None:
             assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_every_member_stopped_at_once_ends_the_group(epoch: int) -> None:
+    """A whole group pruned at the same epoch leaves no member: each gets its reason, nothing else fails (the
+    rows kept were an empty float tensor, which cannot index)."""
+    p = problem(torch.float64)
+    cs = members("adam")
+    recs, results = grouped(cs, p, stops=dict.fromkeys(range(len(cs)), epoch))
+    assert all(isinstance(r, Stop) for r in results)
+    assert [len(r.metrics) for r in recs] == [epoch + 1] * len(cs)
+
+
 def test_a_diverging_member_fails_alone() -> None:
     p = problem(torch.float64)
     cs = members("sgd")

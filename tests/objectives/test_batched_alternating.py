@@ -121,6 +121,20 @@ def test_dynamic_weights_known_before_the_step(weighting: dict) -> None:
     check(cs, problem64())
 
 
+def test_every_member_stopped_at_once_ends_the_group() -> None:
+    """A whole group pruned at the same epoch leaves no member: each gets its reason, nothing else fails."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(_epoch: int, _metrics: Any) -> None:
+        raise Stop
+
+    cs = members("alternate", "adam")
+    results = train_group(cs, [stop] * len(cs), problem=problem64())
+    assert all(isinstance(r, Stop) for r in results)
+
+
 def test_a_diverging_member_fails_alone() -> None:
     p = problem64()
     cs = members("joint", "sgd")
