@@ -1,6 +1,6 @@
 """The dual-loss loop against hand-written loops doing the same work (same model, data, steps).
 
-Run: python -m benchmarks.loop_overhead [--epochs 12] [--repeats 5] [--device cpu]
+Run: python -m benchmarks.loop_overhead [--epochs 12] [--repeats 5] [--device cpu] [--save PATH]
 
 - ``hand-written``: the minimal loop: tensors on the device, index batches, weighted sum, one backward,
   validation once per epoch — what the library loop should cost.
@@ -12,20 +12,25 @@ Run: python -m benchmarks.loop_overhead [--epochs 12] [--repeats 5] [--device cp
 - ``DataLoader + .item()``: the common tutorial shape: two DataLoaders cycled with a fresh iterator,
   ``loss.item()`` every step.
 
-Prints the median time per training run and the ratio against the hand-written loop, in one run.
+Prints the median time per training run and the ratio against the hand-written loop, in one run;
+``--save benchmarks/results/loop_overhead.json`` keeps them with the command, machine and date for
+``python -m benchmarks.docs`` (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from benchmarks.results import save
 from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.problems import Problem, build_problem
@@ -107,12 +112,15 @@ def library_dataloader(problem: Problem, epochs: int, device: str, seed: int) ->
     return library(as_datasets, epochs, device, seed)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m benchmarks.loop_overhead", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    p.add_argument("--save", type=Path, help="also save the times with the command, machine and date (benchmarks.docs)")
+    args = p.parse_args(argv)
+    started = time.perf_counter()
     torch.set_num_threads(1)
     problem = build_problem("digits_pair", {}, 0).to(args.device)
     assert isinstance(problem, Problem)
@@ -139,6 +147,11 @@ def main() -> None:
     print("|---|---|---|")
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts):.3f} | {statistics.median(ts) / base:.2f} |")
+    if args.save:
+        settings = {"epochs": args.epochs, "repeats": args.repeats, "device": args.device, "problem": "digits_pair"}
+        median = {name: statistics.median(ts) for name, ts in times.items()}
+        results = {"times_s": times, "median_s": median, "ratio": {name: m / base for name, m in median.items()}}
+        save(args.save, "loop_overhead", argv, settings, results, time.perf_counter() - started, args.device)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Bounded memory on the Dataset path: a trial over a dataset far larger than memory.
 
-Run: python -m benchmarks.memory_bounded [--samples 200000] [--steps 200] [--workers 2]
+Run: python -m benchmarks.memory_bounded [--samples 200000] [--steps 200] [--workers 2] [--save PATH]
 
 The training sets are generated lazily in ``__getitem__`` (3×64×64 float32 images made from the
 index): 200,000 samples per task would be 2 × 9.8 GB materialised. A dual-loss trial reads a fixed
@@ -8,12 +8,15 @@ number of steps per epoch (``data.steps_per_epoch``) through DataLoaders with wo
 thread samples the memory of this process and all its children (the DataLoader workers) every 50 ms
 from /proc (PSS, which counts pages shared by forked workers once, and summed RSS, which counts them in
 every process); the table gives the peaks, the data's materialised size and the time per step.
+``--save benchmarks/results/memory_bounded.json`` keeps them with the command, machine and date for
+``python -m benchmarks.docs`` (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from benchmarks.docs import memory_table
+from benchmarks.results import save
 from objectives import dual_loss
 from objectives.config import DualLossConfig
 from objectives.problems import Problem, Task
@@ -88,14 +93,18 @@ def _tree_memory_mb(pid: int) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory_bounded", description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=200_000, help="training samples per task")
     p.add_argument("--steps", type=int, default=200, help="steps per epoch")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    args = p.parse_args()
+    p.add_argument(
+        "--save", type=Path, help="also save the figures with the command, machine and date (benchmarks.docs)"
+    )
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     problem = Problem(
         make_model=CNN,
@@ -129,17 +138,21 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     done.set()
     watcher.join()
-    materialised = 2 * args.samples * 4 * SHAPE[0] * SHAPE[1] * SHAPE[2] / 1e9
+    settings = {k: getattr(args, k) for k in ("samples", "steps", "epochs", "batch_size", "workers")}
+    results = {
+        "materialised_gb": 2 * args.samples * 4 * SHAPE[0] * SHAPE[1] * SHAPE[2] / 1e9,
+        "peak_pss_mib": peak[1],
+        "peak_rss_sum_mib": peak[0],
+        "process_peak_mib": metrics["peak_memory_mb"],
+        "ms_per_step": 1000 * elapsed / (args.epochs * args.steps),
+        "val_total_loss": metrics["val_total_loss"],
+    }
     print("| measure | value |")
     print("|---|---|")
-    print(f"| data if materialised (2 tasks × {args.samples:,} × 3×64×64 float32) | {materialised:.1f} GB |")
-    workers = f"process + DataLoader workers ({args.workers} per loader), sampled every 50 ms"
-    print(f"| peak PSS, {workers} | {peak[1]:.0f} MiB |")
-    print(f"| peak summed RSS, the same (counts shared copy-on-write pages once per process) | {peak[0]:.0f} MiB |")
-    print(f"| peak RSS of the training process alone (logged peak_memory_mb) | {metrics['peak_memory_mb']:.0f} MiB |")
-    print(f"| steps | {args.epochs} epochs × {args.steps} × batch {args.batch_size} |")
-    print(f"| time per step | {1000 * elapsed / (args.epochs * args.steps):.1f} ms |")
-    print(f"| val_total_loss | {metrics['val_total_loss']:.4f} |")
+    for measure, value in memory_table(results, settings):
+        print(f"| {measure} | {value} |")
+    if args.save:
+        save(args.save, "memory_bounded", argv, settings, results, elapsed)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Vectorized trials: the same trials sequentially and in groups of K, trials per hour and the ratio.
 
 Run: python -m benchmarks.parallel_trials [--device cpu|cuda] [--trials 64] [--sequential 16] [--ks 4,16,64]
-     [--problems digits_pair,linear_pair] [--study] [--json PATH]
+     [--problems digits_pair,linear_pair] [--study] [--json PATH] [--save PATH]
 
 For each problem, ``--trials`` configurations (loss weights, learning rate, momentum and seed drawn from a
 seeded RNG; the quickstart's model, batch size and 12 epochs; SGD with momentum) are trained:
@@ -17,6 +17,8 @@ loop alone: no Optuna or MLflow on either side. ``--study`` adds whole runs of t
 quickstart study (``python -m sweep.run``, fresh folders) with ``--parallel-trials 1`` and ``16``: that
 ratio includes start-up and each trial's records, which vectorizing does not shrink. One torch thread on
 CPU (as ``sweep.run`` uses by default). Timings depend on the machine and its load: compare ratios.
+``--save benchmarks/results/parallel_trials.json`` keeps the figures with the command, machine and date for
+``python -m benchmarks.docs`` (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.results import save
 from objectives.config import DualLossConfig
 from objectives.dual_loss import train
 from objectives.loops import train_group
@@ -130,6 +133,7 @@ def study_runs(k_values: tuple[int, ...] = (1, 16)) -> dict[int, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m benchmarks.parallel_trials", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--trials", type=int, default=64, help="configs trained in groups (default 64)")
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--problems", default="digits_pair,linear_pair", help="built-in problems (default both)")
     p.add_argument("--study", action="store_true", help="also time the quickstart study with --parallel-trials 1, 16")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
+    p.add_argument("--save", type=Path, help="also save them with the command, machine and date (benchmarks.docs)")
     args = p.parse_args(argv)
+    started = time.perf_counter()
     if args.device == "cpu":
         torch.set_num_threads(1)
     ks = [int(k) for k in args.ks.split(",")]
@@ -160,6 +166,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "study": walls}, indent=2))
+    if args.save:
+        settings = {
+            "device": args.device,
+            "trials": args.trials,
+            "sequential": args.sequential,
+            "ks": ks,
+            "problems": args.problems.split(","),
+            "study": args.study,
+        }
+        results = {"rows": rows, "study": {str(k): v for k, v in walls.items()}}
+        save(args.save, "parallel_trials", argv, settings, results, time.perf_counter() - started, args.device)
 
 
 if __name__ == "__main__":

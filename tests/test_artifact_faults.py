@@ -15,9 +15,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from sweep.core.errors import SweepError
-from sweep.studyfile.config import TrackingSection
-from sweep.tracking.artifacts import STOP_AFTER, ArtifactWatch, artifact_root, check_artifact_space, unwritable
+from sweep.tracking.artifacts import STOP_AFTER
 from tests.conftest import run_cli, start_cli, tiny_study, write_yaml
 from tests.support.agreement import check_agreement
 
@@ -83,53 +81,6 @@ def run_and_fill(tmp_path: Path, disk: Path, monkeypatch: pytest.MonkeyPatch) ->
             proc.kill()
     monkeypatch.delenv("SWEEP_PAUSE_AT")
     return proc.returncode, err, filler
-
-
-# ---- unit level: the pieces ---------------------------------------------------------------------------
-
-
-def test_artifact_root_follows_the_tracking_settings(tmp_path: Path) -> None:
-    assert artifact_root(TrackingSection(uri="sqlite:///sub/mlflow.db")) == Path("sub/mlartifacts")
-    assert artifact_root(TrackingSection(uri="http://127.0.0.1:5000")) is None  # the server decides
-    assert artifact_root(TrackingSection(artifact_location=(tmp_path / "a b").as_uri())) == tmp_path / "a b"
-    assert artifact_root(TrackingSection(artifact_location="s3://bucket/x")) is None
-    assert artifact_root(TrackingSection(artifact_location="rel/dir")) == Path("rel/dir")
-
-
-def test_check_artifact_space_refuses_a_file_and_accepts_a_new_directory(tmp_path: Path) -> None:
-    check_artifact_space(tmp_path / "new" / "deeper", 1000)  # made later: its parent is checked
-    assert not (tmp_path / "new").exists()  # the check creates nothing
-    (tmp_path / "blocker").write_text("x")
-    with pytest.raises(SweepError, match=r"blocker is not a directory"):
-        check_artifact_space(tmp_path / "blocker" / "mlartifacts", 1000)
-    with pytest.raises(SweepError, match=r"free; one trial's files need about"):
-        check_artifact_space(tmp_path, 1 << 62)  # more than any disk has
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
-
-
-def test_unwritable_errors_are_recognised_through_their_chain() -> None:
-    full = OSError(28, "No space left on device")
-    wrapped = RuntimeError("log_batch failed")
-    wrapped.__cause__ = full
-    assert unwritable(full) == unwritable(wrapped) == "No space left on device"
-    note = Exception("(Query-invoked autoflush)\n(sqlite3.OperationalError) database or disk is full")
-    assert unwritable(note) == "database or disk is full"
-    assert unwritable(ValueError("loss is nan")) == unwritable(FileNotFoundError(2, "gone")) == ""
-
-
-def test_the_watch_stops_after_trials_in_a_row_without_a_file() -> None:
-    watch = ArtifactWatch()
-    for _ in range(STOP_AFTER - 1):
-        watch.trial_files(0, ["weights.pt: No space left on device"])
-    watch.trial_files(1, ["config.yaml: No space left on device"])  # one file got through: not "every write"
-    assert watch.in_a_row == 0 and not watch.stop()
-    for _ in range(STOP_AFTER):
-        assert not watch.stop()
-        watch.trial_files(0, ["weights.pt: No space left on device"])
-    assert watch.stop() and "No space left on device" in watch.why() and f"last {STOP_AFTER} trials" in watch.why()
-    store = ArtifactWatch()
-    store.store_failed("database or disk is full")
-    assert store.stop() and "tracking store cannot be written" in store.why()
 
 
 # ---- real processes ------------------------------------------------------------------------------------

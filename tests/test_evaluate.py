@@ -13,9 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep.results.evaluation import Selection, config_for, evaluation_seeds, mean_ci, retrain
-from sweep.results.results import EVALUATION_ATTR, chosen
+from sweep.results.results import EVALUATION_ATTR
 from sweep.storage.storage import Attr
-from sweep.studyfile.config import parse_study
 from tests.conftest import run_main, tiny_study, write_yaml
 from tests.support.evaluation_problems import Tripwire, guarded
 
@@ -55,27 +54,6 @@ def test_mean_ci_is_the_student_t_interval() -> None:
     assert ci.n == 5
     one = mean_ci([0.5])
     assert one.mean == 0.5 and math.isnan(one.half_width) and one.text() == "0.500"
-
-
-def _study_of(direction: str, values: list[float]) -> optuna.Study:
-    """An in-memory study (``direction``) of complete trials 0, 1, ... with these values."""
-    study = optuna.create_study(direction=direction)
-    for value in values:
-        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
-    return study
-
-
-def test_evaluate_chooses_the_highest_trials_of_a_maximized_study() -> None:
-    """``sweep.evaluate --top K`` retrains the K best trials: for a maximised target (val_a_acc) the K
-    highest values, best first, ties by trial number; for a minimised one, the K lowest."""
-    acc = tiny_study("acc", study={"metric": "val_a_acc"}, objective={"problem": {"name": "digits_pair"}})
-    sf = parse_study(acc, "acc.yaml")
-    assert sf.study.directions == ("maximize",)
-    values = [0.50, 0.90, 0.20, 0.70, 0.90]
-    assert [t.number for t in chosen(_study_of("maximize", values), sf.study, 3, None)] == [1, 4, 3]
-    loss = parse_study(tiny_study("loss"), "loss.yaml")
-    assert loss.study.directions == ("minimize",)
-    assert [t.number for t in chosen(_study_of("minimize", values), loss.study, 3, None)] == [2, 0, 3]
 
 
 def test_evaluation_seeds_are_fresh_and_shared() -> None:

@@ -252,26 +252,6 @@ def test_export_replays_a_trial_on_the_dataloader_path(tmp_path: Path) -> None:
     assert again.trials[0].value == study.best_value
 
 
-def test_the_top_table_shows_every_searched_parameter() -> None:
-    """Categorical params such as the alternating mode are columns of the top table, not only LRs/types."""
-    from sweep.results.report import top_table
-
-    frame = pd.DataFrame(
-        {
-            "number": [0, 1],
-            "state": ["COMPLETE", "COMPLETE"],
-            "val_total_loss": [0.5, 0.4],
-            "param.mode": ["joint", "alternate"],
-            "param.steps_b": [1, 3],
-            "duration_s": [1.0, 2.0],
-        }
-    )
-    table = top_table(frame, ["val_total_loss"], ["minimize"], 5)
-    header, first = table.splitlines()[:2]
-    assert "mode" in header and "steps_b" in header
-    assert first.split()[0] == "1" and "alternate" in first  # best first
-
-
 def _maximized(name: str, n_trials: int = 4) -> dict:
     """A tiny study maximising an accuracy (val_a_acc, on digits_pair) with distinct learning rates."""
     return tiny_study(
@@ -305,28 +285,6 @@ def test_export_of_a_maximized_study_takes_the_highest_trial() -> None:
     assert (trial.number, trial.value, rule) == (1, 0.90, "best val_a_acc (maximize)")
     loss = parse_study(tiny_study("loss"), "loss.yaml")
     assert choose(_study_of("minimize", values), loss.study, None, None)[0].number == 2
-
-
-def test_the_top_table_of_a_maximized_study_lists_the_highest_first() -> None:
-    """The report's top-k table ranks by the first metric in its direction: a maximised metric highest
-    first (the lowest cut off), a minimised one lowest first."""
-    from sweep.results.report import top_table
-
-    frame = pd.DataFrame(
-        {
-            "number": [0, 1, 2, 3],
-            "state": ["COMPLETE", "COMPLETE", "COMPLETE", "COMPLETE"],
-            "val_a_acc": [0.50, 0.90, 0.20, 0.70],
-            "duration_s": [1.0, 1.0, 1.0, 1.0],
-        }
-    )
-
-    def ranked(direction: str) -> list[int]:
-        rows = top_table(frame, ["val_a_acc"], [direction], 3).splitlines()[1:]
-        return [int(row.split()[0]) for row in rows]
-
-    assert ranked("maximize") == [1, 3, 0]
-    assert ranked("minimize") == [2, 0, 3]
 
 
 def test_a_maximized_study_is_exported_evaluated_reported_and_linked_best_first(tmp_path: Path) -> None:

@@ -269,13 +269,13 @@ def test_the_end_of_a_study_never_tracebacks_and_closes_the_parent(
     """Memory exhausted while the study ends (here: raised by the report, or by the last look at the study):
     before, a traceback and the parent run left RUNNING; now one line, and the parent run closed —
     FINISHED when only the report failed (the trials are all there), else FAILED, exit 1."""
-    import sweep.execution.runner
+    import sweep.execution.finishing
 
     def exhausted(*_args: object, **_kwargs: object) -> None:
         raise MemoryError()
 
     path = write_yaml(tmp_path / "end.yaml", tiny_study("end", study={"n_trials": 2, "pruner": "none"}))
-    monkeypatch.setattr(sweep.execution.runner, fails, exhausted)
+    monkeypatch.setattr(sweep.execution.finishing, fails, exhausted)
     result = run_main("sweep.run", str(path), cwd=tmp_path)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr

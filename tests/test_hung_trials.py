@@ -3,7 +3,6 @@ and the study goes on — in the same process when the hang can be interrupted, 
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -12,9 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from sweep.core.errors import ConfigError
-from sweep.core.interrupts import Interrupts
 from sweep.studyfile.config import load_study
-from sweep.trials.watchdog import TrialTimeout, Watchdog
 from tests.conftest import run_main, start_cli, tiny_study, write_yaml
 from tests.support.agreement import check_agreement
 from tests.support.pausing import Pauses
@@ -41,57 +38,6 @@ def test_limits_are_off_by_default_and_load(tmp_path: Path) -> None:
     assert (load_study(path).study.trial_timeout, load_study(path).study.stall_timeout) == (None, None)
     path.write_text(MIN % "trial_timeout: 3600, stall_timeout: 90.5")
     assert (load_study(path).study.trial_timeout, load_study(path).study.stall_timeout) == (3600, 90.5)
-
-
-def _never(why: str) -> None:
-    raise AssertionError(f"gave up on the training: {why}")
-
-
-def test_a_stall_interrupts_a_blocked_main_thread() -> None:
-    """No progress for stall_timeout: the blocked wait in the training raises TrialTimeout with the reason."""
-    interrupts = Interrupts()
-    watchdog = Watchdog(None, 0.3, interrupts, grace=600)
-    stalled = pytest.raises(TrialTimeout, match=r"no progress: no epoch reported for 0\.3 s after epoch 4")
-    with watchdog.installed(), stalled, watchdog.watching(_never), interrupts.training():
-        watchdog.progress(4)
-        threading.Event().wait()
-
-
-def test_a_swallowed_timeout_is_raised_again() -> None:
-    """User code that catches the error and blocks again gets it again (a second later)."""
-    interrupts = Interrupts()
-    watchdog = Watchdog(0.2, None, interrupts, grace=600)
-    caught = []
-    timed_out = pytest.raises(TrialTimeout, match="timed out")
-    with watchdog.installed(), timed_out, watchdog.watching(_never), interrupts.training():
-        try:
-            threading.Event().wait()
-        except TrialTimeout as e:  # swallowed
-            caught.append(e)
-        threading.Event().wait()
-    assert len(caught) == 1
-
-
-def test_a_limit_passed_in_a_database_write_is_raised_when_the_write_ends() -> None:
-    """Inside a shielded write (a database call) the error waits for the write's end, then is raised."""
-    interrupts = Interrupts()
-    watchdog = Watchdog(0.2, None, interrupts, grace=600)
-    written = threading.Event()
-
-    def write_ends_once_the_limit_has_passed() -> None:
-        while interrupts._deferred is None:  # the watchdog has fired, the handler deferred it
-            time.sleep(0.01)
-        written.set()
-
-    helper = threading.Thread(target=write_ends_once_the_limit_has_passed)
-    timed_out = pytest.raises(TrialTimeout, match=r"timed out: still training after 0\.2 s")
-    with watchdog.installed(), timed_out, watchdog.watching(_never), interrupts.training():
-        helper.start()
-        with interrupts.shielded():
-            written.wait()  # the "write": it is not interrupted
-        raise AssertionError("not raised after the write")
-    helper.join()
-    assert written.is_set()
 
 
 # The limits these tests set: far above a normal trial's epoch (milliseconds; a few seconds on a loaded,

@@ -17,3 +17,28 @@ def test_the_benchmark_runs_and_the_members_match_their_sequential_runs(tmp_path
     for g in rows[0]["groups"]:
         assert g["s_per_trial"] > 0 and g["ratio"] > 0
         assert g["max_rel_diff"] < 1e-4  # float32 round-off on a stable problem
+
+
+def test_save_keeps_the_figures_with_how_they_were_made_and_the_doc_writer_renders_them(tmp_path: Path) -> None:
+    """``--save`` writes the record ``python -m benchmarks.docs`` turns into docs/performance.md's table."""
+    from benchmarks import docs
+
+    out = tmp_path / "parallel_trials.json"
+    args = ["--device", "cpu", "--trials", "2", "--sequential", "2", "--ks", "2", "--problems", "linear_pair"]
+    main([*args, "--save", str(out)])
+    record = json.loads(out.read_text())
+    assert record["command"] == "python -m benchmarks.parallel_trials " + " ".join([*args, "--save", str(out)])
+    assert record["settings"] == {
+        "device": "cpu",
+        "trials": 2,
+        "sequential": 2,
+        "ks": [2],
+        "problems": ["linear_pair"],
+        "study": False,
+    }
+    assert {"platform", "cpu", "cpus", "python", "torch", "device", "nice", "load_avg_1min"} <= set(record["machine"])
+    assert record["results"]["rows"][0]["groups"][0]["k"] == 2
+    text = docs.render("parallel_trials", tmp_path)
+    (group,) = record["results"]["rows"][0]["groups"]
+    assert f"| linear_pair | 2 | {3600 / group['s_per_trial']:,.0f} |" in text
+    assert f"*Measured by `{record['command']}` on {record['date']} " in text

@@ -29,6 +29,8 @@ from sweep.core.sqlite import use_wal
 from sweep.core.urls import redact, sqlite_init_lock
 from sweep.execution.comparable import check_unchanged, settings
 from sweep.execution.finishing import finish
+from sweep.search.builders import SeededAtFirstTrial, build_pruner, build_sampler
+from sweep.search.defaults import chosen_sampler, first_points
 from sweep.storage.claims import Claims
 from sweep.storage.storage import (
     count_finished,
@@ -38,7 +40,6 @@ from sweep.storage.storage import (
     storage_url,
 )
 from sweep.studyfile.config import StudyFile
-from sweep.studyfile.samplers import SeededAtFirstTrial, build_pruner, build_sampler
 from sweep.studyfile.sections import StudySection
 from sweep.studyfile.space import grid_space, resolve
 from sweep.studyfile.targets import check_target
@@ -161,8 +162,9 @@ def open_session(
     beat = (sf.study.heartbeat_interval, sf.study.grace_period, dead)
     pause("opening")
     rdb = open_storage(url, beat, sf.study.storage_retry, wait_at_open=worker > 0)  # see sweep.storage.resilient
-    grid = grid_space(sf.search, sf.objective.loss_terms) if sf.study.sampler.type == "grid" else None
-    sampler = SeededAtFirstTrial(lambda seed: build_sampler(sf.study.sampler, seed, grid), sf.study.seed)
+    chosen = chosen_sampler(sf.study, sf.search, sf.objective)  # the file's, else the space's default
+    grid = grid_space(sf.search, sf.objective.loss_terms) if chosen.type == "grid" else None
+    sampler = SeededAtFirstTrial(lambda seed: build_sampler(chosen, seed, grid), sf.study.seed)
     pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
     with optuna_output(verbose=False):  # no "A new study created" line per process
         study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
@@ -181,7 +183,7 @@ def open_session(
         study_params = {
             "metric": ",".join(sf.study.metric),
             "directions": ",".join(sf.study.directions),
-            "sampler": sf.study.sampler.type,
+            "sampler": chosen.type,
             "pruner": pruner.__class__.__name__,
             "loop": sf.objective.loop,
             "problem": sf.objective.problem.name,
@@ -192,7 +194,7 @@ def open_session(
         tracker.log_study_params({**fixed, **study_params})  # the study's fixed settings, as its trials name them
         tracker.log_parent_text(redact(source_text), "study.yaml")  # no password from a URL in the file
         study.set_metric_names(list(sf.study.metric))
-        for point in sf.study.enqueue:  # baselines first; a resume finds them already there
+        for point in first_points(sf.study, sf.search, sf.objective):  # baselines first; a resume finds them there
             study.enqueue_trial(dict(point), skip_if_exists=True)
     return Session(study=study, tracker=tracker, storage=url, problems=problems, rdb=rdb)
 

@@ -169,7 +169,7 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
-    """Create the study or load it to resume (``sampler``: see :class:`sweep.studyfile.samplers.SeededAtFirstTrial`,
+    """Create the study or load it to resume (``sampler``: see :class:`sweep.search.builders.SeededAtFirstTrial`,
     which keeps processes on one study from replaying each other's points).
 
     Raises:

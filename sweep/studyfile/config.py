@@ -1,7 +1,7 @@
 """The study file: YAML → typed, frozen config objects, checked before anything is created. Every error is a
 :class:`~sweep.core.errors.ConfigError` naming the file and the key (``search.params.optimizer.lr.low``); the CLI
 prints it as one line and exits 2. The sections' schemas live beside what uses them (:mod:`.sections`,
-:mod:`.samplers`, :mod:`.space`, :mod:`objectives.config` through the loop's record in :data:`objectives.loops.LOOPS`)."""
+:mod:`.samplers`, :mod:`.space`, :mod:`objectives.config` through the loop's record in ``objectives.loops.LOOPS``)."""
 
 from __future__ import annotations
 
@@ -225,7 +225,7 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
     _check_device(objective.device, file)
     if (why := stored_credential(sf.tracking.artifact_location or "")) is not None:
         raise ConfigError(file, "tracking.artifact_location", why)
-    check_search(sf.search, objective, sf.study.sampler.type == "grid", file)
+    check_search(sf.search, objective, sf.study.sampler is not None and sf.study.sampler.type == "grid", file)
     check_param_names(objective, sf.search, file)
     check_compare(sf.study.compare, sf.study.name, sf.search, sf.study.enqueue, file)
     check_enqueued(sf.study.enqueue, sf.search, objective.loss_terms, file)

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from objectives.frozen import Frozen
-from sweep.studyfile.samplers import TPE, PrunerConfig, SamplerConfig, type_shorthand
+from sweep.core.records import Attr, Tag
+from sweep.studyfile.samplers import PrunerConfig, SamplerConfig, type_shorthand
 from sweep.studyfile.space import Scalar
 from sweep.studyfile.targets import Direction, infer_direction
 
@@ -39,7 +40,12 @@ class StudySection(Frozen):
         None, description="seconds after which no new trial starts (at most a year, 31,536,000)"
     )
     seed: int = Field(0, description="seeds the sampler, each trial's model/batch seed, and the data")
-    sampler: SamplerConfig = Field(TPE(), description="`{type: ..., options}` or just the type name")
+    sampler: SamplerConfig | None = Field(
+        None,
+        description="`{type: ..., options}` or just the type name; when omitted, chosen by the search space: Optuna's "
+        "`gp` with `1 + 2·d` start-up trials for `d` continuous, unconditional dimensions (at most 8, one target), "
+        "else `tpe` (see [search defaults](docs/explanation/search-defaults.md), with the benchmark's figures)",
+    )
     pruner: PrunerConfig | None = Field(
         None,
         description="`{type: ..., options}` or just the type name; when omitted: `median` with `n_startup_trials` 5 "
@@ -95,8 +101,8 @@ class StudySection(Frozen):
     score: Literal["last", "best"] = Field(
         "last",
         description="a trial's value: its `last` epoch's target, or its `best` epoch's (that epoch is the trial's "
-        "`best_epoch` attribute and the run's `sweep.best_epoch` tag). Pruning still compares per-epoch values. "
-        "Single-objective studies only",
+        f"`{Attr.BEST_EPOCH}` attribute and the run's `{Tag.BEST_EPOCH}` tag). Pruning still compares per-epoch "
+        "values. Single-objective studies only",
     )
     enqueue: tuple[dict[str, Scalar], ...] = Field(
         (),

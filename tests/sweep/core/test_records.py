@@ -13,11 +13,11 @@ ROOT = Path(__file__).resolve().parents[3]
 RECORDS = ROOT / "sweep" / "core" / "records.py"
 # A record key: "sweep.<name>" or "sweep:<name>" at the start of a literal, or a tag named in an MLflow filter
 # (tags.`sweep.role`).
-KEY = re.compile(r"(^|`)sweep[.:][A-Za-z_]")
-# Not keys: the command starters run as ``python -m sweep.<command>`` (sweep/<command>.py), named alone or
-# at the start of a command line in a message ("sweep.evaluate {file} shows its table").
+KEY = re.compile(r"(?:^|`)sweep([.:])(\w+)")
+# Not keys: the command starters run as ``python -m sweep.<command>`` (sweep/<command>.py), named alone, at
+# the start of a command line in a message ("sweep.evaluate {file} shows its table") or in backticks in a
+# field's description ("`sweep.run` retrains").
 COMMANDS = {p.stem for p in (ROOT / "sweep").glob("*.py") if p.stem != "__init__"}
-COMMAND = re.compile(r"sweep\.(\w+)(\s|$)")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -29,9 +29,10 @@ def _docstrings(tree: ast.AST) -> set[int]:
     }
 
 
-def _is_command(text: str) -> bool:
-    found = COMMAND.match(text)
-    return found is not None and found.group(1) in COMMANDS
+def _names_a_key(text: str) -> bool:
+    """Whether ``text`` names a record key: ``sweep.<name>`` or ``sweep:<name>`` at its start or after a
+    backtick, where ``<name>`` is not one of the commands."""
+    return any(sep == ":" or name not in COMMANDS for sep, name in KEY.findall(text))
 
 
 def record_literals(root: Path) -> list[str]:
@@ -46,7 +47,7 @@ def record_literals(root: Path) -> list[str]:
         for node in sorted(ast.walk(tree), key=lambda n: getattr(n, "lineno", 0)):
             if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in prose:
                 continue
-            if KEY.search(node.value) and not _is_command(node.value):
+            if _names_a_key(node.value):
                 found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
     return found
 
@@ -80,12 +81,15 @@ def test_scan_sees_keys_and_skips_commands(tmp_path: Path) -> None:
         'D = "sweep:finished_by"\n'
         'E = ["-m", "sweep.evaluate", f"sweep.evaluate {A} shows its table"]\n'
         'F = "sweep: a lock holder"\n'
+        'G = Field(description="`sweep.run` retrains the `top` trials")\n'
+        'H = "`sweep.trial_number` of the run"\n'
     )
     assert [line.split(": ", 1)[0] for line in record_literals(tmp_path)] == [
         "sweep/m.py:3",
         "sweep/m.py:4",
         "sweep/m.py:5",
         "sweep/m.py:6",
+        "sweep/m.py:10",
     ]
 
 

@@ -1,4 +1,4 @@
-"""Samplers and pruners built from their study-file sections (Optuna's own classes)."""
+"""Samplers and pruners built from their study-file sections (Optuna's own classes, sweep.search.builders)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from sweep.studyfile.samplers import build_pruner, build_sampler
+from sweep.search.builders import build_pruner, build_sampler
 from sweep.studyfile.space import grid_space, sample
 from tests.sweep.studyfile.test_space import study_file
 

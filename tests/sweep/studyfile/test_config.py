@@ -72,7 +72,7 @@ def test_defaults_and_inference(tmp_path: Path) -> None:
     sf = load_text(tmp_path, MIN)
     assert sf.study.metric == ("val_total_loss",)
     assert sf.study.directions == ("minimize",)
-    assert sf.study.sampler.type == "tpe"
+    assert sf.study.sampler is None  # chosen by the search space (sweep.search.defaults)
     assert sf.tracking.uri == "sqlite:///mlflow.db"
     assert sf.search.is_empty
     acc = load_text(tmp_path, "study: {name: s, metric: val_a_acc}\nobjective: {problem: digits_pair}")

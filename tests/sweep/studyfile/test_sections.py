@@ -11,10 +11,11 @@ from sweep.studyfile.sections import MAX_TIMEOUT, EvaluateSection, StudySection,
 
 
 def test_a_study_has_defaults_for_all_but_its_name() -> None:
-    """Only the name is required: the total validation loss, minimised, 20 trials, TPE seeded 0, no pruner."""
+    """Only the name is required: the total validation loss, minimised, 20 trials, seed 0; no sampler or pruner
+    named (sweep.search.defaults chooses them)."""
     s = StudySection(name="s")
     assert (s.metric, s.directions, s.n_trials, s.seed) == (("val_total_loss",), ("minimize",), 20, 0)
-    assert s.sampler.type == "tpe" and s.pruner is None and s.score == "last" and s.parallel_trials == 1
+    assert s.sampler is None and s.pruner is None and s.score == "last" and s.parallel_trials == 1
     assert not s.multi_objective
     with pytest.raises(pydantic.ValidationError, match="name"):
         StudySection()  # type: ignore[call-arg]

@@ -10,8 +10,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from objectives.helpers import derive_seed
+from sweep.search.builders import build_sampler
 from sweep.studyfile.config import parse_study
-from sweep.studyfile.samplers import build_sampler
 from sweep.studyfile.space import grid_space, resolve, sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import re
-import signal
-import socket
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
-from sweep.core.interrupts import Interrupts
-from sweep.studyfile.config import StudySection, TrackingSection
+from sweep.studyfile.sections import StudySection, TrackingSection
 from sweep.tracking.tracking import Tracker, check_tracking
-from sweep.tracking.trackingretry import RetryingClient, TrackingDown, gave_up, request_timeout, transient
 from sweep.tracking.views import VIEW_TAG_PREFIX
 
 
@@ -189,167 +180,3 @@ def test_trial_runs_of_a_compared_choice_are_named_by_it(tmp_path: Path) -> None
         tracker = Tracker(cfg, study)
         run = TrialRun.open(tracker, study.ask())
         assert tracker.client.get_run(run.run_id).info.run_name == run_name
-
-
-class _Tracking(http.server.BaseHTTPRequestHandler):
-    """A stand-in tracking server: answers each request with the next of ``replies`` (an HTTP status; the
-    last one repeats) and counts the requests; ``hang`` holds every request unanswered until the test ends,
-    ``after`` is called with the count of each request (to act at an exact point of the client's progress)."""
-
-    replies: list[int] = [200]  # noqa: RUF012
-    seen: list[str] = []  # noqa: RUF012
-    hang = threading.Event()
-    after: list[Callable[[int], object]] = []  # noqa: RUF012
-
-    def _reply(self) -> None:
-        self.seen.append(self.path)
-        for act in self.after:
-            act(len(self.seen))
-        status = self.replies[min(len(self.seen), len(self.replies)) - 1]
-        body = b"{}" if status == 200 else json.dumps({"error_code": _CODES[status], "message": "no"}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _reply
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-_CODES = {
-    400: "INVALID_PARAMETER_VALUE",
-    404: "RESOURCE_DOES_NOT_EXIST",
-    500: "INTERNAL_ERROR",
-    503: "TEMPORARILY_UNAVAILABLE",
-}
-
-
-@pytest.fixture
-def tracking(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Tracking]]:
-    """A :class:`_Tracking` server on a free loopback port (``handler.url``); MLflow sends each request once
-    here as under ``sweep.run`` (the variables are the test's, undone after it)."""
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    handler = type("Handler", (_Tracking,), {"replies": [200], "seen": [], "hang": threading.Event(), "after": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.handle_error = lambda *args: None  # type: ignore[method-assign]  # a hung request's broken pipe
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
-    try:
-        yield handler
-    finally:
-        handler.hang.set()
-        server.shutdown()
-        server.server_close()
-
-
-def _failure(call: Callable[[], object]) -> BaseException:
-    try:
-        call()
-    except Exception as e:
-        return e
-    raise AssertionError("no error")
-
-
-def test_what_a_live_store_answers_is_not_retried_and_an_outage_is(tracking: type[_Tracking]) -> None:
-    """Retried: no connection, no answer, HTTP 5xx (and 408/429). Not retried: a refusal (4xx), a bad value,
-    a full disk: a live store gives these, and would give them again."""
-    client = MlflowClient(tracking.url)  # type: ignore[attr-defined]
-    for status, said in ((503, "HTTP 503"), (500, "HTTP 500"), (404, None), (400, None)):
-        tracking.replies = [status]
-        assert transient(_failure(lambda: client.set_tag("r", "k", "v"))) == said, status
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))  # bound, never listening: refused
-    refused = MlflowClient(f"http://127.0.0.1:{closed.getsockname()[1]}")
-    assert transient(_failure(lambda: refused.set_tag("r", "k", "v"))) == "connection refused"
-    closed.close()
-    tracking.replies, tracking.after = [200], [lambda n: tracking.hang.wait()]
-    assert transient(_failure(lambda: client.set_tag("r", "k", "v"))) == "no answer within 2 s"
-    assert transient(MlflowException.invalid_parameter_value("bad value")) is None
-    assert transient(MlflowException("(sqlite3.OperationalError) database or disk is full")) is None
-    assert transient(ValueError("not an MLflow error")) is None
-
-
-def test_an_outage_within_the_budget_is_ridden_out_with_two_notes(
-    tracking: type[_Tracking], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Two 503s, then an answer: the call returns, after one note that tracking is unreachable and one that
-    it is back; a refusal after it is raised at once (one request)."""
-    client = RetryingClient(tracking.url, retry_s=60)  # type: ignore[attr-defined]
-    tracking.replies = [503, 503, 200]
-    client.set_tag("r", "k", "v")
-    notes = capsys.readouterr().err.splitlines()
-    assert len(tracking.seen) == 3 and len(notes) == 2, notes
-    assert notes[0] == (
-        f"note: MLflow tracking {tracking.url} unreachable (HTTP 503): retrying for up to 60 s (study.tracking_retry)"  # type: ignore[attr-defined]
-    )
-    assert notes[1].startswith("note: MLflow tracking back after ")
-    tracking.seen.clear()
-    tracking.replies = [400]
-    with pytest.raises(MlflowException, match="no"):
-        client.set_tag("r", "k", "v")
-    assert len(tracking.seen) == 1 and client.given_up is None
-    assert not capsys.readouterr().err
-
-
-def test_past_the_budget_the_call_gives_up_in_one_line_and_later_calls_at_once(
-    tracking: type[_Tracking], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A store down for longer than the budget: :class:`TrackingDown` naming ``study.tracking_retry``, one note
-    before it; every later call raises it without a request (the process is stopping)."""
-    client = RetryingClient(tracking.url, retry_s=1)  # type: ignore[attr-defined]
-    tracking.replies = [503]
-    with pytest.raises(TrackingDown) as down:
-        client.set_tag("r", "k", "v")
-    said = rf"MLflow tracking {tracking.url} unreachable for \d+ s \(study.tracking_retry: 1\): HTTP 503; run the"  # type: ignore[attr-defined]
-    assert re.match(said, str(down.value)), down.value
-    assert down.value.reason == str(down.value).split("; run the same")[0]
-    assert len(tracking.seen) >= 2 and len(capsys.readouterr().err.splitlines()) == 1
-    seen = len(tracking.seen)
-    with pytest.raises(TrackingDown):
-        client.log_batch("r", tags=[])
-    assert len(tracking.seen) == seen and gave_up(client) is not None
-
-
-def test_a_signal_during_the_retries_raises_at_once(tracking: type[_Tracking]) -> None:
-    """SIGTERM while a call is being retried (sent by the server at its second request: the client is retrying)
-    raises KeyboardInterrupt at once, well within the budget; after it, a store that was unreachable gets no
-    request (the shutdown's closes fail at once, with MLflow's error its handlers expect)."""
-    interrupts = Interrupts()
-    client = RetryingClient(tracking.url, retry_s=600)  # type: ignore[attr-defined]
-    tracking.replies = [503]
-    tracking.after = [lambda n: n == 2 and os.kill(os.getpid(), signal.SIGTERM)]
-    with interrupts.installed():
-        with pytest.raises(KeyboardInterrupt):
-            client.set_tag("r", "k", "v")
-        assert interrupts.requested and len(tracking.seen) == 2
-        with pytest.raises(MlflowException, match="not retried after the interrupt"):
-            client.set_terminated("r")
-    assert len(tracking.seen) == 2
-
-
-def test_a_store_that_fails_after_the_signal_is_not_retried(tracking: type[_Tracking]) -> None:
-    """Ctrl-C came first: the shutdown's call to a store that turns out unreachable raises MLflow's own error at
-    once (one request, no note, no wait)."""
-    interrupts = Interrupts()
-    client = RetryingClient(tracking.url, retry_s=600)  # type: ignore[attr-defined]
-    tracking.replies = [503]
-    with interrupts.installed():
-        interrupts.requested = True
-        with pytest.raises(MlflowException, match="503"):
-            client.set_tag("r", "k", "v")
-    assert len(tracking.seen) == 1
-
-
-def test_mlflow_sends_each_request_once_with_a_short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The retries are ours: MLflow's own (7, with a growing back-off, 120 s per answer) made a server that
-    never answers hold one call for some 13 minutes. A value the user set is kept."""
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "77")
-    RetryingClient("http://127.0.0.1:9", retry_s=120)
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "77"
-    assert [request_timeout(s) for s in (1, 20, 120, 86_400)] == [5, 5, 30, 30]

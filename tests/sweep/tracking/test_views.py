@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from sweep.studyfile.config import StudySection
+from sweep.studyfile.sections import StudySection
 from sweep.tracking.views import VIEW_TAG_PREFIX, runs_view_url
 from tests.conftest import run_main, tiny_study, write_yaml
 

@@ -44,38 +44,3 @@ def test_trial_beats_before_its_mlflow_run_exists(tmp_path: Path) -> None:
     study.optimize(objective, n_trials=1, catch=(RuntimeError,))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("beat"), 0)
     assert calls == [f"beat {trial_id}", "run"]
-
-
-def test_a_failed_trials_frames_are_let_go_at_once() -> None:
-    """The model a failed training's frames (and closures) held is freed by release(), without the cyclic
-    collector (off here) — even with the error kept in a cycle, as Optuna keeps it."""
-    import gc
-    import weakref
-
-    from sweep.trials.memory import details, release
-
-    class Model:
-        pass
-
-    def train(model: Model) -> None:
-        def step() -> None:  # a closure over the model, as the loops' step functions are
-            raise MemoryError()
-
-        step()
-
-    gc.disable()
-    try:
-        model = Model()
-        alive = weakref.ref(model)
-        try:
-            train(model)
-        except MemoryError as e:
-            kept = [e]
-            kept.append(kept)  # the error in a reference cycle
-            del model
-            text = details(e)
-            release(e, oom=False)
-        assert alive() is None
-        assert "in step" in text and details(kept[0]) == text  # the text stays for a group's other trials
-    finally:
-        gc.enable()

@@ -1,0 +1,158 @@
+"""What a study gets where its file names no sampler or baselines (sweep.search.defaults): the sampler chosen by
+the search space, equal loss weights first — and what the file says always wins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+
+from objectives.helpers import weights_from_uniforms
+from sweep.search.builders import build_sampler
+from sweep.search.defaults import MOST_GP_DIMENSIONS, chosen_sampler, first_points
+from sweep.studyfile.config import StudyFile, parse_study
+from sweep.studyfile.search_checks import check_enqueued
+from sweep.studyfile.space import sample
+
+LR = {"type": "float", "low": 1e-3, "high": 0.1, "log": True}
+RATIO = {"parametrization": "log_ratio"}
+
+
+def _sf(
+    search: dict[str, Any], study: dict[str, Any] | None = None, objective: dict[str, Any] | None = None
+) -> StudyFile:
+    doc = {
+        "study": {"name": "s", **(study or {})},
+        "objective": objective or {"problem": "linear_pair"},
+        "search": search,
+    }
+    return parse_study(doc, "s.yaml")
+
+
+def _chosen(sf: StudyFile) -> Any:
+    return chosen_sampler(sf.study, sf.search, sf.objective)
+
+
+def _first(sf: StudyFile) -> tuple[dict[str, Any], ...]:
+    return first_points(sf.study, sf.search, sf.objective)
+
+
+@pytest.mark.parametrize(
+    ("search", "startup"),
+    [
+        ({"weights": RATIO}, 3),  # one dimension: equal weights and two more, then the GP
+        ({"weights": RATIO, "params": {"optimizer.lr": LR}}, 5),
+        ({"weights": {"parametrization": "simplex"}}, 5),  # u0, u1
+        ({"params": {"optimizer.lr": LR, "batch_size": {"type": "int", "low": 16, "high": 256}}}, 5),
+    ],
+)
+def test_a_small_continuous_space_gets_the_gp_sampler_with_a_start_scaled_to_it(
+    search: dict[str, Any], startup: int
+) -> None:
+    chosen = _chosen(_sf(search))
+    assert (chosen.type, chosen.n_startup_trials) == ("gp", startup)
+    assert isinstance(build_sampler(chosen, 0), optuna.samplers.GPSampler)
+
+
+def test_the_start_never_exceeds_optunas_ten() -> None:
+    params = {f"optimizer.{k}": LR for k in ("lr", "weight_decay", "momentum")}
+    chosen = _chosen(_sf({"weights": RATIO, "params": params}))
+    assert (chosen.type, chosen.n_startup_trials) == ("gp", 9)  # 4 dimensions: 1 + 8
+    params["eval_batch_size"] = {"type": "int", "low": 64, "high": 4096}
+    assert _chosen(_sf({"weights": RATIO, "params": params})).n_startup_trials == 10  # 5 dimensions: capped
+
+
+@pytest.mark.parametrize(
+    ("search", "study", "why"),
+    [
+        ({"params": {"optimizer.type": {"type": "categorical", "choices": ["adam", "sgd"]}}}, {}, "categorical"),
+        (
+            {
+                "params": {
+                    "optimizer.type": {"type": "categorical", "choices": ["adam", "sgd"]},
+                    "optimizer.momentum": {
+                        "type": "float",
+                        "low": 0.0,
+                        "high": 0.99,
+                        "when": {"optimizer.type": "sgd"},
+                    },
+                }
+            },
+            {},
+            "conditional",
+        ),
+        ({"weights": RATIO}, {"metric": ["val_a_loss", "val_b_loss"]}, "two targets"),
+        ({}, {}, "nothing searched"),
+    ],
+)
+def test_other_spaces_keep_tpe(search: dict[str, Any], study: dict[str, Any], why: str) -> None:
+    assert _chosen(_sf(search, study)).type == "tpe", why
+
+
+def test_a_space_past_the_gp_limit_keeps_tpe() -> None:
+    names = ["lr", "weight_decay", "momentum"]
+    params = {f"optimizer.{n}": LR for n in names}
+    params |= {k: {"type": "int", "low": 1, "high": 64} for k in ("epochs", "batch_size", "eval_batch_size")}
+    params["data.num_workers"] = {"type": "int", "low": 0, "high": 2}
+    params["grad_accum_steps"] = {"type": "int", "low": 1, "high": 4}
+    sf = _sf({"weights": RATIO, "params": params})
+    assert len(params) + 1 > MOST_GP_DIMENSIONS and _chosen(sf).type == "tpe"
+
+
+def test_a_sampler_the_file_names_wins() -> None:
+    sf = _sf({"weights": RATIO}, {"sampler": {"type": "tpe", "n_startup_trials": 4}})
+    chosen = _chosen(sf)
+    assert (chosen.type, chosen.n_startup_trials) == ("tpe", 4)
+
+
+def test_equal_weights_come_first() -> None:
+    assert _first(_sf({"weights": RATIO})) == ({"weights.log10_ratio": 0.0},)
+    three = {"loop": "alternating", "problem": "digits_codes", "weights": [0.4, 0.4, 0.2]}
+    sf = _sf({"weights": RATIO}, objective=three)
+    assert _first(sf) == ({"weights.log10_ratio": 0.0, "weights.log10_ratio_consistency": 0.0},)
+    (point,) = _first(_sf({"weights": {"parametrization": "simplex"}}))
+    assert weights_from_uniforms(list(point.values())) == (0.5, 0.5)
+
+
+def test_the_equal_point_is_one_the_search_itself_could_draw() -> None:
+    """It passes the same check as a user's ``study.enqueue`` (inside the space, every name searched)."""
+    for search in ({"weights": RATIO}, {"weights": {"parametrization": "simplex"}}, {"weights": {**RATIO, "low": 0}}):
+        sf = _sf(search)
+        check_enqueued(_first(sf), sf.search, sf.objective.loss_terms, "s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("search", "study"),
+    [
+        ({"weights": {**RATIO, "low": 0.5, "high": 3}}, {}),  # equal weights are outside the range
+        ({"weights": {"parametrization": "fixed"}}, {}),
+        ({"weights": {**RATIO, "grid": [-1, 0, 1]}}, {"sampler": "grid"}),  # the grid walks its own points
+        (
+            {
+                "weights": {**RATIO, "when": {"optimizer.type": "adam"}},
+                "params": {"optimizer.type": {"type": "categorical", "choices": ["adam", "sgd"]}},
+            },
+            {},
+        ),
+    ],
+)
+def test_no_equal_point_where_it_does_not_belong(search: dict[str, Any], study: dict[str, Any]) -> None:
+    assert _first(_sf(search, study)) == ()
+
+
+def test_baselines_the_file_gives_win() -> None:
+    sf = _sf({"weights": RATIO}, {"enqueue": [{"weights.log10_ratio": 1.5}]})
+    assert _first(sf) == ({"weights.log10_ratio": 1.5},)
+
+
+def test_a_study_s_first_trial_trains_equal_weights_and_samples_the_rest() -> None:
+    """Enqueued, the point fixes the weights only: the other searched values are the sampler's."""
+    sf = _sf({"weights": RATIO, "params": {"optimizer.lr": LR}})
+    study = optuna.create_study(sampler=build_sampler(_chosen(sf), 0))
+    for point in _first(sf):
+        study.enqueue_trial(point)
+    trial = study.ask()
+    sampled, weights = sample(trial, sf.search, sf.objective)
+    assert weights == (0.5, 0.5)
+    assert 1e-3 <= sampled["optimizer.lr"] <= 0.1
