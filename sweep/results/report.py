@@ -78,6 +78,8 @@ def trials_frame(
     ``val_a_loss``, ``val_b_acc``, ``train_a_loss``, ``lr``, ``peak_memory_mb``...), the failure reason and
     the MLflow run id."""
     frame = study.trials_dataframe(attrs=("number", "state", "values", "duration", "params", "user_attrs"))
+    if frame.empty:  # a study created but given no trial yet: Optuna's frame has no columns
+        frame = pd.DataFrame({"number": pd.Series(dtype=int), "state": pd.Series(dtype=str)})
     out = pd.DataFrame({"number": frame["number"], "state": frame["state"].astype(str)})
     for i, metric in enumerate(metrics):
         for column in (f"value_{metric}", f"values_{metric}", "value" if i == 0 else "", f"values_{i}"):
@@ -86,7 +88,8 @@ def trials_frame(
                 break
         else:
             out[metric] = None
-    out["duration_s"] = frame["duration"].dt.total_seconds() if "duration" in frame else None
+    durations = pd.to_timedelta(frame["duration"]) if "duration" in frame else None  # all None while trials run
+    out["duration_s"] = durations.dt.total_seconds() if durations is not None else None
     for column in frame.columns:
         if column.startswith("params_"):
             out[f"param.{column.removeprefix('params_')}"] = frame[column]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sweep.core.errors import SweepError, one_line
 from sweep.core.urls import sqlite_path
+from sweep.storage.resilient import chain
 from sweep.studyfile.sections import TrackingSection
 
 STOP_AFTER = 3  # trials in a row without any file written: the study stops
@@ -96,15 +97,13 @@ def unwritable(error: BaseException) -> str:
     The phrase found (``database or disk is full``, an OSError's ``No space left on device``...), not the
     exception's first line: a database error's first line is often SQLAlchemy's note on autoflush.
     """
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in chain(error):  # each exception once: a chain may loop
         if isinstance(seen, OSError) and seen.errno in _FULL:
             return seen.strerror or _FULL_TEXT[1]
         text = str(seen).lower()
         for phrase in _FULL_TEXT:
             if phrase in text:
                 return phrase
-        seen = seen.__cause__ or seen.__context__
     return ""
 
 

@@ -185,7 +185,6 @@ def test_write_report_writes_the_tables_and_every_plot(tmp_path: Path) -> None:
     assert all((tmp_path / "r" / f).read_bytes()[:4] == b"\x89PNG" for f in plots if f.endswith(".png"))
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="bug: trials_frame fails on a study without trials")
 def test_a_study_without_trials_gets_its_tables(tmp_path: Path) -> None:
     """``python -m sweep.report`` on a study created but not yet given a trial: tables, every plot skipped."""
     _, skipped = write_report(optuna.create_study(), ["val_total_loss"], ["minimize"], ["a"], tmp_path)
@@ -193,11 +192,6 @@ def test_a_study_without_trials_gets_its_tables(tmp_path: Path) -> None:
     assert all(s.endswith(": no complete trial yet") for s in skipped)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="bug: trials_frame fails while every trial is still running (duration all None: no .dt accessor)",
-)
 def test_a_study_whose_first_trial_is_running_gets_its_tables(tmp_path: Path) -> None:
     """The report of a study that is just starting (its first trial training in another process) writes the
     tables and skips the plots, as the docstring of write_report promises."""
