@@ -29,12 +29,21 @@ class Options(BaseModel):
     n_test: PositiveInt = Field(1024, description="held-out test samples")
     scale: PositiveFloat = Field(30.0, description="how many times apart the two losses' scales are")
     noise: NonNegativeFloat = Field(0.1, description="noise of the regression targets")
+    related: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="how much task b's true map shares task a's: θ_b = related·θ_a + √(1 − related²)·θ_b' (0: "
+        "independent tasks; near 1 with few samples of a, b helps a at a small weight: an auxiliary task)",
+    )
 
 
 def build(options: Options, seed: int) -> Problem:
     g = torch.Generator().manual_seed(seed)
     d = options.dim
     theta = torch.randn(2, d, 1, generator=g)
+    if options.related:  # task b's map leans towards a's (the data drawn below stay the same)
+        theta[1] = options.related * theta[0] + (1.0 - options.related**2) ** 0.5 * theta[1]
     # Different input scales per dataset make Σ_a ≠ Σ_b, so θ(w) is not a plain interpolation.
     spread = torch.exp(torch.randn(2, d, generator=g) * 0.5)
     factor = (1.0, options.scale**0.5)

@@ -409,3 +409,22 @@ def test_builtin_test_split_is_held_out(name, built):
         assert on_test.val is problem.test
     else:
         assert on_test.a.val is problem.a.test and on_test.b.val is problem.b.test
+
+
+def test_linear_pair_related_leans_task_b_towards_task_a_and_changes_nothing_else():
+    """``related`` mixes θ_a into θ_b only: 0 draws exactly the data it always did; above 0, every input and
+    task a's targets stay the same, and task b's best map moves towards task a's."""
+    from objectives.problems.linear_pair import Options, build, optimum
+
+    base, zero = build(Options(), 3), build(Options(related=0.0), 3)
+    near = build(Options(related=0.98), 3)
+    for p in (zero, near):
+        for split in ("train", "val", "test"):
+            assert torch.equal(getattr(base.a, split)[0], getattr(p.a, split)[0])  # inputs of a
+            assert torch.equal(getattr(base.b, split)[0], getattr(p.b, split)[0])  # inputs of b
+            assert torch.equal(getattr(base.a, split)[1], getattr(p.a, split)[1])  # targets of a
+    assert all(torch.equal(getattr(base.b, s)[1], getattr(zero.b, s)[1]) for s in ("train", "val", "test"))
+    assert not torch.equal(base.b.train[1], near.b.train[1])
+    theta_a, theta_b = optimum(base, 1.0), optimum(base, 0.0)  # each task alone (b's scaled by √30)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(optimum(near, 0.0), theta_a, dim=0) > 0.9 > cos(theta_b, theta_a, dim=0)
