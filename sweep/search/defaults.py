@@ -6,7 +6,7 @@ search-defaults.md has the figures). Two things won on every problem it covers �
 from equal, and at the edge of the range:
 
 - **Equal weights first.** A user's natural baseline, and where the best weights often are: the first trial
-  trains them (:func:`first_points`), unless ``study.enqueue`` gives baselines of its own.
+  trains them (:func:`first_points`), unless ``study.enqueue`` gives baselines of its own (``[]``: none).
 - **Optuna's GP sampler for small continuous spaces**, after ``1 + 2·d`` start-up trials for ``d`` searched
   dimensions (the equal-weights trial included, at most Optuna's 10), instead of TPE after 10 random ones
   (:func:`chosen_sampler`). Spaces with categorical or conditional parameters, more than
@@ -50,7 +50,7 @@ def first_points(study: StudySection, search: SearchSection, objective: LoopComm
     """The points tried before the sampler's own: ``study.enqueue`` when given, else equal loss weights (the
     other searched values sampled as usual) — none when the weights are not searched, are conditional, or
     their range leaves equal weights out, and none for the grid sampler (it walks its grid)."""
-    if study.enqueue:
+    if study.enqueue is not None:  # the file's own baselines; [] for none
         return tuple(dict(point) for point in study.enqueue)
     w = search.weights
     if w.when is not None or (study.sampler is not None and study.sampler.type == "grid"):

@@ -227,8 +227,8 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
         raise ConfigError(file, "tracking.artifact_location", why)
     check_search(sf.search, objective, sf.study.sampler is not None and sf.study.sampler.type == "grid", file)
     check_param_names(objective, sf.search, file)
-    check_compare(sf.study.compare, sf.study.name, sf.search, sf.study.enqueue, file)
-    check_enqueued(sf.study.enqueue, sf.search, objective.loss_terms, file)
+    check_compare(sf.study.compare, sf.study.name, sf.search, sf.study.enqueue or (), file)
+    check_enqueued(sf.study.enqueue or (), sf.search, objective.loss_terms, file)
 
 
 def _check_device(device: str, file: str | Path) -> None:

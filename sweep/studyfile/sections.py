@@ -104,10 +104,12 @@ class StudySection(Frozen):
         f"`{Attr.BEST_EPOCH}` attribute and the run's `{Tag.BEST_EPOCH}` tag). Pruning still compares per-epoch "
         "values. Single-objective studies only",
     )
-    enqueue: tuple[dict[str, Scalar], ...] = Field(
-        (),
-        description="baseline points run first, e.g. `[{weights.log10_ratio: 0.0}, {weights.log10_ratio: 0.5, "
-        "optimizer.lr: 0.003}]` (equal weights; today's production config): searched parameter → value, the rest "
+    enqueue: tuple[dict[str, Scalar], ...] | None = Field(
+        None,
+        description="baseline points run first; when omitted, equal loss weights (see [search defaults]"
+        "(docs/explanation/search-defaults.md)), `[]` for none. E.g. `[{weights.log10_ratio: 0.0}, "
+        "{weights.log10_ratio: 0.5, optimizer.lr: 0.003}]` (equal weights; today's production config): searched "
+        "parameter → value, the rest "
         "sampled; Optuna's `enqueue_trial`, skipped when the study already has that point, so a resume does not "
         "run them again. A name that is not searched is refused, and so is a value the search could not draw "
         "(Optuna would run it as given): outside the inclusive bounds, off an `int`'s or `step`'s grid, not an "

@@ -144,6 +144,7 @@ def test_no_equal_point_where_it_does_not_belong(search: dict[str, Any], study: 
 def test_baselines_the_file_gives_win() -> None:
     sf = _sf({"weights": RATIO}, {"enqueue": [{"weights.log10_ratio": 1.5}]})
     assert _first(sf) == ({"weights.log10_ratio": 1.5},)
+    assert _first(_sf({"weights": RATIO}, {"enqueue": []})) == ()  # none at all: the sampler from the first trial
 
 
 def test_a_study_s_first_trial_trains_equal_weights_and_samples_the_rest() -> None:
