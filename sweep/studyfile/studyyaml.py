@@ -80,7 +80,7 @@ def check_numbers(node: Any, file: Path, key: str = "") -> None:
         raise ConfigError(file, key, f"{node} is not a usable number: give a finite value")
     elif isinstance(node, _LongInteger):
         raise ConfigError(file, key, f"an integer of {int(node)} digits is out of range (at most 2**63 - 1)")
-    elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_INT:
+    elif isinstance(node, int) and not isinstance(node, bool) and not -MAX_INT - 1 <= node <= MAX_INT:  # int64
         raise ConfigError(file, key, f"an integer of {len(str(abs(node)))} digits is out of range (at most 2**63 - 1)")
 
 

@@ -214,6 +214,6 @@ def test_numbers_no_setting_can_use_are_refused_by_their_key(value: float, messa
     assert _refusal(check_numbers, {"a": [{"b": value}]}, F) == ("a.0.b", message)
 
 
-@pytest.mark.parametrize("value", [MAX_INT, -MAX_INT, 0, 1e308, -1e-308, True, "nan", None])
+@pytest.mark.parametrize("value", [MAX_INT, -MAX_INT, -MAX_INT - 1, 0, 1e308, -1e-308, True, "nan", None])
 def test_numbers_at_the_limits_pass(value: object) -> None:
     check_numbers({"a": [value]}, F)
