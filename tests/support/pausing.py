@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,16 @@ class Pauses:
             if marker.exists() and (pid := _pid(marker)):
                 return pid
             _alive_until(procs, deadline, f"a process paused at {point}")
+
+
+def until(condition: Callable[[], object], what: str, timeout: float = 60) -> object:
+    """Until ``condition()`` is true — the program's own progress (a file, a row, a flag), looked at every
+    50 ms, never a guessed delay — and its value. Fails saying ``what`` was awaited past ``timeout``; the
+    condition may itself fail (assert) when waiting no longer makes sense."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        _alive_until([], deadline, what)  # one poll interval, the same as the waits for processes
+    return found
 
 
 def _pid(marker: Path) -> int:

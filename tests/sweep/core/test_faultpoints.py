@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from sweep.core.faultpoints import POINTS, pause
+from tests.support.pausing import until
 
 
 @pytest.fixture
@@ -41,10 +41,13 @@ def _paused(stem: str, folder: Path, *args: object) -> None:
     thread = threading.Thread(target=pause, args=args, daemon=True)
     thread.start()
     marker = folder / f"{stem}.paused"
-    while not (marker.exists() and marker.read_text()):  # its own progress: the file, then its pid in it
+
+    def paused() -> bool:  # its own progress: the file, then its pid in it
         assert thread.is_alive(), f"pause{args} went on without pausing at {stem}"
         assert not [p.name for p in folder.glob("*.paused") if p != marker], f"pause{args} paused elsewhere"
-        time.sleep(0.01)
+        return marker.exists() and bool(marker.read_text())
+
+    until(paused, f"pause at {stem}")
     assert thread.is_alive()  # waiting for the test
     assert marker.read_text() == str(os.getpid())
     (folder / f"{stem}.go").touch()

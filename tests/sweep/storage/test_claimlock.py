@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sweep.core.interrupts import Interrupts
 from sweep.storage.claimlock import Held, after_release, run_after_release, study_lock
 from sweep.storage.storage import open_storage
 from tests.conftest import PG_URL, postgres_error
+from tests.support.pausing import until
 
 
 def _until_a_lock_is_awaited() -> None:
@@ -27,15 +27,14 @@ def _until_a_lock_is_awaited() -> None:
 
     admin = _admin()
     try:
-        deadline = time.monotonic() + 60
         query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        while True:
+
+        def awaited() -> bool:
             cur = admin.cursor()
             cur.execute(query)
-            if cur.fetchone()[0]:
-                return
-            assert time.monotonic() < deadline, "nobody ever waited for the lock"
-            time.sleep(0.02)
+            return bool(cur.fetchone()[0])
+
+        until(awaited, "session waiting for the lock")
     finally:
         admin.close()
 

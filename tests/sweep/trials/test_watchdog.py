@@ -26,6 +26,7 @@ from sweep.core.records import Attr
 from sweep.storage.storage import open_storage
 from sweep.trials import watchdog as module
 from sweep.trials.watchdog import ABANDON_S, SIGNAL, TrialTimeout, Watchdog, _Watch, abandon, main_thread_stack
+from tests.support.pausing import until
 
 WAIT_S = 60  # a bound on waits for the watching thread (it answers in milliseconds): a broken one fails, not hangs
 
@@ -66,8 +67,7 @@ def test_a_limit_passed_in_a_database_write_is_raised_when_the_write_ends() -> N
     written = threading.Event()
 
     def write_ends_once_the_limit_has_passed() -> None:
-        while interrupts._deferred is None:  # the watchdog has fired, the handler deferred it
-            time.sleep(0.01)
+        until(lambda: interrupts._deferred is not None, "deferred timeout")  # fired; the handler deferred it
         written.set()
 
     helper = threading.Thread(target=write_ends_once_the_limit_has_passed)
