@@ -114,7 +114,7 @@ def test_killed_worker_is_recovered(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert len(failed) == 1, (states, err)
         dead = failed[0]
         retried = [t for t in finished if t.system_attrs.get("failed_trial") == dead.number]
-        assert len(retried) == 1 and retried[0].params == dead.params
+        assert len(retried) == 1 and retried[0].params == dead.params, (states, err)
         children = _children(study, tmp_path)
         assert len(children) == len(study.trials)
         dead_run = children[dead.user_attrs["mlflow_run_id"]]

@@ -147,13 +147,14 @@ class Claims:
         "run" (see :meth:`claim`)."""
         # 1. A holder already found stalled: wait a slice, not the whole grace period again.
         wait = self.grace if self.grace is None or not self._stalled else min(self.grace, SLICE)
-        # 2. Dead processes' trials failed and re-queued before the lock: safe in any number of processes
-        # at once (one of them fails each), and their MLflow runs closed, all outside the critical section.
-        fail_stale_trials(self.study)
         lock = study_lock(self.engine, self.url, self.study.study_name, wait, self.interrupts, run_after=False)
         self._lock, self._claimed = self._held.enter_context(lock), None
         try:
             self._stalled = self._said(self._lock)
+            # 2. Dead processes' trials failed and re-queued under the lock: a process counting between the
+            # two (failed, its retry not yet queued) would fill the place with a fresh trial and leave the
+            # retry WAITING in a full study. Their MLflow runs are closed once the lock is let go.
+            fail_stale_trials(self.study)
             now = census(self.study)
             decision = now.decide(self.target)
             if decision == "run":

@@ -43,6 +43,7 @@ import optuna
 from sweep.core.errors import EXIT_RUNTIME, to_stderr
 from sweep.core.interrupts import Interrupts, RaisedInto
 from sweep.core.records import Attr
+from sweep.storage.claimlock import study_lock
 
 # Ignored by default: one that arrives after the handler is gone (a race at the end of a study) does nothing.
 SIGNAL = signal.SIGURG
@@ -224,12 +225,17 @@ def abandon(
     callback = storage.get_heartbeat_stale_trial_callback() if storage is not None else None
     for _number, tid, log_text in trials:
         log_text(stack, "error.txt")
-        if storage is None or tid is None:
-            continue
-        storage.set_trial_user_attr(tid, Attr.FAIL, why)
-        storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
-        if callback is not None:
-            callback(study, storage.get_trial(tid))
+    ended = [tid for _number, tid, _log in trials if tid is not None] if storage is not None else []
+    if storage is not None and ended:
+        # Failed and re-queued under the claim lock, as a claim fails a dead process's trials: a claim
+        # between the two would fill the freed place with a fresh trial and leave the retry WAITING.
+        grace = storage.grace_period or 0
+        with study_lock(storage.engine, storage.url, study.study_name, wait=grace):
+            for tid in ended:
+                storage.set_trial_user_attr(tid, Attr.FAIL, why)
+                storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+                if callback is not None:
+                    callback(study, storage.get_trial(tid))
     numbers = ", ".join(str(number) for number, _, _ in trials)
     to_stderr(
         f"error: trial {numbers}: {why}: this process exits, as a killed one would; the trial is failed and "

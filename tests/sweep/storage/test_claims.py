@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -252,3 +253,42 @@ def test_a_dead_trials_run_is_closed_after_the_lock_is_let_go(tmp_path: Path) ->
         callback(study, study.trials[0])
         assert [t.state.name for t in study.trials] == ["FAIL", "WAITING"] and not calls
     assert calls == ["run-1", "FAILED"]
+
+
+@pytest.mark.parametrize("url", LOCK_URLS[:2])
+def test_a_dead_trial_is_failed_and_requeued_while_the_claim_lock_is_held(url: str, tmp_path: Path) -> None:
+    """A claim fails the dead processes' trials and re-queues them under the lock: another process counting
+    between the two (the dead trial failed, its retry not yet queued) would take the free place with a fresh
+    trial and leave the retry WAITING once the study is full, the dead point never run."""
+    from sqlalchemy import text
+
+    from sweep.trials.recovery import requeue
+
+    url = f"sqlite:///{tmp_path / 'o.db'}" if url == "sqlite" else url
+    name = f"dead-{uuid.uuid4().hex[:8]}"
+    free: list[bool] = []
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with study_lock(rdb.engine, url, name, wait=0) as held:  # as another process would try it
+            free.append(held.taken)
+        requeue(study, trial, None)
+
+    rdb = open_storage(url, heartbeat=(1, 2, callback))
+    study = optuna.create_study(storage=rdb, study_name=name)
+    try:
+        dead = study.ask(X)  # its process died before it beat: stale once it started over 2 s ago
+        with rdb.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE trials SET datetime_start = :t WHERE trial_id = :i"),
+                {"t": datetime.now() - timedelta(hours=1), "i": dead._trial_id},
+            )
+        claims = Claims(study, rdb.engine, url, 2, 0.1, Interrupts(), storage=rdb)
+        assert claims.claim()
+        assert free == [False]  # failed and re-queued inside the critical section
+        retry = study.ask(X)
+        assert claims.release(retry.number)
+        assert retry.params == dead.params
+        assert [t.state.name for t in study.trials] == ["FAIL", "RUNNING"]
+    finally:
+        optuna.delete_study(study_name=name, storage=rdb)
+        rdb.engine.dispose()

@@ -23,6 +23,7 @@ import pytest
 from sweep.core.errors import EXIT_RUNTIME
 from sweep.core.interrupts import Interrupts
 from sweep.core.records import Attr
+from sweep.storage.claimlock import study_lock
 from sweep.storage.storage import open_storage
 from sweep.trials import watchdog as module
 from sweep.trials.watchdog import ABANDON_S, SIGNAL, TrialTimeout, Watchdog, _Watch, abandon, main_thread_stack
@@ -441,7 +442,13 @@ def test_main_thread_stack_is_the_main_thread_s_from_any_thread() -> None:
 def stored(tmp_path: Path) -> Iterator[tuple[optuna.storages.RDBStorage, optuna.Study, list[tuple[int, str]]]]:
     """A SQLite study with two RUNNING trials, whose stale-trial callback records what it is handed."""
     handed: list[tuple[int, str]] = []
-    beat = (60, 120, lambda study, trial: handed.append((trial.number, trial.state.name)))
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        handed.append((trial.number, trial.state.name))
+        with study_lock(rdb.engine, rdb.url, study.study_name, wait=0) as held:  # another process's try
+            assert not held.taken, "failed and re-queued outside the claim lock"
+
+    beat = (60, 120, callback)
     with warnings.catch_warnings():  # heartbeats are "experimental", and "to be used with Study.optimize"
         warnings.simplefilter("ignore")
         rdb = open_storage(f"sqlite:///{tmp_path / 'o.db'}", beat)
