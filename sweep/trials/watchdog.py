@@ -223,7 +223,7 @@ def abandon(
     FAILED), as a dead process's trial is; then one line says so."""
     stack = f"{why}\n\nThe main thread was here:\n{main_thread_stack()}"
     callback = storage.get_heartbeat_stale_trial_callback() if storage is not None else None
-    for _number, tid, log_text in trials:
+    for _number, _tid, log_text in trials:
         log_text(stack, "error.txt")
     ended = [tid for _number, tid, _log in trials if tid is not None] if storage is not None else []
     if storage is not None and ended:
