@@ -49,6 +49,7 @@ def project() -> types.SimpleNamespace:
         "python -m sweep.export": "sweep.commands.export",
         "python -m sweep.ui": "sweep.commands.ui",
         "python -m sweep.evaluate": "sweep.commands.evaluate",
+        "python -m sweep.noise": "sweep.commands.noise",
     }
     parsers = {name: importlib.import_module(module).parser for name, module in commands.items()}
     return types.SimpleNamespace(StudyFile=StudyFile, LOOPS=LOOPS, BUILTINS=BUILTINS, errors=errors, parsers=parsers)

@@ -168,6 +168,7 @@ class LoopCommon(Frozen):
         description="the problem's data seed; by default derived from `study.seed`, the same for every trial (so "
         "trials are compared on the same data)",
     )
+    repeats: int = Field(1, ge=1, le=64, description="train with this many seeds (`seed`, then derived ones), reporting each metric's mean (and `<metric>_sd` for validation ones): value, pruning and early stopping use the mean; `repeats`× the training, vectorized where the loop allows; the first seed's weights are kept (see [noise](docs/explanation/noise.md))")  # noqa: E501  # fmt: skip
 
     @property
     def loss_terms(self) -> tuple[str, ...]:

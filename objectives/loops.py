@@ -18,13 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from objectives import alternating, dual_loss
+from objectives import alternating, dual_loss, repeats
 from objectives.batched import alternating as batched_alternating
 from objectives.batched import dual_loss as batched_dual_loss
 from objectives.batched.dual_loss import Result
 from objectives.batched.rules import why_not as why_not_vectorized
 from objectives.config import AlternatingConfig, DualLossConfig, LoopCommon
-from objectives.problems import CoupledProblem, Problem
+from objectives.problems import CoupledProblem, Problem, build_problem
+from objectives.resolved import resolved
 
 TaskMetrics = Mapping[str, tuple[str, ...]]
 
@@ -106,7 +107,35 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
     name = cfgs[0].loop
     if LOOPS[name].train_group is None:
         return f"loop {name} has no vectorized form (its Loop record gives no train_group)"
+    if any(c.repeats > 1 for c in cfgs):
+        return "repeats > 1: each trial trains its own seeds as one vectorized group (objectives.repeats)"
     return why_not_vectorized(cfgs, problem)
+
+
+def train(
+    cfg: LoopCommon,
+    report: Any = None,
+    problem: Any = None,
+    checkpoint: Any = None,
+) -> dict[str, float]:
+    """Train one resolved config with its loop: once, or with each of its ``repeats`` seeds, reporting their
+    mean every epoch (:func:`objectives.repeats.train_repeats`: as one vectorized group where
+    :func:`why_not` accepts the seeds' configs, else one after another).
+
+    Returns:
+        The last epoch's metrics (with repeats: their mean over the seeds).
+    """
+    loop = LOOPS[cfg.loop]
+    if cfg.repeats == 1:
+        return loop.train(cfg, report, problem=problem, checkpoint=checkpoint)
+    cfg = resolved(cfg)
+    if problem is None:  # one problem for every seed: the same data
+        problem = build_problem(cfg.problem.name, cfg.problem.options, cfg.data_seed, cfg.loop, loop.problem)
+    seeds = repeats.members(cfg)
+    group = train_group if not why_not(seeds, problem) else None
+    return repeats.train_repeats(
+        cfg, report, problem=problem, checkpoint=checkpoint, train=loop.train, train_group=group
+    )
 
 
 def train_group(

@@ -15,7 +15,7 @@ from sweep.results.results import EVALUATION_ATTR
 from tests.conftest import run_main, tiny_study, write_yaml
 from tests.support.thread_problems import ThreadProbe
 
-TRAINING_COMMANDS = ("sweep.run", "sweep.evaluate", "sweep.export")
+TRAINING_COMMANDS = ("sweep.run", "sweep.evaluate", "sweep.export", "sweep.noise")
 
 
 @pytest.fixture

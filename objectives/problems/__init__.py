@@ -218,6 +218,8 @@ def prepare(cfg: Any, problem: Any, kind: type) -> tuple[Any, torch.device, Any]
         The config as its resolved type, the device, and the problem on that device.
     """
     cfg = resolved(cfg)
+    if cfg.repeats > 1:
+        raise ValueError(f"repeats {cfg.repeats}: train it with objectives.loops.train (each seed, then their mean)")
     device = torch.device(cfg.device)
     if problem is None:
         problem = build_problem(cfg.problem.name, cfg.problem.options, cfg.data_seed, cfg.loop, kind)

@@ -108,8 +108,9 @@ def evaluation_seeds(study_seed: int, n: int) -> list[int]:
 
 def config_for(recorded: Mapping[str, Any], seed: int, device: str = "auto") -> LoopCommon:
     """A trial's recorded (resolved) config with another model/batch seed, on ``device`` of this machine.
-    The data seed stays: the same train/validation/test split the search used."""
-    data = {**recorded, "seed": seed, "device": resolve_device(device)}
+    The data seed stays: the same train/validation/test split the search used. One model per fresh seed
+    (``repeats`` 1): the seeds of an evaluation are its repeats."""
+    data = {**recorded, "seed": seed, "repeats": 1, "device": resolve_device(device)}
     return resolved_type(LOOPS[data["loop"]].config).model_validate(data)
 
 

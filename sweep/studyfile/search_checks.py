@@ -32,7 +32,7 @@ from sweep.studyfile.space import (
     set_path,
 )
 
-_NOT_SEARCHABLE = {"loop", "seed", "data_seed", "device", "weights", "problem", "problem.name"}
+_NOT_SEARCHABLE = {"loop", "seed", "data_seed", "repeats", "device", "weights", "problem", "problem.name"}
 
 
 def _probe_values(spec: Spec) -> list[Any]:

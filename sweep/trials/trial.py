@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 
 from objectives.config import LoopCommon
-from objectives.loops import LOOPS
+from objectives.loops import LOOPS, train
 from objectives.problems import build_problem
 from sweep.core.errors import reason
 from sweep.core.faultpoints import pause
@@ -183,7 +183,7 @@ class Objective:
         assert m.cfg is not None
         with self.watchdog.watching(self.abandoner([m])), warnings.catch_warnings(), self.interrupts.training():
             warnings.simplefilter("once")
-            return LOOPS[m.cfg.loop].train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # 3.
+            return train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # 3.
 
     def abandoner(self, members: list[Member]) -> Callable[[str], None]:
         """What the watchdog does with ``members`` when their training does not stop (sweep.trials.watchdog)."""

@@ -29,6 +29,7 @@ REFUSED: dict[str, dict[str, Any]] = {
     "precision='fp16'": {"precision": "fp16", "device": "cuda"},
     "compile=True": {"compile": True},
     "compile.": {"compile": {"mode": "default"}},
+    "repeats": {"repeats": 2},  # a trial's own seeds are its group (objectives.repeats)
 }
 
 

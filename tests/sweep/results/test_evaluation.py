@@ -75,3 +75,14 @@ def test_a_problem_without_a_test_split_is_refused() -> None:
     problem = build_problem("linear_pair", {"dim": 4}, 0)
     with pytest.raises(NoTestSplit, match="no test split"):
         retrain(cfg, replace(problem, a=replace(problem.a, test=None)), Selection("val_total_loss"))
+
+
+def test_an_evaluation_trains_one_model_per_fresh_seed_whatever_the_trials_repeats() -> None:
+    """A configuration searched with ``repeats: 3`` is evaluated seed by seed: each fresh seed is one model (the
+    evaluation's seeds are its repeats), and the retrained run equals that seed's plain training."""
+    recorded = _config("dual_loss", "linear_pair", {"dim": 4, "n_a": 64, "n_b": 64}, epochs=2, repeats=3)
+    cfg = config_for(recorded, 7, "cpu")
+    assert cfg.repeats == 1 and cfg.seed == 7
+    problem = build_problem("linear_pair", cfg.problem.options, 0)
+    alone = LOOPS["dual_loss"].train(cfg, problem=problem)
+    assert retrain(cfg, problem, Selection("val_total_loss"))["val_total_loss"] == alone["val_total_loss"]
