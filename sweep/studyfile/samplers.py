@@ -5,9 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
 from objectives.frozen import Frozen
+
+
+def optuna_version() -> str:
+    """The installed Optuna's version (read only when a message needs it)."""
+    import optuna
+
+    return optuna.__version__
+
 
 # --- samplers -------------------------------------------------------------------------------------
 
@@ -71,8 +79,8 @@ class CmaEs(Frozen):
     )
     restart_strategy: Literal["ipop", "bipop"] | None = Field(
         None,
-        description="restart CMA-ES on convergence with a growing (`ipop`) or alternating (`bipop`) population; "
-        "deprecated since Optuna 4.4, which warns and ignores it (no restart)",
+        description="refused: Optuna 4.4 and later ignore it (no restart happens; Optuna moved restarts to "
+        "OptunaHub), so a file asking for restarts would silently get none",
     )
     popsize: PositiveInt | None = Field(
         None, description="candidates per CMA-ES generation; unset: 4 + ⌊3 ln(number of parameters)⌋"
@@ -90,6 +98,16 @@ class CmaEs(Frozen):
         description="CMA-ES with learning-rate adaptation, for multimodal or noisy objectives (not with "
         "`use_separable_cma` or `with_margin`)",
     )
+
+    @field_validator("restart_strategy")
+    @classmethod
+    def _no_restarts(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError(
+                f"{value}: Optuna {optuna_version()} ignores restart_strategy (deprecated in 4.4, no restart "
+                "happens); remove it, or run CMA-ES restarts from OptunaHub's sampler in your own script"
+            )
+        return None
 
 
 class QMC(Frozen):

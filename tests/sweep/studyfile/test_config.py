@@ -28,8 +28,7 @@ GOOD = {
     "objective: {problem: linear_pair}",
     "sampler shorthand": "study: {name: s, sampler: random}\nobjective: {problem: linear_pair}",
     "gp": "study: {name: s, sampler: {type: gp, deterministic_objective: true}}\nobjective: {problem: linear_pair}",
-    "cmaes": "study: {name: s, sampler: {type: cmaes, restart_strategy: ipop, sigma0: 0.5}}\n"
-    "objective: {problem: linear_pair}",
+    "cmaes": "study: {name: s, sampler: {type: cmaes, popsize: 6, sigma0: 0.5}}\nobjective: {problem: linear_pair}",
     "qmc": "study: {name: s, sampler: {type: qmc, qmc_type: halton}}\nobjective: {problem: linear_pair}",
     "nsga2 multi": "study: {name: s, sampler: {type: nsga2, population_size: 8},"
     " metrics: [val_a_loss, val_b_loss]}\nobjective: {problem: linear_pair}",
@@ -120,6 +119,11 @@ BAD = {
         "study: {name: s, n_trial: 3}\nobjective: {problem: linear_pair}",
         "study.n_trial",
         "unknown",
+    ),
+    "cmaes restarts Optuna ignores": (
+        "study: {name: s, sampler: {type: cmaes, restart_strategy: ipop}}\nobjective: {problem: linear_pair}",
+        "study.sampler.restart_strategy",
+        "ignores restart_strategy",
     ),
     "missing name": ("study: {n_trials: 3}\nobjective: {problem: linear_pair}", "study.name", "missing"),
     "missing objective": ("study: {name: s}\n", "objective", "missing"),
