@@ -221,9 +221,14 @@ class Patient(Frozen):
     min_delta: NonNegativeFloat = Field(0.0, description="the least change that counts as an improvement")
     wrapped: Annotated[Median | Hyperband | SuccessiveHalving, Field(discriminator="type")] | None = Field(
         None,
-        description="another pruner, asked once the patience allows; unset: a trial is pruned as soon as its "
-        "patience runs out",
+        description="another pruner (`median`, `hyperband`, `successive_halving`, or a mapping with its options), "
+        "asked once the patience allows; unset: a trial is pruned as soon as its patience runs out",
     )
+
+    @field_validator("wrapped", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return type_shorthand(v)
 
 
 PrunerConfig = Annotated[NoPruner | Median | Hyperband | SuccessiveHalving | Patient, Field(discriminator="type")]

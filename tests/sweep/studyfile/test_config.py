@@ -37,6 +37,8 @@ GOOD = {
     " optimizer.lr: {type: float, low: 0.01, high: 0.03, step: 0.01}}}",
     "pruners": "study: {name: s, pruner: {type: patient, patience: 2, wrapped: {type: hyperband}}}\n"
     "objective: {problem: linear_pair}",
+    "patient around a shorthand": "study: {name: s, pruner: {type: patient, patience: 2, wrapped: median}}\n"
+    "objective: {problem: linear_pair}",
     "successive halving": "study: {name: s, pruner: {type: successive_halving, reduction_factor: 3}}\n"
     "objective: {problem: linear_pair}",
     "no pruner": "study: {name: s, pruner: none}\nobjective: {problem: linear_pair}",
@@ -1160,3 +1162,8 @@ def test_base_60_lookalikes_stay_text(tmp_path: Path) -> None:
     assert sf.tracking.experiment == "1:30"
     sf = load_text(tmp_path, "study: {name: s}\ntracking: {experiment: 10:61}\nobjective: {problem: linear_pair}")
     assert sf.tracking.experiment == "10:61"
+
+
+def test_a_patient_pruner_wraps_a_pruner_named_by_its_type_alone(tmp_path: Path) -> None:
+    sf = load_text(tmp_path, GOOD["patient around a shorthand"])
+    assert sf.study.pruner.wrapped == type(sf.study.pruner.wrapped)(type="median")
