@@ -6,6 +6,7 @@ traceback reaches the user for a mistake in their file or for a storage that can
 
 from __future__ import annotations
 
+import datetime
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,4 +80,10 @@ def pydantic_message(err: Mapping[str, Any]) -> str:
         return "unknown key"
     if err["type"] == "missing":
         return "required key is missing"
+    found = err.get("input")
+    if err["type"] == "string_type" and isinstance(found, bool):
+        return "expected text, but YAML read a boolean (it reads yes/no/on/off/true/false so): quote it"
+    if err["type"] == "string_type" and isinstance(found, int | float | datetime.date):
+        what, written = ("a date", found.isoformat()) if isinstance(found, datetime.date) else ("a number", found)
+        return f"expected text, but YAML read {written} as {what}: quote it ('{written}')"
     return str(err["msg"]).removeprefix("Value error, ")

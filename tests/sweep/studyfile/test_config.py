@@ -127,6 +127,13 @@ BAD = {
         "study.sampler.restart_strategy",
         "ignores restart_strategy",
     ),
+    "unquoted date as a name": (
+        "study: {name: 2026-12-07}\nobjective: {problem: linear_pair}",
+        "study.name",
+        "YAML read 2026-12-07 as a date: quote it ('2026-12-07')",
+    ),
+    "number as a name": ("study: {name: 12}\nobjective: {problem: linear_pair}", "study.name", "quote it ('12')"),
+    "boolean as a name": ("study: {name: yes}\nobjective: {problem: linear_pair}", "study.name", "read a boolean"),
     "missing name": ("study: {n_trials: 3}\nobjective: {problem: linear_pair}", "study.name", "missing"),
     "missing objective": ("study: {name: s}\n", "objective", "missing"),
     "bad name": ("study: {name: 'a b/c'}\nobjective: {problem: linear_pair}", "study.name", "pattern"),
