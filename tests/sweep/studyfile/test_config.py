@@ -719,7 +719,7 @@ BAD = {
         "study.storage",
         "string",
     ),
-    "tracking uri a number": ("tracking: {uri: 5}\n" + MIN, "tracking.uri", "string"),
+    "tracking uri a number": ("tracking: {uri: 5}\n" + MIN, "tracking.uri", "expected text"),
     "unknown tracking key": ("tracking: {urI: x}\n" + MIN, "tracking.urI", "unknown key"),
     "n_trials fractional": (
         "study: {name: s, n_trials: 2.5}\nobjective: {problem: linear_pair}",
