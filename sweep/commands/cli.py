@@ -56,6 +56,11 @@ def study_parser(prog: str, description: str, example: str) -> argparse.Argument
     return p
 
 
+def compares_nothing(args: argparse.Namespace) -> str:
+    """The one line for ``--compare-value`` given with a file that makes no comparison."""
+    return f"{args.study_file}: --compare-value {args.compare_value}: the file compares nothing (no study.compare)"
+
+
 def load_or_report(args: argparse.Namespace, one_study: bool = False) -> StudyFile | None:
     """The study file (a comparison's sub-study with ``--compare-value``), or ``None`` after printing the
     one-line error (the caller exits with 2). ``one_study``: a command that needs one study refuses a
@@ -69,11 +74,15 @@ def load_or_report(args: argparse.Namespace, one_study: bool = False) -> StudyFi
     except ConfigError as e:
         print_error(e)
         return None
+    compare_value = getattr(args, "compare_value", None)
     if sf.study.compare is None:
+        if compare_value is not None:  # a choice of a comparison the file does not make: not silently the whole study
+            print_error(compares_nothing(args))
+            return None
         return sf
-    if args.compare_value is not None:
+    if compare_value is not None:
         try:
-            return member(sf, args.compare_value).sf
+            return member(sf, compare_value).sf
         except ValueError as e:
             print_error(f"{args.study_file}: {e}")
             return None

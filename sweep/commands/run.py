@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.commands.cli import add_cpu_threads, apply_cpu_threads
+from sweep.commands.cli import add_cpu_threads, apply_cpu_threads, compares_nothing
 from sweep.core.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, to_stderr
 from sweep.core.interrupts import Interrupts
 
@@ -136,6 +136,9 @@ def _main(argv: list[str] | None, interrupts: Interrupts) -> int:
         print(f"{args.study_file}: ok (problem {name} built, {what})")
         return EXIT_OK
 
+    if sf.study.compare is None and args.compare_value is not None:  # not silently the whole study
+        print_error(compares_nothing(args))
+        return EXIT_CONFIG
     if sf.study.compare is not None:
         from sweep.studyfile.compare import member
 

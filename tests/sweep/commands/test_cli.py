@@ -19,7 +19,7 @@ from sweep.commands.cli import (
     study_parser,
 )
 from sweep.studyfile.config import StudyFile
-from tests.conftest import tiny_study, write_yaml
+from tests.conftest import run_main, tiny_study, write_yaml
 
 
 @pytest.fixture
@@ -117,3 +117,17 @@ def test_a_comparison_gives_the_sub_study_of_a_choice(tmp_path: Path, capsys: py
     )
     one = load_or_report(_args(path, "renamed", "static"), one_study=True)
     assert one is not None and one.study.name == "renamed.static"
+
+
+def test_a_choice_of_a_file_that_compares_nothing_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--compare-value`` on a plain study: one line, not the whole study as if no choice was given."""
+    path = write_yaml(tmp_path / "s.yaml", tiny_study("plain"))
+    assert load_or_report(_args(path, value="dwa")) is None
+    assert capsys.readouterr().err == (
+        f"error: {path}: --compare-value dwa: the file compares nothing (no study.compare)\n"
+    )
+    ran = run_main("sweep.run", str(path), "--compare-value", "dwa", cwd=tmp_path)
+    assert ran.returncode == 2 and "the file compares nothing" in ran.stderr
+    assert not (tmp_path / ".sweep").exists()
