@@ -289,6 +289,7 @@ COMMON_CHANGES: dict[str, Any] = {
     "device": "cuda",
     "seed": 11,
     "data_seed": 1,
+    "repeats": 2,
 }
 OPTIMIZER_CHANGES: dict[str, Any] = {
     "type": "adam",
