@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from objectives.config import AlternatingConfig
-from objectives.data import Source, call, val_batches, weighted_means
+from objectives.data import Source, call, reference_losses, val_batches, weighted_means
 from objectives.helpers import (
     Checkpoint,
     Reporter,
@@ -269,6 +269,10 @@ def train(
         "b_on_detached": lambda step: step_b_on_detached,
         "joint": lambda step: step_joint,
     }[cfg.mode]
+
+    if strategy.reference_losses:  # hypergrad: the losses of fresh validation batches, in eval mode
+        val, seed = (problem.val, cfg.batch_size, problem.collate_fn), derive_seed(cfg.seed, "reference")
+        strategy.use_reference(reference_losses(forward, [model_a, model_b], [val], cfg.data, device, seed))
 
     @torch.no_grad()
     def full_losses(batch: tuple[Any, ...]) -> torch.Tensor:

@@ -135,8 +135,8 @@ class LoopCommon(Frozen):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
         description="`fp32`; `bf16` (`torch.autocast`, CUDA or CPU); `fp16` (autocast + `GradScaler`, CUDA only; "
-        "with `static`, `dwa` or `rlw`: the scaler scales a plain weighted sum, so GradNorm/PCGrad/FAMO/uncertainty "
-        "are refused at load time — use `bf16` with them)",
+        "with `static`, `dwa` or `rlw`: the scaler scales a plain weighted sum, so the other strategies are "
+        "refused at load time — use `bf16` with them)",
     )
     compile: bool | CompileConfig = Field(
         False,

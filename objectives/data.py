@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -255,6 +256,44 @@ def val_batches(
     for start in range(0, n, chunk):
         rows = slice(start, min(start + chunk, n))
         yield take(split, rows), rows.stop - rows.start
+
+
+def reference_losses(
+    losses: Callable[..., torch.Tensor],
+    models: Sequence[torch.nn.Module],
+    splits: Sequence[tuple[Split, int, Callable[[list[Any]], Any] | None]],
+    cfg: DataConfig,
+    device: torch.device,
+    seed: int,
+) -> Callable[[], torch.Tensor]:
+    """A function that returns ``losses(*batches)`` on fresh random batches of ``splits`` (each given as
+    ``(split, batch size, collate_fn)``; one batch of each), with the ``models`` in eval mode as the
+    validation is evaluated (no dropout; BatchNorm's running statistics used, not fed), then back in the
+    mode each was in: a strategy's reference (hypergrad's validation gradient). Batches are drawn pass
+    after pass, on the device, from a generator of their own (seeded by ``seed``), so the training
+    batches stay as they are; a stream is read one step at a time.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    sources = [
+        Source(split, size, cfg, device, generator, derive_seed(seed, i), collate_fn,
+               1 if n_samples(split) is None else None, "the validation")
+        for i, (split, size, collate_fn) in enumerate(splits)
+    ]  # fmt: skip
+    batches = itertools.chain.from_iterable(
+        zip(*(s.epoch(s.per_pass) for s in sources), strict=False) for _ in itertools.count()
+    )
+
+    def compute() -> torch.Tensor:
+        modes = [model.training for model in models]
+        for model in models:
+            model.eval()
+        try:
+            return losses(*next(batches))
+        finally:
+            for model, mode in zip(models, modes, strict=True):
+                model.train(mode)
+
+    return compute
 
 
 def weighted_means(

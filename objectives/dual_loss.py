@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from objectives.config import DualLossConfig
-from objectives.data import Source, call, val_batches, weighted_means
+from objectives.data import Source, call, reference_losses, val_batches, weighted_means
 from objectives.helpers import (
     Checkpoint,
     Reporter,
@@ -148,6 +148,11 @@ def train(
         with autocast(cfg.precision, device):
             loss_a = problem.a.loss(_output(model, problem.a, batch_a[0]), batch_a[1])
             return torch.stack([loss_a, problem.b.loss(_output(model, problem.b, batch_b[0]), batch_b[1])])
+
+    if strategy.reference_losses:  # hypergrad: the losses of fresh validation batches, in eval mode
+        vals = [(task.val, bs, task.collate_fn) for task, bs in zip(tasks.values(), batch_sizes, strict=True)]
+        seed = derive_seed(cfg.seed, "reference")
+        strategy.use_reference(reference_losses(step_losses, [model], vals, cfg.data, device, seed))
 
     @torch.no_grad()
     def losses_after(batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:

@@ -7,7 +7,8 @@ what a strategy needs from a loop its class declares (:func:`capabilities`). Add
 one file plus one line in :data:`STRATEGIES`.
 
 Costs per step beyond the static baseline: ``gradnorm`` and ``pcgrad`` one backward pass per loss,
-``famo`` one extra forward pass; ``uncertainty``, ``dwa`` and ``rlw`` nothing measurable.
+``famo`` one extra forward pass, ``hypergrad`` one backward pass per loss and one forward and backward
+of a validation batch per update; ``uncertainty``, ``dwa`` and ``rlw`` nothing measurable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated, Union
 import torch
 from pydantic import Field
 
-from objectives.weighting import dwa, famo, gradnorm, pcgrad, rlw, static, uncertainty
+from objectives.weighting import dwa, famo, gradnorm, hypergrad, pcgrad, rlw, static, uncertainty
 from objectives.weighting.base import Weighting
 
 STRATEGIES: dict[str, ModuleType] = {
@@ -30,6 +31,7 @@ STRATEGIES: dict[str, ModuleType] = {
     "gradnorm": gradnorm,
     "pcgrad": pcgrad,
     "famo": famo,
+    "hypergrad": hypergrad,
 }
 
 # The config union is derived from the registry, so a new entry is its file plus its line above.
@@ -43,6 +45,7 @@ class Capabilities:
     weights_before_step: bool
     losses_after_step: bool
     own_backward: bool
+    reference_losses: bool
 
 
 def capabilities(name: str) -> Capabilities:

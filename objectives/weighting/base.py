@@ -18,7 +18,7 @@ class Weighting(Protocol):
 
     Strategies subclass this protocol explicitly: only :meth:`weights` is required; the other hooks
     default to a plain weighted sum with no learned parameters and no state to update. What a
-    strategy needs from the loop it declares in three class variables:
+    strategy needs from the loop it declares in four class variables:
 
     Attributes:
         weights_before_step: The step's gradient is exactly ``Σ_i w_i ∇L_i`` with weights that do not
@@ -29,11 +29,14 @@ class Weighting(Protocol):
             step (an extra forward pass); loops call it only for such strategies.
         own_backward: :meth:`backward` computes per-loss gradients itself (one backward pass per
             loss) rather than one backward of a weighted sum.
+        reference_losses: :meth:`backward` may ask for the losses of a fresh reference batch (the
+            validation split's): loops give it a function that computes them through :meth:`use_reference`.
     """
 
     weights_before_step: ClassVar[bool] = True
     losses_after_step: ClassVar[bool] = False
     own_backward: ClassVar[bool] = False
+    reference_losses: ClassVar[bool] = False
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Learned parameters the model's optimizer must also update (uncertainty's log-variances)."""
@@ -46,6 +49,10 @@ class Weighting(Protocol):
     def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """Fill ``.grad`` of ``params`` for this step; return the effective weights (detached)."""
         return weighted_backward(self.weights(losses, base), losses)
+
+    def use_reference(self, losses: Callable[[], torch.Tensor]) -> None:
+        """Called once before training when :attr:`reference_losses` is set: ``losses()`` computes the
+        per-loss values ``(k,)``, with their graph, of a fresh batch of the validation split (hypergrad)."""
 
     def after_step(self, losses_after: Callable[[], torch.Tensor]) -> None:
         """Called after the optimizer step when :attr:`losses_after_step` is set; ``losses_after()``

@@ -24,7 +24,10 @@ F64 = {"rtol": 1e-12, "atol": 1e-12}
 # Refused for grouping, by key prefix (see _checks), with the change that shows it: every key starting
 # with one is accounted for by the refusal.
 REFUSED: dict[str, dict[str, Any]] = {
-    **{f"weighting[{t}]": {"weighting": {"type": t}} for t in ("uncertainty", "gradnorm", "pcgrad", "famo")},
+    **{
+        f"weighting[{t}]": {"weighting": {"type": t}}
+        for t in ("uncertainty", "gradnorm", "pcgrad", "famo", "hypergrad")
+    },
     "precision='bf16'": {"precision": "bf16"},
     "precision='fp16'": {"precision": "fp16", "device": "cuda"},
     "compile=True": {"compile": True},

@@ -191,6 +191,15 @@ def _check_famo(mode: str, run: list[dict[str, float]], static: list[dict[str, f
     assert _departs(run, static)
 
 
+def _check_hypergrad(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """The weights move multiplicatively from the static ones (towards the losses whose gradients agree with
+    the validation gradient of L_a + L_b) and keep their sum, so training departs from static weighting."""
+    for m in run:
+        assert _weights(m).sum() == pytest.approx(sum(BASE), rel=1e-5)
+    assert np.max(np.abs(_weights(run[-1]) / np.array(BASE) - 1.0)) > 0.01
+    assert _departs(run, static)
+
+
 # One check per registered strategy: check(mode, the strategy's run, the static run, PCGrad's projections).
 CHECKS = {
     "static": _check_static,
@@ -200,6 +209,7 @@ CHECKS = {
     "gradnorm": _check_gradnorm,
     "pcgrad": _check_pcgrad,
     "famo": _check_famo,
+    "hypergrad": _check_hypergrad,
 }
 
 

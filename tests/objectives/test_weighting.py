@@ -58,7 +58,7 @@ def test_shared_contract(name: str, k: int) -> None:
         STRATEGIES[name].Config(nonexistent=1)
 
 
-@pytest.mark.parametrize("name", ["dwa", "rlw", "gradnorm", "famo", "uncertainty"])
+@pytest.mark.parametrize("name", ["dwa", "rlw", "gradnorm", "famo", "uncertainty", "hypergrad"])
 def test_dynamic_strategies_change_the_weights(name: str) -> None:
     """Dynamic methods do move the weights over steps (their state advances)."""
     weights, _ = _run(name, 2, seed=3, steps=6)
@@ -283,6 +283,7 @@ def _observed(name: str) -> Capabilities:
     the dual loop does): same weights, same gradients (model and the strategy's own parameters) and
     the same state afterwards (the next weights). losses_after_step: ``after_step`` calls its
     argument. own_backward: ``backward`` runs more than one backward pass through the model.
+    reference_losses: ``backward`` calls the function given to ``use_reference``.
     """
     first, second = _twins(name)
     independent = torch.equal(
@@ -291,7 +292,9 @@ def _observed(name: str) -> Capabilities:
 
     first, second = _twins(name)
     p1, p2 = torch.full((3,), 0.5, requires_grad=True), torch.full((3,), 0.5, requires_grad=True)
-    passes = [0]
+    passes, references = [0], []
+    first.use_reference(lambda: references.append(True) or torch.stack(_conflicting(p1, [0])))
+    second.use_reference(lambda: torch.stack(_conflicting(p2, [0])))
     w1 = first.backward(torch.stack(_conflicting(p1, passes)), BASE, [p1])
     w2 = second.weights(BASE, BASE).detach()
     for w_i, loss in zip(w2, _conflicting(p2, [0]), strict=True):
@@ -306,7 +309,10 @@ def _observed(name: str) -> Capabilities:
     called = []
     first.after_step(lambda: called.append(True) or torch.tensor([5.0, 2.0]))
     return Capabilities(
-        weights_before_step=independent and accumulates, losses_after_step=bool(called), own_backward=passes[0] > 1
+        weights_before_step=independent and accumulates,
+        losses_after_step=bool(called),
+        own_backward=passes[0] > 1,
+        reference_losses=bool(references),
     )
 
 
@@ -324,8 +330,9 @@ def test_capabilities_and_names_with() -> None:
     assert capabilities("famo").losses_after_step
     assert not any(capabilities(name).losses_after_step for name in STRATEGIES if name != "famo")
     assert names_with(weights_before_step=True) == ("static", "dwa", "rlw")
-    assert names_with(own_backward=True) == ("gradnorm", "pcgrad")
+    assert names_with(own_backward=True) == ("gradnorm", "pcgrad", "hypergrad")
     assert names_with(losses_after_step=True, weights_before_step=True) == ()
+    assert names_with(reference_losses=True) == ("hypergrad",)
     with pytest.raises(TypeError, match="not a capability"):
         names_with(cheap=True)
 
@@ -342,6 +349,8 @@ def test_default_hooks_train_a_minimal_strategy() -> None:
     strategy = _Halves()
     assert strategy.parameters() == []
     assert (strategy.weights_before_step, strategy.losses_after_step, strategy.own_backward) == (True, False, False)
+    assert not strategy.reference_losses
+    strategy.use_reference(lambda: pytest.fail("the default strategy must not ask for reference losses"))
     p = torch.tensor([1.0, 2.0], requires_grad=True)
     opt = torch.optim.SGD([p], lr=0.1)
     losses = torch.stack([p[0] ** 2, 3 * p[1]])
