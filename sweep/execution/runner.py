@@ -30,7 +30,7 @@ from sweep.core.urls import redact, sqlite_init_lock
 from sweep.execution.comparable import check_unchanged, settings
 from sweep.execution.finishing import finish
 from sweep.search.builders import SeededAtFirstTrial, build_pruner, build_sampler
-from sweep.search.defaults import chosen_sampler, first_points
+from sweep.search.defaults import chosen_pruner, chosen_sampler, first_points
 from sweep.storage.claims import Claims
 from sweep.storage.storage import (
     count_finished,
@@ -165,7 +165,7 @@ def open_session(
     chosen = chosen_sampler(sf.study, sf.search, sf.objective)  # the file's, else the space's default
     grid = grid_space(sf.search, sf.objective.loss_terms) if chosen.type == "grid" else None
     sampler = SeededAtFirstTrial(lambda seed: build_sampler(chosen, seed, grid), sf.study.seed)
-    pruner = build_pruner(sf.study.pruner, sf.study.multi_objective)
+    pruner = build_pruner(chosen_pruner(sf.study, chosen), sf.study.multi_objective)
     with optuna_output(verbose=False):  # no "A new study created" line per process
         study = open_study(sf.study.name, sf.study.directions, rdb, sampler, pruner)
     check_unchanged(study, settings(sf.study, sf.objective, sf.search), source, allow_changes, note=worker == 0)

@@ -12,7 +12,13 @@ from equal, and at the edge of the range:
   (:func:`chosen_sampler`). Spaces with categorical or conditional parameters, more than
   :data:`MOST_GP_DIMENSIONS` dimensions or several targets keep TPE, which handles them.
 
-An explicit ``study.sampler`` or ``study.enqueue`` always wins.
+- **No pruner with the GP sampler.** Optuna's ``GPSampler`` fits complete trials only: a trial the median
+  pruner stopped teaches it nothing, so it proposes the same point again, and the pruner stops it again —
+  the benchmark's studies ended with up to 27 pruned trials in a row at one point, and on the weights +
+  learning-rate case the median study never reached 1 % (with no pruner: 10 of 10 did, the other cases'
+  figures unchanged). Every other sampler keeps the median pruner (:func:`chosen_pruner`).
+
+An explicit ``study.sampler``, ``study.pruner`` or ``study.enqueue`` always wins.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from objectives.config import LoopCommon
-from sweep.studyfile.samplers import GP, TPE, SamplerConfig
+from sweep.studyfile.samplers import GP, TPE, Median, NoPruner, PrunerConfig, SamplerConfig
 from sweep.studyfile.sections import StudySection
 from sweep.studyfile.space import CategoricalParam, SearchSection, ratio_names, searched_names
 
@@ -44,6 +50,22 @@ def chosen_sampler(study: StudySection, search: SearchSection, objective: LoopCo
     if study.multi_objective or conditional or categorical or not 0 < dims <= MOST_GP_DIMENSIONS:
         return TPE()
     return GP(type="gp", n_startup_trials=min(MOST_STARTUP, 1 + 2 * dims))
+
+
+def chosen_pruner(study: StudySection, sampler: SamplerConfig) -> PrunerConfig:
+    """The study's pruner: ``study.pruner`` when given; else none for a multi-objective study (Optuna cannot
+    prune one) or with the GP sampler (it learns nothing from pruned trials, see the module's docstring),
+    else the median pruner (5 start-up trials, 2 warm-up epochs).
+
+    Args:
+        study: The study file's ``study`` section.
+        sampler: The sampler the study runs with (:func:`chosen_sampler`).
+    """
+    if study.pruner is not None:
+        return study.pruner
+    if study.multi_objective or sampler.type == "gp":
+        return NoPruner(type="none")
+    return Median(type="median", n_startup_trials=5, n_warmup_steps=2)
 
 
 def first_points(study: StudySection, search: SearchSection, objective: LoopCommon) -> tuple[dict[str, Any], ...]:

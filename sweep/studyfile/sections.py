@@ -48,9 +48,10 @@ class StudySection(Frozen):
     )
     pruner: PrunerConfig | None = Field(
         None,
-        description="`{type: ..., options}` or just the type name; when omitted: `median` with `n_startup_trials` 5 "
-        "and `n_warmup_steps` 2; multi-objective studies default to none (Optuna cannot prune them: naming a pruner "
-        "there is an error)",
+        description="`{type: ..., options}` or just the type name; when omitted: none with the `gp` sampler (it "
+        "learns nothing from pruned trials and would propose a pruned point again and again), else `median` with "
+        "`n_startup_trials` 5 and `n_warmup_steps` 2; multi-objective studies default to none (Optuna cannot prune "
+        "them: naming a pruner there is an error)",
     )
     storage: str | None = Field(
         None,

@@ -230,3 +230,20 @@ def test_an_unreachable_tracking_server_opens_nothing(here: Path) -> None:
     with pytest.raises(SweepError, match=r"cannot reach MLflow tracking http://127\.0\.0\.1:9"):
         open_session(parse_study(doc, SOURCE), SOURCE, "")
     assert sorted(p.name for p in here.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("study", "pruner"),
+    [
+        ({"sampler": None}, optuna.pruners.NopPruner),  # the GP chosen by the space: no pruner
+        ({"sampler": "gp"}, optuna.pruners.NopPruner),  # the GP named: the same
+        ({"sampler": "tpe"}, optuna.pruners.MedianPruner),
+        ({"sampler": None, "pruner": "hyperband"}, optuna.pruners.HyperbandPruner),  # the file's own wins
+    ],
+)
+def test_the_session_prunes_as_its_sampler_can_learn_from(here: Path, study: dict[str, Any], pruner: type) -> None:
+    """Optuna's GP sampler fits complete trials only (a pruned point would be proposed again and again), so a
+    study whose file names no pruner runs the GP without one; other samplers keep the median pruner."""
+    sf, text = _session_file(here, **study)
+    session = open_session(sf, SOURCE, text)
+    assert type(session.study.pruner) is pruner

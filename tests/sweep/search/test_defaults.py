@@ -10,7 +10,7 @@ import pytest
 
 from objectives.helpers import weights_from_uniforms
 from sweep.search.builders import build_sampler
-from sweep.search.defaults import MOST_GP_DIMENSIONS, chosen_sampler, first_points
+from sweep.search.defaults import MOST_GP_DIMENSIONS, chosen_pruner, chosen_sampler, first_points
 from sweep.studyfile.config import StudyFile, parse_study
 from sweep.studyfile.search_checks import check_enqueued
 from sweep.studyfile.space import sample
@@ -157,3 +157,22 @@ def test_a_study_s_first_trial_trains_equal_weights_and_samples_the_rest() -> No
     sampled, weights = sample(trial, sf.search, sf.objective)
     assert weights == (0.5, 0.5)
     assert 1e-3 <= sampled["optimizer.lr"] <= 0.1
+
+
+@pytest.mark.parametrize(
+    ("study", "expected"),
+    [
+        ({}, "none"),  # the GP, chosen by the space, learns nothing from a pruned trial
+        ({"sampler": "gp"}, "none"),
+        ({"sampler": "tpe"}, "median"),
+        ({"sampler": "random"}, "median"),
+        ({"pruner": "hyperband"}, "hyperband"),  # the file's own pruner wins, with the GP too
+        ({"sampler": "tpe", "metrics": ["val_a_loss", "val_b_loss"]}, "none"),  # Optuna prunes no multi-objective
+    ],
+)
+def test_the_pruner_follows_what_the_sampler_learns_from(study: dict[str, Any], expected: str) -> None:
+    sf = _sf({"weights": RATIO}, study)
+    pruner = chosen_pruner(sf.study, _chosen(sf))
+    assert pruner.type == expected
+    if expected == "median":
+        assert (pruner.n_startup_trials, pruner.n_warmup_steps) == (5, 2)
