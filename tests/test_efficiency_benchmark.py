@@ -4,13 +4,19 @@ study file naming no sampler gets."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import statistics
 from pathlib import Path
 
-from benchmarks.efficiency.__main__ import _gap_at, _ratio, main, quartiles, to_target
-from benchmarks.efficiency.cases import CASES, FRESH_SEEDS, references
-from benchmarks.efficiency.contenders import contenders_for, run_study
+import pytest
+
+from benchmarks.efficiency.__main__ import _gap_at, _ratio, case_target, main, merge, quartiles, to_target
+from benchmarks.efficiency.cases import CASES, FRESH_SEEDS, Case, relative_loss
+from benchmarks.efficiency.contenders import NAMES, contenders_for, grid_points, run_study
+from benchmarks.efficiency.reference import GRID_STEP, _stale, grid, half_width, noisy_reference, references, steps, two
+from objectives.helpers import derive_seed
 from sweep.search.defaults import chosen_sampler, first_points
 
 CURVE = {"epochs": [8, 16, 24, 32], "seconds": [0.1, 0.2, 0.3, 0.4], "gaps": [math.inf, 0.05, 0.008, 0.0]}
@@ -65,6 +71,141 @@ def test_references_are_stored_with_the_settings_that_made_them() -> None:
     refs = references()  # read from references.json: recomputing them takes minutes
     for case in CASES:
         assert refs[case.name]["objective"] == dict(case.objective) and refs[case.name]["metric"] == case.metric
+        assert refs[case.name]["search"] == json.loads(json.dumps(case.search)) and not _stale(refs[case.name], case)
+        assert refs[case.name]["command"] == "python -m benchmarks.efficiency --references"
+    lr = BY_NAME["lr"]
+    changed = {**refs["lr"], "search": {**refs["lr"]["search"], "params": {}}}
+    assert _stale(changed, lr) and _stale(None, lr)  # another search space: computed again
+
+
+BY_NAME = {c.name: c for c in CASES}
+
+
+def test_the_reference_grid_covers_the_space_then_refines_around_its_best() -> None:
+    assert steps(-4, 4, GRID_STEP)[:3] == [-4.0, -3.9, -3.8] and len(steps(-4, 4, GRID_STEP)) == 81
+    assert steps(-3, -0.523, 0.25)[-2:] == [-0.75, -0.523]  # the bound itself, where the steps miss it
+    assert [r for _, r in grid(BY_NAME["equal"])] == steps(-4, 4, GRID_STEP)
+    coarse = grid(BY_NAME["lr"])
+    lrs = sorted({s["optimizer.lr"] for s, _ in coarse})
+    assert len(coarse) == 17 * len(lrs) and lrs[0] == 0.001 and lrs[-1] == 0.3
+    assert all(math.isclose(b / a, 10**0.25, rel_tol=1e-4) for a, b in itertools.pairwise(lrs[:-1]))
+    fine = grid(BY_NAME["lr"], ({"optimizer.lr": 0.01}, 4.0))
+    assert sorted({r for _, r in fine}) == steps(3.5, 4.0, GRID_STEP)  # clipped to the range
+    fine_lrs = sorted({s["optimizer.lr"] for s, _ in fine})
+    assert len(fine_lrs) == 9 and math.isclose(fine_lrs[0], 10**-2.25, rel_tol=1e-5)
+
+
+def test_the_grid_contender_crosses_the_weights_with_powers_of_ten_of_the_lr() -> None:
+    assert grid_points(BY_NAME["equal"]) == [{"w_a": round(0.1 * i, 1)} for i in range(1, 10)]
+    points = grid_points(BY_NAME["lr"])
+    assert len(points) == 27 and {p["optimizer.lr"] for p in points} == {0.001, 0.01, 0.1}
+    (grid_,) = contenders_for(BY_NAME["lr"], ["grid"])
+    assert grid_.most == 27 and sorted(map(str, grid_.first(3))) == sorted(map(str, points))
+    pick = run_study(BY_NAME["lr"], grid_, 3, 2)[-1].pick
+    assert pick is not None
+    first_two = [(p["optimizer.lr"], p["w_a"], round(1 - p["w_a"], 10)) for p in grid_.first(3)[:2]]
+    assert (pick[0]["optimizer.lr"], *pick[1]) in first_two  # the grid's points, in its seeded order
+
+
+def test_a_user_samples_the_lr_log_uniform_beside_two_raw_weights() -> None:
+    (user,) = contenders_for(BY_NAME["lr"], ["user"])
+    steps_ = run_study(BY_NAME["lr"], user, 0, 3)
+    for step in steps_:
+        assert step.pick is not None and list(step.pick[0]) == ["optimizer.lr"]
+        assert 0.001 <= step.pick[0]["optimizer.lr"] <= 0.3 and len(step.pick[1]) == 2
+        assert not math.isclose(sum(step.pick[1]), 1.0)  # raw weights, not normalised
+
+
+def test_a_derived_target_is_each_loss_over_the_zero_predictor_s_summed() -> None:
+    case = BY_NAME["scales"]
+    assert case.study_file.study.metric == ("val_total_loss",)  # only sets the direction
+    problem = case.problem
+    ya, yb = problem.a.val[1], problem.b.val[1]
+    metrics = case.train(case.config({}, (0.5, 0.5), derive_seed(0, "trial", 0)))  # a study's first trial
+    expected = metrics["val_a_loss"] / float((ya**2).mean()) + metrics["val_b_loss"] / float((yb**2).mean())
+    assert math.isclose(case.value(metrics), expected, rel_tol=1e-6)
+    assert math.isclose(relative_loss(problem, metrics), expected, rel_tol=1e-6)
+    (sweep,) = contenders_for(case, ["sweep"])
+    (step,) = run_study(case, sweep, 0, 1)  # the study is told the derived target, not a logged metric
+    assert step.value is not None and math.isclose(step.value, expected, rel_tol=1e-6)
+
+
+def test_a_noisy_case_s_reference_is_the_best_fresh_mean_of_a_study_s_top_trials() -> None:
+    assert math.isclose(half_width([1.0, 2.0, 3.0, 4.0, 5.0]), 2.7764451051977987 * 2.5**0.5 / 5**0.5, rel_tol=1e-9)
+    lr = BY_NAME["lr"]
+    case = Case("noisy", "", lr.objective, lr.search, lr.metric, noisy=True)
+    ref = noisy_reference(case, trials=4, top=2)
+    scored = ref["grid"]  # the top trials' log ratios, configurations and fresh-seed means
+    assert len(scored) == 2 and ref["value"] == min(row[2] for row in scored) == statistics.fmean(ref["fresh"])
+    again = case.fresh(ref["params"], two(ref["log10_ratio"]))  # retrained: the fresh seeds' values
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(again, ref["fresh"], strict=True))
+    assert ref["half_width"] == half_width(ref["fresh"]) and len(ref["fresh"]) == FRESH_SEEDS
+    assert case_target(ref, 0.01) == ref["half_width"] / ref["value"] and case_target({"value": 1.0}, 0.01) == 0.01
+
+
+def test_merged_results_keep_the_cases_not_run_in_the_cases_order() -> None:
+    old = {"seeds": 2, "trials": 4, "cases": [{"name": "lr", "x": 1}, {"name": "equal", "x": 1}]}
+    new = {"seeds": 2, "trials": 4, "command": "new", "cases": [{"name": "scales", "x": 2}, {"name": "lr", "x": 2}]}
+    merged = merge(old, new)
+    assert [(r["name"], r["x"]) for r in merged["cases"]] == [("equal", 1), ("lr", 2), ("scales", 2)]
+    assert merged["command"] == "new" and merge(None, new) == new
+    with pytest.raises(SystemExit, match="3 seeds × 4 trials there, 2 × 4 now"):
+        merge({**old, "seeds": 3}, new)
+
+
+def test_a_case_run_for_some_contenders_keeps_the_others() -> None:
+    """Only the contenders run replace theirs (in the tables' order); a case whose reference changed is replaced
+    whole (studies scored against another reference cannot sit beside the new ones)."""
+    ref = {"value": 1.0}
+    old = {
+        "seeds": 2,
+        "trials": 4,
+        "cases": [
+            {"name": "lr", "reference": ref, "contenders": [{"name": "user", "x": 1}, {"name": "sweep", "x": 1}]}
+        ],
+    }
+    new = {
+        "seeds": 2,
+        "trials": 4,
+        "cases": [
+            {
+                "name": "lr",
+                "reference": ref,
+                "contenders": [{"name": "sweep", "x": 2}, {"name": "one_training", "x": 2}],
+            }
+        ],
+    }
+    (case,) = merge(old, new)["cases"]
+    assert [(c["name"], c["x"]) for c in case["contenders"]] == [("user", 1), ("sweep", 2), ("one_training", 2)]
+    described = {**new, "cases": [{**new["cases"][0], "reference": {"value": 1.0, "how": "a grid"}}]}
+    assert len(merge(old, described)["cases"][0]["contenders"]) == 3  # the same reference, described since
+    moved = {**new, "cases": [{**new["cases"][0], "reference": {"value": 2.0}}]}
+    assert [c["name"] for c in merge(old, moved)["cases"][0]["contenders"]] == ["sweep", "one_training"]  # fmt: skip
+
+
+def test_a_run_merges_its_cases_into_a_results_file(tmp_path: Path) -> None:
+    stored = tmp_path / "efficiency.json"
+    for case in ("scales", "equal"):
+        tiny = ["--seeds", "1", "--trials", "1", "--contenders", "sweep", "--out", str(tmp_path / "out")]
+        assert main(["--cases", case, *tiny, "--merge", str(stored)]) == 0
+    results = json.loads(stored.read_text())
+    assert [c["name"] for c in results["cases"]] == ["equal", "scales"]
+    assert (
+        results["cases"][1]["run"]["command"].endswith(f"--merge {stored}")
+        and "--cases scales" in (results["cases"][1]["run"]["command"])
+    )
+    assert (
+        "### scales" in (tmp_path / "out" / "table.md").read_text() and not (tmp_path / "out" / "results.json").exists()
+    )
+
+
+def test_unknown_cases_and_contenders_are_refused_by_name(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    tiny = {"--cases": "equal", "--contenders": "sweep", "--seeds": "1", "--trials": "1", "--out": str(tmp_path)}
+    for option in ("--cases", "--contenders"):
+        with pytest.raises(SystemExit):  # (were the names not checked: a tiny run, not a refusal)
+            main([x for key, value in {**tiny, option: f"{tiny[option]},nope"}.items() for x in (key, value)])
+        assert f"{option}: unknown nope" in capsys.readouterr().err
+    assert NAMES == ["user", "grid", "optuna_log_ratio", "sweep_before", "sweep", "one_training"]
 
 
 def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
@@ -96,6 +237,7 @@ README_ROWS = {  # README's compact table: its row for each contender
     "optuna_log_ratio": "Optuna's TPE on sweep's log ratio",
     "sweep_before": "sweep's defaults before",
     "sweep": "**sweep's defaults**",
+    "one_training": "no search: one training with `weighting: hypergrad`",
 }
 
 
@@ -114,7 +256,7 @@ def test_the_docs_show_the_stored_run() -> None:
         cells = [c.strip().strip("*") for c in row.strip("|").split("|")[1:]]
         for case, cell in zip(results["cases"], cells, strict=True):
             (mine,) = [c for c in case["contenders"] if c["name"] == name]
-            hits = [to_target(s, 0.01)[0] for s in mine["studies"]]
+            hits = [to_target(s, case_target(case["reference"], 0.01))[0] for s in mine["studies"]]
             median = quartiles(hits)[0]
             expected = "never" if math.isinf(median) else f"{median:.0f}"
             assert cell.split(" ")[0] == expected, (name, case["name"], cell)

@@ -4,9 +4,11 @@ For every case (:mod:`benchmarks.efficiency.cases`) and contender (:mod:`benchma
 ``--seeds`` studies of ``--trials`` trials each. After every trial the study's pick (its best trial's
 configuration) is scored on fresh seeds; *compute to target* is the training (epochs, summed over trials,
 pruned ones until they stopped; and wall seconds) until the pick is within ``--target`` (1 %) of the case's
-reference. Median and interquartile range over the study seeds; a study that never gets there within its
-trials counts as not reached (and is shown as such). Writes ``results.json``, ``table.md`` and one plot per
-case (the pick's distance to the reference against compute) to ``--out``.
+reference, or, for a noisy case, within the reference's 95 % confidence half-width. Median and interquartile
+range over the study seeds; a study that never gets there within its trials counts as not reached (and is
+shown as such). Writes ``results.json``, ``table.md`` and one plot per case (the pick's distance to the
+reference against compute) to ``--out``; with ``--merge FILE``, the cases run replace theirs in ``FILE`` (a case
+run for some contenders only: those contenders' studies) and the table and plots are those of every case there.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.efficiency.cases import CASES, Case, references
+from benchmarks.efficiency.cases import CASES, Case
 from benchmarks.efficiency.contenders import NAMES, Contender, contenders_for, run_study
+from benchmarks.efficiency.reference import references
 
 BUDGETS = (4, 8, 12, 16, 32)  # trials' worth of epochs at which the pick's quality is shown
 
@@ -36,7 +39,7 @@ def study_curve(case: Case, contender: Contender, seed: int, n_trials: int, ref:
     for step in run_study(case, contender, seed, n_trials):
         total_e += step.epochs
         total_s += step.seconds
-        gap = math.inf if step.pick is None else case.quality(*step.pick) / ref - 1.0
+        gap = math.inf if step.pick is None else case.quality(*step.pick) / ref - 1.0  # a loss: lower is better
         epochs.append(total_e)
         seconds.append(total_s)
         gaps.append(gap)
@@ -79,30 +82,30 @@ def summarise(results: dict[str, Any], target: float, epochs_per_trial: dict[str
         name = case["name"]
         lines += [f"### {name}: {case['summary']}", ""]
         ref = case["reference"]
-        lines.append(
-            f"Reference: {case['metric']} {ref['value']:.5g} at w_a = {ref['w_a']:.3f} (log10 ratio "
-            f"{ref['log10_ratio']:+.1f}; best mean over fresh seeds on a grid of step 0.1)."
-        )
+        goal = case_target(ref, target)
+        lines.append(f"Reference: {case['metric']} {ref['value']:.5g} at {_where(ref)} ({_how(ref)}).")
+        if "half_width" in ref:
+            lines.append(f"Target: within ±{ref['half_width']:.3g} of it ({goal:.1%}), its 95 % confidence half-width.")
         lines.append("")
         head = [
             "method",
-            f"epochs to {target:.0%} (median [IQR])",
+            f"epochs to {goal:.0%} (median [IQR])" if goal == target else f"epochs to {goal:.1%} (median [IQR])",
             "× user",
             "× optuna_log_ratio",
             "seconds",
             "trials",
             "reached",
-            f"within {target:.0%} after 12 trials",
+            f"within {goal:.0%} after 12 trials" if goal == target else f"within {goal:.1%} after 12 trials",
             *(f"gap at {b} trials' epochs" for b in BUDGETS),
         ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        hits = {row["name"]: [to_target(c, target) for c in row["studies"]] for row in case["contenders"]}
+        hits = {row["name"]: [to_target(c, goal) for c in row["studies"]] for row in case["contenders"]}
         medians = {name: quartiles([h[0] for h in rows])[0] for name, rows in hits.items()}
         for row in case["contenders"]:
             mine = hits[row["name"]]
             e_med, e_q1, e_q3 = quartiles([h[0] for h in mine])
             ratios = [_ratio(e_med, medians.get(other, math.nan)) for other in ("user", "optuna_log_ratio")]
-            twelve = sum(c["gaps"][min(12, len(c["gaps"])) - 1] <= target for c in row["studies"])
+            twelve = sum(c["gaps"][min(12, len(c["gaps"])) - 1] <= goal for c in row["studies"])
             gaps = []
             for b in BUDGETS:
                 at = [_gap_at(c, b * epochs_per_trial[name]) for c in row["studies"]]
@@ -120,6 +123,23 @@ def summarise(results: dict[str, Any], target: float, epochs_per_trial: dict[str
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def case_target(ref: dict[str, Any], target: float) -> float:
+    """The gap to a case's reference that counts: ``target``, or a noisy reference's 95 % half-width (relative)."""
+    return ref["half_width"] / ref["value"] if "half_width" in ref else target
+
+
+def _where(ref: dict[str, Any]) -> str:
+    """Where a reference lies: its weights, and its other values."""
+    shown = {p: f"{v:.3g}" if isinstance(v, float) else str(v) for p, v in ref.get("params", {}).items()}
+    others = "".join(f", {path} = {value}" for path, value in shown.items())
+    return f"w_a = {ref['w_a']:.3f} (log10 ratio {ref['log10_ratio']:+.1f}){others}"
+
+
+def _how(ref: dict[str, Any]) -> str:
+    """How a reference was found (references made before this was stored: the weights' grid of step 0.1)."""
+    return ref.get("how", "best mean over fresh seeds on a grid of step 0.1")
 
 
 def _ratio(mine: float, theirs: float) -> str:
@@ -164,7 +184,7 @@ def plot(results: dict[str, Any], out: Path, target: float) -> list[Path]:
             high = [min(a[(3 * len(a)) // 4], 10.0) for _, a in finite]
             (line,) = ax.plot(xs_f, med, label=row["name"])
             ax.fill_between(xs_f, low, high, color=line.get_color(), alpha=0.15)
-        ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
+        ax.axhline(case_target(case["reference"], target), color="grey", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xlabel("epochs trained (summed over trials)")
         ax.set_ylabel("pick's gap to the reference (fresh seeds)")
@@ -187,17 +207,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.01, help="the gap to the reference that counts (default 0.01)")
     p.add_argument("--references", action="store_true", help="recompute the cases' references (slow)")
     p.add_argument("--out", type=Path, default=Path(".sweep/benchmarks/efficiency"), help="output folder")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        help="a results.json to merge into: the cases run replace theirs, the others are kept (written back there)",
+    )
     p.add_argument("--again", type=Path, help="write the table and plots again from a results.json, training nothing")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
+    for option, given, known in (
+        ("--cases", args.cases, [c.name for c in CASES]),
+        ("--contenders", args.contenders, NAMES),
+    ):
+        unknown = [n for n in given.split(",") if n not in known]
+        if unknown:
+            p.error(f"{option}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     cases = [c for c in CASES if c.name in args.cases.split(",")]
     if args.again is not None:
         return _write(json.loads(args.again.read_text()), args.out, args.target, cases, save=False)
-    refs = references(refresh=args.references)
+    refs = references(refresh=args.references, cases=cases)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results: dict[str, Any] = {
@@ -218,7 +251,44 @@ def main(argv: list[str] | None = None) -> int:
         results["cases"].append(row)
     for row in results["cases"]:
         row["reference"] = {k: v for k, v in row["reference"].items() if k != "grid"}
-    return _write(results, args.out, args.target, cases)
+        row["run"] = {"command": results["command"], "seconds": round(time.time() - started)}
+    if args.merge is None:
+        return _write(results, args.out, args.target, cases)
+    merged = merge(json.loads(args.merge.read_text()) if args.merge.exists() else None, results)
+    args.merge.write_text(json.dumps(merged) + "\n")
+    print(f"merged into {args.merge}", file=sys.stderr)
+    return _write(
+        merged, args.out, args.target, [c for c in CASES if c.name in {r["name"] for r in merged["cases"]}], False
+    )
+
+
+def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s cases, and ``old``'s others, in the order of :data:`CASES` (the same seeds and trials, or refused);
+    of a case in both with the same reference, ``old``'s contenders that ``new`` did not run are kept."""
+    if old is None:
+        return new
+    if (old["seeds"], old["trials"]) != (new["seeds"], new["trials"]):
+        raise SystemExit(
+            f"--merge: {old['seeds']} seeds × {old['trials']} trials there, {new['seeds']} × {new['trials']} now"
+        )
+    kept = [{"run": {"command": old.get("command")}, **r} for r in old["cases"]]  # rows saved before "run" was
+    rows = {r["name"]: r for r in kept}
+    for row in new["cases"]:  # a case run again: its contenders run replace theirs, the others are kept
+        before = rows.get(row["name"])
+        if before is not None and "contenders" in before and _same(before["reference"], row["reference"]):
+            ran = {c["name"] for c in row["contenders"]}
+            both = {c["name"]: c for c in before["contenders"] if c["name"] not in ran} | {
+                c["name"]: c for c in row["contenders"]
+            }
+            row = {**row, "contenders": [both[n] for n in NAMES if n in both]}
+        rows[row["name"]] = row
+    return {**new, "cases": [rows[c.name] for c in CASES if c.name in rows]}
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two references are one (their value, metric and point; not how they are described)."""
+    described = {"how", "command", "search", "params"}
+    return {k: v for k, v in a.items() if k not in described} == {k: v for k, v in b.items() if k not in described}
 
 
 def _write(results: dict[str, Any], out: Path, target: float, cases: list[Case], save: bool = True) -> int:

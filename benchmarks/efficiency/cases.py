@@ -6,32 +6,31 @@ weights range from equal to far from equal, so a method that favours equal weigh
 A configuration's *quality* is its target's mean over :data:`FRESH_SEEDS` fresh seeds (model initialisation and
 batch order; the data stay the same), never the value of the one trial that found it: a search that chases a
 lucky seed is chasing noise. A case's *reference* is the best quality on a dense grid of its space
-(:func:`reference`), computed once and kept in ``references.json`` beside this file (``python -m
-benchmarks.efficiency --references`` regenerates it).
+(:mod:`benchmarks.efficiency.reference`), computed once and kept in ``references.json`` beside this file
+(``python -m benchmarks.efficiency --references`` regenerates it).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from objectives.config import LoopCommon
-from objectives.helpers import weights_from_log10_ratios
 from objectives.loops import LOOPS
 from objectives.problems import build_problem
+from objectives.problems.base import Problem, Task
 from sweep.studyfile.config import StudyFile, parse_study
 from sweep.studyfile.space import resolve
 
 FRESH_SEEDS = 5  # seeds a configuration's quality is averaged over
-REFERENCES = Path(__file__).with_name("references.json")
-GRID_STEP = 0.1  # the reference grid over log10(w_a / w_b)
 
 LINEAR = {"epochs": 8, "batch_size": 64, "data_seed": 0, "optimizer": {"type": "adam", "lr": 0.05}}
+
+Target = Callable[[Problem, Mapping[str, float]], float]
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,12 @@ class Case:
         summary: What it is and where its best weights lie.
         objective: The study file's ``objective`` (``data_seed`` fixed: every study sees the same data).
         search: The study file's ``search`` in sweep's parametrization.
-        metric: The target, minimised.
+        metric: The target, minimised: a metric the loop logs, or the name of ``target``.
+        target: Computes the target from the problem and the logged metrics of an epoch (``None``: ``metric``
+            is logged). Such a study file names ``val_total_loss``, which only sets its direction.
+        noisy: A configuration's quality varies with the seeds more than the target (1 %) allows: the reference
+            is the best of a long study's top candidates, and the target its 95 % confidence half-width
+            (:mod:`benchmarks.efficiency.reference`).
     """
 
     name: str
@@ -51,11 +55,14 @@ class Case:
     objective: Mapping[str, Any]
     search: Mapping[str, Any]
     metric: str
-    _quality: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    target: Target | None = None
+    noisy: bool = False
+    _quality: dict[str, list[float]] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def study_file(self) -> StudyFile:
-        doc = {"study": {"name": self.name, "metric": self.metric}, "objective": dict(self.objective)}
+        metric = self.metric if self.target is None else "val_total_loss"
+        doc = {"study": {"name": self.name, "metric": metric}, "objective": dict(self.objective)}
         return parse_study({**doc, "search": dict(self.search)}, f"{self.name}.yaml")
 
     @cached_property
@@ -75,46 +82,44 @@ class Case:
         """Train one config; ``report(epoch, metrics)`` after each epoch (it may raise to stop)."""
         return LOOPS[cfg.loop].train(cfg, report or (lambda _e, _m: None), problem=self.problem)
 
-    def quality(self, sampled: Mapping[str, Any], weights: tuple[float, ...]) -> float:
-        """The target's mean over :data:`FRESH_SEEDS` fresh seeds (cached per configuration)."""
+    def value(self, metrics: Mapping[str, float]) -> float:
+        """The target of one epoch's logged metrics."""
+        return metrics[self.metric] if self.target is None else self.target(self.problem, metrics)
+
+    def fresh(self, sampled: Mapping[str, Any], weights: tuple[float, ...]) -> list[float]:
+        """The target on each of :data:`FRESH_SEEDS` fresh seeds, the same for every configuration (cached)."""
         key = json.dumps([sorted(sampled.items()), weights])
         if key not in self._quality:
-            values = [self.train(self.config(sampled, weights, 1_000_003 + i))[self.metric] for i in range(FRESH_SEEDS)]
-            self._quality[key] = statistics.fmean(values)
+            seeds = range(1_000_003, 1_000_003 + FRESH_SEEDS)
+            self._quality[key] = [self.value(self.train(self.config(sampled, weights, s))) for s in seeds]
         return self._quality[key]
 
-
-def _ratio_grid(low: float, high: float) -> list[float]:
-    n = round((high - low) / GRID_STEP)
-    return [round(low + i * GRID_STEP, 10) for i in range(n + 1)]
-
-
-def reference(case: Case) -> dict[str, Any]:
-    """The best fresh-seed quality on a grid over log10(w_a / w_b) (step :data:`GRID_STEP`, sweep's range)."""
-    w = case.study_file.search.weights
-    rows = [(r, case.quality({}, _two(r))) for r in _ratio_grid(w.low, w.high)]
-    r, best = min(rows, key=lambda row: row[1])
-    return {"value": best, "log10_ratio": r, "w_a": _two(r)[0], "grid": rows}
+    def quality(self, sampled: Mapping[str, Any], weights: tuple[float, ...]) -> float:
+        """The target's mean over :data:`FRESH_SEEDS` fresh seeds."""
+        return statistics.fmean(self.fresh(sampled, weights))
 
 
-def references(refresh: bool = False) -> dict[str, dict[str, Any]]:
-    """Every case's reference: from ``references.json``, computed (and written) where missing or ``refresh``."""
-    stored = json.loads(REFERENCES.read_text()) if REFERENCES.exists() and not refresh else {}
-    changed = False
-    for case in CASES:
-        if case.name not in stored or stored[case.name].get("objective") != dict(case.objective):
-            stored[case.name] = {**reference(case), "objective": dict(case.objective), "metric": case.metric}
-            changed = True
-    if changed:
-        REFERENCES.write_text(json.dumps(stored, indent=1) + "\n")
-    return stored
+def _zero_loss(task: Task) -> float:
+    """The validation loss of predicting 0 (the mean squared target): what a task's loss is relative to."""
+    return float(task.loss(task.val[1] * 0.0, task.val[1]))
 
 
-def _two(log10_ratio: float) -> tuple[float, float]:
-    return weights_from_log10_ratios([log10_ratio])  # type: ignore[return-value]
+def relative_loss(problem: Problem, metrics: Mapping[str, float]) -> float:
+    """Each task's validation loss over the zero predictor's, summed: Σ (1 − R²), scale-free as a sum of
+    accuracies is (the plain sum of the losses is the larger loss's alone when their scales are far apart)."""
+    return metrics["val_a_loss"] / _zero_loss(problem.a) + metrics["val_b_loss"] / _zero_loss(problem.b)
 
 
 WEIGHTS_ONLY = {"weights": {"parametrization": "log_ratio", "low": -4, "high": 4}}
+WEIGHTS_LR = {**WEIGHTS_ONLY, "params": {"optimizer.lr": {"type": "float", "low": 0.001, "high": 0.3, "log": True}}}
+DIGITS = {"epochs": 8, "batch_size": 64, "data_seed": 0, "mixing": "cycle", "optimizer": {"type": "sgd", "lr": 0.1}}
+DIGITS_SEARCH = {
+    "weights": {"parametrization": "log_ratio", "low": -3, "high": 3},
+    "params": {
+        "optimizer.lr": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "optimizer.schedule.type": {"type": "categorical", "choices": ["constant", "cosine", "warmup"]},
+    },
+}
 
 CASES = [
     Case(
@@ -138,5 +143,32 @@ CASES = [
         {"problem": "linear_pair", **LINEAR},
         WEIGHTS_ONLY,
         "val_a_loss",
+    ),
+    Case(
+        "lr",
+        "linear_pair, the sum of both validation losses, the weights and Adam's learning rate (log-uniform in "
+        "[0.001, 0.3]) searched: best near equal weights and lr ≥ 0.1",
+        {"problem": "linear_pair", **LINEAR},
+        WEIGHTS_LR,
+        "val_total_loss",
+    ),
+    Case(
+        "scales",
+        "linear_pair with losses 1000x apart; the target is each task's loss relative to predicting 0, summed "
+        "(Σ 1 − R², scale-free like a sum of accuracies): best far from equal (w_a ≈ 0.997)",
+        {"problem": {"name": "linear_pair", "options": {"scale": 1000.0}}, **LINEAR},
+        WEIGHTS_ONLY,
+        "val_relative_loss",
+        relative_loss,
+    ),
+    Case(
+        "digits",
+        "digits_pair (the quickstart's problem, 8 epochs of SGD), the sum of both validation losses; the "
+        "weights, the learning rate (log-uniform in [0.01, 0.3]) and the LR schedule (constant, cosine or "
+        "warm-up) searched; noisy: best at w_a ≈ 0.9",
+        {"problem": "digits_pair", **DIGITS},
+        DIGITS_SEARCH,
+        "val_total_loss",
+        noisy=True,
     ),
 ]

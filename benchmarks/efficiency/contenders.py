@@ -8,6 +8,8 @@ The toolkit's own cost per trial (MLflow, storage) is measured by ``benchmarks.o
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -17,11 +19,11 @@ from typing import Any
 import optuna
 
 from benchmarks.efficiency.cases import Case
-from objectives.helpers import derive_seed
+from objectives.helpers import derive_seed, weights_from_log10_ratios
 from sweep.search.builders import build_pruner, build_sampler
-from sweep.search.defaults import chosen_sampler, first_points
+from sweep.search.defaults import chosen_pruner, chosen_sampler, first_points
 from sweep.studyfile.samplers import TPE
-from sweep.studyfile.space import sample
+from sweep.studyfile.space import CategoricalParam, FloatParam, active, sample, suggest
 
 Suggest = Callable[[optuna.Trial, Case], tuple[dict[str, Any], tuple[float, ...]]]
 
@@ -32,9 +34,20 @@ def _sweep_space(trial: optuna.Trial, case: Case) -> tuple[dict[str, Any], tuple
     return dict(sampled), weights
 
 
+def _params(trial: optuna.Trial, case: Case) -> dict[str, Any]:
+    """The case's searched values other than the weights, as a user's script would sample them: the same
+    ``trial.suggest_*`` call per value (a learning rate log-uniform)."""
+    sampled: dict[str, Any] = {}
+    for path, spec in case.study_file.search.params.items():
+        if active(spec, sampled):
+            sampled[path] = suggest(trial, path, spec)
+    return sampled
+
+
 def _raw_weights(trial: optuna.Trial, case: Case) -> tuple[dict[str, Any], tuple[float, ...]]:
     """What a user writes without sweep: each loss's weight its own number in [0, 1], as given to the loss sum."""
-    return {}, (trial.suggest_float("w_a", 0.0, 1.0), trial.suggest_float("w_b", 0.0, 1.0))
+    sampled = _params(trial, case)
+    return sampled, (trial.suggest_float("w_a", 0.0, 1.0), trial.suggest_float("w_b", 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> lis
         def report(epoch: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
             nonlocal epochs
             epochs += 1
-            trial.report(metrics[case.metric], epoch)
+            trial.report(case.value(metrics), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned
 
@@ -99,9 +112,9 @@ def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> lis
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             try:
-                value = case.train(case.config(sampled, weights, derive_seed(seed, "trial", number)), report)[
-                    case.metric
-                ]
+                value = case.value(
+                    case.train(case.config(sampled, weights, derive_seed(seed, "trial", number)), report)
+                )
                 study.tell(trial, value)
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -116,62 +129,127 @@ GRID_W_A = [round(0.1 * i, 1) for i in range(1, 10)]  # 0.1 ... 0.9
 
 
 def _grid_weights(trial: optuna.Trial, case: Case) -> tuple[dict[str, Any], tuple[float, ...]]:
-    """The seed articles' search: w_a on a grid, w_b = 1 - w_a."""
+    """The seed articles' search: w_a on a grid, w_b = 1 - w_a (and the case's other values on their grid)."""
+    sampled = _params(trial, case)
     w_a = trial.suggest_float("w_a", 0.0, 1.0)
-    return {}, (w_a, round(1.0 - w_a, 10))
+    return sampled, (w_a, round(1.0 - w_a, 10))
 
 
-def _grid_order(seed: int) -> list[dict[str, Any]]:
-    """Every grid point once, in a seeded random order (Optuna's grid sampler's own order)."""
-    order = list(GRID_W_A)
-    random.Random(seed).shuffle(order)
-    return [{"w_a": w} for w in order]
+def grid_values(path: str, spec: Any) -> list[Any]:
+    """A user's grid over one searched value: every power of ten in a log-scale float's range (a learning rate:
+    0.001, 0.01, 0.1), every choice of a categorical."""
+    if isinstance(spec, CategoricalParam):
+        return list(spec.choices)
+    if isinstance(spec, FloatParam) and spec.log:
+        low, high = math.ceil(math.log10(spec.low) - 1e-9), math.floor(math.log10(spec.high) + 1e-9)
+        return [float(f"{10.0**k:.6g}") for k in range(low, high + 1)]
+    raise ValueError(f"grid contender: no grid for {path} (a log-scale float or a categorical)")
+
+
+def grid_points(case: Case) -> list[dict[str, Any]]:
+    """Every grid point: the case's other values' grids × w_a = 0.1 ... 0.9."""
+    params = case.study_file.search.params
+    axes = [grid_values(path, spec) for path, spec in params.items()]
+    return [{**dict(zip(params, v, strict=True)), "w_a": w} for v in itertools.product(*axes) for w in GRID_W_A]
+
+
+def user(_case: Case) -> Contender:
+    return Contender(
+        "user",
+        "what a user writes without sweep: two raw weights in [0, 1] (and the other values as searched: a "
+        "learning rate log-uniform), Optuna's default TPE, no pruning",
+        lambda seed: optuna.samplers.TPESampler(seed=seed),
+        suggest=_raw_weights,
+    )
+
+
+def grid(case: Case) -> Contender:
+    points = grid_points(case)
+
+    def order(seed: int) -> list[dict[str, Any]]:
+        """Every grid point once, in a seeded random order (Optuna's grid sampler's own order)."""
+        shuffled = list(points)
+        random.Random(seed).shuffle(shuffled)
+        return shuffled
+
+    return Contender(
+        "grid",
+        "what the seed articles do: w_a = 0.1, 0.2, ... 0.9 (w_b = 1 - w_a; × every power of ten of a learning "
+        "rate's range) in a seeded random order, no pruning",
+        optuna.samplers.RandomSampler,  # never asked: every trial is a queued grid point
+        suggest=_grid_weights,
+        first=order,
+        most=len(points),
+    )
+
+
+def optuna_log_ratio(_case: Case) -> Contender:
+    return Contender(
+        "optuna_log_ratio",
+        "Optuna's default TPE over sweep's log-ratio parametrization, no pruning",
+        lambda seed: optuna.samplers.TPESampler(seed=seed),
+    )
+
+
+def sweep_before(_case: Case) -> Contender:
+    return Contender(
+        "sweep_before",
+        "sweep's shipped defaults before this work: TPE, 10 random start-up trials, median pruner (5, 2)",
+        lambda seed: build_sampler(TPE(), seed),
+        MEDIAN,
+    )
 
 
 def sweep_defaults(case: Case) -> Contender:
     """What a study file naming no sampler, pruner or baselines gets from sweep now (sweep.search.defaults)."""
     sf = case.study_file
     chosen = chosen_sampler(sf.study, sf.search, sf.objective)
+    pruner = chosen_pruner(sf.study, chosen)
     return Contender(
         "sweep",
-        f"sweep's shipped defaults: {chosen.type} sampler chosen by the space, equal weights first, median pruner",
+        f"sweep's shipped defaults: {chosen.type} sampler chosen by the space, equal weights first, "
+        f"{'no' if pruner.type == 'none' else pruner.type} pruner",
         lambda seed: build_sampler(chosen, seed),
-        MEDIAN,
+        lambda: build_pruner(pruner),
         first=lambda _seed: first_points(sf.study, sf.search, sf.objective),
     )
 
 
-CONTENDERS = [
-    Contender(
-        "user",
-        "what a user writes without sweep: two raw weights in [0, 1], Optuna's default TPE, no pruning",
-        lambda seed: optuna.samplers.TPESampler(seed=seed),
-        suggest=_raw_weights,
-    ),
-    Contender(
-        "grid",
-        "what the seed articles do: w_a = 0.1, 0.2, ... 0.9 (w_b = 1 - w_a) in a seeded random order, no pruning",
-        optuna.samplers.RandomSampler,  # never asked: every trial is a queued grid point
-        suggest=_grid_weights,
-        first=_grid_order,
-        most=len(GRID_W_A),
-    ),
-    Contender(
-        "optuna_log_ratio",
-        "Optuna's default TPE over sweep's log-ratio parametrization, no pruning",
-        lambda seed: optuna.samplers.TPESampler(seed=seed),
-    ),
-    Contender(
-        "sweep_before",
-        "sweep's shipped defaults before this work: TPE, 10 random start-up trials, median pruner (5, 2)",
-        lambda seed: build_sampler(TPE(), seed),
-        MEDIAN,
-    ),
-]
-NAMES = [*(c.name for c in CONTENDERS), "sweep"]
+HYPERGRAD_TARGET = {"val_a_loss": "a", "val_b_loss": "b"}  # the case's target as hypergrad's reference loss
+
+
+def one_training(case: Case) -> Contender:
+    """No search: one training with ``weighting: hypergrad`` (its default step size) from equal weights, the
+    file's other values, its reference loss the case's target (``a`` for val_a_loss, else the total)."""
+    terms = case.study_file.objective.loss_terms
+    target = HYPERGRAD_TARGET.get(case.metric, "total")
+
+    def suggest(_trial: optuna.Trial, _case: Case) -> tuple[dict[str, Any], tuple[float, ...]]:
+        return {"weighting": {"type": "hypergrad", "target": target}}, weights_from_log10_ratios(
+            [0.0] * (len(terms) - 1)
+        )
+
+    return Contender(
+        "one_training",
+        f"no search: one training with weighting hypergrad (target {target}, default step size) from equal weights",
+        optuna.samplers.RandomSampler,  # never asked: the one trial samples nothing
+        suggest=suggest,
+        most=1,
+    )
+
+
+# Every contender by name, in the tables' order: one more is one more entry (a function of the case).
+CONTENDERS: dict[str, Callable[[Case], Contender]] = {
+    "user": user,
+    "grid": grid,
+    "optuna_log_ratio": optuna_log_ratio,
+    "sweep_before": sweep_before,
+    "sweep": sweep_defaults,
+    "one_training": one_training,
+}
+NAMES = list(CONTENDERS)
 
 
 def contenders_for(case: Case, names: Sequence[str]) -> list[Contender]:
-    """The contenders ``names`` for ``case`` (sweep's defaults depend on the case's search space)."""
-    every = [*CONTENDERS, sweep_defaults(case)]
-    return [c for c in every if c.name in names]
+    """The contenders ``names`` for ``case``, in the tables' order (grid and sweep's defaults depend on its space)."""
+    return [make(case) for name, make in CONTENDERS.items() if name in names]
