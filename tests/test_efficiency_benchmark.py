@@ -14,9 +14,11 @@ import pytest
 
 from benchmarks.efficiency.__main__ import _gap_at, _ratio, case_target, main, merge, quartiles, to_target
 from benchmarks.efficiency.cases import CASES, FRESH_SEEDS, Case, relative_loss
-from benchmarks.efficiency.contenders import NAMES, contenders_for, grid_points, run_study
+from benchmarks.efficiency.contenders import CONTENDERS, NAMES, contenders_for, grid_points, run_study
 from benchmarks.efficiency.reference import GRID_STEP, _stale, grid, half_width, noisy_reference, references, steps, two
+from objectives import repeats
 from objectives.helpers import derive_seed
+from objectives.loops import LOOPS
 from sweep.search.defaults import chosen_sampler, first_points
 
 CURVE = {"epochs": [8, 16, 24, 32], "seconds": [0.1, 0.2, 0.3, 0.4], "gaps": [math.inf, 0.05, 0.008, 0.0]}
@@ -205,7 +207,7 @@ def test_unknown_cases_and_contenders_are_refused_by_name(capsys: pytest.Capture
         with pytest.raises(SystemExit):  # (were the names not checked: a tiny run, not a refusal)
             main([x for key, value in {**tiny, option: f"{tiny[option]},nope"}.items() for x in (key, value)])
         assert f"{option}: unknown nope" in capsys.readouterr().err
-    assert NAMES == ["user", "grid", "optuna_log_ratio", "sweep_before", "sweep", "one_training"]
+    assert NAMES == ["user", "grid", "optuna_log_ratio", "sweep_before", "sweep", "sweep_repeats", "one_training"]
 
 
 def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
@@ -260,3 +262,15 @@ def test_the_docs_show_the_stored_run() -> None:
             median = quartiles(hits)[0]
             expected = "never" if math.isinf(median) else f"{median:.0f}"
             assert cell.split(" ")[0] == expected, (name, case["name"], cell)
+
+
+def test_a_contender_with_repeats_trains_each_trial_with_its_seeds_and_pays_for_them() -> None:
+    """``sweep_repeats``: each trial's value is the mean of its 3 seeds' standalone values, and its epochs count
+    3× (the compute a table charges it)."""
+    case = next(c for c in CASES if c.name == "equal")
+    (step,) = run_study(case, CONTENDERS["sweep_repeats"](case), 0, 1)
+    sampled, weights = step.pick
+    cfg = case.config(sampled, weights, derive_seed(0, "trial", 0)).model_copy(update={"repeats": 3})
+    alone = [case.value(LOOPS[cfg.loop].train(m, problem=case.problem)) for m in repeats.members(cfg)]
+    assert step.epochs == 3 * cfg.epochs
+    assert math.isclose(step.value, statistics.fmean(alone), rel_tol=1e-5)

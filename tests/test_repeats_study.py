@@ -16,8 +16,10 @@ from objectives.config import DualLossConfig
 from sweep.studyfile.config import load_study
 from tests.conftest import run_main, tiny_study, write_yaml
 
+
 def _study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="rep", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+
 
 def test_a_trials_value_is_the_mean_of_its_seeds_and_its_export_replays_it(tmp_path: Path) -> None:
     data = tiny_study("rep", study={"n_trials": 2, "pruner": "none"})
@@ -49,6 +51,7 @@ def test_a_trials_value_is_the_mean_of_its_seeds_and_its_export_replays_it(tmp_p
         study_name=f"rep-trial{best.number}", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}"
     )
     assert again.trials[0].value == pytest.approx(best.value, rel=1e-6)
+
 
 def test_repeats_cannot_be_searched(tmp_path: Path) -> None:
     data = tiny_study("rep")

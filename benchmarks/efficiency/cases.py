@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from objectives.config import LoopCommon
-from objectives.loops import LOOPS
+from objectives.loops import LOOPS, train
 from objectives.problems import build_problem
 from objectives.problems.base import Problem, Task
 from sweep.studyfile.config import StudyFile, parse_study
@@ -80,7 +80,7 @@ class Case:
 
     def train(self, cfg: LoopCommon, report: Any = None) -> dict[str, float]:
         """Train one config; ``report(epoch, metrics)`` after each epoch (it may raise to stop)."""
-        return LOOPS[cfg.loop].train(cfg, report or (lambda _e, _m: None), problem=self.problem)
+        return train(cfg, report or (lambda _e, _m: None), problem=self.problem)  # with repeats: their mean
 
     def value(self, metrics: Mapping[str, float]) -> float:
         """The target of one epoch's logged metrics."""

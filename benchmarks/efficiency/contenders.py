@@ -63,6 +63,8 @@ class Contender:
         first: Points tried before the sampler's own (Optuna's ``enqueue_trial``), for a study seeded with the
             argument.
         most: Trials after which it stops (a grid: once it has been walked); ``None``: the study's budget.
+        repeats: Seeds each trial trains (``objective.repeats``), its value their mean; charged ``repeats`` ×
+            the epochs.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Contender:
     suggest: Suggest = _sweep_space
     first: Callable[[int], Sequence[dict[str, Any]]] = lambda _seed: ()
     most: int | None = None
+    repeats: int = 1
 
 
 @dataclass
@@ -102,7 +105,7 @@ def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> lis
 
         def report(epoch: int, metrics: dict[str, float], trial: optuna.Trial = trial) -> None:
             nonlocal epochs
-            epochs += 1
+            epochs += contender.repeats  # each epoch of each seed (a group trains them together)
             trial.report(case.value(metrics), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned
@@ -112,9 +115,8 @@ def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> lis
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             try:
-                value = case.value(
-                    case.train(case.config(sampled, weights, derive_seed(seed, "trial", number)), report)
-                )
+                cfg = case.config(sampled, weights, derive_seed(seed, "trial", number))
+                value = case.value(case.train(cfg.model_copy(update={"repeats": contender.repeats}), report))
                 study.tell(trial, value)
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -215,6 +217,21 @@ def sweep_defaults(case: Case) -> Contender:
     )
 
 
+def sweep_repeats(case: Case) -> Contender:
+    """sweep's defaults with ``objective.repeats: 3``: each trial's value the mean of 3 seeds, so the search
+    compares configurations rather than seeds (:mod:`objectives.repeats`), at 3× the epochs."""
+    defaults = sweep_defaults(case)
+    return Contender(
+        "sweep_repeats",
+        "sweep's shipped defaults with objective.repeats: 3 (a trial's value the mean of 3 seeds, trained as one "
+        "vectorized group; charged 3x the epochs)",
+        defaults.sampler,
+        defaults.pruner,
+        first=defaults.first,
+        repeats=3,
+    )
+
+
 HYPERGRAD_TARGET = {"val_a_loss": "a", "val_b_loss": "b"}  # the case's target as hypergrad's reference loss
 
 
@@ -245,6 +262,7 @@ CONTENDERS: dict[str, Callable[[Case], Contender]] = {
     "optuna_log_ratio": optuna_log_ratio,
     "sweep_before": sweep_before,
     "sweep": sweep_defaults,
+    "sweep_repeats": sweep_repeats,
     "one_training": one_training,
 }
 NAMES = list(CONTENDERS)
