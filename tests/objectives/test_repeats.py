@@ -73,6 +73,7 @@ def test_checkpoints_get_the_mean_and_the_first_seeds_models(weighting: str) -> 
     p = problem()
     c = cfg(repeats=2, epochs=2, weighting={"type": weighting})
     first: list[dict[str, torch.Tensor]] = []
+
     def keep(epoch: int, metrics: Mapping[str, float], models: Mapping[str, torch.nn.Module]) -> None:
         first.append({k: v.detach().clone() for k, v in models["model"].state_dict().items()})
 
