@@ -1,7 +1,7 @@
 """Vectorized trials: the same trials sequentially and in groups of K, trials per hour and the ratio.
 
 Run: python -m benchmarks.parallel_trials [--device cpu|cuda] [--trials 64] [--sequential 16] [--ks 4,16,64]
-     [--problems digits_pair,linear_pair] [--study] [--json PATH] [--save PATH]
+     [--problems digits_pair,linear_pair] [--study] [--epochs-study 6,30 [--repeats 2]] [--json PATH] [--save PATH]
 
 For each problem, ``--trials`` configurations (loss weights, learning rate, momentum and seed drawn from a
 seeded RNG; the quickstart's model, batch size and 12 epochs; SGD with momentum) are trained:
@@ -15,7 +15,10 @@ validation losses against the sequential runs of the same configs (median and ma
 float32 round-off, which an unstable config amplifies over its training; in float64 they are equal). The
 loop alone: no Optuna or MLflow on either side. ``--study`` adds whole runs of the
 quickstart study (``python -m sweep.run``, fresh folders) with ``--parallel-trials 1`` and ``16``: that
-ratio includes start-up and each trial's records, which vectorizing does not shrink. One torch thread on
+ratio includes start-up and each trial's records, which vectorizing does not shrink. ``--epochs-study 6,30``
+times issue #28's study instead (32 digits_pair trials, random sampler, no pruner: every trial trains all its
+epochs) with ``--parallel-trials 1`` and ``16`` back to back, ``--repeats`` pairs per epoch count, wall and CPU
+seconds (``--problems ''`` skips the loop-only figures). One torch thread on
 CPU (as ``sweep.run`` uses by default). Timings depend on the machine and its load: compare ratios.
 ``--save benchmarks/results/parallel_trials.json`` keeps the figures with the command, machine and date for
 ``python -m benchmarks.docs`` (docs/performance.md).
@@ -132,6 +135,51 @@ def study_runs(k_values: tuple[int, ...] = (1, 16)) -> dict[int, float]:
     return walls
 
 
+def epochs_study(epochs: int, trials: int = 32) -> dict[str, Any]:
+    """Issue #28's study: the quickstart's digits_pair search, ``trials`` trials of ``epochs`` epochs, a random
+    sampler and no pruner (every trial trains all its epochs, whatever the group size)."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    doc["study"].update(name=f"pt{epochs}", n_trials=trials, sampler="random", pruner="none")
+    doc["objective"]["epochs"] = epochs
+    return doc
+
+
+def epochs_runs(epochs: list[int], repeats: int, k_values: tuple[int, ...] = (1, 16)) -> list[dict[str, Any]]:
+    """Whole ``sweep.run`` processes of :func:`epochs_study` per epoch count, ``--parallel-trials`` 1 and 16 back
+    to back, ``repeats`` times (wall and CPU seconds of the process; a loaded machine moves the wall time more)."""
+    import yaml
+
+    rows = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for n in epochs:
+        for repeat in range(repeats):
+            row: dict[str, Any] = {"epochs": n, "repeat": repeat}
+            for k in k_values:
+                folder = Path(tempfile.mkdtemp(prefix=f"pt{n}-{k}-"))
+                (folder / "s.yaml").write_text(yaml.safe_dump(epochs_study(n)))
+                args = [sys.executable, "-m", "sweep.run", "s.yaml", "--no-progress", "--parallel-trials", str(k)]
+                before, start = os.times(), time.perf_counter()
+                subprocess.run(args, cwd=folder, env=env, check=True, capture_output=True)
+                after = os.times()
+                row[f"wall_{k}"] = time.perf_counter() - start
+                row[f"cpu_{k}"] = (
+                    after.children_user + after.children_system - before.children_user - before.children_system
+                )
+                shutil.rmtree(folder, ignore_errors=True)
+            row["ratio_wall"] = row[f"wall_{k_values[0]}"] / row[f"wall_{k_values[-1]}"]
+            row["ratio_cpu"] = row[f"cpu_{k_values[0]}"] / row[f"cpu_{k_values[-1]}"]
+            print(
+                f"  {n} epochs: --parallel-trials {k_values[0]} {row[f'wall_{k_values[0]}']:.1f} s, {k_values[-1]} "
+                f"{row[f'wall_{k_values[-1]}']:.1f} s: {row['ratio_wall']:.2f}x (CPU {row['ratio_cpu']:.2f}x)",
+                file=sys.stderr,
+                flush=True,
+            )
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m benchmarks.parallel_trials", description=__doc__.split("\n\n")[0])
@@ -141,6 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ks", default="4,16,64", help="group sizes (default 4,16,64)")
     p.add_argument("--problems", default="digits_pair,linear_pair", help="built-in problems (default both)")
     p.add_argument("--study", action="store_true", help="also time the quickstart study with --parallel-trials 1, 16")
+    p.add_argument(
+        "--epochs-study",
+        default="",
+        help="also time issue #28's study (32 digits_pair trials, random sampler, no pruner) at these epoch "
+        "counts, e.g. 6,30: --parallel-trials 1 and 16 back to back",
+    )
+    p.add_argument("--repeats", type=int, default=2, help="pairs per epoch count of --epochs-study (default 2)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     p.add_argument("--save", type=Path, help="also save them with the command, machine and date (benchmarks.docs)")
     args = p.parse_args(argv)
@@ -148,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cpu":
         torch.set_num_threads(1)
     ks = [int(k) for k in args.ks.split(",")]
-    rows = [measure(name, args.device, args.trials, args.sequential, ks) for name in args.problems.split(",")]
+    rows = [measure(name, args.device, args.trials, args.sequential, ks) for name in args.problems.split(",") if name]
     walls = study_runs() if args.study else {}
+    by_epochs = epochs_runs([int(e) for e in args.epochs_study.split(",")], args.repeats) if args.epochs_study else []
     print(f"\nvectorized trials on {args.device} ({os.cpu_count()} CPUs), 12-epoch quickstart-like trials\n")
     print("| problem | K | trials/h grouped | trials/h sequential | ratio | rel diff of val_total_loss, median / max |")
     print("|---|---|---|---|---|---|")
@@ -164,8 +220,13 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"\nquickstart study (30 trials, whole process): --parallel-trials 1 {walls[1]:.1f} s, 16 {walls[16]:.1f} s"
         )
+    for r in by_epochs:
+        print(
+            f"32-trial digits_pair study, {r['epochs']} epochs: --parallel-trials 1 {r['wall_1']:.1f} s "
+            f"(CPU {r['cpu_1']:.1f} s), 16 {r['wall_16']:.1f} s (CPU {r['cpu_16']:.1f} s): {r['ratio_wall']:.2f}x"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "study": walls}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "study": walls, "epochs_study": by_epochs}, indent=2))
     if args.save:
         settings = {
             "device": args.device,
@@ -175,7 +236,10 @@ def main(argv: list[str] | None = None) -> None:
             "problems": args.problems.split(","),
             "study": args.study,
         }
-        results = {"rows": rows, "study": {str(k): v for k, v in walls.items()}}
+        results: dict[str, Any] = {"rows": rows, "study": {str(k): v for k, v in walls.items()}}
+        if by_epochs:
+            settings.update(epochs_study=[r["epochs"] for r in by_epochs[:: args.repeats]], repeats=args.repeats)
+            results["epochs_study"] = by_epochs
         save(args.save, "parallel_trials", argv, settings, results, time.perf_counter() - started, args.device)
 
 

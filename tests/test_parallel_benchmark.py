@@ -42,3 +42,19 @@ def test_save_keeps_the_figures_with_how_they_were_made_and_the_doc_writer_rende
     (group,) = record["results"]["rows"][0]["groups"]
     assert f"| linear_pair | 2 | {3600 / group['s_per_trial']:,.0f} |" in text
     assert f"*Measured by `{record['command']}` on {record['date']} " in text
+
+
+def test_the_epochs_study_is_issue_28s_study_and_a_valid_study_file(tmp_path: Path) -> None:
+    """``--epochs-study``: the quickstart's search, 32 trials of the given epochs, every one trained to its end."""
+    import yaml
+
+    from benchmarks.parallel_trials import epochs_study
+    from sweep.studyfile.config import load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(epochs_study(6)))
+    study = load_study(path)
+    assert study.study.n_trials == 32 and study.objective.epochs == 6
+    assert study.objective.problem.name == "digits_pair"
+    assert epochs_study(30)["objective"]["epochs"] == 30
+    assert (epochs_study(6)["study"]["sampler"], epochs_study(6)["study"]["pruner"]) == ("random", "none")

@@ -15,9 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,15 +25,17 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweep.core.errors import SweepError, one_line
+from sweep.core.errors import one_line
 from sweep.core.faultpoints import pause
 from sweep.core.records import Attr, Role, Tag, experiment_name, runs_filter
 from sweep.core.urls import absolute_sqlite, redact, redact_setting, redact_tree, sqlite_path
 from sweep.storage.storage import trial_id
 from sweep.studyfile.sections import StudySection, TrackingSection
 from sweep.tracking.artifacts import artifact_root
+from sweep.tracking.bulk import GroupLog, Records, write_many
 from sweep.tracking.mlflowdb import prepare_stores
 from sweep.tracking.trackingretry import RetryingClient
+from sweep.tracking.trackingretry import check_tracking as check_tracking  # where callers import it from
 from sweep.tracking.views import runs_view_url
 
 STATUS = {
@@ -64,28 +63,6 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # logs each error it raises (said once)
 
 
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (one line) when an MLflow tracking server does not answer, before anything is written.
-
-    MLflow's client would otherwise retry for minutes; a local database URI needs no check.
-
-    Raises:
-        SweepError: the server does not answer.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    parts = urllib.parse.urlsplit(uri)
-    bare = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()  # no user:pass
-    try:
-        with urllib.request.urlopen(f"{bare.rstrip('/')}/health", timeout=timeout):
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered (an auth or routing error shows up on the first real call)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise SweepError(f"cannot reach MLflow tracking {redact(uri)}: {redact(str(reason))}") from None
-
-
 def default_artifact_location(uri: str) -> str | None:
     """Where artifacts go for a new experiment: ``mlartifacts/`` beside a SQLite store.
 
@@ -110,17 +87,28 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _tags(tags: Mapping[str, Any]) -> list[RunTag]:
+def tags_of(tags: Mapping[str, Any]) -> list[RunTag]:
+    """MLflow tags of ``tags`` (a value as text, credentials masked, cut to MLflow's 5,000 characters)."""
     return [RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()]
 
 
-def close_run(client: MlflowClient, run_id: str, state: optuna.trial.TrialState, reason: str | None = None) -> None:
+def close_run(
+    client: MlflowClient,
+    run_id: str,
+    state: optuna.trial.TrialState,
+    reason: str | None = None,
+    also: Mapping[str, Records] | None = None,
+) -> None:
     """Close a trial's run to agree with its Optuna state: tag the state (and the failure reason), set
     the matching status. The one mapping from a trial's outcome to MLflow, for every path that ends
-    a run (normal end, interrupt, a dead worker's trial)."""
+    a run (normal end, interrupt, a dead worker's trial). ``also``: other runs' records (the parent's
+    best-so-far point), in the same transaction where the store allows it (:func:`~sweep.tracking.bulk.write_many`;
+    what they could not write is not this run's error)."""
     tags = {Tag.TRIAL_STATE: state.name, **({Tag.FAIL_REASON: reason} if reason else {})}
-    client.log_batch(run_id, tags=_tags(tags))
-    client.set_terminated(run_id, status=STATUS.get(state, "FAILED"))
+    batches = {run_id: ((), (), tags_of(tags)), **{r: v for r, v in (also or {}).items() if r != run_id}}
+    error = write_many(client, batches, ends={run_id: STATUS.get(state, "FAILED")}).get(run_id)
+    if error is not None:
+        raise error
 
 
 class TrialRun:
@@ -135,6 +123,8 @@ class TrialRun:
         self.artifact_errors: list[str] = []
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
+        self.group: GroupLog | None = None  # a vectorized group's shared queue (sweep.tracking.bulk)
+        self.held: list[tuple[list[Param], list[RunTag]]] | None = None  # params, tags sent with a group's
 
     @classmethod
     def open(
@@ -179,10 +169,13 @@ class TrialRun:
         # Every setting that shaped the trial (flattened config), the sampled values as Optuna stored them.
         params = {**flatten(config), **trial.params}
         items = [Param(k, redact_setting(k, v)[:_MAX_PARAM]) for k, v in params.items()]
-        last = max(0, (len(items) - 1) // 100 * 100)  # MLflow takes 100 params a call; tags ride on the last
-        for i in range(0, last, 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
-        self.client.log_batch(self.run_id, params=items[last:], tags=_tags(tags))
+        if self.held is not None:  # a group's member: sent with the others' (TrialRuns.send_held)
+            self.held.append((items, tags_of(tags)))
+        else:
+            last = max(0, (len(items) - 1) // 100 * 100)  # MLflow takes 100 params a call; tags ride on the last
+            for i in range(0, last, 100):
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self.client.log_batch(self.run_id, params=items[last:], tags=tags_of(tags))
         shown = redact_tree(dict(config))  # a credential in a user problem's options is not recorded
         self.log_text(yaml.safe_dump(shown, sort_keys=False), "config.yaml")
 
@@ -190,17 +183,23 @@ class TrialRun:
         """Queue one epoch's metrics; send the queue when it is older than ``flush_every_s``."""
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, epoch) for k, v in metrics.items())
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
+        if self.group is not None:  # a group's members: queued together
+            self.group.add(self.run_id, self._buffer)
+            self._buffer = []
+        elif time.monotonic() - self._last_flush >= self.flush_every_s:
             self.flush()
 
     def flush(self) -> None:
+        """Send what is queued (in a group: every member's queue, :class:`~sweep.tracking.bulk.GroupLog`)."""
+        if self.group is not None:
+            return self.group.flush(self.run_id)
         for i in range(0, len(self._buffer), _MAX_BATCH):
             self.client.log_batch(self.run_id, metrics=self._buffer[i : i + _MAX_BATCH])
         self._buffer.clear()
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=_tags(tags))
+        self.client.log_batch(self.run_id, tags=tags_of(tags))
 
     def log_artifact(self, path: Path) -> bool:
         """Write a file to the run's artifacts; one that cannot be written (disk full, read-only, a server
@@ -211,8 +210,7 @@ class TrialRun:
         """
         return self._write(path.name, lambda: self.client.log_artifact(self.run_id, str(path)))
 
-    def log_text(self, text: str, name: str) -> bool:
-        """:meth:`log_artifact` for text (``config.yaml``, ``error.txt``)."""
+    def log_text(self, text: str, name: str) -> bool:  # log_artifact for text (config.yaml, error.txt)
         return self._write(name, lambda: self.client.log_text(self.run_id, text, name))
 
     def _write(self, name: str, write: Callable[[], None]) -> bool:
@@ -232,10 +230,11 @@ class TrialRun:
         if details:
             self.log_text(redact(details), "error.txt")
 
-    def close(self, state: optuna.trial.TrialState) -> None:
-        """Send what is queued and close the run with the status of the trial's final ``state``."""
+    def close(self, state: optuna.trial.TrialState, also: Mapping[str, Records] | None = None) -> None:
+        """Send what is queued and close the run with the status of the trial's final ``state`` (``also``:
+        :func:`close_run`)."""
         self.flush()
-        close_run(self.client, self.run_id, state, self.reason)
+        close_run(self.client, self.run_id, state, self.reason, also)
 
 
 class Tracker:
@@ -299,13 +298,17 @@ class Tracker:
         return [r.info.run_id for r in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
 
     def set_parent_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.parent_id, tags=_tags(tags))
+        self.client.log_batch(self.parent_id, tags=tags_of(tags))
 
     def trial_finished(self, trial: optuna.trial.FrozenTrial, best: float | None) -> None:
         """Parent-run progress after each trial: the best value so far, by trial number."""
-        if best is not None:
-            metric = Metric("best_value", float(best), int(time.time() * 1000), trial.number)
-            self.client.log_batch(self.parent_id, metrics=[metric])
+        for run_id, (metrics, _, _) in self.best_point(trial, best).items():
+            self.client.log_batch(run_id, metrics=list(metrics))
+
+    def best_point(self, trial: optuna.trial.FrozenTrial, best: float | None) -> dict[str, Records]:
+        """:meth:`trial_finished`'s record, to write with the trial's run's last (:func:`close_run`)."""
+        metric = Metric("best_value", float(best), int(time.time() * 1000), trial.number) if best is not None else None
+        return {self.parent_id: ([metric], (), ())} if metric else {}
 
     def log_study_params(self, params: Mapping[str, Any]) -> None:
         """Study settings on the parent run; params are immutable in MLflow, so only new keys are sent."""

@@ -31,6 +31,9 @@ import os
 import re
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +60,28 @@ class TrackingDown(SweepError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}; run the same command again when it is back to resume")
         self.reason = reason
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (one line) when an MLflow tracking server does not answer, before anything is written.
+
+    MLflow's client would otherwise retry for minutes; a local database URI needs no check.
+
+    Raises:
+        SweepError: the server does not answer.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    bare = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()  # no user:pass
+    try:
+        with urllib.request.urlopen(f"{bare.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered (an auth or routing error shows up on the first real call)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise SweepError(f"cannot reach MLflow tracking {redact(uri)}: {redact(str(reason))}") from None
 
 
 def request_timeout(retry_s: float) -> int:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from mlflow.exceptions import MlflowException
@@ -23,7 +24,8 @@ from sweep.core.errors import one_line, warn
 from sweep.core.records import Attr, Tag
 from sweep.storage.storage import WEIGHTS, best_value, trial_id
 from sweep.tracking.artifacts import ArtifactWatch, unwritable
-from sweep.tracking.tracking import Tracker, TrialRun, close_run
+from sweep.tracking.bulk import GroupLog, Records, write_many
+from sweep.tracking.tracking import Tracker, TrialRun, close_run, tags_of
 from sweep.tracking.trackingretry import gave_up
 
 
@@ -74,6 +76,41 @@ class TrialRuns:
     def lost(self, number: int) -> None:
         """Trial ``number`` was ended by another process: its run gets nothing more from this one."""
         self._lost.add(number)
+        run = self._runs.get(number)
+        if run is not None and run.group is not None:  # nor from its group's shared queue
+            run.group.drop(run.run_id)
+
+    def hold(self, runs: Sequence[TrialRun]) -> None:
+        """Keep ``runs``' params and tags (:meth:`TrialRun.record_config`) until :meth:`send_held` sends them."""
+        for run in runs:
+            run.held = []
+
+    def send_held(self, runs: Sequence[tuple[TrialRun, Mapping[str, Any]]]) -> dict[str, Exception]:
+        """Send each run's held params and tags, and ``tags`` more, for all runs in one transaction
+        (:func:`~sweep.tracking.bulk.write_many`); the runs hold nothing more.
+
+        Returns:
+            The runs whose records were refused, with what their own ``log_batch`` raised.
+        """
+        batches: dict[str, Records] = {}
+        for run, tags in runs:
+            held, run.held = run.held or [], None
+            params = [p for ps, _ in held for p in ps]
+            batches[run.run_id] = ((), params, [t for _, ts in held for t in ts] + tags_of(tags))
+        return write_many(self.tracker.client, batches)
+
+    def grouped(self, runs: Sequence[tuple[TrialRun, Callable[[], bool]]]) -> None:
+        """A vectorized group's runs: their per-epoch metrics queued and sent together from now on
+        (:class:`~sweep.tracking.bulk.GroupLog`).
+
+        Args:
+            runs: Each member's run, and whether it is still this process's to write (asked before another
+                member sends its queue).
+        """
+        shared = GroupLog(self.tracker.client)
+        for run, mine in runs:
+            run.group = shared
+            shared.join(run.run_id, mine)
 
     @contextlib.contextmanager
     def beating(self, trial_ids: Sequence[int]) -> Iterator[None]:
@@ -151,9 +188,10 @@ class TrialRuns:
                 raise down
             return
         try:
-            if run is not None:
-                run.close(trial.state)
-            elif Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
+            if run is not None:  # with the parent's best-so-far point (its failure: the curve misses a point)
+                run.close(trial.state, also=self.tracker.best_point(trial, best_value(study)))
+                return
+            if Attr.RUN in trial.user_attrs:  # a run this process did not open (a re-queued trial's)
                 run_id = trial.user_attrs[Attr.RUN]
                 close_run(self.tracker.client, run_id, trial.state, trial.user_attrs.get(Attr.FAIL))
         except MlflowException as e:

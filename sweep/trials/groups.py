@@ -9,6 +9,11 @@ member reporting its own
 epochs (so pruning, early stopping and a NaN stop that member alone); the rest train one after
 another, with one line saying why. Trials are claimed one at a time as usual (:class:`sweep.storage.claims.Claims`),
 so a group never takes more than the study's ``n_trials`` leave.
+
+The members' records cost less than their training (issue #28): their params and tags (the ``sweep.group``
+tag included) go to MLflow in one transaction before training, and their per-epoch metrics wait in one queue
+sent for all of them at once (:mod:`sweep.tracking.bulk`), at the latest when a member ends: every record
+of a member lands before Optuna is told its end.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from objectives.loops import train_group, why_not
 from sweep.core.errors import to_stderr
 from sweep.core.records import Tag
 from sweep.storage.claims import Claims
+from sweep.storage.ownership import Owner, TrialLost
 from sweep.storage.pruning import CompletedView, decides_in_process
 from sweep.trials.console import Progress
 from sweep.trials.trial import Member, Objective
@@ -166,8 +172,9 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
     """
     outcomes: dict[int, Callable[[], dict[str, float]]] = {}
     groups: dict[str, list[Member]] = {}
-    study = members[0].trial.study
+    study, records = members[0].trial.study, objective.records
     view = CompletedView(study) if decides_in_process(study.pruner) else None  # one read for all members
+    records.hold([m.run for m in members])  # 1. their params and tags: written together below
     for m in members:
         try:
             objective.setup(m, view)
@@ -176,18 +183,32 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
             continue
         assert m.cfg is not None
         groups.setdefault(f"{id(m.problem)}:{group_key(m.cfg)}", []).append(m)
+    plans: list[tuple[list[Member], str]] = []
+    tags: dict[int, dict[str, str]] = {}
     for group in groups.values():
         numbers = ", ".join(str(m.trial.number) for m in group)
         why = why_not([m.cfg for m in group], group[0].problem) if len(group) > 1 else "a group of one"  # type: ignore[misc]
+        plans.append((group, why))
         if why:
             if len(group) > 1 and why not in said:
                 said.add(why)
                 to_stderr(f"note: trials {numbers} train one after another: {why}")
+        else:
+            tags.update({m.trial.number: {Tag.GROUP: numbers} for m in group})
+    try:  # 2. every member's params and tags (a group's sweep.group too) in one transaction
+        errors = records.send_held([(m.run, tags.get(m.trial.number, {})) for m in members])
+    except Exception as e:  # the store gave up: every member fails with it (and is re-queued: TrackingDown)
+        errors = {m.run.run_id: e for m in members}
+    for m in members:
+        if m.run.run_id in errors and m.trial.number not in outcomes:
+            outcomes[m.trial.number] = _raiser(errors[m.run.run_id])
+    for group, why in plans:
+        group = [m for m in group if m.trial.number not in outcomes]
+        if why or len(group) < 2:
             for m in group:
                 outcomes[m.trial.number] = lambda m=m: objective.train_one(m)
             continue
-        for m in group:
-            m.run.set_tags({Tag.GROUP: numbers})
+        records.grouped([(m.run, _still_mine(m.owner)) for m in group])  # 3. their epochs' metrics: together
         try:
             watch = objective.watchdog.watching(objective.abandoner(group))  # the trials' time limits
             with watch, warnings.catch_warnings(), objective.interrupts.training():
@@ -203,6 +224,21 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
         for m, result in zip(group, results, strict=True):
             outcomes[m.trial.number] = _raiser(result) if isinstance(result, BaseException) else _value(result)
     return [outcomes[m.trial.number] for m in members]
+
+
+def _still_mine(owner: Owner) -> Callable[[], bool]:
+    """Whether the member is still this process's (asked before another member sends its queued metrics)."""
+
+    def mine() -> bool:
+        try:
+            owner.check()
+        except TrialLost:
+            return False
+        except Exception:  # a storage that cannot say: taken to mean it still is (Owner.ended_by)
+            return True
+        return True
+
+    return mine
 
 
 def _raiser(e: BaseException) -> Callable[[], dict[str, float]]:

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from sweep.core.records import Attr, Tag
 from sweep.storage.storage import WEIGHTS
 from sweep.studyfile.sections import TrackingSection
+from sweep.tracking import trialruns
 from sweep.tracking.tracking import Tracker
 from sweep.tracking.trialruns import TrialRuns
 
@@ -151,3 +152,53 @@ def test_no_beats_without_a_heartbeat_interval() -> None:
     before = threading.active_count()
     with runs.beating([1, 2]):
         assert threading.active_count() == before
+
+
+def test_a_group_s_records_are_held_then_sent_together(
+    records: tuple[optuna.Study, TrialRuns], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held: a member's config writes its params and tags nowhere until send_held, which sends every member's
+    (and the group's tag) in one write; from then on a member's config is written at once again."""
+    study, runs = records
+    trials = [study.ask() for _ in range(3)]
+    opened = [runs.open(t)[0] for t in trials]
+    client = runs.tracker.client
+    writes: list[set[str]] = []
+    sent: list[str] = []
+    real_write, real_log = trialruns.write_many, client.log_batch
+    monkeypatch.setattr(trialruns, "write_many", lambda c, b: (writes.append(set(b)), real_write(c, b))[1])
+    monkeypatch.setattr(client, "log_batch", lambda run_id, **kw: (sent.append(run_id), real_log(run_id, **kw))[1])
+    runs.hold(opened)
+    for i, (trial, run) in enumerate(zip(trials, opened, strict=True)):
+        run.record_config(trial, {"weights": [0.5, 0.5], "seed": i, "lr": 0.1 * (i + 1)}, {Tag.DEVICE: "cpu"})
+    assert sent == [] and all(client.get_run(r.run_id).data.params == {} for r in opened)
+    group = {Tag.GROUP: "0, 1"}
+    assert runs.send_held([(opened[0], group), (opened[1], group), (opened[2], {})]) == {}
+    assert writes == [{r.run_id for r in opened}] and sent == []
+    for i, run in enumerate(opened):
+        data = client.get_run(run.run_id).data
+        assert data.params["lr"] == str(0.1 * (i + 1)) and data.params["seed"] == str(i)
+        assert data.tags[Tag.DEVICE] == "cpu" and data.tags.get(Tag.GROUP) == (None if i == 2 else "0, 1")
+    opened[0].record_config(trials[0], {"weights": [0.5, 0.5], "seed": 0, "extra": 1}, {})  # no longer held
+    assert sent == [opened[0].run_id] and client.get_run(opened[0].run_id).data.params["extra"] == "1"
+
+
+def test_a_group_s_epochs_are_sent_together_and_a_lost_member_s_dropped(
+    records: tuple[optuna.Study, TrialRuns],
+) -> None:
+    """Grouped: the members' epochs wait in one queue; one member's flush sends every member's epochs, except
+    those of a member this process lost (to another process), whose run gets nothing more."""
+    study, runs = records
+    trials = [study.ask() for _ in range(3)]
+    opened = [runs.open(t)[0] for t in trials]
+    runs.grouped([(run, lambda: True) for run in opened])
+    assert all(run.group is opened[0].group for run in opened)
+    opened[0].group.flush_every_s = 3600.0  # type: ignore[union-attr]
+    for epoch in range(2):
+        for run in opened:
+            run.log_epoch(epoch, {"val_loss": 1.0 / (epoch + 1)})
+    client = runs.tracker.client
+    assert all(client.get_metric_history(r.run_id, "val_loss") == [] for r in opened)
+    runs.lost(trials[2].number)
+    opened[1].flush()
+    assert [len(client.get_metric_history(r.run_id, "val_loss")) for r in opened] == [2, 2, 0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -86,3 +88,42 @@ def test_a_trial_ended_elsewhere_is_run_but_not_failed_by_this_process() -> None
     claims = RealClaims(study, None, "", 1, 1.0, Interrupts())
     assert claims.count(frozen, ended_elsewhere=True) and (claims.ran, claims.failed) == (1, 0)
     assert not claims.count(frozen) and (claims.ran, claims.failed) == (2, 1) and claims.gave_up
+
+
+def test_a_group_s_records_go_in_few_transactions_and_land_before_each_tell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group of 4 (issue #28): the members' params and tags in one write for all four, their per-epoch metrics
+    in writes for all four at once, none per member; every member's epochs are in MLflow when Optuna is told its
+    end, and each run holds its own epochs."""
+    from mlflow import MlflowClient
+
+    from sweep.tracking import bulk, trialruns
+    from tests.conftest import run_main, tiny_study, write_yaml
+
+    writes: list[tuple[int, bool, bool]] = []  # (runs, with params, with metrics)
+    real = bulk.write_many
+
+    def counted(client: object, batches: dict, ends: dict | None = None) -> dict:
+        with_params = any(params for _, params, _ in batches.values())
+        with_metrics = any(metrics for metrics, _, _ in batches.values())
+        writes.append((len(batches), with_params, with_metrics))
+        return real(client, batches, ends)
+
+    monkeypatch.setattr(bulk, "write_many", counted)
+    monkeypatch.setattr(trialruns, "write_many", counted)
+    told: list[tuple[int, int]] = []  # (trial, epochs in MLflow when told)
+    real_tell = optuna.Study.tell
+
+    def tell(study: optuna.Study, trial: optuna.Trial, *args: object, **kwargs: object) -> object:
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        told.append((trial.number, len(client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_total_loss"))))
+        return real_tell(study, trial, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.Study, "tell", tell)
+    data = tiny_study("g", study={"n_trials": 4, "parallel_trials": 4, "pruner": "none"})
+    result = run_main("sweep.run", str(write_yaml(tmp_path / "g.yaml", data)), "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert writes[0] == (4, True, False)  # every member's params and tags, before training
+    assert [w for w in writes if w[2]] and all(n == 4 for n, _, m in writes if m)  # epochs: all members at once
+    assert sorted(told) == [(i, 3) for i in range(4)]
