@@ -13,7 +13,8 @@ run:
    ``log_batch`` says why);
 3. metrics are rows of the ``metrics`` table (a NaN stored as 0 with ``is_nan``, ±inf as the largest
    double), and each run's ``latest_metrics`` row of a key moves to the metric with the greatest
-   (step, timestamp, value), as MLflow's ``_update_latest_metrics_if_necessary`` moves it;
+   (step, timestamp, value), as MLflow's ``_update_latest_metrics_if_necessary`` moves it (read FOR UPDATE,
+   as MLflow reads it: a row another process writes meanwhile is never moved back);
 4. a tag that exists is overwritten, a param that exists with the same value is kept;
 5. a run ended (``ends``) gets its status and its end time, as ``set_terminated`` sets them, after its
    records (a run's last tags and its status land together: :func:`~sweep.tracking.tracking.close_run`).
@@ -217,11 +218,14 @@ def _latest(db: Any, table: Any, rows: list[dict[str, Any]]) -> None:
         key = (row["run_uuid"], row["key"])
         if key not in best or order(row) > order(best[key]):
             best[key] = row
-    ids = list({r for r, _ in best})
+    ids, keys = sorted({r for r, _ in best}), sorted({k for _, k in best})
+    # Read FOR UPDATE, in one order (as MLflow's log_batch): another process's write of the same row (two
+    # workers' best_value on the parent) waits for this one, or this one for it, never moves it back.
     have = db.execute(
-        sa.select(table.c.run_uuid, table.c.key, table.c.step, table.c.timestamp, table.c.value).where(
-            table.c.run_uuid.in_(ids)
-        )
+        sa.select(table.c.run_uuid, table.c.key, table.c.step, table.c.timestamp, table.c.value)
+        .where(table.c.run_uuid.in_(ids), table.c.key.in_(keys))
+        .order_by(table.c.run_uuid, table.c.key)
+        .with_for_update()
     )
     old = {(r, k): (s, t, v) for r, k, s, t, v in have}
     new = [row for key, row in best.items() if key not in old]

@@ -178,7 +178,7 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
     for m in members:
         try:
             objective.setup(m, view)
-        except Exception as e:
+        except BaseException as e:  # Ctrl-C too (its config.yaml over HTTP): the member ends with it
             outcomes[m.trial.number] = _raiser(e)
             continue
         assert m.cfg is not None
@@ -197,8 +197,8 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
             tags.update({m.trial.number: {Tag.GROUP: numbers} for m in group})
     try:  # 2. every member's params and tags (a group's sweep.group too) in one transaction
         errors = records.send_held([(m.run, tags.get(m.trial.number, {})) for m in members])
-    except Exception as e:  # the store gave up: every member fails with it (and is re-queued: TrackingDown)
-        errors = {m.run.run_id: e for m in members}
+    except BaseException as e:  # the store gave up, or Ctrl-C (raised at once in an HTTP call): every member
+        errors = {m.run.run_id: e for m in members}  # fails with it, re-queued (TrackingDown, KeyboardInterrupt)
     for m in members:
         if m.run.run_id in errors and m.trial.number not in outcomes:
             outcomes[m.trial.number] = _raiser(errors[m.run.run_id])

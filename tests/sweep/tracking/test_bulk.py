@@ -224,3 +224,122 @@ def test_an_outage_is_raised_and_a_refusal_left_to_each_runs_log_batch(
     monkeypatch.setattr(bulk, "_transaction", refused)
     assert write_many(client, batches) == {} and sent == runs
     assert all(len(client.get_metric_history(r, "m")) == 1 for r in runs)
+
+
+@pytest.fixture
+def pg_engine() -> Any:
+    """MLflow's tables in a schema of its own on the local PostgreSQL (no migrations: MLflow's own models)."""
+    import uuid
+
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels import models as m
+
+    from tests.conftest import postgres_error
+
+    if why := postgres_error():
+        pytest.skip(why)
+    schema = f"bulk_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    engine = sa.create_engine(url)
+    with engine.begin() as db:
+        db.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    try:
+        fresh = sa.MetaData()  # MLflow's migrations add their checks to its models again: columns and keys alone
+        for model in (m.SqlExperiment, m.SqlRun, m.SqlMetric, m.SqlLatestMetric, m.SqlParam, m.SqlTag):
+            table = model.__table__.to_metadata(fresh)
+            table.constraints = {c for c in table.constraints if isinstance(c, sa.PrimaryKeyConstraint)}
+        fresh.create_all(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with sa.create_engine(url.split("?")[0]).begin() as db:
+            db.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_latest_metric_another_process_moves_meanwhile_is_not_moved_back(
+    pg_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers write the parent's best_value: while another transaction holds its latest_metrics row (at
+    step 10, not yet committed), write_many's older point (step 5) must not overwrite it once that commits,
+    as MLflow's own log_batch reads the row FOR UPDATE (PostgreSQL: a plain read sees the old step 1)."""
+    import threading
+
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlExperiment, SqlLatestMetric, SqlMetric, SqlRun
+
+    from tests.support.pausing import until
+
+    runs, latest = SqlRun.__table__, SqlLatestMetric.__table__
+    with pg_engine.begin() as db:
+        experiment = db.execute(SqlExperiment.__table__.insert().values(name="x", lifecycle_stage="active"))
+        eid = experiment.inserted_primary_key[0]
+        for r in ("parent", "child"):
+            db.execute(runs.insert().values(run_uuid=r, experiment_id=eid, lifecycle_stage="active", status="RUNNING"))
+        row = {"run_uuid": "parent", "key": "best_value", "value": 3.0, "timestamp": 1, "step": 1, "is_nan": False}
+        db.execute(SqlMetric.__table__.insert().values(**row))
+        db.execute(latest.insert().values(**row))
+    monkeypatch.setattr(bulk, "sql_engine", lambda _client: pg_engine)
+    other = pg_engine.connect()
+    holding = other.begin()  # the other worker's log_batch, in the middle of its transaction
+    other.execute(latest.update().where(latest.c.run_uuid == "parent").values(step=10, value=1.0, timestamp=3))
+    pid = other.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            write_many(
+                object(), {"child": ((), (), [RunTag("t", "v")]), "parent": ([Metric("best_value", 2.0, 2, 5)], (), ())}
+            )
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        with pg_engine.connect() as look:
+            blocked = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> :me")
+            until(lambda: look.execute(blocked, {"me": pid}).scalar(), "write_many waiting for the row's lock")
+    finally:
+        holding.commit()
+        other.close()
+        thread.join()
+    assert not errors, errors
+    with pg_engine.connect() as db:
+        assert db.execute(sa.select(latest.c.step, latest.c.value)).one() == (10, 1.0)
+
+
+@pytest.mark.parametrize("when", ["before its commit", "after its commit"])
+def test_an_outage_in_the_transaction_is_retried_and_writes_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The connection lost in the middle of the transaction (nothing of it written) or once it committed (its
+    answer lost): the retrying client sends it again, and the runs hold each record once, ended, as one
+    write_many leaves them (the second try's rows already there: the runs' own log_batch, which keeps them)."""
+    import sqlalchemy.exc
+
+    from sweep.tracking.trackingretry import RetryingClient
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    seed_mlflow_db(uri)
+    client = RetryingClient(uri, retry_s=60)
+    runs, reference = _runs(client, 2, "a"), _runs(client, 2, "b")
+    real, tries = bulk._transaction, []
+
+    def lost(*args: Any) -> None:
+        tries.append(1)
+        if len(tries) == 1 and when == "after its commit":
+            real(*args)
+        if len(tries) == 1:
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+        real(*args)
+
+    monkeypatch.setattr(bulk, "_transaction", lost)
+    assert write_many(client, {r: _records(i) for i, r in enumerate(runs)}, ends={runs[0]: "FINISHED"}) == {}
+    assert len(tries) == 2  # retried once
+    monkeypatch.setattr(bulk, "_transaction", real)
+    assert write_many(client, {r: _records(i) for i, r in enumerate(reference)}, ends={reference[0]: "FINISHED"}) == {}
+    for a, b in zip(runs, reference, strict=True):
+        assert _rows(client, a)["metrics"] == _rows(client, b)["metrics"]
+        assert _state(client, a) == _state(client, b)
+        assert client.get_run(a).info.status == client.get_run(b).info.status
+    assert client.get_run(runs[0]).info.status == "FINISHED"

@@ -127,3 +127,39 @@ def test_a_group_s_records_go_in_few_transactions_and_land_before_each_tell(
     assert writes[0] == (4, True, False)  # every member's params and tags, before training
     assert [w for w in writes if w[2]] and all(n == 4 for n, _, m in writes if m)  # epochs: all members at once
     assert sorted(told) == [(i, 3) for i in range(4)]
+
+
+@pytest.mark.parametrize("at", ["send_held", "config.yaml"])
+def test_an_interrupt_while_the_members_records_are_sent_fails_every_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: str
+) -> None:
+    """Ctrl-C while the members' params and tags are sent, or a member's config.yaml written (over HTTP it is
+    raised at once, inside MLflow's call): every member is told FAIL as interrupted, re-queued, its run closed
+    FAILED; none is left RUNNING."""
+    from mlflow import MlflowClient
+
+    from sweep.tracking.tracking import TrialRun
+    from sweep.tracking.trialruns import TrialRuns
+    from tests.conftest import run_main, tiny_study, write_yaml
+
+    def interrupted(*_args: object) -> dict:
+        raise KeyboardInterrupt
+
+    real = TrialRun.log_text
+
+    def log_text(run: TrialRun, text: str, name: str) -> bool:
+        return interrupted() if name == "config.yaml" else real(run, text, name)
+
+    if at == "send_held":
+        monkeypatch.setattr(TrialRuns, "send_held", interrupted)
+    else:
+        monkeypatch.setattr(TrialRun, "log_text", log_text)
+    data = tiny_study("i", study={"n_trials": 2, "parallel_trials": 2, "pruner": "none"})
+    result = run_main("sweep.run", str(write_yaml(tmp_path / "i.yaml", data)), "--no-report", cwd=tmp_path)
+    assert result.returncode == 130, result.stderr
+    study = optuna.load_study(study_name="i", storage=f"sqlite:///{tmp_path / '.sweep' / 'optuna.db'}")
+    ran = [t for t in study.trials if t.state != optuna.trial.TrialState.WAITING]  # re-queued copies wait
+    assert [t.state for t in ran] == [FAIL, FAIL]
+    assert all("interrupted" in t.user_attrs["fail_reason"] for t in ran)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert {client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in ran} == {"FAILED"}
