@@ -523,6 +523,10 @@ def metrics_page(p: types.SimpleNamespace) -> str:
         "validation metric ([the target rule](study-file-rules.md#the-target-rule)). `sweep.evaluate` scores the "
         "same names on the test split as `test_*` (`test_total_loss`, `test_b_acc`...).",
         "",
+        "With `objective.repeats: r` > 1 ([noise](../explanation/noise.md)) each name is the mean over the r seeds "
+        "(`peak_memory_mb` their highest), and each `val_*` name has a companion `<name>_sd` (`val_total_loss_sd`): "
+        "the seeds' sample standard deviation, logged beside it, never a target.",
+        "",
     ]
     placeholder = {"a": ("<m>",), "b": ("<m>",)}
     for loop in p.LOOPS.values():

@@ -149,9 +149,10 @@ class LoopCommon(Frozen):
         description="which epoch's weights a trial keeps, as the artifact `weights.pt` of its run "
         '(`{"model": state_dict}`; `{"model_a": ..., "model_b": ...}` in the alternating loop; `torch.load(path, '
         "weights_only=True)`): `best` (of the target), `last` or `none`. Default: the epoch whose value the trial "
-        "reports (`last`; `best` with `score: best` or early stopping), so the weights always reproduce the "
-        "trial's value. The best epoch's weights are copied to the CPU when an epoch improves, the last's once at "
-        "the end, and the file is written once per trial (pruned trials keep none)",
+        "reports (`last`; `best` with `score: best` or early stopping), so the weights reproduce the trial's value "
+        "(with `repeats` > 1 the first seed's, at the epoch the seeds' mean chose: that seed's value, not the mean). "
+        "The best epoch's weights are copied to the CPU when an epoch improves, the last's once at the end, and the "
+        "file is written once per trial (pruned trials keep none)",
     )
     early_stopping: EarlyStopping | None = Field(
         None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -270,18 +269,34 @@ def reference_losses(
     ``(split, batch size, collate_fn)``; one batch of each), with the ``models`` in eval mode as the
     validation is evaluated (no dropout; BatchNorm's running statistics used, not fed), then back in the
     mode each was in: a strategy's reference (hypergrad's validation gradient). Batches are drawn pass
-    after pass, on the device, from a generator of their own (seeded by ``seed``), so the training
-    batches stay as they are; a stream is read one step at a time.
+    after pass of each split, full ones only (a split smaller than a batch: all of it), on the device, from
+    a generator of their own (seeded by ``seed``), so the training batches stay as they are; a stream is
+    read one step at a time.
     """
     generator = torch.Generator(device=device).manual_seed(seed)
+
+    def kept(split: Split, size: int) -> DataConfig:
+        # 1. ``drop_last`` (a training setting) would drop a Dataset split smaller than its batch whole:
+        #    its one, short batch is the reference then (as for tensors). Workers persist: a pass is read a
+        #    batch per step, and a split of one batch starts a pass at every step.
+        n = n_samples(split)
+        drop_last = cfg.drop_last and (n is None or n >= size)
+        return cfg.model_copy(update={"drop_last": drop_last, "persistent_workers": cfg.num_workers > 0})
+
     sources = [
-        Source(split, size, cfg, device, generator, derive_seed(seed, i), collate_fn,
+        Source(split, size, kept(split, size), device, generator, derive_seed(seed, i), collate_fn,
                1 if n_samples(split) is None else None, "the validation")
         for i, (split, size, collate_fn) in enumerate(splits)
     ]  # fmt: skip
-    batches = itertools.chain.from_iterable(
-        zip(*(s.epoch(s.per_pass) for s in sources), strict=False) for _ in itertools.count()
-    )
+
+    def endless(source: Source) -> Iterator[Any]:
+        # 2. Each split pass after pass on its own (a short split does not restart a long one's pass), in
+        #    full batches: a pass's short tail is left out unless the split is smaller than one batch.
+        steps = source.per_pass if source.n is None else max(1, source.n // source.batch_size)
+        while True:
+            yield from source.epoch(steps)
+
+    batches = zip(*(endless(s) for s in sources), strict=False)
 
     def compute() -> torch.Tensor:
         modes = [model.training for model in models]

@@ -16,7 +16,10 @@ How it runs:
      are the first seed's, at the epoch the mean chose;
   3. a member whose loss stops being finite fails the whole configuration (a config that diverges on one
      seed in S is not one to pick); whatever the reporter raises (pruned, early stopped) stops every seed —
-     in a group, the members that already reported that epoch leave at their next report, one epoch on.
+     in a group, the members that already reported that epoch leave at their next report, one epoch on,
+     as do the other members of a group once one has diverged (:class:`SeedGone`);
+  4. a group that runs out of memory before its first epoch is reported (S models need S× the memory of one)
+     trains one after another instead, with a warning.
 
 Checkpoints are the first seed's models (``weights.pt`` holds one model, as with one seed) with the mean's
 metrics. Nothing here imports Optuna or MLflow.
@@ -26,13 +29,14 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from objectives.config import LoopCommon
-from objectives.helpers import derive_seed
+from objectives.helpers import derive_seed, is_out_of_memory
 
 Metrics = Mapping[str, float]
 Report = Callable[[int, Metrics], None]
@@ -63,6 +67,12 @@ def mean_metrics(rows: Sequence[Metrics]) -> dict[str, float]:
     return out
 
 
+class SeedGone(Exception):
+    """Raised at a group member's report once another member stopped without reporting an epoch (its loss
+    stopped being finite): the configuration has failed, so no seed trains on (nor holds the trial without
+    reporting, as the watchdog's ``stall_timeout`` would see it)."""
+
+
 class _Mean:
     """Collects the seeds' epochs; once every seed has reported epoch ``e``, saves (with the first seed's
     models) and reports the mean. Whatever the outer reporter raised is raised again at each seed's next
@@ -86,6 +96,8 @@ class _Mean:
         def report(epoch: int, metrics: Metrics) -> None:
             if self.stop is not None:
                 raise self.stop
+            if any(e < epoch for e in self.epochs):  # a seed never reported an earlier epoch: it diverged
+                raise SeedGone(f"another seed stopped before epoch {epoch}")
             row = self.epochs.setdefault(epoch, {})
             row[member] = dict(metrics)
             if len(row) == self.n:
@@ -120,7 +132,9 @@ def train_repeats(
 
     Args:
         cfg: A resolved config with ``repeats`` > 1.
-        report: The per-epoch callback: it sees the seeds' mean.
+        report: The per-epoch callback: it sees the seeds' mean. Its attribute ``progress``, if any, is
+            called with each epoch of the seeds trained before the first (one after another), which report
+            nothing (the runner's watchdog: :meth:`sweep.trials.watchdog.Watchdog.progress`).
         problem: The built problem (shared by every seed: the same data).
         checkpoint: Called with the mean's metrics and the first seed's models, before ``report``.
         train: The loop's ``train`` (one seed).
@@ -131,21 +145,46 @@ def train_repeats(
     """
     cfgs = members(cfg)
     mean = _Mean(len(cfgs), report, checkpoint)
+    too_big = ""
     if train_group is not None:  # 1.
-        results = train_group(
-            cfgs, [mean.reporter(m) for m in range(len(cfgs))], problem=problem,
-            checkpoints=[mean.checkpoint(m) for m in range(len(cfgs))],
-        )  # fmt: skip
-        if mean.stop is not None:
-            raise mean.stop
-        for result in results:  # 3.
-            if isinstance(result, BaseException):
+        try:
+            results = train_group(
+                cfgs, [mean.reporter(m) for m in range(len(cfgs))], problem=problem,
+                checkpoints=[mean.checkpoint(m) for m in range(len(cfgs))],
+            )  # fmt: skip
+        except Exception as e:
+            # 4. S models need S× the memory of one: a group that runs out of it before its first report
+            #    trains one after another instead (once the error, and the group's tensors it holds, are gone).
+            if not is_out_of_memory(e) or mean.epochs or mean.last:
+                raise
+            too_big = str(e).splitlines()[0] if str(e) else type(e).__name__
+        else:
+            if mean.stop is not None:
+                raise mean.stop
+            failed = [r for r in results if isinstance(r, BaseException)]  # 3. what stopped a seed, not SeedGone
+            for result in sorted(failed, key=lambda r: isinstance(r, SeedGone)):
                 raise result
-        return mean.last
+            return mean.last
+    if too_big:
+        mean.models.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        warnings.warn(
+            f"objective.repeats: {len(cfgs)} seeds as one vectorized group ran out of memory ({too_big}); "
+            "training them one after another",
+            stacklevel=2,
+        )
     # 2. The other seeds first (their metrics kept), then the first seed, reported as the mean each epoch.
     others: dict[int, list[Metrics]] = {}
+    beat = getattr(report, "progress", None)  # the caller's "still training" clock (the runner's watchdog)
+
+    def keep(epoch: int, metrics: Metrics) -> None:
+        others.setdefault(epoch, []).append(dict(metrics))
+        if beat is not None:  # an epoch of another seed is progress: no stall_timeout while they train
+            beat(epoch)
+
     for member in cfgs[1:]:
-        train(member, lambda e, m: others.setdefault(e, []).append(dict(m)), problem=problem)
+        train(member, keep, problem=problem)
     kept: dict[int, Mapping[str, torch.nn.Module]] = {}
 
     def first_save(epoch: int, metrics: Metrics, models: Mapping[str, torch.nn.Module]) -> None:

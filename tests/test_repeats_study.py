@@ -60,3 +60,31 @@ def test_repeats_cannot_be_searched(tmp_path: Path) -> None:
     assert ran.returncode != 0
     assert "search.params.repeats" in ran.stderr and "cannot be searched" in ran.stderr
     assert not (tmp_path / ".sweep").exists()
+
+
+def test_one_after_another_every_seeds_epoch_is_progress_to_the_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial whose seeds train one after another (gradnorm) reports nothing while the seeds before the
+    first train: the watchdog's stall clock must still hear their epochs, else ``stall_timeout`` fails a
+    healthy trial as hung. Counted in process, no clock: progress per epoch of each seed."""
+    from sweep.trials.watchdog import Watchdog
+
+    heard: list[int] = []
+    real = Watchdog.progress
+    monkeypatch.setattr(Watchdog, "progress", lambda self, epoch: (heard.append(epoch), real(self, epoch))[1])
+    data = tiny_study("rep", study={"n_trials": 1, "pruner": "none"})
+    data["objective"].update(repeats=2, weighting={"type": "gradnorm"})
+    ran = run_main("sweep.run", str(write_yaml(tmp_path / "rep.yaml", data)), "--no-report", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert heard == [0, 1, 2, 0, 1, 2]  # the second seed's epochs, then the first's (with the mean)
+
+
+def test_an_evaluation_trains_one_model_per_fresh_seed_whatever_the_trials_repeats() -> None:
+    """``sweep.evaluate`` and ``sweep.noise`` retrain a recorded config per fresh seed (config_for): each is
+    one model (repeats 1), the fresh seed its own; the data seed stays the search's."""
+    from sweep.results.evaluation import config_for
+
+    recorded = DualLossConfig(problem="linear_pair", seed=5, data_seed=7, repeats=3).model_dump(mode="json")
+    cfg = config_for(recorded, 11, "cpu")
+    assert (cfg.repeats, cfg.seed, cfg.data_seed) == (1, 11, 7)

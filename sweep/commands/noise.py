@@ -7,19 +7,20 @@ that seed can move the value more than the loss weights do. This command trains 
 allows, so it costs about one training's wall time on a device with room — and prints, per target: the
 seeds' mean, standard deviation, 95 % interval of the mean and range; the smallest difference between two
 trials' values that is more than seed noise (1.96·√2·sd, at 95 %); and what ``objective.repeats`` would make
-of it. Which configuration: ``--trial N``'s, else the study's best trial's when the study has run, else the
-file's objective with equal loss weights (the first trial a study trains). Nothing is written: no study,
-no MLflow run.
+of it. Which configuration: complete trial ``--trial N``'s, else the study's best trial's when it has a complete
+one, else the file's objective with equal loss weights (the study's first trial's weights; a searched key with
+one choice, such as a comparison's compared key, at that choice). Nothing is written: no study, no MLflow run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +33,9 @@ from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, SweepError, pr
 from sweep.core.interrupts import interruptible
 from sweep.core.records import Attr
 from sweep.results.evaluation import config_for, evaluation_seeds, mean_ci
+from sweep.results.scoring import EarlyStop, Score
 from sweep.studyfile.sections import StudySection
-from sweep.studyfile.space import SearchSection, resolve
+from sweep.studyfile.space import CategoricalParam, SearchSection, resolve
 
 Z95_DIFF = 1.96 * math.sqrt(2.0)  # two independent values differ by more than this many sd 5 % of the time
 
@@ -41,20 +43,28 @@ Z95_DIFF = 1.96 * math.sqrt(2.0)  # two independent values differ by more than t
 @dataclass(frozen=True)
 class Measured:
     """The configuration measured: its resolved config as recorded, which it is in words, and the trial's
-    own values (its one seed) when it is a trial's."""
+    own values when it is a trial's (the mean of its ``repeats`` seeds: one seed unless it trained more)."""
 
     config: dict[str, Any]
     which: str
     own: tuple[float, ...] | None = None
 
+    @property
+    def repeats(self) -> int:
+        """How many seeds the trial's own values are the mean of."""
+        return int(self.config.get("repeats", 1))
+
 
 def configuration(study: StudySection, search: SearchSection, objective: LoopCommon, number: int | None) -> Measured:
-    """Trial ``number``'s configuration, else the best trial's when the study has run (one target), else
-    the file's objective with equal loss weights, resolved as the study's first trial.
+    """Complete trial ``number``'s configuration, else the best trial's when the study has a complete one
+    (one target), else the file's objective with equal loss weights (the study's first trial's weights), a
+    searched key with one choice at that choice (a comparison's sub-study: its compared key).
 
     Raises:
-        SweepError: ``number`` was asked for but the study or that trial is not there.
+        SweepError: ``number`` was asked for but the study or that complete trial is not there.
     """
+    from optuna.trial import TrialState
+
     from sweep.storage.storage import load_existing_study
 
     try:
@@ -64,10 +74,15 @@ def configuration(study: StudySection, search: SearchSection, objective: LoopCom
             raise
         stored = None
     if stored is not None:
-        done = [t for t in stored.get_trials(deepcopy=False) if t.values is not None and Attr.CONFIG in t.user_attrs]
+        # 1. Complete trials only: Optuna gives a pruned trial its last intermediate value, the value of a
+        #    training cut short, and counts none of them as the best.
+        trials = [t for t in stored.get_trials(deepcopy=False) if Attr.CONFIG in t.user_attrs]
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
         trial = next((t for t in done if t.number == number), None)
         if number is not None and trial is None:
-            raise SweepError(f"study {study.name!r} has no complete trial #{number}")
+            other = next((t for t in trials if t.number == number), None)
+            why = f" (it is {other.state.name.lower()})" if other is not None else ""
+            raise SweepError(f"study {study.name!r} has no complete trial #{number}{why}")
         if trial is None and done and not study.multi_objective:
             trial = stored.best_trial
         if trial is not None:
@@ -76,17 +91,33 @@ def configuration(study: StudySection, search: SearchSection, objective: LoopCom
     weights = tuple(objective.weights)
     if search.weights.parametrization != "fixed":
         weights = weights_from_log10_ratios([0.0] * (len(objective.loss_terms) - 1))
-    cfg = resolve(objective, study.seed, 0, {}, weights)
-    return Measured(cfg.model_dump(mode="json"), "the file's objective with equal loss weights")
+    # 2. A searched key with one choice is fixed (a comparison's sub-study fixes its compared key so): the
+    #    configuration has it, not the objective's default.
+    fixed = {
+        name: spec.choices[0]
+        for name, spec in search.params.items()
+        if isinstance(spec, CategoricalParam) and len(spec.choices) == 1 and spec.when is None
+    }
+    cfg = resolve(objective, study.seed, 0, fixed, weights)
+    which = "the file's objective with equal loss weights" + "".join(f", {k}={v}" for k, v in fixed.items())
+    return Measured(cfg.model_dump(mode="json"), which)
 
 
-def values(cfgs: Sequence[LoopCommon], targets: Sequence[str], best: Sequence[bool | None], progress: bool) -> list:
+def values(
+    cfgs: Sequence[LoopCommon],
+    targets: Sequence[str],
+    best: Sequence[bool | None],
+    progress: bool,
+    score: Callable[[], Score] | None = None,
+) -> list:
     """Each config's value of each target (the last epoch's, or its best with ``best[i]`` = lower is better),
     trained as one vectorized group where the loop allows, else one after another; ``nan`` for a seed whose
-    training diverged."""
+    training diverged. ``score`` (a fresh :class:`Score` per seed): the first target's value is the one a
+    trial reports, early stopping included (the epochs up to the stop are those of the full training)."""
+    import torch
     from tqdm.auto import tqdm
 
-    from objectives.helpers import NonFiniteLossError
+    from objectives.helpers import NonFiniteLossError, is_out_of_memory
 
     problem = build_problem(cfgs[0].problem.name, cfgs[0].problem.options, cfgs[0].data_seed, cfgs[0].loop)
     history: list[list[dict[str, float]]] = [[] for _ in cfgs]
@@ -102,11 +133,24 @@ def values(cfgs: Sequence[LoopCommon], targets: Sequence[str], best: Sequence[bo
 
         return report
 
+    results: list[Any] = []
     try:
         if together:
-            results = train_group(cfgs, [reporter(i) for i in range(len(cfgs))], problem=problem)
-        else:
-            results = []
+            try:
+                results = train_group(cfgs, [reporter(i) for i in range(len(cfgs))], problem=problem)
+            except Exception as e:  # 1. n models need n× the memory of one: then one after another
+                if not is_out_of_memory(e):
+                    raise
+                together = False
+            if not together:  # the error (and the group's tensors it held) is gone here
+                print(f"note: {len(cfgs)} seeds as one vectorized group ran out of memory; training them one "
+                      "after another", file=sys.stderr)  # fmt: skip
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                for h in history:
+                    h.clear()
+                bar.reset(total=cfgs[0].epochs * len(cfgs))
+        if not together:
             for i, cfg in enumerate(cfgs):
                 try:
                     results.append(LOOPS[cfg.loop].train(cfg, reporter(i), problem=problem))
@@ -117,10 +161,12 @@ def values(cfgs: Sequence[LoopCommon], targets: Sequence[str], best: Sequence[bo
     out = []
     for result, epochs in zip(results, history, strict=True):
         row = []
-        for target, lower in zip(targets, best, strict=True):
+        for i, (target, lower) in enumerate(zip(targets, best, strict=True)):
             series = [e[target] for e in epochs]
             if isinstance(result, BaseException) or not series:
                 row.append(math.nan)
+            elif i == 0 and score is not None:
+                row.append(scored(score(), series))
             elif lower is None:
                 row.append(series[-1])
             else:
@@ -129,8 +175,17 @@ def values(cfgs: Sequence[LoopCommon], targets: Sequence[str], best: Sequence[bo
     return out
 
 
-def summary(target: str, seeds: Sequence[float], own: float | None = None) -> list[str]:
-    """What the seeds' values of ``target`` say, in lines."""
+def scored(score: Score, series: Sequence[float]) -> float:
+    """The value ``score`` gives ``series`` (one seed's target, epoch by epoch) as a trial's reporter fed it."""
+    with contextlib.suppress(EarlyStop):
+        for epoch, value in enumerate(series):
+            score.add(epoch, value)
+    return score.value()
+
+
+def summary(target: str, seeds: Sequence[float], own: float | None = None, own_repeats: int = 1) -> list[str]:
+    """What the seeds' values of ``target`` say, in lines; ``own``: the trial's value, the mean of its
+    ``own_repeats`` seeds (compared in units of that mean's sd, sd/√repeats)."""
     finite = [v for v in seeds if math.isfinite(v)]
     lines = [f"{target}:"]
     if len(finite) < 2:
@@ -149,8 +204,13 @@ def summary(target: str, seeds: Sequence[float], own: float | None = None) -> li
         lines.append(f"  with objective.repeats: {r} (a trial's value the mean of {r} seeds; {r}× the training): "
                      f"{Z95_DIFF * sd / math.sqrt(r):.3g}")  # fmt: skip
     if own is not None and math.isfinite(own):
-        away = (own - interval.mean) / sd
-        lines.append(f"  the trial's own value {own:.6g} (its one seed) is {away:+.2f} sd from these seeds' mean")
+        if own_repeats == 1:
+            away = (own - interval.mean) / sd
+            lines.append(f"  the trial's own value {own:.6g} (its one seed) is {away:+.2f} sd from these seeds' mean")
+        else:  # 2. a mean of r seeds varies by sd/√r: measured in that unit, not in one seed's sd
+            away = (own - interval.mean) / (sd / math.sqrt(own_repeats))
+            lines.append(f"  the trial's own value {own:.6g} (the mean of its {own_repeats} seeds) is {away:+.2f} "
+                         f"sd/√{own_repeats} from these seeds' mean")  # fmt: skip
     return lines
 
 
@@ -176,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    sf = load_or_report(args)
+    sf = load_or_report(args, one_study=True)  # a comparison: one of its sub-studies (--compare-value)
     if sf is None:
         return EXIT_CONFIG
     if args.seeds < 2:
@@ -193,10 +253,12 @@ def _main(args: argparse.Namespace) -> int:
     targets = list(sf.study.metric)
     best = [(d == "minimize") if sf.study.score == "best" else None for d in sf.study.directions]
     started = time.perf_counter()
-    rows = values(cfgs, targets, best, not args.no_progress)
+    early = cfgs[0].early_stopping if not sf.study.multi_objective else None  # as a trial's reporter scores
+    score = None if early is None else (lambda: Score(sf.study.directions[0], sf.study.score, early))
+    rows = values(cfgs, targets, best, not args.no_progress, score)
     print(f"Seed noise of {sf.study.name}: {measured.which}, {len(seeds)} fresh seeds × {cfgs[0].epochs} epochs "
           f"({time.perf_counter() - started:.1f} s)")  # fmt: skip
     for i, target in enumerate(targets):
         own = measured.own[i] if measured.own is not None else None
-        print("\n".join(summary(target, [row[i] for row in rows], own)))
+        print("\n".join(summary(target, [row[i] for row in rows], own, measured.repeats)))
     return EXIT_OK

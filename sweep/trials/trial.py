@@ -299,6 +299,7 @@ class Objective:
             if can_prune:
                 score.add(epoch, metrics[target])  # raises EarlyStop when the target has stalled
 
+        report.progress = progress  # type: ignore[attr-defined]  # repeats' unreported seeds (objectives.repeats)
         return report
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

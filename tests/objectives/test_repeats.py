@@ -197,3 +197,80 @@ def test_mean_metrics_means_each_metric_spreads_the_validation_ones_and_keeps_th
         "val_a_loss": 3.0, "val_a_loss_sd": statistics.stdev([1.0, 2.0, 6.0]), "train_a_loss": 6.0,
         "peak_memory_mb": 30.0,
     }  # fmt: skip
+
+
+def test_in_a_group_a_seed_that_diverges_stops_the_others_one_epoch_on() -> None:
+    """Member 1 diverges at epoch 1 of 6: its error is the configuration's, and the other seeds stop at their
+    next report (epoch 2) instead of training to the end unreported."""
+    c = cfg(repeats=3, epochs=6)
+    assert not why_not(repeats.members(c), problem())
+    second = repeats.seeds(c)[1]
+    trained: dict[int, list[int]] = {}
+    boom = NonFiniteLossError("val_a_loss is nan at epoch 1")
+
+    def group(cfgs: Any, reps: Any, problem: Any = None, checkpoints: Any = None) -> list[Any]:
+        def counted(seed: int, rep: Any) -> Any:
+            def wrapped(e: int, m: Mapping[str, float]) -> None:
+                trained.setdefault(seed, []).append(e)
+                if seed == second and e == 1:
+                    raise boom  # as the loop's finiteness check would, before the report
+                rep(e, m)
+
+            return wrapped
+
+        wrapped = [counted(m.seed, r) for m, r in zip(cfgs, reps, strict=True)]
+        return LOOPS["dual_loss"].train_group(cfgs, wrapped, problem=problem, checkpoints=checkpoints)
+
+    reported: list[int] = []
+    with pytest.raises(NonFiniteLossError) as info:
+        repeats.train_repeats(
+            c, lambda e, m: reported.append(e), problem=problem(), checkpoint=None, train=dual_loss.train,
+            train_group=group,
+        )  # fmt: skip
+    assert info.value is boom and reported == [0]
+    assert trained[second] == [0, 1] and all(t == [0, 1, 2] for s, t in trained.items() if s != second)
+
+
+def test_one_after_another_the_seeds_trained_first_are_progress() -> None:
+    """The seeds trained before the first report nothing; the reporter's ``progress`` (the runner's watchdog
+    clock) hears each of their epochs, so a ``stall_timeout`` does not take a healthy trial for a hung one."""
+    p = problem()
+    c = cfg(repeats=3, epochs=2, weighting={"type": "gradnorm"})
+    assert why_not(repeats.members(c), p)  # one after another
+    heard: list[tuple[str, int]] = []
+
+    def report(epoch: int, metrics: Mapping[str, float]) -> None:
+        heard.append(("report", epoch))
+
+    report.progress = lambda epoch: heard.append(("progress", epoch))  # type: ignore[attr-defined]
+    train(c, report, problem=p)
+    assert heard == [("progress", 0), ("progress", 1)] * 2 + [("report", 0), ("report", 1)]
+
+
+def test_a_group_out_of_memory_before_its_first_report_trains_one_after_another() -> None:
+    """S models need S× the memory of one: a group that runs out of it before reporting anything falls back
+    to the seeds one after another (with a warning naming repeats), giving the exact mean; once an epoch was
+    reported (the mean seen by pruning), the error is the trial's."""
+    p = problem()
+    c = cfg(repeats=2, epochs=2)
+    alone = [_standalone(m, p) for m in repeats.members(c)]
+
+    def too_big(cfgs: Any, reports: Any, problem: Any = None, checkpoints: Any = None) -> list[Any]:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    seen: list[dict[str, float]] = []
+    with pytest.warns(UserWarning, match=r"objective\.repeats: 2 seeds as one vectorized group ran out of memory"):
+        repeats.train_repeats(
+            c, lambda e, m: seen.append(dict(m)), problem=p, checkpoint=None, train=dual_loss.train,
+            train_group=too_big,
+        )  # fmt: skip
+    assert len(seen) == 2
+    assert _close(seen[-1]["val_total_loss"], (alone[0][-1]["val_total_loss"] + alone[1][-1]["val_total_loss"]) / 2)
+
+    def late(cfgs: Any, reports: Any, problem: Any = None, checkpoints: Any = None) -> list[Any]:
+        for report in reports:
+            report(0, {"val_total_loss": 1.0})
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        repeats.train_repeats(c, None, problem=p, checkpoint=None, train=dual_loss.train, train_group=late)
