@@ -29,7 +29,7 @@ from objectives.helpers import weights_from_log10_ratios
 from objectives.loops import LOOPS, train_group, why_not
 from objectives.problems import build_problem
 from sweep.commands.cli import add_cpu_threads, apply_cpu_threads, load_or_report, study_parser
-from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, SweepError, print_error
+from sweep.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, SweepError, print_error, to_stderr
 from sweep.core.interrupts import interruptible
 from sweep.core.records import Attr
 from sweep.results.evaluation import config_for, evaluation_seeds, mean_ci
@@ -143,8 +143,8 @@ def values(
                     raise
                 together = False
             if not together:  # the error (and the group's tensors it held) is gone here
-                print(f"note: {len(cfgs)} seeds as one vectorized group ran out of memory; training them one "
-                      "after another", file=sys.stderr)  # fmt: skip
+                to_stderr(f"note: {len(cfgs)} seeds as one vectorized group ran out of memory; training them one "
+                          "after another")  # fmt: skip
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 for h in history:
