@@ -117,10 +117,12 @@ def train(
     report: Any = None,
     problem: Any = None,
     checkpoint: Any = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train one resolved config with its loop: once, or with each of its ``repeats`` seeds, reporting their
     mean every epoch (:func:`objectives.repeats.train_repeats`: as one vectorized group where
-    :func:`why_not` accepts the seeds' configs, else one after another).
+    :func:`why_not` accepts the seeds' configs, else one after another). ``progress(epoch)`` hears the
+    epochs that ``report`` does not: those of the seeds trained before the first, one after another.
 
     Returns:
         The last epoch's metrics (with repeats: their mean over the seeds).
@@ -134,7 +136,7 @@ def train(
     seeds = repeats.members(cfg)
     group = train_group if not why_not(seeds, problem) else None
     return repeats.train_repeats(
-        cfg, report, problem=problem, checkpoint=checkpoint, train=loop.train, train_group=group
+        cfg, report, problem=problem, checkpoint=checkpoint, train=loop.train, train_group=group, progress=progress
     )
 
 

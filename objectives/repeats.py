@@ -127,18 +127,19 @@ def train_repeats(
     checkpoint: Save | None,
     train: Callable[..., dict[str, float]],
     train_group: Callable[..., list[Any]] | None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Train ``cfg`` once per seed (see the module's docstring) and return the last epoch's mean metrics.
 
     Args:
         cfg: A resolved config with ``repeats`` > 1.
-        report: The per-epoch callback: it sees the seeds' mean. Its attribute ``progress``, if any, is
-            called with each epoch of the seeds trained before the first (one after another), which report
-            nothing (the runner's watchdog: :meth:`sweep.trials.watchdog.Watchdog.progress`).
+        report: The per-epoch callback: it sees the seeds' mean.
         problem: The built problem (shared by every seed: the same data).
         checkpoint: Called with the mean's metrics and the first seed's models, before ``report``.
         train: The loop's ``train`` (one seed).
         train_group: Its vectorized form, when the seeds can train as one group (else ``None``).
+        progress: Called with each epoch of the seeds trained before the first (one after another), which
+            report nothing (the runner's watchdog: :meth:`sweep.trials.watchdog.Watchdog.progress`).
 
     Raises:
         Whatever stopped the training: a seed's non-finite loss, or what ``report`` raised.
@@ -176,7 +177,7 @@ def train_repeats(
         )
     # 2. The other seeds first (their metrics kept), then the first seed, reported as the mean each epoch.
     others: dict[int, list[Metrics]] = {}
-    beat = getattr(report, "progress", None)  # the caller's "still training" clock (the runner's watchdog)
+    beat = progress  # the caller's "still training" clock (the runner's watchdog)
 
     def keep(epoch: int, metrics: Metrics) -> None:
         others.setdefault(epoch, []).append(dict(metrics))

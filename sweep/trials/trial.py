@@ -183,7 +183,7 @@ class Objective:
         assert m.cfg is not None
         with self.watchdog.watching(self.abandoner([m])), warnings.catch_warnings(), self.interrupts.training():
             warnings.simplefilter("once")
-            return train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper)  # 3.
+            return train(m.cfg, m.report, problem=m.problem, checkpoint=m.keeper, progress=self.watchdog.progress)  # 3.
 
     def abandoner(self, members: list[Member]) -> Callable[[str], None]:
         """What the watchdog does with ``members`` when their training does not stop (sweep.trials.watchdog)."""
@@ -299,7 +299,6 @@ class Objective:
             if can_prune:
                 score.add(epoch, metrics[target])  # raises EarlyStop when the target has stalled
 
-        report.progress = progress  # type: ignore[attr-defined]  # repeats' unreported seeds (objectives.repeats)
         return report
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -242,8 +242,7 @@ def test_one_after_another_the_seeds_trained_first_are_progress() -> None:
     def report(epoch: int, metrics: Mapping[str, float]) -> None:
         heard.append(("report", epoch))
 
-    report.progress = lambda epoch: heard.append(("progress", epoch))  # type: ignore[attr-defined]
-    train(c, report, problem=p)
+    train(c, report, problem=p, progress=lambda epoch: heard.append(("progress", epoch)))
     assert heard == [("progress", 0), ("progress", 1)] * 2 + [("report", 0), ("report", 1)]
 
 
