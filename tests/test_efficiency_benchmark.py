@@ -9,16 +9,21 @@ import json
 import math
 import statistics
 from pathlib import Path
+from typing import Any
 
+import optuna
+import pydantic
 import pytest
+import torch
 
-from benchmarks.efficiency.__main__ import _gap_at, _ratio, case_target, main, merge, quartiles, to_target
+from benchmarks.efficiency.__main__ import _gap_at, _ratio, case_target, main, merge, quartiles, study_curve, to_target
 from benchmarks.efficiency.cases import CASES, FRESH_SEEDS, Case, relative_loss
-from benchmarks.efficiency.contenders import CONTENDERS, NAMES, contenders_for, grid_points, run_study
+from benchmarks.efficiency.contenders import CONTENDERS, NAMES, Contender, contenders_for, grid_points, run_study
 from benchmarks.efficiency.reference import GRID_STEP, _stale, grid, half_width, noisy_reference, references, steps, two
 from objectives import repeats
 from objectives.helpers import derive_seed
 from objectives.loops import LOOPS
+from sweep.results.evaluation import evaluation_seeds
 from sweep.search.defaults import chosen_sampler, first_points
 
 CURVE = {"epochs": [8, 16, 24, 32], "seconds": [0.1, 0.2, 0.3, 0.4], "gaps": [math.inf, 0.05, 0.008, 0.0]}
@@ -45,8 +50,10 @@ def test_sweep_s_contender_is_what_a_study_without_a_sampler_gets() -> None:
     for case in CASES:
         sf = case.study_file
         assert sf.study.sampler is None  # the benchmark's study files name none
-        (sweep,) = contenders_for(case, ["sweep"])
-        assert list(sweep.first(0)) == list(first_points(sf.study, sf.search, sf.objective))
+        (sweep, again) = contenders_for(case, ["sweep", "sweep_reevaluate"])  # the latter: its top 3 on 3 seeds
+        assert list(sweep.first(0)) == list(first_points(sf.study, sf.search, sf.objective)) == list(again.first(0))
+        assert again.reevaluate == (3, 3) and sweep.reevaluate is None
+        assert type(again.pruner()) is type(sweep.pruner()) and type(again.sampler(0)) is type(sweep.sampler(0))  # type: ignore[misc]
         assert (
             type(sweep.sampler(0)).__name__
             == {"gp": "GPSampler", "tpe": "TPESampler"}[chosen_sampler(sf.study, sf.search, sf.objective).type]
@@ -207,7 +214,8 @@ def test_unknown_cases_and_contenders_are_refused_by_name(capsys: pytest.Capture
         with pytest.raises(SystemExit):  # (were the names not checked: a tiny run, not a refusal)
             main([x for key, value in {**tiny, option: f"{tiny[option]},nope"}.items() for x in (key, value)])
         assert f"{option}: unknown nope" in capsys.readouterr().err
-    assert NAMES == ["user", "grid", "optuna_log_ratio", "sweep_before", "sweep", "sweep_repeats", "one_training"]
+    order = "user grid optuna_log_ratio sweep_before sweep sweep_repeats sweep_reevaluate one_training"
+    assert order.split() == NAMES
 
 
 def test_the_benchmark_runs_end_to_end(tmp_path: Path) -> None:
@@ -274,3 +282,69 @@ def test_a_contender_with_repeats_trains_each_trial_with_its_seeds_and_pays_for_
     alone = [case.value(LOOPS[cfg.loop].train(m, problem=case.problem)) for m in repeats.members(cfg)]
     assert step.epochs == 3 * cfg.epochs
     assert math.isclose(step.value, statistics.fmean(alone), rel_tol=1e-5)
+
+
+class Reversing:
+    """A fake case: a trial seed scores a configuration by its w_a, an evaluation seed by −w_a; ``trained``."""
+
+    def __init__(self, study_seed: int) -> None:
+        self.evaluation, self.trained = set(evaluation_seeds(study_seed, 3)), []
+
+    def config(self, _sampled: dict, weights: tuple[float, ...], seed: int) -> Any:
+        return pydantic.create_model("Run", w=(float, weights[0]), seed=(int, seed))()
+
+    def train(self, cfg: Any, report: Any = None) -> dict[str, float]:
+        self.trained.append((cfg.w, cfg.seed))
+        metrics = {"v": -cfg.w if cfg.seed in self.evaluation else cfg.w}
+        for epoch in range(2):
+            (report or (lambda _e, _m: None))(epoch, metrics)
+        return metrics
+
+    def value(self, metrics: dict[str, float]) -> float:
+        return metrics["v"]
+
+
+def test_re_evaluation_picks_the_top_trials_best_fresh_mean_and_charges_each_trial_once() -> None:
+    """Trial values 0.5, 0.1, 0.3, 0.2, 0.9, 0.05 (lower is better): the top 3 re-evaluated reversed, so the pick
+    is the top 3's worst trial value; a trial is retrained on the 3 evaluation seeds when it enters the top 3
+    (not trial 4's 0.9, never in it), and only then."""
+    ws = [0.5, 0.1, 0.3, 0.2, 0.9, 0.05]
+
+    def suggest(trial: Any, _case: Any) -> tuple[dict, tuple[float, float]]:
+        w = trial.suggest_float("w_a", 0.0, 1.0)
+        return {}, (w, 1.0 - w)
+
+    points = [{"w_a": w} for w in ws]
+    fake = Contender("fake", "", optuna.samplers.RandomSampler, suggest=suggest, first=lambda _s: points)
+    reevaluating = Contender(**{**fake.__dict__, "reevaluate": (3, 3)})
+    case = Reversing(7)
+    steps_ = run_study(case, reevaluating, 7, len(ws))  # type: ignore[arg-type]
+    assert [s.pick[1][0] for s in steps_] == [0.5, 0.5, 0.5, 0.3, 0.3, 0.2]  # type: ignore[index]
+    assert [s.epochs for s in steps_] == [2 + 3 * 2 * entered for entered in (1, 1, 1, 1, 0, 1)]  # 2 epochs a run
+    trial_seeds = {derive_seed(7, "trial", n) for n in range(len(ws))}
+    assert [seed for _, seed in case.trained if seed not in trial_seeds] == evaluation_seeds(7, 3) * 5
+    assert case.evaluation.isdisjoint(trial_seeds | set(range(1_000_003, 1_000_003 + FRESH_SEEDS)))
+    plain = run_study(Reversing(7), fake, 7, len(ws))  # type: ignore[arg-type]
+    assert [s.pick[1][0] for s in plain] == [0.5, 0.1, 0.1, 0.1, 0.1, 0.05]  # type: ignore[index]
+
+
+def test_the_images_case_reads_pngs_through_dataloaders_end_to_end_at_a_tiny_size() -> None:
+    """Every contender's study and a noisy reference, on the images case shrunk (16 + 16 training images of 8x8,
+    one epoch): the problem's splits are Datasets decoded per item in the training process."""
+    images = BY_NAME["images"]
+    assert images.noisy and images.study_file.objective.data.num_workers == 0
+    options = {**images.objective["problem"]["options"], "n_a": 16, "n_b": 16, "n_val": 16, "size": 8}
+    objective = {**images.objective, "problem": {"name": "digits_images", "options": options}, "epochs": 1}
+    tiny = Case("images", "", objective, images.search, images.metric, noisy=True)
+    assert isinstance(tiny.problem.a.train, torch.utils.data.Dataset) and len(tiny.problem.a.train) == 16
+    ref = noisy_reference(tiny, trials=3, top=2)
+    for contender in contenders_for(tiny, NAMES):
+        curve = study_curve(tiny, contender, 0, 2, ref["value"])
+        assert len(curve["gaps"]) == min(2, contender.most or 2) and math.isfinite(curve["gaps"][-1])
+
+
+def test_references_only_gives_the_cases_references_and_trains_no_study(capsys: Any, tmp_path: Path) -> None:
+    tiny = ["--seeds", "1", "--trials", "1", "--contenders", "sweep", "--out", str(tmp_path)]
+    assert main(["--cases", "equal", "--references-only", *tiny]) == 0  # stored: read, nothing trained
+    out = capsys.readouterr().out
+    assert out.startswith("equal: val_total_loss 45.378 at w_a = 0.500") and not any(tmp_path.iterdir())

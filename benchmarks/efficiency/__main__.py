@@ -205,7 +205,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=10, help="studies per case and contender (default 10)")
     p.add_argument("--trials", type=int, default=32, help="trials per study (default 32)")
     p.add_argument("--target", type=float, default=0.01, help="the gap to the reference that counts (default 0.01)")
-    p.add_argument("--references", action="store_true", help="recompute the cases' references (slow)")
+    p.add_argument("--references", action="store_true", help="recompute the --cases' references (slow)")
+    p.add_argument(
+        "--references-only",
+        action="store_true",
+        help="compute the --cases' missing or stale references (with --references: recompute them), train no study",
+    )
     p.add_argument("--out", type=Path, default=Path(".sweep/benchmarks/efficiency"), help="output folder")
     p.add_argument(
         "--merge",
@@ -231,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.again is not None:
         return _write(json.loads(args.again.read_text()), args.out, args.target, cases, save=False)
     refs = references(refresh=args.references, cases=cases)
+    if args.references_only:
+        for case in cases:
+            print(f"{case.name}: {case.metric} {refs[case.name]['value']:.5g} at {_where(refs[case.name])}")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results: dict[str, Any] = {
@@ -287,7 +296,7 @@ def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two references are one (their value, metric and point; not how they are described)."""
-    described = {"how", "command", "search", "params"}
+    described = {"how", "command", "search", "params", "seconds"}
     return {k: v for k, v in a.items() if k not in described} == {k: v for k, v in b.items() if k not in described}
 
 

@@ -7,7 +7,8 @@ A configuration's *quality* is its target's mean over :data:`FRESH_SEEDS` fresh 
 batch order; the data stay the same), never the value of the one trial that found it: a search that chases a
 lucky seed is chasing noise. A case's *reference* is the best quality on a dense grid of its space
 (:mod:`benchmarks.efficiency.reference`), computed once and kept in ``references.json`` beside this file
-(``python -m benchmarks.efficiency --references`` regenerates it).
+(``python -m benchmarks.efficiency --references`` regenerates them; ``--cases NAME --references --references-only``
+one case's alone, training no study).
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ DIGITS_SEARCH = {
         "optimizer.schedule.type": {"type": "categorical", "choices": ["constant", "cosine", "warmup"]},
     },
 }
+# digits_images at a size where one training takes about 0.45 s on one CPU thread: 128 + 128 training and 60
+# validation PNGs of 16×16 read and decoded per item through DataLoaders in the training process.
+IMAGES_OPTIONS = {"n_a": 128, "n_b": 128, "n_val": 60, "size": 16, "channels": 8}
+IMAGES = {"epochs": 4, "batch_size": 32, "data_seed": 0, "mixing": "cycle", "optimizer": {"type": "adam", "lr": 0.01}}
+IMAGES_SEARCH = {
+    "weights": {"parametrization": "log_ratio", "low": -2, "high": 2},
+    "params": {"optimizer.lr": {"type": "float", "low": 0.001, "high": 0.03, "log": True}},
+}
 
 CASES = [
     Case(
@@ -168,6 +177,20 @@ CASES = [
         "warm-up) searched; noisy: best at w_a ≈ 0.9",
         {"problem": "digits_pair", **DIGITS},
         DIGITS_SEARCH,
+        "val_total_loss",
+        noisy=True,
+    ),
+    Case(
+        "images",
+        "digits_images (PNG files decoded per item by DataLoaders, no workers: 128 + 128 training and 60 validation "
+        "images of 16x16, a small CNN, 4 epochs of Adam), the sum of both validation losses; the weights and the "
+        "learning rate (log-uniform in [0.001, 0.03]) searched; noisy: best at w_a ≈ 0.83, lr ≈ 0.015",
+        {
+            "problem": {"name": "digits_images", "options": IMAGES_OPTIONS},
+            **IMAGES,
+            "data": {"num_workers": 0},
+        },
+        IMAGES_SEARCH,
         "val_total_loss",
         noisy=True,
     ),

@@ -2,7 +2,9 @@
 
 Every contender trains the same case with the same loop, one trial after another, in this process; they
 differ only in what they sample, with which sampler and pruner, and what they try first. Trial ``n`` of a
-study seeded ``s`` trains with the model/batch seed sweep would give it (``derive_seed(s, "trial", n)``).
+study seeded ``s`` trains with the model/batch seed sweep would give it (``derive_seed(s, "trial", n)``); a
+contender that re-evaluates its top trials trains them again with the seeds ``python -m sweep.evaluate`` gives a
+study seeded ``s`` (:func:`sweep.results.evaluation.evaluation_seeds`).
 The toolkit's own cost per trial (MLflow, storage) is measured by ``benchmarks.overhead``, not here.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ import optuna
 
 from benchmarks.efficiency.cases import Case
 from objectives.helpers import derive_seed, weights_from_log10_ratios
+from sweep.results.evaluation import evaluation_seeds
 from sweep.search.builders import build_pruner, build_sampler
 from sweep.search.defaults import chosen_pruner, chosen_sampler, first_points
 from sweep.studyfile.samplers import TPE
@@ -65,6 +69,10 @@ class Contender:
         most: Trials after which it stops (a grid: once it has been walked); ``None``: the study's budget.
         repeats: Seeds each trial trains (``objective.repeats``), its value their mean; charged ``repeats`` ×
             the epochs.
+        reevaluate: ``(K, N)``: the pick is not the best trial but the best mean, over ``N`` evaluation seeds
+            (``python -m sweep.evaluate --top K --seeds N``'s), of the study's current top ``K`` trials; each trial
+            is retrained on them once, when it first enters the top ``K``, and charged at that step. ``None``: the
+            best trial.
     """
 
     name: str
@@ -75,16 +83,53 @@ class Contender:
     first: Callable[[int], Sequence[dict[str, Any]]] = lambda _seed: ()
     most: int | None = None
     repeats: int = 1
+    reevaluate: tuple[int, int] | None = None
+
+
+Config = tuple[dict[str, Any], tuple[float, ...]]  # a trial's sampled values and loss weights
 
 
 @dataclass
 class Step:
     """One trial of a study, and where the study stands after it."""
 
-    epochs: int  # trained in this trial (a pruned one: until it was stopped)
+    epochs: int  # trained in this trial (a pruned one: until it was stopped), and in re-evaluations it caused
     seconds: float  # its wall time: asking the sampler, training, telling
     value: float | None  # its target (None: pruned or failed)
-    pick: tuple[dict[str, Any], tuple[float, ...]] | None  # the study's best configuration after it
+    pick: Config | None  # the study's best configuration after it
+
+
+def reevaluated_pick(
+    case: Case, study: optuna.Study, configs: dict[int, Config], seed: int, top: tuple[int, int],
+    means: dict[int, float],
+) -> tuple[Config, int]:  # fmt: skip
+    """The configuration with the best re-evaluated mean among the study's ``K`` best complete trials (ordered as
+    ``sweep.evaluate`` orders them: value, then number), and the epochs spent re-evaluating now.
+
+    Args:
+        case: The case (its target is what a re-evaluation averages).
+        study: The study (at least one complete trial).
+        configs: Each trial's configuration, by number.
+        seed: The study's seed: the evaluation seeds are ``evaluation_seeds(seed, N)``.
+        top: ``(K, N)``.
+        means: The re-evaluated means so far, by trial number; updated (a trial is retrained once).
+    """
+    k, n = top
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = sorted(complete, key=lambda t: (t.value, t.number))[:k]
+    epochs = 0
+
+    def count(_epoch: int, _metrics: dict[str, float]) -> None:
+        nonlocal epochs
+        epochs += 1
+
+    for trial in best:
+        # 1. Once per trial, when it first enters the top K: its mean does not change afterwards.
+        if trial.number not in means:
+            runs = [case.train(case.config(*configs[trial.number], s), count) for s in evaluation_seeds(seed, n)]
+            means[trial.number] = statistics.fmean(case.value(m) for m in runs)
+    chosen = min(best, key=lambda t: (means[t.number], t.number))
+    return configs[chosen.number], epochs
 
 
 def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> list[Step]:
@@ -95,7 +140,8 @@ def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> lis
     for point in contender.first(seed):
         study.enqueue_trial(dict(point))
     steps: list[Step] = []
-    configs: dict[int, tuple[dict[str, Any], tuple[float, ...]]] = {}
+    configs: dict[int, Config] = {}
+    means: dict[int, float] = {}  # re-evaluated means, by trial number
     for number in range(min(n_trials, contender.most or n_trials)):
         start = time.perf_counter()
         trial = study.ask()
@@ -122,6 +168,9 @@ def run_study(case: Case, contender: Contender, seed: int, n_trials: int) -> lis
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         pick = configs[study.best_trial.number] if complete else None
+        if complete and contender.reevaluate is not None:
+            pick, spent = reevaluated_pick(case, study, configs, seed, contender.reevaluate, means)
+            epochs += spent
         steps.append(Step(epochs, time.perf_counter() - start, value, pick))
     return steps
 
@@ -232,6 +281,21 @@ def sweep_repeats(case: Case) -> Contender:
     )
 
 
+def sweep_reevaluate(case: Case) -> Contender:
+    """sweep's defaults, the study naming as its best the top 3 trials' best mean over 3 evaluation seeds (what
+    ``python -m sweep.evaluate --top 3 --seeds 3`` retrains), each trial re-evaluated once and charged for it."""
+    defaults = sweep_defaults(case)
+    return Contender(
+        "sweep_reevaluate",
+        "sweep's shipped defaults, the pick the best mean over 3 evaluation seeds (sweep.evaluate's) of the current "
+        "top 3 trials; each trial retrained once when it enters the top 3, charged 3x its epochs then",
+        defaults.sampler,
+        defaults.pruner,
+        first=defaults.first,
+        reevaluate=(3, 3),
+    )
+
+
 HYPERGRAD_TARGET = {"val_a_loss": "a", "val_b_loss": "b"}  # the case's target as hypergrad's reference loss
 
 
@@ -263,6 +327,7 @@ CONTENDERS: dict[str, Callable[[Case], Contender]] = {
     "sweep_before": sweep_before,
     "sweep": sweep_defaults,
     "sweep_repeats": sweep_repeats,
+    "sweep_reevaluate": sweep_reevaluate,
     "one_training": one_training,
 }
 NAMES = list(CONTENDERS)

@@ -20,6 +20,8 @@ import itertools
 import json
 import math
 import statistics
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +142,18 @@ def _stale(stored: dict[str, Any] | None, case: Case) -> bool:
 
 
 def references(refresh: bool = False, cases: list[Case] | None = None) -> dict[str, dict[str, Any]]:
-    """Every case's reference: from ``references.json``, computed (and written) where missing, made with other
-    settings, or ``refresh``."""
+    """Every case's reference (of ``cases``: those alone; the others stored stay as they are): from
+    ``references.json``, computed (and written, with the seconds it took) where missing, made with other settings,
+    or ``refresh``."""
     stored = json.loads(REFERENCES.read_text()) if REFERENCES.exists() else {}
     changed = False
     for case in cases if cases is not None else CASES:
         if refresh or _stale(stored.get(case.name), case):
             made = {"objective": dict(case.objective), "search": dict(case.search), "metric": case.metric}
-            stored[case.name] = {**reference(case), **made, "command": COMMAND}
+            started = time.perf_counter()
+            found = reference(case)
+            stored[case.name] = {**found, **made, "command": COMMAND, "seconds": round(time.perf_counter() - started)}
+            print(f"{case.name}: reference computed in {stored[case.name]['seconds']} s", file=sys.stderr)
             changed = True
     if changed:
         REFERENCES.write_text(json.dumps(stored, indent=1) + "\n")
