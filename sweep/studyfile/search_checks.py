@@ -137,12 +137,12 @@ def check_enqueued(
             if name not in known:
                 why: str | None = f"not a searched parameter; searched: {', '.join(known)}"
             else:
-                why = _not_drawable(search.params.get(name, weights), value)
+                why = not_drawable(search.params.get(name, weights), value)
             if why:
                 raise ConfigError(file, f"study.enqueue.{i}.{name}", why)
 
 
-def _not_drawable(spec: Spec, value: Any) -> str | None:
+def not_drawable(spec: Spec, value: Any) -> str | None:
     """Why the search could never draw ``value`` for ``spec`` (``None``: it could)."""
     if isinstance(spec, CategoricalParam):
         if any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in spec.choices):

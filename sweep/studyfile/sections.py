@@ -107,8 +107,9 @@ class StudySection(Frozen):
     )
     enqueue: tuple[dict[str, Scalar], ...] | None = Field(
         None,
-        description="baseline points run first; when omitted, equal loss weights (see [search defaults]"
-        "(docs/explanation/search-defaults.md)), `[]` for none. E.g. `[{weights.log10_ratio: 0.0}, "
+        description="baseline points run first; when omitted, equal loss weights with the file's own values of "
+        "the other searched parameters, then (with the default GP sampler) a Sobol start-up design (see [search "
+        "defaults](docs/explanation/search-defaults.md)), `[]` for none. E.g. `[{weights.log10_ratio: 0.0}, "
         "{weights.log10_ratio: 0.5, optimizer.lr: 0.003}]` (equal weights; today's production config): searched "
         "parameter → value, the rest "
         "sampled; Optuna's `enqueue_trial`, skipped when the study already has that point, so a resume does not "

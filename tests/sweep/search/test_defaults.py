@@ -3,6 +3,7 @@ the search space, equal loss weights first — and what the file says always win
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -10,7 +11,7 @@ import pytest
 
 from objectives.helpers import weights_from_uniforms
 from sweep.search.builders import build_sampler
-from sweep.search.defaults import MOST_GP_DIMENSIONS, chosen_pruner, chosen_sampler, first_points
+from sweep.search.defaults import MOST_GP_DIMENSIONS, chosen_pruner, chosen_sampler, first_points, start_design
 from sweep.studyfile.config import StudyFile, parse_study
 from sweep.studyfile.search_checks import check_enqueued
 from sweep.studyfile.space import sample
@@ -107,19 +108,84 @@ def test_a_sampler_the_file_names_wins() -> None:
 
 
 def test_equal_weights_come_first() -> None:
-    assert _first(_sf({"weights": RATIO})) == ({"weights.log10_ratio": 0.0},)
+    assert _first(_sf({"weights": RATIO}))[0] == {"weights.log10_ratio": 0.0}
     three = {"loop": "alternating", "problem": "digits_codes", "weights": [0.4, 0.4, 0.2]}
     sf = _sf({"weights": RATIO}, objective=three)
-    assert _first(sf) == ({"weights.log10_ratio": 0.0, "weights.log10_ratio_consistency": 0.0},)
-    (point,) = _first(_sf({"weights": {"parametrization": "simplex"}}))
+    assert _first(sf)[0] == {"weights.log10_ratio": 0.0, "weights.log10_ratio_consistency": 0.0}
+    point = _first(_sf({"weights": {"parametrization": "simplex"}}))[0]
     assert weights_from_uniforms(list(point.values())) == (0.5, 0.5)
 
 
-def test_the_equal_point_is_one_the_search_itself_could_draw() -> None:
-    """It passes the same check as a user's ``study.enqueue`` (inside the space, every name searched)."""
-    for search in ({"weights": RATIO}, {"weights": {"parametrization": "simplex"}}, {"weights": {**RATIO, "low": 0}}):
-        sf = _sf(search)
-        check_enqueued(_first(sf), sf.search, sf.objective.loss_terms, "s.yaml")
+BATCH = {"type": "int", "low": 16, "high": 250, "step": 16}  # its grid ends at 240, below high
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        {"weights": RATIO},
+        {"weights": {"parametrization": "simplex"}},
+        {"weights": {**RATIO, "low": 0}},
+        {"weights": RATIO, "params": {"optimizer.lr": LR, "batch_size": BATCH}},
+        {"weights": RATIO, "params": {"optimizer.momentum": {"type": "float", "low": 0, "high": 0.9, "step": 0.3}}},
+        {"weights": RATIO, "params": {"epochs": {"type": "int", "low": 1, "high": 64, "log": True}}},
+    ],
+)
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_every_start_point_is_one_the_search_itself_could_draw(search: dict[str, Any], seed: int) -> None:
+    """They pass the same check as a user's ``study.enqueue`` (inside the space, on its grids, every name
+    searched): Optuna would run an enqueued value as given, even outside the space."""
+    sf = _sf(search, {"seed": seed})
+    points = _first(sf)
+    assert len(points) == _chosen(sf).n_startup_trials  # the whole start-up is the design: no random point
+    check_enqueued(points, sf.search, sf.objective.loss_terms, "s.yaml")
+
+
+def test_a_long_design_reaches_the_ends_of_every_range_and_stays_on_its_grid() -> None:
+    """256 Sobol points put one in the last 1/256 of each range: where rounding to a grid whose last point is
+    below ``high`` (240 of 16, 32, ... 250) would step past it."""
+    sf = _sf({"weights": RATIO, "params": {"batch_size": BATCH, "optimizer.lr": LR}})
+    points = start_design(sf.search, sf.objective, {"weights.log10_ratio": 0.0}, 256, 0)
+    check_enqueued(points, sf.search, sf.objective.loss_terms, "s.yaml")
+    assert max(p["batch_size"] for p in points) == 240
+    assert min(p["batch_size"] for p in points) == 16
+    assert max(p["optimizer.lr"] for p in points) == pytest.approx(0.1, rel=0.05)
+
+
+def test_the_baseline_trains_the_files_own_values_or_the_middle_of_the_range() -> None:
+    lr = {"type": "float", "low": 1e-4, "high": 1.0, "log": True}
+    objective = {"problem": "linear_pair", "optimizer": {"type": "adam", "lr": 0.05}, "batch_size": 100}
+    sf = _sf({"weights": RATIO, "params": {"optimizer.lr": lr, "batch_size": BATCH}}, objective=objective)
+    # 0.05 is drawable; 100 is off the batch size's grid (16, 32, ... 240): the middle of it instead
+    assert _first(sf)[0] == {"optimizer.lr": 0.05, "batch_size": 128, "weights.log10_ratio": 0.0}
+    sf = _sf({"weights": RATIO, "params": {"optimizer.lr": {**lr, "low": 0.1}}}, objective=objective)
+    assert _first(sf)[0]["optimizer.lr"] == pytest.approx(10**-0.5)  # outside: the middle of the log range
+
+
+def test_the_gp_start_tunes_the_other_values_at_equal_weights_then_fills_the_whole_space() -> None:
+    sf = _sf({"weights": RATIO, "params": {"optimizer.lr": LR}}, {"seed": 3})
+    points = _first(sf)
+    assert len(points) == 5  # 1 + 2·d for d = 2
+    line, rest = points[:3], points[3:]
+    assert all(p["weights.log10_ratio"] == 0.0 for p in line)  # the baseline and 2·1 more at equal weights
+    lrs = sorted(math.log10(p["optimizer.lr"]) for p in line[1:])
+    assert lrs[0] < -2 < lrs[1]  # a Sobol pair: one in each half of the log range [-3, -1]
+    assert all(p["weights.log10_ratio"] != 0.0 for p in rest)  # then the weights too
+    ratios = sorted(p["weights.log10_ratio"] for p in rest)
+    assert ratios[0] < 0 < ratios[1]
+    assert _first(sf) == points  # the same study file, the same design (a resume finds its points)
+    assert _first(_sf({"weights": RATIO, "params": {"optimizer.lr": LR}}, {"seed": 4}))[1:] != points[1:]
+
+
+@pytest.mark.parametrize(
+    ("search", "study"),
+    [
+        ({"weights": RATIO}, {"sampler": "gp"}),  # a sampler the file names: its own start-up
+        ({"weights": RATIO}, {"sampler": "tpe"}),
+        ({"weights": RATIO, "params": {"optimizer.type": {"type": "categorical", "choices": ["adam", "sgd"]}}}, {}),
+    ],
+)
+def test_only_the_default_gp_gets_the_design(search: dict[str, Any], study: dict[str, Any]) -> None:
+    assert len(_first(_sf(search, study))) == 1
 
 
 @pytest.mark.parametrize(
@@ -147,16 +213,24 @@ def test_baselines_the_file_gives_win() -> None:
     assert _first(_sf({"weights": RATIO}, {"enqueue": []})) == ()  # none at all: the sampler from the first trial
 
 
-def test_a_study_s_first_trial_trains_equal_weights_and_samples_the_rest() -> None:
-    """Enqueued, the point fixes the weights only: the other searched values are the sampler's."""
-    sf = _sf({"weights": RATIO, "params": {"optimizer.lr": LR}})
-    study = optuna.create_study(sampler=build_sampler(_chosen(sf), 0))
-    for point in _first(sf):
-        study.enqueue_trial(point)
-    trial = study.ask()
-    sampled, weights = sample(trial, sf.search, sf.objective)
-    assert weights == (0.5, 0.5)
-    assert 1e-3 <= sampled["optimizer.lr"] <= 0.1
+def test_a_study_s_first_trials_train_the_design_then_the_sampler_takes_over() -> None:
+    """Enqueued, each point fixes every searched value; the conditional ones are the sampler's."""
+    cond = {"type": "float", "low": 0.0, "high": 0.9, "when": {"optimizer.type": "sgd"}}
+    both = {"optimizer.type": {"type": "categorical", "choices": ["adam", "sgd"]}, "optimizer.momentum": cond}
+    for search in ({"weights": RATIO, "params": {"optimizer.lr": LR}}, {"weights": RATIO, "params": both}):
+        sf = _sf(search, {"seed": 5})
+        study = optuna.create_study(sampler=build_sampler(_chosen(sf), 0))
+        points = _first(sf)
+        for point in points:
+            study.enqueue_trial(point)
+        for point in points:
+            trial = study.ask()
+            sampled, weights = sample(trial, sf.search, sf.objective)
+            assert {**sampled, "weights.log10_ratio": math.log10(weights[0] / weights[1])} == pytest.approx(
+                {**point, **{k: v for k, v in sampled.items() if k not in point}}
+            )
+            study.tell(trial, 1.0)
+        assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # then the sampler's own
 
 
 @pytest.mark.parametrize(
