@@ -23,6 +23,7 @@ from objectives.batched import alternating as batched_alternating
 from objectives.batched import dual_loss as batched_dual_loss
 from objectives.batched.dual_loss import Result
 from objectives.batched.rules import why_not as why_not_vectorized
+from objectives.batched.slots import OnEnd, Refill
 from objectives.config import AlternatingConfig, DualLossConfig, LoopCommon
 from objectives.problems import CoupledProblem, Problem, build_problem
 from objectives.resolved import resolved
@@ -46,7 +47,8 @@ class Loop:
         test_metrics: ``test_metrics(cfg, problem, models) -> {"test_<name>": value}``: trained models
             (by the names ``checkpoint`` gives them) scored on the problem's held-out test split.
         train_group: Its vectorized form, or ``None``: ``train_group(cfgs, reports, problem=...,
-            checkpoints=...) -> [metrics or the exception that stopped the member]``, each member exactly
+            checkpoints=..., refill=..., on_end=...) -> [metrics or the exception that stopped the member]``
+            (``refill``, ``on_end``: :mod:`objectives.batched.slots`), each member exactly
             as ``train`` would train it alone (:mod:`objectives.batched`). ``None``: grouped trials of the
             loop train one after another (:func:`why_not` gives the reason).
     """
@@ -145,6 +147,8 @@ def train_group(
     reports: Sequence[Any],
     problem: Any = None,
     checkpoints: Sequence[Any] | None = None,
+    refill: Refill | None = None,
+    on_end: OnEnd | None = None,
 ) -> list[Result]:
     """Train the configs as one vectorized group with their loop's ``train_group`` (its :class:`Loop` record).
 
@@ -153,9 +157,14 @@ def train_group(
         reports: Each member's reporter.
         problem: Their built problem (built from ``cfgs[0]`` when omitted).
         checkpoints: Each member's checkpoint callback.
+        refill: ``refill(fits, free) -> Joiner | None``: asked at an epoch's end for a new member in each row freed
+            in it (pruned, stopped, diverged or done); it joins at its own epoch 0. A loop that cannot take
+            one never asks (the alternating loop). The contract: :mod:`objectives.batched.slots`.
+        on_end: ``on_end(index, result)``: each member's end, told as it happens (joiners' indices follow
+            the first members', in the order they joined).
 
     Returns:
-        Per member: its last epoch's metrics, or the exception that stopped it.
+        Per member (then per joiner): its last epoch's metrics, or the exception that stopped it.
 
     Raises:
         ValueError: the configs cannot be one group (the reason from :func:`why_not`).
@@ -163,4 +172,5 @@ def train_group(
     group = LOOPS[cfgs[0].loop].train_group
     if group is None:
         raise ValueError(why_not(cfgs, problem))
-    return group(cfgs, reports, problem=problem, checkpoints=checkpoints)
+    more = {key: f for key, f in (("refill", refill), ("on_end", on_end)) if f is not None}
+    return group(cfgs, reports, problem=problem, checkpoints=checkpoints, **more)

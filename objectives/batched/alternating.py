@@ -37,6 +37,7 @@ from objectives.batched.common import (
 from objectives.batched.coupled import call, losses
 from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
+from objectives.batched.slots import OnEnd, Refill, tell_ends
 from objectives.config import AlternatingConfig
 from objectives.data import epoch_steps, take, val_batches, weighted_means
 from objectives.helpers import (
@@ -61,6 +62,8 @@ def train_group(
     reports: Sequence[Reporter | None],
     problem: CoupledProblem | None = None,
     checkpoints: Sequence[Checkpoint | None] | None = None,
+    refill: Refill | None = None,
+    on_end: OnEnd | None = None,
 ) -> list[Result]:
     """Train ``len(cfgs)`` configurations as one program; each member as :func:`objectives.alternating.train`.
 
@@ -69,6 +72,9 @@ def train_group(
         reports: Each member's reporter; what it raises stops that member.
         problem: The coupled problem, already built; built from ``cfgs[0]`` when omitted.
         checkpoints: Each member's checkpoint callback (``{"model_a": ..., "model_b": ...}``).
+        refill: Never asked: a joiner would be at another place of the A/B step cycle than the members
+            (one kind of step per group step) and the ``opt_steps_*`` counts are the group's.
+        on_end: Told each member's end as it happens: ``on_end(index, result)``.
 
     Returns:
         Per member: its last epoch's metrics, or the exception that stopped it.
@@ -145,8 +151,10 @@ def train_group(
                 params[name] = params[name].detach()[index].requires_grad_()
             opt.select(index)
         wtable = wtable[:, index]
+        gone = [members[row] for row in sorted(stopped)]
         for row in sorted(stopped, reverse=True):
             del members[row], generators[row], sched[row], strategies[row]
+        tell_ends(on_end, [(m, results[m]) for m in gone])  # type: ignore[misc]
         return keep
 
     step = 0
@@ -235,6 +243,7 @@ def train_group(
         )
         if stopped:
             leave(stopped)
+    tell_ends(on_end, [(m, results[m] if results[m] is not None else {}) for m in members])  # every epoch trained
     return [r if r is not None else {} for r in results]
 
 

@@ -80,18 +80,29 @@ def member_model(model: torch.nn.Module, params: dict[str, torch.Tensor], row: i
     return model
 
 
-def not_finite(loss_sums: torch.Tensor, epoch: int, step: int) -> dict[int, BaseException]:
+def not_finite(
+    loss_sums: torch.Tensor, epoch: int | Sequence[int], step: int | Sequence[int]
+) -> dict[int, BaseException]:
     """Every ``FINITE_CHECK_EVERY`` steps, the rows whose running loss sums are NaN or infinite, each with
-    the error its standalone run raises there (:func:`objectives.helpers.check_running_losses`)."""
-    if (step + 1) % FINITE_CHECK_EVERY:
+    the error its standalone run raises there (:func:`objectives.helpers.check_running_losses`).
+
+    ``epoch`` and ``step``: the group's, or each row's own (members that joined later count their own)."""
+    k = loss_sums.shape[0]
+    epochs = [epoch] * k if isinstance(epoch, int) else list(epoch)
+    steps = [step] * k if isinstance(step, int) else list(step)
+    due = [row for row in range(k) if (steps[row] + 1) % FINITE_CHECK_EVERY == 0]
+    if not due:
         return {}
-    bad = (~torch.isfinite(loss_sums).all(dim=1)).nonzero().flatten().tolist()
-    why = f"a training loss is not finite at epoch {epoch}, step {step}"
-    return {row: NonFiniteLossError(why) for row in bad}
+    finite = torch.isfinite(loss_sums).all(dim=1).tolist()  # one host sync for every row due
+    return {
+        row: NonFiniteLossError(f"a training loss is not finite at epoch {epochs[row]}, step {steps[row]}")
+        for row in due
+        if not finite[row]
+    }
 
 
 def end_epoch(
-    epoch: int,
+    epoch: int | Sequence[int],
     members: Sequence[int],
     rows: Sequence[Mapping[str, float]],
     after_epoch: Callable[[int, float], None],
@@ -103,7 +114,7 @@ def end_epoch(
     """Each member's epoch end as its standalone loop's: finite check, plateau schedule, checkpoint, report.
 
     Args:
-        epoch: The epoch.
+        epoch: The epoch (the group's, or each row's own).
         members: The original index of each row.
         rows: Each row's metrics of the epoch.
         after_epoch: ``after_epoch(row, val_total_loss)``: the row's epoch-wise LR schedule steps.
@@ -116,15 +127,16 @@ def end_epoch(
         The rows that stop (a loss not finite, or their reporter raised), with why.
     """
     stopped: dict[int, BaseException] = {}
+    epochs = [epoch] * len(members) if isinstance(epoch, int) else epoch
     for row, m in enumerate(members):
-        metrics = dict(rows[row])
+        metrics, at = dict(rows[row]), epochs[row]
         try:
-            check_finite(metrics, epoch)
+            check_finite(metrics, at)
             after_epoch(row, metrics["val_total_loss"])
             if checkpoints[m] is not None:
-                checkpoints[m](epoch, metrics, models(row, m))
+                checkpoints[m](at, metrics, models(row, m))
             if reports[m] is not None:
-                reports[m](epoch, metrics)
+                reports[m](at, metrics)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # that member stops; the others go on

@@ -11,7 +11,9 @@ cannot be one group.
 
 A member stops on its own: its reporter raised (pruned, early-stopped), or its loss became NaN or
 infinite. It then leaves the group (its rows are dropped from every stacked tensor) and the others go
-on exactly as before; its result is the exception that stopped it.
+on exactly as before; its result is the exception that stopped it. Its row, or that of a member that
+trained all its epochs, may be taken by a new member at the epoch's end (``refill``,
+:mod:`objectives.batched.slots`): each member counts its own epochs and steps.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from objectives.batched.common import (
     stacked_batches,
     strategy_weights,
 )
-from objectives.batched.optim import BatchedOptimizer
 from objectives.batched.rules import why_not
+from objectives.batched.slots import JoinableOptimizer, OnEnd, Refill, Row, epoch_weights, join_params, tell_ends
 from objectives.config import DualLossConfig
 from objectives.data import epoch_steps, take, val_batches, weighted_means
 from objectives.helpers import (
@@ -57,6 +59,8 @@ def train_group(
     reports: Sequence[Reporter | None],
     problem: Problem | None = None,
     checkpoints: Sequence[Checkpoint | None] | None = None,
+    refill: Refill | None = None,
+    on_end: OnEnd | None = None,
 ) -> list[Result]:
     """Train ``len(cfgs)`` configurations as one program; each member as :func:`objectives.dual_loss.train`.
 
@@ -65,10 +69,12 @@ def train_group(
         reports: Each member's reporter, called after each of its epochs; what it raises stops that member.
         problem: The problem, already built (the runner's cache); built from ``cfgs[0]`` when omitted.
         checkpoints: Each member's checkpoint callback (``{"model": ...}``), called before its reporter.
+        refill: Asked for a new member for each row freed in an epoch (:mod:`objectives.batched.slots`).
+        on_end: Told each member's end as it happens: ``on_end(index, result)``.
 
     Returns:
-        Per member: its last epoch's metrics, or the exception that stopped it (raised by its reporter,
-        or :class:`~objectives.helpers.NonFiniteLossError`).
+        Per member (then per joiner, in the order they joined): its last epoch's metrics, or the exception
+        that stopped it (raised by its reporter, or :class:`~objectives.helpers.NonFiniteLossError`).
 
     Raises:
         ValueError: the configs cannot be one group (the reason from :func:`objectives.batched.rules.why_not`).
@@ -79,25 +85,11 @@ def train_group(
     why = why_not(cfgs, problem)
     if why:
         raise ValueError(why)
-    checkpoints = checkpoints or [None] * len(cfgs)
+    reports, checkpoints = list(reports), list(checkpoints or [None] * len(cfgs))
     tasks = {"a": problem.a, "b": problem.b}
     reset_peak_memory(device)
 
-    # 2. Each member's model initialised as its standalone run would (its seed), then stacked: one
-    #    (K, ...) tensor per parameter; the module itself runs on the meta device as a template.
-    models = []
-    for c in cfgs:
-        seed_all(c.seed)
-        models.append(problem.make_model().to(device))
-    template = copy.deepcopy(models[0]).to("meta")
-    params = {
-        name: torch.stack([dict(m.named_parameters())[name].detach() for m in models]).requires_grad_()
-        for name, _ in models[0].named_parameters()
-    }
-    optimizer = BatchedOptimizer([c.optimizer for c in cfgs], params)
-    generators = [torch.Generator(device=device).manual_seed(c.seed) for c in cfgs]
-
-    # 3. The epoch plan is every member's (same data, batch sizes, mixing and steps per epoch).
+    # 2. The epoch plan is every member's (same data, batch sizes, mixing and steps per epoch).
     batch_sizes = (first.batch_size, first.batch_size_b or first.batch_size)
     sizes = (len(problem.a.train[1]), len(problem.b.train[1]))
     per_pass = tuple(
@@ -105,23 +97,39 @@ def train_group(
         for task, bs in zip(tasks.values(), batch_sizes, strict=True)
     )
     plan = plan_epoch(sizes, batch_sizes, first.mixing, (per_pass[0], per_pass[1]))
-    total_steps = first.epochs * plan.steps
-
-    # 4. Per-member weights (static × weight schedule) as one (steps, K, 2) table; per-member LR schedules
-    #    drive a stand-in optimizer each (torch's schedulers, read one epoch ahead into a table).
-    wtable = torch.stack(
-        [weight_table(c.weight_schedule, c.weights, c.LOSSES, total_steps, device) for c in cfgs], dim=1
-    )
     accum = first.grad_accum_steps
     updates_per_epoch = math.ceil(plan.steps / accum)
-    schedules = [schedule(c.optimizer, first.epochs * updates_per_epoch, updates_per_epoch) for c in cfgs]
-    # Dynamic strategies whose weights come before the backward (DWA, RLW): one instance per member,
-    # seeded as its standalone run's, asked for its row's weights each step.
-    strategies = [make_weighting(c.weighting, 2, device, derive_seed(c.seed, "weighting")) for c in cfgs]
     static = first.weighting.type == "static"
 
-    members = list(range(len(cfgs)))  # original index of each row still training
+    def member(index: int, c: DualLossConfig) -> tuple[Row, torch.nn.Module]:
+        """3. A member's own state, as its standalone run makes it: its model from its seed, its weights
+        (static × weight schedule, by its own step), LR schedule (torch's schedulers on a stand-in
+        optimizer, read one epoch ahead), batches' generator and strategy (DWA, RLW: seeded as its run's)."""
+        seed_all(c.seed)
+        model = problem.make_model().to(device)
+        weights = weight_table(c.weight_schedule, c.weights, c.LOSSES, c.epochs * plan.steps, device)
+        lrs = schedule(c.optimizer, c.epochs * updates_per_epoch, updates_per_epoch)
+        generator = torch.Generator(device=device).manual_seed(c.seed)
+        strategy = make_weighting(c.weighting, 2, device, derive_seed(c.seed, "weighting"))
+        return Row(index, c, 0, weights, lrs, generator, strategy), model
+
+    # 4. The members' parameters stacked: one (K, ...) tensor per parameter; the module itself runs on the
+    #    meta device as a template. Each member's own module stays for its checkpoints.
+    rows: list[Row] = []
+    models: list[torch.nn.Module | None] = []
+    for index, c in enumerate(cfgs):
+        row, model = member(index, c)
+        rows.append(row)
+        models.append(model)
+    built = [m for m in models if m is not None]
+    template = copy.deepcopy(built[0]).to("meta")
+    params = {
+        name: torch.stack([dict(m.named_parameters())[name].detach() for m in built]).requires_grad_()
+        for name, _ in built[0].named_parameters()
+    }
+    optimizer = JoinableOptimizer([c.optimizer for c in cfgs], params)
     results: list[Result | None] = [None] * len(cfgs)
+    slots = len(cfgs)
 
     def losses_of(p: dict[str, torch.Tensor], batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
         loss_a = problem.a.loss(_output(template, p, problem.a, batch_a[0]), batch_a[1])
@@ -129,76 +137,113 @@ def train_group(
 
     batched_losses = vmap(losses_of)
 
-    def leave(stopped: dict[int, BaseException]) -> list[int]:
-        """The members at rows ``stopped`` leave the group (their result: why); returns the rows kept."""
-        nonlocal wtable
-        for row, why in stopped.items():
-            results[members[row]] = why
-        keep = [row for row in range(len(members)) if row not in stopped]
+    def leave(ended: dict[int, Result]) -> list[int]:
+        """The members at rows ``ended`` leave the group (their result: why, or their metrics); returns the
+        rows kept. Each end is told (``on_end``) once the group is without it."""
+        gone = [(rows[row].index, result) for row, result in sorted(ended.items())]
+        keep = [row for row in range(len(rows)) if row not in ended]
         index = torch.tensor(keep, dtype=torch.long, device=device)  # long even when no member is left
         for name in params:
             params[name] = params[name].detach()[index].requires_grad_()
         optimizer.select(index)
-        wtable = wtable[:, index]
-        for row in sorted(stopped, reverse=True):
-            del members[row], generators[row], schedules[row], strategies[row]
+        rows[:] = [rows[row] for row in keep]
+        for m, result in gone:
+            results[m], models[m] = result, None
+        tell_ends(on_end, gone)
         return keep
 
-    step = 0
-    for epoch in range(first.epochs):
-        if not members:
+    def fits(c: Any) -> bool:
+        return not why_not([first, prepare(c, problem, Problem)[0]], problem)
+
+    def fill() -> None:
+        """5. Each free row asked for a new member (``refill``): it joins at its own epoch 0. One that does not
+        fit, or whose building failed (its model out of memory, say), ends at once with why; the group goes on."""
+        while refill is not None and len(rows) < slots:
+            joiner = refill(fits, slots - len(rows))
+            if joiner is None:
+                return
+            m = len(results)
+            results.append({})  # its result when it trains no epoch
+            models.append(None)
+            reports.append(joiner.report)
+            checkpoints.append(joiner.checkpoint)
+            try:
+                c = prepare(joiner.cfg, problem, Problem)[0]
+                why = why_not([first, c], problem)
+                if why:
+                    raise ValueError(f"it cannot join the group: {why}")
+                if c.epochs:
+                    row, model = member(m, c)
+                    models[m] = model
+                    optimizer.join(c.optimizer)
+                    join_params(params, model)  # all its rows or none
+                    rows.append(row)
+                    continue
+            except Exception as e:
+                results[m], models[m] = e, None
+                optimizer.select(torch.arange(len(rows), device=device))  # the row it may have joined
+            tell_ends(on_end, [(m, results[m])])  # type: ignore[list-item]
+
+    if first.epochs == 0:  # every member: no epoch to train
+        leave({row: {} for row in range(len(rows))})
+    while True:
+        fill()
+        if not rows:
             break
         template.train()
-        # 5. Each member's batches from its own generator (a's then b's, as the standalone loop draws
+        # 6. Each member's batches from its own generator (a's then b's, as the standalone loop draws
         #    them), stacked: step i's indices are one (K, B_i) tensor per task.
+        generators = [r.generator for r in rows]
         idx_a = stacked_batches(sizes[0], batch_sizes[0], plan.steps, generators, device)
         idx_b = stacked_batches(sizes[1], batch_sizes[1], plan.steps, generators, device)
-        lrs = [[s.lr for s in schedules]]
+        lrs = [[r.schedule.lr for r in rows]]
         for _ in range(updates_per_epoch - 1):
-            for s in schedules:
-                s.schedule.after_step()
-            lrs.append([s.lr for s in schedules])
-        for s in schedules:
-            s.schedule.after_step()
+            for r in rows:
+                r.schedule.schedule.after_step()
+            lrs.append([r.schedule.lr for r in rows])
+        for r in rows:
+            r.schedule.schedule.after_step()
         scalars = optimizer.tables(lrs, device)
-        k = len(members)
+        wtable = epoch_weights(rows, plan.steps)
+        k = len(rows)
         loss_sums, weight_sums = torch.zeros(k, 2, device=device), torch.zeros(k, 2, device=device)
         weighted_sum = torch.zeros(k, device=device)
         grads: dict[str, torch.Tensor] = {}
         for i in range(plan.steps):
-            # 6. Both losses of every member in one vectorized forward; a backward of the sum over members
+            # 7. Both losses of every member in one vectorized forward; a backward of the sum over members
             #    fills each member's gradient with its own Σ w_i L_i's (members share no parameter). With
             #    accumulation groups each batch's share is scaled by 1/group size and added up, as .grad is.
             losses = batched_losses(params, take(problem.a.train, idx_a[i]), take(problem.b.train, idx_b[i]))
-            w = wtable[step] if static else strategy_weights(strategies, losses, wtable[step], first.mixing)
+            strategies = [r.strategy for r in rows]
+            w = wtable[i] if static else strategy_weights(strategies, losses, wtable[i], first.mixing)
             factor = 1.0 / min(accum, plan.steps - i // accum * accum)
             for name, g in _gradients(params, w, losses, factor, first.mixing == "accumulate").items():
                 grads[name] = grads[name] + g if name in grads else g
             if (i + 1) % accum == 0 or i + 1 == plan.steps:
-                update = clipped(grads, [cfgs[m].grad_clip for m in members])
+                update = clipped(grads, [r.cfg.grad_clip for r in rows])
                 optimizer.step(update, {key: table[i // accum] for key, table in scalars.items()})
                 grads = {}
             loss_sums += losses.detach()
             weight_sums += w
             weighted_sum += (w * losses.detach()).sum(dim=1)
-            # 7. A member whose running loss is not finite stops within 32 steps, as its standalone run.
-            bad = not_finite(loss_sums, epoch, step)
+            # 8. A member whose running loss is not finite stops within 32 of its steps, as its standalone run.
+            bad = not_finite(loss_sums, [r.epoch for r in rows], [r.step(plan.steps, i) for r in rows])
             if bad:
-                keep = leave(bad)
+                keep = leave(bad)  # type: ignore[arg-type]
                 loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
                 idx_a, idx_b = tuple(t[keep] for t in idx_a), tuple(t[keep] for t in idx_b)
                 scalars = {key: table[:, keep] for key, table in scalars.items()}
-                if not members:
+                grads = {name: g[keep] for name, g in grads.items()}  # mid-accumulation: the others' pending sums
+                wtable = wtable[:, keep]
+                if not rows:
                     break
-            step += 1
-        if not members:
-            break
-        step = (epoch + 1) * plan.steps
+        if not rows:
+            continue  # every member left within the epoch: their rows are refilled first
 
-        # 8. Validate every member in one vectorized pass per chunk, then one transfer for everything.
+        # 9. Validate every member in one vectorized pass per chunk, then one transfer for everything.
         train_means = loss_sums / plan.steps
-        for row, strategy in enumerate(strategies):
-            strategy.end_epoch(train_means[row])
+        for row, r in enumerate(rows):
+            r.strategy.end_epoch(train_means[row])
         weight_means = weight_sums / plan.steps
         columns = {
             "train_a_loss": train_means[:, 0],
@@ -211,22 +256,29 @@ def train_group(
         values = torch.stack([v.detach().float() for v in columns.values()], dim=1).tolist()
         peak = peak_memory_mb(device)
 
-        # 9. Each member's epoch end, as the standalone loop's: finite check, plateau schedule, checkpoint,
-        #    report. What a member's reporter raises stops that member only.
-        rows = [
-            {**dict(zip(columns, values[row], strict=True)), "lr": schedules[row].lr, "peak_memory_mb": peak}
-            for row in range(len(members))
+        # 10. Each member's epoch end, as the standalone loop's: finite check, plateau schedule, checkpoint,
+        #     report (each at its own epoch). What a member's reporter raises stops that member only; a
+        #     member that trained its last epoch leaves too. Either frees its row for the next member.
+        metrics = [
+            {**dict(zip(columns, values[row], strict=True)), "lr": r.schedule.lr, "peak_memory_mb": peak}
+            for row, r in enumerate(rows)
         ]
-        stopped = end_epoch(
-            epoch,
-            members,
-            rows,
-            lambda row, loss: schedules[row].schedule.after_epoch(loss),
-            lambda row, m: {"model": member_model(models[m], params, row)},
-            checkpoints,
-            reports,
-            results,
+        stopped: dict[int, Result] = dict(
+            end_epoch(
+                [r.epoch for r in rows],
+                [r.index for r in rows],
+                metrics,
+                lambda row, loss: rows[row].schedule.schedule.after_epoch(loss),
+                lambda row, m: {"model": member_model(models[m], params, row)},  # type: ignore[arg-type]
+                checkpoints,
+                reports,
+                results,
+            )
         )
+        for row, r in enumerate(rows):
+            r.epoch += 1
+            if row not in stopped and r.epoch == r.cfg.epochs:
+                stopped[row] = results[r.index]  # type: ignore[assignment]  # its last metrics (end_epoch)
         if stopped:
             leave(stopped)
     return [r if r is not None else {} for r in results]

@@ -29,13 +29,18 @@ from objectives.loops import train_group, why_not
 from sweep.core.errors import to_stderr
 from sweep.core.records import Tag
 from sweep.storage.claims import Claims
-from sweep.storage.ownership import Owner, TrialLost
 from sweep.storage.pruning import CompletedView, decides_in_process
 from sweep.trials.console import Progress
+from sweep.trials.slots import Outcome, Slots, ended_elsewhere, outcome_of, still_mine, tell
+from sweep.trials.slots import ended as said_ended
 from sweep.trials.trial import Member, Objective
 
 TrialState = optuna.trial.TrialState
 Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+# Freed slots of a vectorized group refilled (sweep.trials.slots); False only to measure groups without it
+# (benchmarks/halving.py). A study with study.trial_timeout never refills: the limit holds the group's training.
+REFILL = True
+__all__ = ["ended_elsewhere", "run_groups", "run_one_by_one"]
 
 
 def run_groups(
@@ -74,32 +79,16 @@ def run_groups(
             if not claims.claim():
                 return
             continue
-        # 2. Train them (heartbeats for all of them meanwhile), then tell each its end.
-        with objective.records.beating([m.tid for m in members if m.tid is not None]):
-            outcomes = _train(objective, members, said)
+        # 2. Train them (heartbeats for all of them meanwhile; a vectorized group tells each member as it ends
+        #    and refills its slot: sweep.trials.slots), then tell each the rest its end.
+        beating = [m.tid for m in members if m.tid is not None]
+        deadline = None if timeout is None else start + timeout
+        with objective.records.beating(beating):
+            outcomes = _train(objective, members, said, (claims, callbacks, beating, deadline))
         interrupted = False
-        for m, outcome in zip(members, outcomes, strict=True):
-            state, values = TrialState.COMPLETE, None
-            try:
-                values = objective.conclude(m, outcome)
-            except optuna.TrialPruned:
-                state = TrialState.PRUNED
-            except KeyboardInterrupt:
-                state, interrupted = TrialState.FAIL, True
-            except Exception:
-                state = TrialState.FAIL
-            elsewhere = False
-            try:
-                frozen = study.tell(m.trial, values, state=None if state == TrialState.COMPLETE else state)
-            except ValueError as e:
-                if not ended_elsewhere(e):
-                    raise
-                frozen, elsewhere = _ended(study, m.trial.number), True
-            if not interrupted:
-                for callback in callbacks:
-                    if not (elsewhere and isinstance(callback, Progress)):  # _ended said it: no "failed" line
-                        callback(study, frozen)
-            claims.count(frozen, ended_elsewhere=elsewhere)
+        for m, outcome in outcomes:
+            stopped, _ = tell(study, objective, m, outcome, callbacks, claims)
+            interrupted = interrupted or stopped
         if interrupted:
             raise KeyboardInterrupt
         if claims.gave_up or claims.halt():
@@ -136,7 +125,7 @@ def run_one_by_one(
             if not ended:
                 raise
         for trial in ended:
-            frozen = _ended(study, trial.number)
+            frozen = said_ended(study, trial.number)
             for callback in callbacks:
                 # Not the claims' (its own call stops optimize; here we decide below), nor the progress
                 # bar's (its "failed" line: _ended said what happened).
@@ -147,30 +136,24 @@ def run_one_by_one(
             return
 
 
-def ended_elsewhere(e: ValueError) -> bool:
-    """Optuna's refusal to record the end of a trial that has already ended (another process ended it)."""
-    return str(e).startswith("Cannot tell a ")
-
-
-def _ended(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    """The trial another process ended, said once (:mod:`sweep.storage.ownership`: nothing more was written to it)."""
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    to_stderr(
-        f"note: trial {number} was ended ({trial.state.name}) by another process while this one trained it "
-        "(this process's heartbeats stopped for longer than study.grace_period: it was stopped, or could not "
-        "reach the storage); this process wrote nothing more to it or its run, and dropped its result"
-    )
-    return trial
-
-
-def _train(objective: Objective, members: list[Member], said: set[str]) -> list[Callable[[], dict[str, float]]]:
+def _train(
+    objective: Objective,
+    members: list[Member],
+    said: set[str],
+    refilling: tuple[Claims, Sequence[Callback], list[int], float | None],
+) -> list[tuple[Member, Outcome]]:
     """Set every member up and train them: in vectorized groups where possible, else one by one.
 
+    Args:
+        refilling: What a vectorized group's :class:`~sweep.trials.slots.Slots` tells and asks with (the
+            claims, the callbacks, the heartbeats' trial ids, the deadline).
+
     Returns:
-        Per member, what :meth:`~sweep.trials.trial.Objective.conclude` runs: return its metrics or raise what
-        stopped it (a member trained alone trains there, so its end is recorded right after its training).
+        Each member not yet told (a group's members are told as they end, its joiners included), with what
+        :meth:`~sweep.trials.trial.Objective.conclude` runs: return its metrics or raise what stopped it (a
+        member trained alone trains there, so its end is recorded right after its training).
     """
-    outcomes: dict[int, Callable[[], dict[str, float]]] = {}
+    outcomes: dict[int, Outcome] = {}
     groups: dict[str, list[Member]] = {}
     study, records = members[0].trial.study, objective.records
     view = CompletedView(study) if decides_in_process(study.pruner) else None  # one read for all members
@@ -179,7 +162,7 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
         try:
             objective.setup(m, view)
         except BaseException as e:  # Ctrl-C too (its config.yaml over HTTP): the member ends with it
-            outcomes[m.trial.number] = _raiser(e)
+            outcomes[m.trial.number] = outcome_of(e)
             continue
         assert m.cfg is not None
         groups.setdefault(f"{id(m.problem)}:{group_key(m.cfg)}", []).append(m)
@@ -201,16 +184,18 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
         errors = {m.run.run_id: e for m in members}  # fails with it, re-queued (TrackingDown, KeyboardInterrupt)
     for m in members:
         if m.run.run_id in errors and m.trial.number not in outcomes:
-            outcomes[m.trial.number] = _raiser(errors[m.run.run_id])
+            outcomes[m.trial.number] = outcome_of(errors[m.run.run_id])
     for group, why in plans:
         group = [m for m in group if m.trial.number not in outcomes]
         if why or len(group) < 2:
             for m in group:
                 outcomes[m.trial.number] = lambda m=m: objective.train_one(m)
             continue
-        records.grouped([(m.run, _still_mine(m.owner)) for m in group])  # 3. their epochs' metrics: together
+        records.grouped([(m.run, still_mine(m.owner)) for m in group])  # 3. their epochs' metrics: together
+        slots = Slots(objective, group, *refilling)
+        refill = slots.refill if REFILL and objective.watchdog.trial_timeout is None else None
         try:
-            watch = objective.watchdog.watching(objective.abandoner(group))  # the trials' time limits
+            watch = objective.watchdog.watching(lambda why, s=slots: objective.abandoner(s.live())(why))
             with watch, warnings.catch_warnings(), objective.interrupts.training():
                 warnings.simplefilter("once")
                 results = train_group(
@@ -218,35 +203,16 @@ def _train(objective: Objective, members: list[Member], said: set[str]) -> list[
                     [m.report for m in group],
                     problem=group[0].problem,
                     checkpoints=[m.keeper for m in group],
+                    refill=refill,
+                    on_end=slots.on_end,
                 )
-        except BaseException as e:  # the whole group: each member fails (or is interrupted) with it
-            results = [e] * len(group)
-        for m, result in zip(group, results, strict=True):
-            outcomes[m.trial.number] = _raiser(result) if isinstance(result, BaseException) else _value(result)
-    return [outcomes[m.trial.number] for m in members]
-
-
-def _still_mine(owner: Owner) -> Callable[[], bool]:
-    """Whether the member is still this process's (asked before another member sends its queued metrics)."""
-
-    def mine() -> bool:
-        try:
-            owner.check()
-        except TrialLost:
-            return False
-        except Exception:  # a storage that cannot say: taken to mean it still is (Owner.ended_by)
-            return True
-        return True
-
-    return mine
-
-
-def _raiser(e: BaseException) -> Callable[[], dict[str, float]]:
-    def again() -> dict[str, float]:
-        raise e
-
-    return again
-
-
-def _value(metrics: dict[str, float]) -> Callable[[], dict[str, float]]:
-    return lambda: metrics
+        except BaseException as e:  # the whole group: each member not yet told fails (or is interrupted) with it
+            results = [e] * len(slots.members)
+        for m, result in zip(slots.members, results, strict=True):
+            if m.trial.number not in slots.told:
+                outcomes[m.trial.number] = outcome_of(result)
+        alone = [m for m in [*slots.ready, *slots.aside] if m.trial.number not in slots.told]
+        members = [*members, *slots.members[len(group) :], *alone]
+        for m in alone:  # 4. asked while the group trained, not of it (or not handed to it): each alone
+            outcomes[m.trial.number] = lambda m=m: objective.train_one(m)
+    return [(m, outcomes[m.trial.number]) for m in members if m.trial.number in outcomes]
