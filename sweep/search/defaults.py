@@ -115,7 +115,8 @@ def first_points(study: StudySection, search: SearchSection, objective: LoopComm
     chosen = chosen_sampler(study, search, objective)
     if study.sampler is not None or chosen.type != "gp":  # an explicit sampler, or TPE's own random start
         return (baseline,)
-    return (baseline, *start_design(search, objective, equal, chosen.n_startup_trials - 1, study.seed))
+    n = min(chosen.n_startup_trials, study.n_trials) - 1  # a study shorter than its start-up leaves none queued
+    return (baseline, *start_design(search, objective, equal, n, study.seed))
 
 
 def start_design(

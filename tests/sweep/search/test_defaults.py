@@ -176,6 +176,13 @@ def test_the_gp_start_tunes_the_other_values_at_equal_weights_then_fills_the_who
     assert _first(_sf({"weights": RATIO, "params": {"optimizer.lr": LR}}, {"seed": 4}))[1:] != points[1:]
 
 
+def test_a_study_shorter_than_its_start_up_queues_no_point_it_will_not_run() -> None:
+    search = {"weights": RATIO, "params": {"optimizer.lr": LR}}
+    assert len(_first(_sf(search, {"n_trials": 2}))) == 2  # not 5: the rest would wait in the queue for ever
+    assert _first(_sf(search, {"n_trials": 2})) == _first(_sf(search, {"n_trials": 9}))[:2]  # a longer resume
+    # finds these two and queues the rest
+
+
 @pytest.mark.parametrize(
     ("search", "study"),
     [
