@@ -40,6 +40,12 @@ class Refills:
         self.ended += 1
         self.events.append(("end", index))
 
+    def train(self, first: list[DualLossConfig], recs: list[Recorder], p: Any) -> list[Any]:
+        """``train_group`` of the ``first`` members (their recorders: ``recs``' first), refilled from the queue."""
+        k = len(first)
+        reports, checkpoints = [r.report for r in recs[:k]], [r.checkpoint for r in recs[:k]]
+        return train_group(first, reports, problem=p, checkpoints=checkpoints, refill=self, on_end=self.on_end)
+
 
 def alone(c: DualLossConfig, p: Any, stop_at: int | None = None) -> tuple[Recorder, Any]:
     rec = Recorder(stop_at)
@@ -76,14 +82,7 @@ def test_members_that_join_mid_group_equal_their_standalone_runs(kind: str) -> N
         report = rec.report
         rec.report = lambda e, m, i=i, report=report: (log.append((i, e)), report(e, m))[1]  # type: ignore[method-assign]
     refills = Refills(list(zip(late, recs[3:], strict=True)), 3)
-    results = train_group(
-        first,
-        [r.report for r in recs[:3]],
-        problem=p,
-        checkpoints=[r.checkpoint for r in recs[:3]],
-        refill=refills,
-        on_end=refills.on_end,
-    )
+    results = refills.train(first, recs, p)
     assert len(results) == 6
     for i, c in enumerate(cs):
         ref, expected = alone(c, p, stops.get(i))
@@ -106,14 +105,7 @@ def test_members_that_finish_free_their_rows() -> None:
     late = [variant(first[i], 30 + i, 0.004 * (i + 1), (0.4, 0.9)) for i in range(2)]
     recs = [Recorder() for _ in range(4)]
     refills = Refills(list(zip(late, recs[2:], strict=True)), 2)
-    results = train_group(
-        first,
-        [r.report for r in recs[:2]],
-        problem=p,
-        checkpoints=[r.checkpoint for r in recs[:2]],
-        refill=refills,
-        on_end=refills.on_end,
-    )
+    results = refills.train(first, recs, p)
     for c, rec, result in zip(first + late, recs, results, strict=True):
         assert_same(alone(c, p)[0], rec, F64)
         assert result == rec.metrics[-1]
@@ -262,14 +254,7 @@ def test_joiners_with_stateful_strategies_schedules_and_accumulation_equal_their
     stops = {0: 0, 2: 1}
     recs = [Recorder(stops.get(i)) for i in range(4)]
     refills = Refills(list(zip(late, recs[2:], strict=True)), 2)
-    results = train_group(
-        first,
-        [r.report for r in recs[:2]],
-        problem=p,
-        checkpoints=[r.checkpoint for r in recs[:2]],
-        refill=refills,
-        on_end=refills.on_end,
-    )
+    results = refills.train(first, recs, p)
     assert len(results) == 4
     for i, c in enumerate(first + late):
         ref, expected = alone(c, p, stops.get(i))

@@ -30,14 +30,7 @@ def test_a_member_that_diverges_inside_an_accumulation_group_leaves_the_others_a
     bad = variant(first[0], 40, 1e8, (0.5, 0.5))
     recs = [Recorder(0), Recorder(), Recorder()]
     refills = Refills([(bad, recs[2])], 2)
-    results = train_group(
-        first,
-        [r.report for r in recs[:2]],
-        problem=p,
-        checkpoints=[r.checkpoint for r in recs[:2]],
-        refill=refills,
-        on_end=refills.on_end,
-    )
+    results = refills.train(first, recs, p)
     _, expected = alone(bad, p)
     assert str(results[2]) == str(expected)
     assert_same(alone(first[1], p)[0], recs[1], F64)
