@@ -247,6 +247,7 @@ README_ROWS = {  # README's compact table: its row for each contender
     "optuna_log_ratio": "Optuna's TPE on sweep's log ratio",
     "sweep_before": "sweep's defaults before",
     "sweep": "**sweep's defaults**",
+    "sweep_reevaluate": "sweep's defaults, its top 3 retrained on 3 seeds before naming the best",
     "one_training": "no search: one training with `weighting: hypergrad`",
 }
 

@@ -156,8 +156,16 @@ CASES = [
     Case(
         "lr",
         "linear_pair, the sum of both validation losses, the weights and Adam's learning rate (log-uniform in "
-        "[0.001, 0.3]) searched: best near equal weights and lr ≥ 0.1",
+        "[0.001, 0.3]) searched: best at equal weights and lr ≈ 0.065; the file's own lr is 0.05",
         {"problem": "linear_pair", **LINEAR},
+        WEIGHTS_LR,
+        "val_total_loss",
+    ),
+    Case(
+        "lr_untuned",
+        "as lr, but the file's own learning rate is Adam's default 0.001, 65x below the best: a baseline trial "
+        "with the file's values starts far off",
+        {"problem": "linear_pair", **LINEAR, "optimizer": {"type": "adam", "lr": 0.001}},
         WEIGHTS_LR,
         "val_total_loss",
     ),

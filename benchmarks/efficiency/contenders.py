@@ -258,11 +258,12 @@ def sweep_defaults(case: Case) -> Contender:
     pruner = chosen_pruner(sf.study, chosen)
     return Contender(
         "sweep",
-        f"sweep's shipped defaults: {chosen.type} sampler chosen by the space, equal weights first, "
+        f"sweep's shipped defaults: {chosen.type} sampler chosen by the space, equal weights first (the file's "
+        "other values), a Sobol start, "
         f"{'no' if pruner.type == 'none' else pruner.type} pruner",
         lambda seed: build_sampler(chosen, seed),
         lambda: build_pruner(pruner),
-        first=lambda _seed: first_points(sf.study, sf.search, sf.objective),
+        first=lambda seed: first_points(sf.study.model_copy(update={"seed": seed}), sf.search, sf.objective),
     )
 
 
