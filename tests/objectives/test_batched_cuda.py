@@ -97,3 +97,61 @@ def test_alternating_members_on_cpu(mode: str) -> None:
     """The GPU comparison's parametrization and members, on the CPU: every mode of the loop, so a
     mode added to the config runs in the GPU test too and its member configs are known to validate."""
     _alternating_members_match(mode, "cpu")
+
+
+class _Stop(Exception):
+    """What a pruned member's reporter raises."""
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_a_member_joining_a_running_group_equals_its_standalone_run(device: str) -> None:
+    """Slot refill on the device: member 0 is stopped after its first epoch, a new member takes its row at
+    its own epoch 0 beside member 1's epoch 1; each ends as its standalone run does (float32 round-off)."""
+    from objectives.batched.slots import Joiner
+
+    options = {"n_a": 200, "n_b": 40, "n_val": 100, "hidden": 16}
+    p = build_problem("digits_pair", options, 0, "dual_loss", Problem).to(device)
+    cs = [
+        DualLossConfig(
+            problem={"name": "digits_pair", "options": options},
+            seed=10 + i,
+            data_seed=0,
+            device=device,
+            epochs=3,
+            batch_size=32,
+            weights=(0.2 + 0.3 * i, 0.5),
+            optimizer={"type": "adam", "lr": 0.003 * (i + 1)},
+        )
+        for i in range(3)
+    ]
+    seen: list[list[dict[str, float]]] = [[], [], []]
+
+    def reporter(i: int) -> typing.Callable[[int, dict[str, float]], None]:
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            seen[i].append(metrics)
+            if i == 0 and epoch == 0:
+                raise _Stop
+
+        return report
+
+    joiners = [Joiner(cs[2], reporter(2), None)]
+    ends: list[int] = []
+    results = train_group(
+        cs[:2],
+        [reporter(0), reporter(1)],
+        problem=p,
+        refill=lambda fits, free: joiners.pop() if joiners and fits(cs[2]) else None,
+        on_end=lambda i, _r: ends.append(i),
+    )
+    assert isinstance(results[0], _Stop) and sorted(ends) == [0, 1, 2] and len(seen[2]) == 3
+    alone: list[dict[str, float]] = []
+
+    def first_epoch_only(_epoch: int, metrics: dict[str, float]) -> None:
+        alone.append(metrics)
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train_dual(cs[0], first_epoch_only, problem=p)
+    close(alone[0], seen[0][0])
+    for i in (1, 2):
+        close(train_dual(cs[i], problem=p), results[i])
