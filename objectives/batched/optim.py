@@ -41,7 +41,7 @@ class BatchedOptimizer:
         self.type = kinds.pop()
         self.cfgs = list(cfgs)
         self.params = params
-        self.steps = 0
+        self.counts = [0] * len(self.cfgs)  # each member's own steps (a member may join later: slots.py)
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
 
     def tables(self, lrs: Sequence[Sequence[float]], device: torch.device) -> dict[str, torch.Tensor]:
@@ -52,20 +52,20 @@ class BatchedOptimizer:
         """
         rows: dict[str, list[list[float]]] = {"lr": [], "step_size": [], "bc2_sqrt": [], "decay": []}
         for i, row in enumerate(lrs):
-            step = self.steps + i + 1
             rows["lr"].append(list(row))
             if self.type == "sgd":
                 continue
-            # Python floats, as torch computes them for a float lr and float betas.
-            rows["step_size"].append([lr / (1 - c.betas[0] ** step) for lr, c in zip(row, self.cfgs, strict=True)])
-            rows["bc2_sqrt"].append([(1 - c.betas[1] ** step) ** 0.5 for c in self.cfgs])
-            rows["decay"].append([1 - lr * c.weight_decay for lr, c in zip(row, self.cfgs, strict=True)])
+            # Python floats, as torch computes them for a float lr and float betas; each member at its own step.
+            members = list(zip(row, self.cfgs, self.counts, strict=True))
+            rows["step_size"].append([lr / (1 - c.betas[0] ** (n + i + 1)) for lr, c, n in members])
+            rows["bc2_sqrt"].append([(1 - c.betas[1] ** (n + i + 1)) ** 0.5 for _, c, n in members])
+            rows["decay"].append([1 - lr * c.weight_decay for lr, c, _ in members])
         return {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in rows.items() if v}
 
     @torch.no_grad()
     def step(self, grads: dict[str, torch.Tensor], row: dict[str, torch.Tensor]) -> None:
         """Apply one update from ``grads`` (stacked like the parameters) with one row of :meth:`tables`."""
-        self.steps += 1
+        self.counts = [n + 1 for n in self.counts]
         for name, p in self.params.items():
             g, state = grads[name], self.state[name]
 
@@ -104,7 +104,8 @@ class BatchedOptimizer:
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the members at positions ``keep`` (the others stopped): rows of every state tensor."""
-        self.cfgs = [self.cfgs[i] for i in keep.tolist()]
+        kept = keep.tolist()
+        self.cfgs, self.counts = [self.cfgs[i] for i in kept], [self.counts[i] for i in kept]
         for state in self.state.values():
             for key, value in state.items():
                 state[key] = value[keep.to(value.device)]

@@ -110,37 +110,12 @@ def join_params(params: dict[str, torch.Tensor], model: torch.nn.Module) -> None
 
 
 class JoinableOptimizer(BatchedOptimizer):
-    """A :class:`BatchedOptimizer` whose members count their own steps, so a member may join after others.
+    """A :class:`BatchedOptimizer` a member may join after others (each member counts its own steps).
 
     A joiner's moments (SGD's momentum buffer, Adam's averages) are zero rows: SGD's ``0·μ + g`` is its
     first step's buffer ``g`` (torch's), Adam's zero averages are torch's initial state, and its bias
     corrections use its own step count.
     """
-
-    def __init__(self, cfgs: Sequence[OptimizerConfig], params: dict[str, torch.Tensor]) -> None:
-        super().__init__(cfgs, params)
-        self.counts = [0] * len(self.cfgs)
-
-    def tables(self, lrs: Sequence[Sequence[float]], device: torch.device) -> dict[str, torch.Tensor]:
-        """As :meth:`BatchedOptimizer.tables`, each member's bias corrections at its own step."""
-        rows: dict[str, list[list[float]]] = {"lr": [], "step_size": [], "bc2_sqrt": [], "decay": []}
-        for i, row in enumerate(lrs):
-            rows["lr"].append(list(row))
-            if self.type == "sgd":
-                continue
-            members = list(zip(row, self.cfgs, self.counts, strict=True))
-            rows["step_size"].append([lr / (1 - c.betas[0] ** (n + i + 1)) for lr, c, n in members])
-            rows["bc2_sqrt"].append([(1 - c.betas[1] ** (n + i + 1)) ** 0.5 for _, c, n in members])
-            rows["decay"].append([1 - lr * c.weight_decay for lr, c, _ in members])
-        return {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in rows.items() if v}
-
-    def step(self, grads: dict[str, torch.Tensor], row: dict[str, torch.Tensor]) -> None:
-        super().step(grads, row)
-        self.counts = [n + 1 for n in self.counts]
-
-    def select(self, keep: torch.Tensor) -> None:
-        super().select(keep)
-        self.counts = [self.counts[i] for i in keep.tolist()]
 
     def join(self, cfg: OptimizerConfig) -> None:
         """One more member (the last row of the stacked parameters, :func:`join_params`) with ``cfg``."""
