@@ -32,6 +32,7 @@ from pydantic import Field
 
 from objectives.frozen import Frozen
 from objectives.weighting.base import Weighting, weighted_backward
+from objectives.weighting.jacobian import Reaches
 
 FLOOR = 1e-3
 """Least ω_i after an update, before renormalising (ω's mean is 1, so a task is down-weighted at most ~K/FLOOR×)."""
@@ -52,35 +53,21 @@ class GradNorm(Weighting):
         self.omega = torch.ones(n_losses, device=device, requires_grad=True)
         self.optimizer = torch.optim.Adam([self.omega], lr=cfg.lr)  # ω has its own optimizer, not the model's
         self.initial: torch.Tensor | None = None
-        self._structure: dict[tuple[int, ...], tuple[list[int], list[int], torch.Tensor]] = {}
+        self.reaches = Reaches()  # which losses reach which parameters, found once per parameter set
 
     def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         return base * self.omega.detach()
 
-    def _which(self, losses: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[list[int], list[int], torch.Tensor]:
-        """For this parameter set (the alternating loop's A and B steps differ), found once from the graph:
-        the losses that reach it, the parameters every one of them reaches, and the former as an index."""
-        key = tuple(id(p) for p in params)
-        if key not in self._structure:
-            reach: list[set[int]] = []
-            for i in range(len(losses)):
-                grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
-                # A slice of stacked losses sends zeros (not None) into parameters it does not reach.
-                reach.append({j for j, g in enumerate(grads) if g is not None and bool(g.ne(0).any())})
-            active = [i for i, r in enumerate(reach) if r]
-            shared = sorted(set.intersection(*(reach[i] for i in active))) if len(active) > 1 else []
-            self._structure[key] = (active, shared, torch.tensor(active, dtype=torch.long, device=losses.device))
-        return self._structure[key]
-
     def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
         weights = self.weights(losses, base)  # this step trains with ω(t); ω(t+1) is for the next (Alg. 1)
         params = [p for p in params if p.requires_grad]
-        active, shared_idx, index = self._which(losses, params) if losses.requires_grad else ([], [], None)
-        if shared_idx and len(active) > 1:
+        reach = self.reaches(losses, params) if losses.requires_grad else None
+        if reach is not None and reach.shared and len(reach.active) > 1:
+            active, index = reach.active, reach.index
             detached = losses.detach()
             if self.initial is None:
                 self.initial = detached.clamp_min(1e-12)
-            shared = [params[j] for j in shared_idx]
+            shared = [params[j] for j in reach.shared]
             norms = torch.stack(
                 [
                     torch.linalg.vector_norm(

@@ -373,8 +373,9 @@ def test_gradnorm_measures_only_shared_parameters() -> None:
     losses = torch.stack([head_a(h).pow(2).mean(), head_b(h).pow(2).mean()])
     strategy = make(STRATEGIES["gradnorm"].Config(), 2, torch.device("cpu"), 0)
     params = [*trunk.parameters(), *head_a.parameters(), *head_b.parameters()]
-    active, shared, _ = strategy._which(losses, params)
-    assert active == [0, 1] and shared == [0, 1]  # the trunk's weight and bias only
+    reach = strategy.reaches(losses, params)
+    assert reach.active == (0, 1) and reach.shared == (0, 1)  # the trunk's weight and bias only
+    assert reach.own == (2, 3, 4, 5)  # each head's weight and bias
 
 
 def test_gradnorm_in_alternate_mode_with_a_deeper_than_b() -> None:

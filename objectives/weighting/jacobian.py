@@ -1,0 +1,159 @@
+"""What the gradient methods share: which parameters are shared, and one Jacobian of the task losses.
+
+A gradient method (MGDA, PCGrad, UPGrad, CAGrad…) combines the tasks' gradients of the **shared**
+parameters — those every task's loss reaches — into one update. Task-specific parameters (a task's
+head) are not part of that combination: each gets its own task's gradient, as in the papers and in
+LibMTL/torchjd, where the method sees the shared encoder only. Projecting whole vectors instead (heads
+included) mixes each head's gradient into the norms and dot products, so a conflict in the encoder is
+only partly removed and the other task's head is rescaled.
+
+:class:`Reaches` finds, once per parameter set, which losses reach which parameters (the alternating
+loop's A and B steps differ); :func:`jacobian_step` computes, in one vectorized backward pass
+(``torchjd.autojac.jac``, a ``torch.vmap`` over the loss rows), the Jacobian of the weighted losses
+``w_i L_i`` with respect to the shared and the task-specific parameters, hands the shared block to an
+aggregator and writes every ``.grad``. :class:`Aggregating` is the strategy class the torchjd-based
+methods are made of: a method file only builds its aggregator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torchjd.aggregation import Aggregator, WeightedAggregator
+from torchjd.autojac import jac
+
+from objectives.weighting.base import Weighting, weighted_backward
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Which of a step's losses reach which parameters.
+
+    Attributes:
+        active: The losses with a graph that reaches at least one parameter.
+        shared: Indices of the parameters every active loss reaches (the shared encoder).
+        own: Indices of the parameters some, but not all, active losses reach (task heads).
+        index: ``active`` as a device tensor (to select the active losses without a host sync).
+    """
+
+    active: tuple[int, ...]
+    shared: tuple[int, ...]
+    own: tuple[int, ...]
+    index: torch.Tensor
+
+
+class Reaches:
+    """Each parameter set's :class:`Reach`, found from the graph once (one backward pass per loss) and
+    kept for the strategy's life (one trial): a model's structure does not change between steps.
+
+    A parameter counts as reached by a loss when that loss's gradient in it is not all zeros: a slice
+    of stacked losses sends zeros (not ``None``) into parameters it does not reach. A tensor whose
+    gradient is exactly zero at the first step (a dead unit everywhere) would count as not reached.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, ...], Reach] = {}
+
+    def __call__(self, losses: torch.Tensor, params: Sequence[torch.Tensor]) -> Reach:
+        key = tuple(id(p) for p in params)
+        if key not in self._known:
+            reach: list[set[int]] = []
+            for i in range(len(losses)):
+                if not losses[i].requires_grad:
+                    reach.append(set())
+                    continue
+                grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+                reach.append({j for j, g in enumerate(grads) if g is not None and bool(g.ne(0).any())})
+            active = tuple(i for i, r in enumerate(reach) if r)
+            shared = set.intersection(*(reach[i] for i in active)) if len(active) > 1 else set()
+            own = set().union(*reach) - shared
+            self._known[key] = Reach(
+                active=active,
+                shared=tuple(sorted(shared)),
+                own=tuple(sorted(own)),
+                index=torch.tensor(active, dtype=torch.long, device=losses.device),
+            )
+        return self._known[key]
+
+
+def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:
+    p.grad = g.clone() if p.grad is None else p.grad + g
+
+
+def jacobian_step(
+    weighted: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    reach: Reach,
+    combine: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+) -> torch.Tensor | None:
+    """Fill ``.grad`` of ``params``: the shared ones with ``combine`` of the task rows, the others with
+    their own tasks' gradients.
+
+    Args:
+        weighted: The step's weighted losses ``w_i L_i``, ``(k,)``, with their graph.
+        params: The parameters the step trains (those with ``requires_grad``).
+        reach: Which losses reach which of ``params`` (:class:`Reaches`).
+        combine: Takes the ``(m, n)`` Jacobian of the active losses w.r.t. the shared parameters
+            (flattened, concatenated in ``params`` order) and returns the update vector ``(n,)`` and,
+            for a weighted combination, its ``(m,)`` row weights (``None`` otherwise).
+
+    Returns:
+        The row weights of the active losses (``None`` when ``combine`` gives none).
+    """
+    rows = weighted.index_select(0, reach.index)
+    shared = [params[j] for j in reach.shared]
+    own = [params[j] for j in reach.own]
+    # 1. One vectorized backward pass: every active loss's gradient in every parameter it may reach.
+    jacobians = jac(rows, [*shared, *own])
+    # 2. The shared block, one row per task, goes to the method; heads take the sum of their rows,
+    #    i.e. their own task's gradient (the other rows are zeros there).
+    matrix = torch.cat([j.reshape(len(reach.active), -1) for j in jacobians[: len(shared)]], dim=1)
+    update, row_weights = combine(matrix)
+    offset = 0
+    for p in shared:
+        _add_grad(p, update[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+    for p, j in zip(own, jacobians[len(shared) :], strict=True):
+        _add_grad(p, j.sum(dim=0))
+    return row_weights
+
+
+class Aggregating(Weighting):
+    """A gradient method: the update of the shared parameters is a torchjd ``Aggregator`` of the rows
+    ``∇(w_i L_i)`` (the static weights, after the weight schedule, scale each task's row: they are the
+    searched preference every method applies), task heads get their own task's gradient.
+
+    The effective weights (logged as ``weight_<task>``) are ``w_i`` times the aggregator's weight of row
+    ``i`` when it combines the rows linearly (MGDA, UPGrad, CAGrad…), else the static weights (GradDrop).
+    A step with fewer than two active losses, or no shared parameter, is the plain weighted sum.
+    """
+
+    weights_before_step = False  # the update depends on the step's gradients
+    own_backward = True
+
+    def __init__(self, aggregator: Aggregator) -> None:
+        self.aggregator = aggregator
+        self.reaches = Reaches()
+
+    def weights(self, losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        return base
+
+    def combine(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The update vector and the row weights (see :func:`jacobian_step`)."""
+        if isinstance(self.aggregator, WeightedAggregator):
+            row_weights = self.aggregator.weighting(matrix)
+            return row_weights @ matrix, row_weights
+        return self.aggregator(matrix), None
+
+    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        params = [p for p in params if p.requires_grad]
+        reach = self.reaches(losses, params) if losses.requires_grad else None
+        if reach is None or len(reach.active) < 2 or not reach.shared:
+            return weighted_backward(base, losses)
+        row_weights = jacobian_step(base * losses, params, reach, self.combine)
+        if row_weights is None:
+            return base.detach()
+        factors = torch.ones_like(base).index_copy(0, reach.index, row_weights.to(base.dtype))
+        return (base * factors).detach()
