@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from pydantic import (
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -18,78 +17,25 @@ from pydantic import (
 
 from objectives import weight_schedules, weighting
 from objectives.frozen import Frozen
-from objectives.lr_schedules import LRScheduleConfig, constant
+from objectives.names import check_task_names
+from objectives.settings import CompileConfig, DataConfig, EarlyStopping, ModelConfig, OptimizerConfig, ProblemRef
 from objectives.weight_schedules import WeightScheduleConfig
 from objectives.weighting import WeightingConfig
 
+__all__ = [
+    "MAX_EPOCHS",
+    "AlternatingConfig",
+    "CompileConfig",
+    "DataConfig",
+    "DualLossConfig",
+    "EarlyStopping",
+    "LoopCommon",
+    "ModelConfig",
+    "OptimizerConfig",
+    "ProblemRef",
+]
+
 MAX_EPOCHS = 100_000  # objective.epochs; real training runs use far fewer (see LoopCommon._epochs)
-
-
-class OptimizerConfig(Frozen):
-    """One optimizer and its LR schedule (one of :mod:`objectives.lr_schedules`)."""
-
-    type: Literal["adam", "adamw", "sgd"] = Field(
-        "adam", description="the optimizer: `torch.optim.Adam`, `AdamW` or `SGD`"
-    )
-    lr: PositiveFloat = Field(1e-3, description="learning rate (the peak for `onecycle`; each schedule starts from it)")
-    weight_decay: NonNegativeFloat = Field(0.0, description="weight decay")
-    momentum: NonNegativeFloat = Field(0.9, description="momentum (`sgd` only)")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's betas (`adam`/`adamw` only)")
-    schedule: LRScheduleConfig = Field(
-        constant.Config(),
-        description="LR schedule (see [LR schedules](docs/explanation/parametrizations.md#lr-schedules))",
-    )
-
-
-class ProblemRef(Frozen):
-    """Which problem to train: a built-in name or a ``module:function`` path (runs that code)."""
-
-    name: str = Field(description="a built-in's name or `package.module:function`")
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        description="keyword arguments of the problem's builder (a built-in checks them against its `Options`)",
-    )
-
-
-class DataConfig(Frozen):
-    """``objective.data``: how Dataset splits are read (:mod:`objectives.data`)."""
-
-    num_workers: NonNegativeInt = Field(0, description="DataLoader worker processes (0: load in the training process)")
-    pin_memory: bool | None = Field(
-        None, description="page-locked host batches for faster copies to the GPU; unset: on when the device is CUDA"
-    )
-    persistent_workers: bool = Field(
-        False, description="keep the workers alive between epochs (with `num_workers` > 0)"
-    )
-    prefetch_factor: PositiveInt | None = Field(
-        None, description="batches each worker loads ahead (with `num_workers` > 0; unset: torch's default 2)"
-    )
-    drop_last: bool = Field(False, description="drop a last, smaller training batch of each pass")
-    steps_per_epoch: PositiveInt | None = Field(
-        None,
-        description="batches per epoch of each training split, tensors and Datasets alike, in a trial alone and in "
-        "a vectorized group (`objectives.data.epoch_steps`): required for a stream (`IterableDataset`) unless its "
-        "problem gives it; otherwise it replaces a full pass (e.g. a fixed number of steps over a very large "
-        "dataset; more steps than a pass repeat it)",
-    )
-
-
-class CompileConfig(Frozen):
-    """``objective.compile`` as a mapping: the options of ``torch.compile`` (``true`` = all defaults)."""
-
-    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = Field(
-        None, description="`torch.compile`'s `mode`"
-    )
-    backend: str = Field("inductor", description="`torch.compile`'s `backend`")
-    fullgraph: bool = Field(False, description="`torch.compile`'s `fullgraph`")
-    dynamic: bool | None = Field(None, description="`torch.compile`'s `dynamic`")
-
-
-class EarlyStopping(Frozen):
-    """``objective.early_stopping``: stop a trial whose target stalls (read by the runner, which knows the target)."""
-
-    patience: PositiveInt = Field(description="epochs without an improvement after which the trial stops")
-    min_delta: NonNegativeFloat = Field(0.0, description="the least change of the target that counts as an improvement")
 
 
 class LoopCommon(Frozen):
@@ -196,6 +142,8 @@ class LoopCommon(Frozen):
     @model_validator(mode="after")
     def _schedule_target_is_a_loss(self) -> LoopCommon:
         names = self.loss_terms
+        if self.weight_schedule.type == "constant" and "target" not in self.weight_schedule.model_fields_set:
+            return self  # nothing moves: the default target need not name one of this problem's tasks
         if self.weight_schedule.target not in names:
             raise ValueError(
                 f"weight_schedule.target {self.weight_schedule.target!r} is not one of this loop's losses {list(names)}"
@@ -233,16 +181,26 @@ class LoopCommon(Frozen):
 
 
 class DualLossConfig(LoopCommon):
-    """One model, two datasets (or two heads), two losses combined with weights."""
+    """One model, two or more datasets (or heads), their losses combined with weights."""
 
-    LOSSES: ClassVar[tuple[str, ...]] = ("a", "b")
+    LOSSES: ClassVar[tuple[str, ...]] = ("a", "b")  # the default tasks (``tasks`` names a problem's own)
 
     loop: Literal["dual_loss"] = Field("dual_loss", description="which training loop (`dual_loss`, or `alternating`)")
+    tasks: tuple[str, ...] = Field(
+        ("a", "b"),
+        min_length=2,
+        description="the problem's task names, in the order of `weights` (a built-in's are filled in; a user "
+        "problem with tasks other than `a`, `b` names them here, or gives `weights` as a mapping by task name); "
+        "metrics follow them (`val_<task>_loss`)",
+    )
     batch_size_b: PositiveInt | None = Field(None, description="batch size of task b; default: `batch_size`")
+    batch_sizes: dict[str, PositiveInt] | None = Field(
+        None, description="batch size per task by name (e.g. `{seg: 8, depth: 16}`); a task not named: `batch_size`"
+    )
     mixing: Literal["zip", "cycle", "accumulate"] = Field(
         "cycle",
-        description="how batches of the two datasets are paired: `zip` stops at the shorter set, `cycle` "
-        "re-shuffles and repeats the shorter set until the longer is seen once, `accumulate` pairs like `cycle` "
+        description="how batches of the tasks' datasets are paired: `zip` stops at the shortest set, `cycle` "
+        "re-shuffles and repeats the shorter sets until the longest is seen once, `accumulate` pairs like `cycle` "
         "but runs one backward pass per task (gradients summed, one optimizer step), so only one task's graph is "
         "alive at a time (see [mixing strategies](docs/explanation/loops.md#mixing-strategies))",
     )
@@ -256,9 +214,57 @@ class DualLossConfig(LoopCommon):
     grad_clip: PositiveFloat | None = Field(
         None, description="clip the model's gradient norm to this value before each optimizer step"
     )
-    weights: tuple[NonNegativeFloat, NonNegativeFloat] = Field(
-        (0.5, 0.5), description="loss weights `[w_a, w_b]` when they are not searched"
-    )
+    weights: Annotated[
+        tuple[NonNegativeFloat, ...],
+        Field(
+            min_length=2,
+            description="loss weights when they are not searched, one per task in `tasks` order (`[w_a, w_b]`), or "
+            "a mapping by task name (`{seg: 1.0, depth: 0.5, normal: 0.5}`); default: equal weights",
+        ),
+    ] = (0.5, 0.5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_by_task(cls, data: Any) -> Any:
+        """``weights`` as a mapping by task name → the list in ``tasks`` order (``tasks`` from its keys when
+        not given); no ``weights`` with other than two tasks → equal weights."""
+        if not isinstance(data, dict):
+            return data
+        weights, tasks = data.get("weights"), data.get("tasks")
+        if isinstance(weights, dict):
+            names = list(tasks) if tasks is not None else list(weights)
+            if set(weights) != set(names):
+                missing, extra = sorted(set(names) - set(weights)), sorted(set(weights) - set(names))
+                raise ValueError(f"weights by task name must name every task {names}: missing {missing}, extra {extra}")
+            data = {**data, "tasks": names, "weights": [weights[name] for name in names]}
+        elif weights is None and tasks is not None and len(tasks) != 2:
+            data = {**data, "weights": [1.0 / len(tasks)] * len(tasks)}
+        return data
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """The tasks, in the order of ``weights`` (see :attr:`LoopCommon.loss_terms`)."""
+        return self.tasks
+
+    def batch_size_of(self, task: str) -> int:
+        """The training batch size of ``task`` (``batch_sizes``, then ``batch_size_b`` for b, then ``batch_size``)."""
+        if self.batch_sizes is not None and task in self.batch_sizes:
+            return self.batch_sizes[task]
+        if task == "b" and self.batch_size_b is not None:
+            return self.batch_size_b
+        return self.batch_size
+
+    @model_validator(mode="after")
+    def _one_weight_per_task(self) -> DualLossConfig:
+        check_task_names(self.tasks)
+        if len(self.weights) != len(self.tasks):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.tasks)} tasks {list(self.tasks)}")
+        unknown = sorted(set(self.batch_sizes or {}) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"batch_sizes names {unknown}, not among the tasks {list(self.tasks)}")
+        if self.batch_size_b is not None and ("b" not in self.tasks or "b" in (self.batch_sizes or {})):
+            raise ValueError("batch_size_b is task b's batch size: use batch_sizes (by task name) instead")
+        return self
 
     @model_validator(mode="after")
     def _accumulation_needs_a_plain_weighted_sum(self) -> DualLossConfig:
@@ -280,17 +286,6 @@ class DualLossConfig(LoopCommon):
                 f"weighting {', '.join(allowed[:-1])} or {allowed[-1]}, not {self.weighting.type}"
             )
         return self
-
-
-class ModelConfig(Frozen):
-    """Per-model training settings of the alternating loop."""
-
-    optimizer: OptimizerConfig = Field(
-        OptimizerConfig(), description="the model's optimizer (its own LR, weight decay, momentum, schedule)"
-    )
-    grad_clip: PositiveFloat | None = Field(
-        None, description="clip the model's gradient norm to this value before each of its steps"
-    )
 
 
 class AlternatingConfig(LoopCommon):

@@ -337,7 +337,7 @@ def check_data(problem: Any, cfg: DataConfig) -> None:
     Raises:
         DataError: naming the split.
     """
-    tasks = {"task a's": problem.a, "task b's": problem.b} if hasattr(problem, "a") else {"the": problem}
+    tasks = {f"task {n}'s": t for n, t in problem.tasks.items()} if hasattr(problem, "tasks") else {"the": problem}
     for name, task in tasks.items():
         for kind, split in (("training", task.train), ("validation", task.val)):
             if n_samples(split) == 0:

@@ -1,16 +1,16 @@
-"""The dual-loss loop: one model, two datasets (or two heads), two losses combined with weights.
+"""The dual-loss loop: one model, two or more tasks (datasets or heads), their losses combined with weights.
 
 Read top to bottom. It takes a fully resolved :class:`~objectives.config.DualLossConfig` and a
 reporter; it imports neither optuna nor mlflow. Metrics reported each epoch:
 
-``train_a_loss``, ``train_b_loss``
+``train_<task>_loss`` (``train_a_loss``, ``train_b_loss``; a named task's: ``train_seg_loss``)
     mean unweighted training loss of each task over the epoch's steps;
 ``train_weighted_loss``
     the epoch's mean of ``Σ w_i L_i`` with the effective weights of each step — depends on the
     searched weights, so never a valid search target;
-``val_a_loss``, ``val_b_loss``, ``val_total_loss``, ``val_<task>_<metric>``
-    unweighted validation losses, their sum, and each task's extra metrics (e.g. ``val_b_acc``);
-``weight_a``, ``weight_b``, ``lr``
+``val_<task>_loss``, ``val_total_loss``, ``val_<task>_<metric>``
+    unweighted validation losses, their sum over every task, and each task's extra metrics (e.g. ``val_b_acc``);
+``weight_<task>``, ``lr``
     the epoch's mean effective loss weights (static weight × weight schedule × strategy) and the
     learning rate at the end of the epoch;
 ``peak_memory_mb``
@@ -102,7 +102,7 @@ def train(
     # 1. Tensor data goes to the device once (every batch is an index into it); a Dataset is read by
     #    a DataLoader, its batches moved as they come.
     cfg, device, problem = prepare(cfg, problem, Problem)
-    tasks = {"a": problem.a, "b": problem.b}
+    tasks = problem.in_order(cfg.tasks)
     reset_peak_memory(device)
 
     # 2. Seed model init and batch order from the config alone, so a config replays exactly (CPU).
@@ -110,22 +110,22 @@ def train(
     model = compiled(problem.make_model().to(device), cfg.compile)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    batch_sizes = (cfg.batch_size, cfg.batch_size_b or cfg.batch_size)
+    batch_sizes = tuple(cfg.batch_size_of(name) for name in tasks)
     sources = [
         Source(task.train, bs, cfg.data, device, generator, derive_seed(cfg.seed, "loader", name),
                task.collate_fn, task.steps_per_epoch, f"task {name}'s")
         for (name, task), bs in zip(tasks.items(), batch_sizes, strict=True)
     ]  # fmt: skip
 
-    # 3. Plan the epoch: how many steps and which dataset repeats. zip drops the longer set's tail,
+    # 3. Plan the epoch: how many steps and which dataset repeats. zip drops the longer sets' tails,
     #    which silently wastes data, so say so when it is more than 10%.
-    sizes = (sources[0].n, sources[1].n)
-    plan = plan_epoch(sizes, batch_sizes, cfg.mixing, (sources[0].per_pass, sources[1].per_pass))
-    short = min((0, 1), key=lambda i: plan.seen_fraction[i])
+    sizes = tuple(source.n for source in sources)
+    plan = plan_epoch(sizes, batch_sizes, cfg.mixing, tuple(source.per_pass for source in sources))
+    short = min(range(len(tasks)), key=lambda i: plan.seen_fraction[i])
     if cfg.mixing == "zip" and plan.seen_fraction[short] < 0.90:
         warnings.warn(
-            f"mixing=zip shows only {plan.seen_fraction[short]:.1%} of task {'ab'[short]}'s training data each "
-            f"epoch (sizes {sizes}, batch sizes {batch_sizes}); use mixing=cycle to see all of it",
+            f"mixing=zip shows only {plan.seen_fraction[short]:.1%} of task {cfg.tasks[short]}'s training data "
+            f"each epoch (sizes {sizes}, batch sizes {batch_sizes}); use mixing=cycle to see all of it",
             stacklevel=2,
         )
 
@@ -134,8 +134,8 @@ def train(
     #    schedule is built, so the schedule drives them too. With gradient accumulation the optimizer
     #    (and its schedule) steps once per group of grad_accum_steps batches.
     total_steps = cfg.epochs * plan.steps
-    table = weight_table(cfg.weight_schedule, cfg.weights, cfg.LOSSES, total_steps, device)
-    strategy = make_weighting(cfg.weighting, 2, device, derive_seed(cfg.seed, "weighting"))
+    table = weight_table(cfg.weight_schedule, cfg.weights, cfg.tasks, total_steps, device)
+    strategy = make_weighting(cfg.weighting, len(tasks), device, derive_seed(cfg.seed, "weighting"))
     if strategy.parameters():
         optimizer.add_param_group({"params": strategy.parameters(), "weight_decay": 0.0})
     k = cfg.grad_accum_steps
@@ -144,10 +144,12 @@ def train(
     grad_scaler = scaler(cfg.precision, device)
     params = list(model.parameters())
 
-    def step_losses(batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
+    def task_loss(task: Task, batch: tuple[Any, ...]) -> torch.Tensor:
+        return task.loss(_output(model, task, batch[0]), batch[1])
+
+    def step_losses(*batches: tuple[Any, ...]) -> torch.Tensor:
         with autocast(cfg.precision, device):
-            loss_a = problem.a.loss(_output(model, problem.a, batch_a[0]), batch_a[1])
-            return torch.stack([loss_a, problem.b.loss(_output(model, problem.b, batch_b[0]), batch_b[1])])
+            return torch.stack([task_loss(task, batch) for task, batch in zip(tasks.values(), batches, strict=True)])
 
     if strategy.reference_losses:  # hypergrad: the losses of fresh validation batches, in eval mode
         vals = [(task.val, bs, task.collate_fn) for task, bs in zip(tasks.values(), batch_sizes, strict=True)]
@@ -155,20 +157,20 @@ def train(
         strategy.use_reference(reference_losses(step_losses, [model], vals, cfg.data, device, seed))
 
     @torch.no_grad()
-    def losses_after(batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
+    def losses_after(*batches: tuple[Any, ...]) -> torch.Tensor:
         """The step's losses again with the updated model, without a graph (FAMO's after-step view)."""
-        return step_losses(batch_a, batch_b)
+        return step_losses(*batches)
 
     losses_after_step = strategy.losses_after_step
     metrics: dict[str, float] = {}
     step = 0
     for epoch in range(cfg.epochs):
         model.train()
-        batches_a, batches_b = sources[0].epoch(plan.steps), sources[1].epoch(plan.steps)
+        epoch_batches = [source.epoch(plan.steps) for source in sources]
         # 5. Running sums stay on the device: no .item() inside the step loop (one sync per epoch).
-        loss_sums, weight_sums = torch.zeros(2, device=device), torch.zeros(2, device=device)
+        loss_sums, weight_sums = torch.zeros(len(tasks), device=device), torch.zeros(len(tasks), device=device)
         weighted_sum = torch.zeros((), device=device)
-        for i, (batch_a, batch_b) in enumerate(zip(batches_a, batches_b, strict=True)):
+        for i, batches in enumerate(zip(*epoch_batches, strict=True)):
             # 6. Accumulation groups: gradients of a group's batches add up, each scaled by 1/group size,
             #    so the update equals one over the group's batches together (k = 1: every batch).
             if i % k == 0:
@@ -178,16 +180,16 @@ def train(
                 # 7a. One backward per task: only one graph alive at a time; gradients add up in .grad.
                 #     (The config allows only strategies whose weights are known before it: weights_before_step.)
                 w = strategy.weights(table[step], table[step]).detach()
-                with autocast(cfg.precision, device):
-                    loss_a = problem.a.loss(_output(model, problem.a, batch_a[0]), batch_a[1])
-                grad_scaler.scale(w[0] * loss_a * factor).backward()
-                with autocast(cfg.precision, device):
-                    loss_b = problem.b.loss(_output(model, problem.b, batch_b[0]), batch_b[1])
-                grad_scaler.scale(w[1] * loss_b * factor).backward()
-                losses = torch.stack([loss_a.detach(), loss_b.detach()])
+                detached = []
+                for j, (task, batch) in enumerate(zip(tasks.values(), batches, strict=True)):
+                    with autocast(cfg.precision, device):
+                        loss = task_loss(task, batch)
+                    grad_scaler.scale(w[j] * loss * factor).backward()
+                    detached.append(loss.detach())
+                losses = torch.stack(detached)
             else:
-                # 7b. Both losses, then the strategy's backward (static: one backward of Σ w_i L_i).
-                losses = step_losses(batch_a, batch_b)
+                # 7b. Every task's loss, then the strategy's backward (static: one backward of Σ w_i L_i).
+                losses = step_losses(*batches)
                 w = backward(strategy, grad_scaler, losses, table[step], params, factor)
             if (i + 1) % k == 0 or i + 1 == plan.steps:
                 step_optimizer(optimizer, grad_scaler, [(model, cfg.grad_clip)])
@@ -195,7 +197,7 @@ def train(
                 schedule.after_step()
             # 8. Strategies that learn from the step's effect (FAMO) get its losses recomputed; others don't.
             if losses_after_step:
-                strategy.after_step(partial(losses_after, batch_a, batch_b))
+                strategy.after_step(partial(losses_after, *batches))
             loss_sums += losses.detach()
             weight_sums += w
             weighted_sum += (w * losses.detach()).sum()
@@ -208,11 +210,9 @@ def train(
         weight_means = weight_sums / plan.steps
         metrics = to_floats(
             {
-                "train_a_loss": train_means[0],
-                "train_b_loss": train_means[1],
+                **{f"train_{name}_loss": train_means[j] for j, name in enumerate(tasks)},
                 "train_weighted_loss": weighted_sum / plan.steps,
-                "weight_a": weight_means[0],
-                "weight_b": weight_means[1],
+                **{f"weight_{name}": weight_means[j] for j, name in enumerate(tasks)},
                 **evaluate(model, tasks, cfg, device),
             }
         )
@@ -234,14 +234,17 @@ def test_metrics(cfg: DualLossConfig, problem: Problem, models: Mapping[str, tor
     ``test_b_acc``, ``test_total_loss``...): :func:`evaluate` on the test data, one sync. Only
     ``sweep.evaluate`` calls it, after the search; :func:`train` never reads the test split."""
     cfg, device, problem = prepare(cfg, problem.on_test(), Problem)
-    values = to_floats(evaluate(models["model"], {"a": problem.a, "b": problem.b}, cfg, device))
+    values = to_floats(evaluate(models["model"], problem.in_order(cfg.tasks), cfg, device))
     return {"test_" + key.removeprefix("val_"): value for key, value in values.items()}
 
 
 def logged_metrics(task_metrics: Mapping[str, tuple[str, ...]], n_losses: int = 2) -> tuple[str, ...]:
-    """Every metric :func:`train` logs per epoch, given each task's extra metric names (see module docstring)."""
-    names = [*(f"train_{t}_loss" for t in DualLossConfig.LOSSES), "train_weighted_loss"]
-    names += [f"weight_{t}" for t in DualLossConfig.LOSSES]
-    for task in DualLossConfig.LOSSES:
+    """Every metric :func:`train` logs per epoch, given each task's extra metric names by task (in the
+    order of the config's ``tasks``; see module docstring). ``n_losses`` is the shared signature's (the
+    tasks are ``task_metrics``' keys)."""
+    tasks = tuple(task_metrics)
+    names = [*(f"train_{t}_loss" for t in tasks), "train_weighted_loss"]
+    names += [f"weight_{t}" for t in tasks]
+    for task in tasks:
         names += [f"val_{task}_loss", *(f"val_{task}_{m}" for m in task_metrics.get(task, ()))]
     return (*names, "val_total_loss", "lr", "peak_memory_mb")

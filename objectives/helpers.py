@@ -145,7 +145,7 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """How one epoch pairs the batches of two datasets.
+    """How one epoch pairs the batches of the tasks' datasets (two or more).
 
     Attributes:
         steps: Optimizer steps per epoch.
@@ -154,15 +154,15 @@ class EpochPlan:
     """
 
     steps: int
-    cycles: tuple[bool, bool]
-    seen_fraction: tuple[float, float]
+    cycles: tuple[bool, ...]
+    seen_fraction: tuple[float, ...]
 
 
 def plan_epoch(
-    sizes: tuple[int | None, int | None],
-    batch_sizes: tuple[int, int],
+    sizes: Sequence[int | None],
+    batch_sizes: Sequence[int],
     mixing: str,
-    per_pass: tuple[int, int] | None = None,
+    per_pass: Sequence[int] | None = None,
 ) -> EpochPlan:
     """Steps per epoch for ``zip`` (stop at the shorter) or ``cycle``/``accumulate`` (see all of the longer).
 
@@ -180,7 +180,7 @@ def plan_epoch(
         min(1.0, steps * b / n) if n else min(1.0, steps / p)
         for n, b, p in zip(sizes, batch_sizes, passes, strict=True)
     )
-    return EpochPlan(steps=steps, cycles=(cycles[0], cycles[1]), seen_fraction=(seen[0], seen[1]))
+    return EpochPlan(steps=steps, cycles=cycles, seen_fraction=seen)
 
 
 def epoch_batches(

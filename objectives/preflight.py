@@ -162,8 +162,8 @@ def _output(model: torch.nn.Module, task: Task, inputs: Any, what: str) -> Any:
 
 
 def _check_dual(cfg: Any, problem: Problem, device: torch.device) -> None:
-    tasks = {"a": problem.a, "b": problem.b}
-    sizes = {"a": cfg.batch_size, "b": getattr(cfg, "batch_size_b", None) or cfg.batch_size}
+    tasks = problem.in_order(cfg.tasks)
+    sizes = {name: cfg.batch_size_of(name) for name in tasks}
     # The trial's draws (objectives.dual_loss): one generator for the tensors (task a's first), and each
     # Dataset its loader's seed.
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

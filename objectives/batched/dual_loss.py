@@ -86,17 +86,17 @@ def train_group(
     if why:
         raise ValueError(why)
     reports, checkpoints = list(reports), list(checkpoints or [None] * len(cfgs))
-    tasks = {"a": problem.a, "b": problem.b}
+    tasks = problem.in_order(first.tasks)
     reset_peak_memory(device)
 
     # 2. The epoch plan is every member's (same data, batch sizes, mixing and steps per epoch).
-    batch_sizes = (first.batch_size, first.batch_size_b or first.batch_size)
-    sizes = (len(problem.a.train[1]), len(problem.b.train[1]))
+    batch_sizes = tuple(first.batch_size_of(name) for name in tasks)
+    sizes = tuple(len(task.train[1]) for task in tasks.values())
     per_pass = tuple(
         epoch_steps(task.train, bs, first.data, task.steps_per_epoch)
         for task, bs in zip(tasks.values(), batch_sizes, strict=True)
     )
-    plan = plan_epoch(sizes, batch_sizes, first.mixing, (per_pass[0], per_pass[1]))
+    plan = plan_epoch(sizes, batch_sizes, first.mixing, per_pass)
     accum = first.grad_accum_steps
     updates_per_epoch = math.ceil(plan.steps / accum)
     static = first.weighting.type == "static"
@@ -107,10 +107,10 @@ def train_group(
         optimizer, read one epoch ahead), batches' generator and strategy (DWA, RLW: seeded as its run's)."""
         seed_all(c.seed)
         model = problem.make_model().to(device)
-        weights = weight_table(c.weight_schedule, c.weights, c.LOSSES, c.epochs * plan.steps, device)
+        weights = weight_table(c.weight_schedule, c.weights, c.tasks, c.epochs * plan.steps, device)
         lrs = schedule(c.optimizer, c.epochs * updates_per_epoch, updates_per_epoch)
         generator = torch.Generator(device=device).manual_seed(c.seed)
-        strategy = make_weighting(c.weighting, 2, device, derive_seed(c.seed, "weighting"))
+        strategy = make_weighting(c.weighting, len(tasks), device, derive_seed(c.seed, "weighting"))
         return Row(index, c, 0, weights, lrs, generator, strategy), model
 
     # 4. The members' parameters stacked: one (K, ...) tensor per parameter; the module itself runs on the
@@ -131,9 +131,9 @@ def train_group(
     results: list[Result | None] = [None] * len(cfgs)
     slots = len(cfgs)
 
-    def losses_of(p: dict[str, torch.Tensor], batch_a: tuple[Any, ...], batch_b: tuple[Any, ...]) -> torch.Tensor:
-        loss_a = problem.a.loss(_output(template, p, problem.a, batch_a[0]), batch_a[1])
-        return torch.stack([loss_a, problem.b.loss(_output(template, p, problem.b, batch_b[0]), batch_b[1])])
+    def losses_of(p: dict[str, torch.Tensor], *batches: tuple[Any, ...]) -> torch.Tensor:
+        pairs = zip(tasks.values(), batches, strict=True)
+        return torch.stack([task.loss(_output(template, p, task, batch[0]), batch[1]) for task, batch in pairs])
 
     batched_losses = vmap(losses_of)
 
@@ -191,11 +191,12 @@ def train_group(
         if not rows:
             break
         template.train()
-        # 6. Each member's batches from its own generator (a's then b's, as the standalone loop draws
+        # 6. Each member's batches from its own generator (task by task, as the standalone loop draws
         #    them), stacked: step i's indices are one (K, B_i) tensor per task.
         generators = [r.generator for r in rows]
-        idx_a = stacked_batches(sizes[0], batch_sizes[0], plan.steps, generators, device)
-        idx_b = stacked_batches(sizes[1], batch_sizes[1], plan.steps, generators, device)
+        indices = [
+            stacked_batches(n, bs, plan.steps, generators, device) for n, bs in zip(sizes, batch_sizes, strict=True)
+        ]
         lrs = [[r.schedule.lr for r in rows]]
         for _ in range(updates_per_epoch - 1):
             for r in rows:
@@ -206,14 +207,15 @@ def train_group(
         scalars = optimizer.tables(lrs, device)
         wtable = epoch_weights(rows, plan.steps)
         k = len(rows)
-        loss_sums, weight_sums = torch.zeros(k, 2, device=device), torch.zeros(k, 2, device=device)
+        loss_sums, weight_sums = torch.zeros(k, len(tasks), device=device), torch.zeros(k, len(tasks), device=device)
         weighted_sum = torch.zeros(k, device=device)
         grads: dict[str, torch.Tensor] = {}
         for i in range(plan.steps):
             # 7. Both losses of every member in one vectorized forward; a backward of the sum over members
             #    fills each member's gradient with its own Σ w_i L_i's (members share no parameter). With
             #    accumulation groups each batch's share is scaled by 1/group size and added up, as .grad is.
-            losses = batched_losses(params, take(problem.a.train, idx_a[i]), take(problem.b.train, idx_b[i]))
+            batches = (take(task.train, idx[i]) for task, idx in zip(tasks.values(), indices, strict=True))
+            losses = batched_losses(params, *batches)
             strategies = [r.strategy for r in rows]
             w = wtable[i] if static else strategy_weights(strategies, losses, wtable[i], first.mixing)
             factor = 1.0 / min(accum, plan.steps - i // accum * accum)
@@ -231,7 +233,7 @@ def train_group(
             if bad:
                 keep = leave(bad)  # type: ignore[arg-type]
                 loss_sums, weight_sums, weighted_sum = loss_sums[keep], weight_sums[keep], weighted_sum[keep]
-                idx_a, idx_b = tuple(t[keep] for t in idx_a), tuple(t[keep] for t in idx_b)
+                indices = [tuple(t[keep] for t in idx) for idx in indices]
                 scalars = {key: table[:, keep] for key, table in scalars.items()}
                 grads = {name: g[keep] for name, g in grads.items()}  # mid-accumulation: the others' pending sums
                 wtable = wtable[:, keep]
@@ -246,11 +248,9 @@ def train_group(
             r.strategy.end_epoch(train_means[row])
         weight_means = weight_sums / plan.steps
         columns = {
-            "train_a_loss": train_means[:, 0],
-            "train_b_loss": train_means[:, 1],
+            **{f"train_{name}_loss": train_means[:, j] for j, name in enumerate(tasks)},
             "train_weighted_loss": weighted_sum / plan.steps,
-            "weight_a": weight_means[:, 0],
-            "weight_b": weight_means[:, 1],
+            **{f"weight_{name}": weight_means[:, j] for j, name in enumerate(tasks)},
             **_evaluate(template, params, tasks, first, device),
         }
         values = torch.stack([v.detach().float() for v in columns.values()], dim=1).tolist()

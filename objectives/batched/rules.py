@@ -74,7 +74,7 @@ def why_not(cfgs: Sequence[LoopCommon], problem: Any) -> str:
     if first.compile is not False:
         return "compile is not vectorized (the group runs eagerly)"
     coupled = isinstance(problem, CoupledProblem)
-    splits = [problem.train] if coupled else [problem.a.train, problem.b.train]
+    splits = [problem.train] if coupled else [task.train for task in problem.tasks.values()]
     if any(isinstance(split, Dataset) for split in splits):
         return "the training data is a Dataset read by a DataLoader; only tensor data is vectorized"
     models = [problem.make_model_a(), problem.make_model_b()] if coupled else [problem.make_model()]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from pydantic import BaseModel
 from torch.utils.data import Dataset
+
+from objectives.names import check_task_names
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -114,35 +117,96 @@ class Task:
         return replace(self, train=_move_split(self.train, device), val=_move_split(self.val, device))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Problem:
-    """One model, two tasks (``a`` and ``b``)."""
+    """One model, two or more tasks: ``Problem(make_model, a=..., b=...)`` (tasks ``a`` and ``b``) or
+    ``Problem(make_model, tasks={"seg": ..., "depth": ..., "normal": ...})`` (any names, in order).
+
+    Attributes:
+        make_model: Factory of the model (a tuple of outputs when the tasks read different heads).
+        tasks: Every task by name, in the order of the loss weights (``objective.tasks``).
+    """
 
     make_model: Callable[[], torch.nn.Module]
-    a: Task
-    b: Task
+    tasks: Mapping[str, Task]
+
+    def __init__(
+        self,
+        make_model: Callable[[], torch.nn.Module],
+        a: Task | None = None,
+        b: Task | None = None,
+        *,
+        tasks: Mapping[str, Task] | None = None,
+    ) -> None:
+        if tasks is not None and (a is not None or b is not None):
+            # dataclasses.replace(problem, a=...) passes the tasks too: a= / b= then replace those tasks.
+            given = {name: task for name, task in (("a", a), ("b", b)) if task is not None}
+            if not set(given) <= set(tasks):
+                raise ValueError(f"Problem: no task {sorted(set(given) - set(tasks))} among {list(tasks)}")
+            tasks = {**tasks, **given}
+        if tasks is None:
+            if a is None or b is None:
+                raise ValueError("Problem: give both a= and b=, or tasks={name: Task, ...}")
+            tasks = {"a": a, "b": b}
+        check_task_names(tuple(tasks))
+        for name, task in tasks.items():
+            if not isinstance(task, Task):
+                raise ValueError(f"Problem: task {name!r} is a {type(task).__name__}, not a Task")
+        object.__setattr__(self, "make_model", make_model)
+        object.__setattr__(self, "tasks", MappingProxyType(dict(tasks)))
+
+    @property
+    def a(self) -> Task:
+        """Task ``a`` (a two-task problem's first task)."""
+        return self.tasks["a"]
+
+    @property
+    def b(self) -> Task:
+        """Task ``b``."""
+        return self.tasks["b"]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The task names, in order."""
+        return tuple(self.tasks)
+
+    def in_order(self, names: Sequence[str]) -> dict[str, Task]:
+        """The tasks in the order of ``names`` (a config's ``tasks``: the order of its weights).
+
+        Raises:
+            ValueError: ``names`` are not this problem's task names (the message says what to set).
+        """
+        if set(names) != set(self.tasks) or len(names) != len(self.tasks):
+            raise ValueError(
+                f"the problem's tasks are {list(self.tasks)} but objective.tasks is {list(names)}: set "
+                f"objective.tasks: [{', '.join(self.tasks)}] (or give the weights by task name)"
+            )
+        return {name: self.tasks[name] for name in names}
+
+    def _with(self, tasks: Mapping[str, Task]) -> Problem:
+        return Problem(self.make_model, tasks=tasks)
 
     def to(self, device: torch.device | str) -> Problem:
-        return replace(self, a=self.a.to(device), b=self.b.to(device))
+        return self._with({name: task.to(device) for name, task in self.tasks.items()})
 
     @property
     def has_test(self) -> bool:
-        """Both tasks have a held-out test split."""
-        return self.a.test is not None and self.b.test is not None
+        """Every task has a held-out test split."""
+        return all(task.test is not None for task in self.tasks.values())
 
     def on_test(self) -> Problem:
         """The same problem with each task's test split in place of its validation split (to score a
         trained model on the test data with the loop's own validation code)."""
-        return replace(self, a=replace(self.a, val=self.a.test), b=replace(self.b, val=self.b.test))
+        return self._with({name: replace(task, val=task.test) for name, task in self.tasks.items()})
 
     def metric_names(self) -> dict[str, tuple[str, ...]]:
         """Extra metric names per task, e.g. ``{"a": ("acc",), "b": ("acc",)}``."""
-        return {"a": tuple(self.a.metrics), "b": tuple(self.b.metrics)}
+        return {name: tuple(task.metrics) for name, task in self.tasks.items()}
 
     @staticmethod
-    def declared_metric_names(names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    def declared_metric_names(names: tuple[str, ...], tasks: Sequence[str] = ("a", "b")) -> dict[str, tuple[str, ...]]:
         """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): every task has them."""
-        return {"a": names, "b": names}
+        return dict.fromkeys(tasks, names)
 
 
 @dataclass(frozen=True)
@@ -236,8 +300,9 @@ class CoupledProblem:
         return {"a": tuple(self.metrics_a), "b": tuple(self.metrics)}
 
     @staticmethod
-    def declared_metric_names(names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-        """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): B's output has them."""
+    def declared_metric_names(names: tuple[str, ...], tasks: Sequence[str] = ("a", "b")) -> dict[str, tuple[str, ...]]:
+        """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): B's output has them
+        (``tasks`` is for the signature :class:`Problem` shares: a coupled problem's outputs are A's and B's)."""
         return {"a": (), "b": names}
 
 
@@ -257,3 +322,4 @@ class Builtin:
     loop: str = "dual_loss"
     kind: type = Problem
     model_options: tuple[str, ...] = ()  # options that shape only the model: the ones a search may vary
+    tasks: tuple[str, ...] = ("a", "b")  # a dual-loss problem's task names, in order (``objective.tasks``)

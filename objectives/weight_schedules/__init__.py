@@ -1,9 +1,9 @@
 """Loss-weight schedules: how one loss's weight moves over training. Pure functions of the step.
 
-Each file defines ``Config`` (with ``type`` and ``target``, the loss whose weight moves: ``a``, ``b``
-or ``consistency``) and ``multiplier(cfg, step, total) -> float`` in [0, 1]; the target loss's
-weight at optimizer step ``t`` of ``T`` is ``w_target · multiplier(t)`` (the other weights are left
-as they are, nothing is renormalised). Adding a schedule is one file plus one line in
+Each file defines ``Config`` (with ``type`` and ``target``, the loss whose weight moves: a task's name
+— ``a``, ``b`` or a named task — or ``consistency``) and ``multiplier(cfg, step, total) -> float`` in
+[0, 1]; the target loss's weight at optimizer step ``t`` of ``T`` is ``w_target · multiplier(t)`` (the
+other weights are left as they are, nothing is renormalised). Adding a schedule is one file plus one line in
 :data:`WEIGHT_SCHEDULES`.
 """
 
@@ -43,6 +43,8 @@ def weight_table(
 
     The loop indexes it by step (``table[step]``), which needs no host→device copy per step.
     """
+    if cfg.type == "constant":  # type: ignore[attr-defined]  # nothing moves (its target may name no task here)
+        return torch.tensor([list(weights)] * total, dtype=torch.float32, device=device)
     target = names.index(cfg.target)  # type: ignore[attr-defined]
     rows = []
     for t in range(total):

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from objectives.config import LoopCommon
 from objectives.frozen import Frozen
 from objectives.loops import LOOPS
-from objectives.problems import ProblemError, check_problem
+from objectives.problems import BUILTINS, ProblemError, check_problem
 from sweep.core.errors import ConfigError, pydantic_message
 from sweep.core.urls import forget_secrets, remember_credentials, stored_credential
 from sweep.studyfile.search_checks import check_compare, check_enqueued, check_param_names, check_search
@@ -159,6 +159,7 @@ def parse_study(
             data.setdefault(section, {})
             if isinstance(data[section], dict):
                 data[section] = {**data[section], name: value}
+    data = _builtin_tasks(data)
     try:
         sf = StudyFile.model_validate(data)
     except ValidationError as e:
@@ -172,6 +173,22 @@ def parse_study(
     _check_coerced(sf, data, file, "", unexpanded)
     check_study(sf, file)
     return sf
+
+
+def _builtin_tasks(data: dict[str, Any]) -> dict[str, Any]:
+    """A dual-loss built-in with tasks other than ``a``, ``b`` names them in ``objective.tasks`` when the
+    file does not (nor gives its weights by task name): the config then says which weight is whose."""
+    objective = data.get("objective")
+    if not isinstance(objective, dict) or objective.get("loop", "dual_loss") != "dual_loss":
+        return data
+    problem = objective.get("problem")
+    name = problem.get("name") if isinstance(problem, dict) else problem
+    builtin = BUILTINS.get(name) if isinstance(name, str) else None
+    if builtin is None or builtin.tasks == ("a", "b") or "tasks" in objective:
+        return data
+    if isinstance(objective.get("weights"), dict):
+        return data
+    return {**data, "objective": {**objective, "tasks": list(builtin.tasks)}}
 
 
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None) -> StudyFile:
@@ -203,9 +220,14 @@ def check_study(sf: StudyFile, file: str | Path) -> None:
         key = "objective.problem.options." + e.key if e.key else "objective.problem"
         raise ConfigError(file, key, str(e)) from None
 
-    # A built-in's metrics are known now; a user problem's once it is built (checked again before a run).
+    # A built-in's tasks and metrics are known now; a user problem's once it is built (checked again before a run).
+    builtin = BUILTINS.get(objective.problem.name)
+    if builtin is not None and loop.name == "dual_loss" and set(objective.loss_terms) != set(builtin.tasks):
+        why = f"{objective.problem.name}'s tasks are [{', '.join(builtin.tasks)}], not {list(objective.loss_terms)}"
+        raise ConfigError(file, "objective.tasks", why)
     n_losses = len(objective.weights)
-    allowed = None if declared is None else loop.targets(loop.problem.declared_metric_names(declared), n_losses)
+    names = loop.problem.declared_metric_names(declared or (), objective.loss_terms)
+    allowed = None if declared is None else loop.targets(names, n_losses)
     check_target(sf.study.metric, sf.study.direction, allowed, file)
 
     # Optuna fails a trial whose heartbeat is older than the grace period: a live worker's too, if it is short.

@@ -81,6 +81,8 @@ DUAL_CASES: dict[str, dict[str, Any]] = {
                                         "mixing": "accumulate"},
     "adam-plateau": {"optimizer": {"type": "adam", "schedule": PLATEAU}},
     "adam-constant": {"optimizer": {"type": "adam", "schedule": CONSTANT}},
+    "tasks-reordered-batch-sizes": {"tasks": ["b", "a"], "batch_sizes": {"a": 8, "b": 12},
+                                    "weight_schedule": {**WS_LINEAR, "target": "a"}},
 }  # fmt: skip
 
 ALTERNATING_BASE: dict[str, Any] = {

@@ -312,6 +312,8 @@ DUAL_CHANGES: dict[str, Any] = {
     **{f"problem.options.{k}": v + 8 for k, v in DIGITS.items()},
     "weight_schedule.target": "a",
     "batch_size_b": 8,
+    "batch_sizes": {"a": 8},
+    "tasks": ["b", "a"],  # the same two tasks, weighted in the other order
     "mixing": "zip",
     **{f"optimizer.{k}": v for k, v in OPTIMIZER_CHANGES.items()},
     "grad_accum_steps": 2,

@@ -295,9 +295,9 @@ BAD = {
         "unknown key",
     ),
     "unknown strategy": (
-        "study: {name: s}\nobjective: {problem: linear_pair, weighting: {type: mgda}}",
+        "study: {name: s}\nobjective: {problem: linear_pair, weighting: {type: nonesuch}}",
         "objective.weighting.type",
-        "'mgda'",
+        "'nonesuch'",
     ),
     "accumulate with pcgrad": (
         "study: {name: s}\nobjective: {problem: linear_pair, mixing: accumulate, weighting: {type: pcgrad}}",
