@@ -21,7 +21,7 @@ import torch
 from pydantic import ValidationError
 
 from objectives.helpers import first_line
-from objectives.problems import digits_codes, digits_images, digits_pair, linear_pair
+from objectives.problems import digits_codes, digits_images, digits_pair, digits_three, linear_pair
 from objectives.problems.base import PROBLEM_KINDS, Builtin, CoupledProblem, LossFn, Problem, Task
 from objectives.resolved import resolved
 
@@ -43,6 +43,7 @@ BUILTINS: dict[str, Builtin] = {
     "digits_pair": digits_pair.BUILTIN,
     "digits_codes": digits_codes.BUILTIN,
     "digits_images": digits_images.BUILTIN,
+    "digits_three": digits_three.BUILTIN,
 }
 
 
@@ -125,7 +126,7 @@ def _serves(builtin: Builtin, loop: str, kind: type | None) -> bool:
 
 def check_problem(
     name: str, options: Mapping[str, Any], loop: str = "dual_loss", kind: type | None = None
-) -> tuple[str, ...] | None:
+) -> tuple[str, ...] | Mapping[str, tuple[str, ...]] | None:
     """Validate a problem reference for a loop without building it.
 
     Args:
@@ -135,8 +136,8 @@ def check_problem(
         kind: The problem type the loop trains (its record's ``problem``), if known.
 
     Returns:
-        The metric names its tasks report for a built-in, ``None`` for a user problem (unknown until
-        it is built).
+        The metric names its tasks report for a built-in (every task's, or a mapping by task), ``None``
+        for a user problem (unknown until it is built).
 
     Raises:
         ProblemError: unknown name, bad options, or a user path that does not import (its module

@@ -204,8 +204,13 @@ class Problem:
         return {name: tuple(task.metrics) for name, task in self.tasks.items()}
 
     @staticmethod
-    def declared_metric_names(names: tuple[str, ...], tasks: Sequence[str] = ("a", "b")) -> dict[str, tuple[str, ...]]:
-        """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): every task has them."""
+    def declared_metric_names(
+        names: tuple[str, ...] | Mapping[str, tuple[str, ...]], tasks: Sequence[str] = ("a", "b")
+    ) -> dict[str, tuple[str, ...]]:
+        """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): every task has them,
+        or each task its own (a mapping by task name)."""
+        if isinstance(names, Mapping):
+            return {task: tuple(names.get(task, ())) for task in tasks}
         return dict.fromkeys(tasks, names)
 
 
@@ -300,10 +305,12 @@ class CoupledProblem:
         return {"a": tuple(self.metrics_a), "b": tuple(self.metrics)}
 
     @staticmethod
-    def declared_metric_names(names: tuple[str, ...], tasks: Sequence[str] = ("a", "b")) -> dict[str, tuple[str, ...]]:
+    def declared_metric_names(
+        names: tuple[str, ...] | Mapping[str, tuple[str, ...]], tasks: Sequence[str] = ("a", "b")
+    ) -> dict[str, tuple[str, ...]]:
         """:meth:`metric_names` of a problem declared to report ``names`` (a built-in's): B's output has them
         (``tasks`` is for the signature :class:`Problem` shares: a coupled problem's outputs are A's and B's)."""
-        return {"a": (), "b": names}
+        return {"a": (), "b": tuple(names.get("b", ())) if isinstance(names, Mapping) else names}
 
 
 # Every kind of problem a loop trains (a user function must return one of them).
@@ -317,7 +324,7 @@ class Builtin:
 
     options: type[BaseModel]
     build: Callable[..., Problem | CoupledProblem]
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...] | Mapping[str, tuple[str, ...]]  # every task's, or each task's by name
     summary: str
     loop: str = "dual_loss"
     kind: type = Problem

@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from objectives.loops import LOOPS
 from sweep.commands.cli import load_or_report, study_parser
 from sweep.core.errors import EXIT_CONFIG, EXIT_RUNTIME, SweepError, print_error, to_stderr
 from sweep.core.interrupts import interruptible
@@ -67,7 +66,7 @@ def _main(args: argparse.Namespace) -> int:
     from sweep.studyfile.compare import members
 
     out = args.out or Path(".sweep") / "reports" / sf.study.name
-    losses = LOOPS[sf.objective.loop].losses
+    losses = sf.objective.loop_losses
     subs = [(m.sf, out / m.label) for m in members(sf)] or [(sf, out)]
     client: MlflowClient | None = None
     try:

@@ -189,7 +189,6 @@ def _evaluate(sf: StudyFile, args: argparse.Namespace) -> int:
 
 def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tuple[int, str | None]:
     """Run one study (with its workers): the exit status and its MLflow parent run."""
-    from objectives.loops import LOOPS
     from sweep.core.errors import ConfigError, SweepError, print_error
     from sweep.execution.runner import run_study
     from sweep.execution.workers import run_workers, worker_devices
@@ -257,7 +256,7 @@ def _run(sf: StudyFile, args: argparse.Namespace, interrupts: Interrupts) -> tup
 
         report_count(outcome.ran, outcome.failed)  # how the coordinator counts the trials run now
         return (EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK), None
-    losses = LOOPS[sf.objective.loop].losses
+    losses = sf.objective.loop_losses
     print(summary(outcome.study, outcome.tracker, outcome.storage, outcome.ran, sf.study, losses))
     parent = outcome.tracker.parent_id
     if outcome.interrupted:

@@ -298,7 +298,7 @@ def run_study(
         interrupted = interrupted or interrupts.requested
         incomplete = incomplete or them.incomplete
     if worker is None:
-        losses = LOOPS[sf.objective.loop].losses
+        losses = sf.objective.loop_losses
         unfinished = finish(session, sf.study, losses, report, interrupted, failed=bool(incomplete))
         incomplete = incomplete or unfinished
     return Outcome(study, session.tracker, session.storage, ran, interrupted, incomplete, failed=failed)

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from objectives.config import LoopCommon
 from objectives.loops import LOOPS, train_group, why_not
+from objectives.weighting import names_with
 from tests.objectives.group_cases import Recorder, cases, problem_for
 
 CASES = cases()
@@ -26,7 +27,7 @@ F64 = {"rtol": 1e-12, "atol": 1e-12}
 REFUSED: dict[str, dict[str, Any]] = {
     **{
         f"weighting[{t}]": {"weighting": {"type": t}}
-        for t in ("uncertainty", "gradnorm", "pcgrad", "famo", "hypergrad")
+        for t in names_with(weights_before_step=False)  # every strategy whose gradient is not Σ w_i ∇L_i
     },
     "precision='bf16'": {"precision": "bf16"},
     "precision='fp16'": {"precision": "fp16", "device": "cuda"},

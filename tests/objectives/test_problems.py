@@ -59,7 +59,7 @@ def _splits(problem: Problem | CoupledProblem) -> list[tuple[Any, ...]]:
     """Every split of a problem (train and val; of a, then b) as tensors."""
     if isinstance(problem, CoupledProblem):
         return [_split_tensors(s, problem.collate_fn) for s in (problem.train, problem.val)]
-    return [_split_tensors(s, t.collate_fn) for t in (problem.a, problem.b) for s in (t.train, t.val)]
+    return [_split_tensors(s, t.collate_fn) for t in problem.tasks.values() for s in (t.train, t.val)]
 
 
 def _tensors(problem: Problem | CoupledProblem) -> list[torch.Tensor]:
@@ -92,7 +92,7 @@ def test_builtin_tensors_have_matching_first_dims(name, built):
     """Inputs and targets of every tensor split have the same, non-zero number of rows; a Dataset split
     is non-empty and its items are one sample's (inputs, target)."""
     problem = built[name]
-    for task in (problem.a, problem.b):
+    for task in problem.tasks.values():
         for split in (task.train, task.val):
             if isinstance(split, Dataset):
                 assert len(split) > 0
@@ -109,7 +109,7 @@ def test_builtin_forward_gives_finite_scalar_loss(name, built):
     problem = built[name]
     torch.manual_seed(0)
     model = problem.make_model()
-    for task in (problem.a, problem.b):
+    for task in problem.tasks.values():
         x, y = _batch(task.train, 8, task.collate_fn)
         out = _output(model, task, x)
         assert len(out) == 8
@@ -125,14 +125,15 @@ def test_builtin_forward_gives_finite_scalar_loss(name, built):
 @pytest.mark.parametrize("name", DUAL)
 def test_builtin_declared_metrics_match_tasks(name, built):
     """Builtin.metrics equals the metric names each built task reports (and what evaluate logs)."""
-    declared = BUILTINS[name].metrics
-    problem = built[name]
-    assert problem.metric_names() == {"a": declared, "b": declared}
+    builtin, problem = BUILTINS[name], built[name]
+    declared = Problem.declared_metric_names(builtin.metrics, builtin.tasks)
+    assert problem.metric_names() == declared
+    assert tuple(problem.tasks) == builtin.tasks
     torch.manual_seed(0)
-    cfg = DualLossConfig(problem=name)
-    logged = set(evaluate(problem.make_model(), {"a": problem.a, "b": problem.b}, cfg, torch.device("cpu")))
-    expected = {"val_a_loss", "val_b_loss", "val_total_loss"} | {f"val_{t}_{m}" for t in "ab" for m in declared}
-    assert logged == expected
+    cfg = DualLossConfig(problem=name, tasks=builtin.tasks)
+    logged = set(evaluate(problem.make_model(), dict(problem.tasks), cfg, torch.device("cpu")))
+    expected = {f"val_{t}_loss" for t in builtin.tasks} | {"val_total_loss"}
+    assert logged == expected | {f"val_{t}_{m}" for t, names in declared.items() for m in names}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))
@@ -219,7 +220,7 @@ def test_digits_codes_target_is_standardised_train_pca():
 
 def test_check_problem_unknown_builtin():
     """An unknown built-in name raises ProblemError listing the built-ins, with no key."""
-    with pytest.raises(ProblemError, match=r"unknown problem 'nope'.*digits_pair, linear_pair") as info:
+    with pytest.raises(ProblemError, match=r"unknown problem 'nope'.*digits_pair, digits_three, linear_pair") as info:
         check_problem("nope", {})
     assert info.value.key is None
 
@@ -398,7 +399,7 @@ def test_builtin_test_split_is_held_out(name, built):
     problem = built[name]
     assert problem.has_test
     parts = [(problem.train, problem.val, problem.test)] if isinstance(problem, CoupledProblem) else [
-        (t.train, t.val, t.test) for t in (problem.a, problem.b)
+        (t.train, t.val, t.test) for t in problem.tasks.values()
     ]  # fmt: skip
     for train, val, test in parts:
         held_out = _rows(test)
@@ -408,7 +409,7 @@ def test_builtin_test_split_is_held_out(name, built):
     if isinstance(problem, CoupledProblem):
         assert on_test.val is problem.test
     else:
-        assert on_test.a.val is problem.a.test and on_test.b.val is problem.b.test
+        assert all(on_test.tasks[n].val is t.test for n, t in problem.tasks.items())
 
 
 def test_linear_pair_related_leans_task_b_towards_task_a_and_changes_nothing_else():
