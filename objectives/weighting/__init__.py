@@ -8,7 +8,10 @@ one file plus one line in :data:`STRATEGIES`.
 
 Costs per step beyond the static baseline: ``gradnorm`` and ``pcgrad`` one backward pass per loss,
 ``famo`` one extra forward pass, ``hypergrad`` one backward pass per loss and one forward and backward
-of a validation batch per update; ``uncertainty``, ``dwa`` and ``rlw`` nothing measurable.
+of a validation batch per update; ``mgda``, ``upgrad``, ``imtl_g``, ``cagrad`` and ``nash_mtl`` one
+vectorized backward pass (the Jacobian) and a small m×m problem on the CPU (Frank-Wolfe, m QPs, a
+pseudo-inverse, one or up to 20 cvxpy solves);
+``uncertainty``, ``dwa`` and ``rlw`` nothing measurable.
 """
 
 from __future__ import annotations
@@ -20,7 +23,21 @@ from typing import Annotated, Union
 import torch
 from pydantic import Field
 
-from objectives.weighting import dwa, famo, gradnorm, hypergrad, pcgrad, rlw, static, uncertainty
+from objectives.weighting import (
+    cagrad,
+    dwa,
+    famo,
+    gradnorm,
+    hypergrad,
+    imtl_g,
+    mgda,
+    nash_mtl,
+    pcgrad,
+    rlw,
+    static,
+    uncertainty,
+    upgrad,
+)
 from objectives.weighting.base import Weighting
 
 STRATEGIES: dict[str, ModuleType] = {
@@ -32,6 +49,11 @@ STRATEGIES: dict[str, ModuleType] = {
     "pcgrad": pcgrad,
     "famo": famo,
     "hypergrad": hypergrad,
+    "mgda": mgda,
+    "upgrad": upgrad,
+    "imtl_g": imtl_g,
+    "cagrad": cagrad,
+    "nash_mtl": nash_mtl,
 }
 
 # The config union is derived from the registry, so a new entry is its file plus its line above.

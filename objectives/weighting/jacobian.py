@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torchjd.aggregation import Aggregator, WeightedAggregator
-from torchjd.autojac import jac
 
 from objectives.weighting.base import Weighting, weighted_backward
+
+if TYPE_CHECKING:  # torchjd is imported where it is used: it imports cvxpy when installed (~1 s a process)
+    from torchjd.aggregation import Aggregator
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ def jacobian_step(
     Returns:
         The row weights of the active losses (``None`` when ``combine`` gives none).
     """
+    from torchjd.autojac import jac
+
     rows = weighted.index_select(0, reach.index)
     shared = [params[j] for j in reach.shared]
     own = [params[j] for j in reach.own]
@@ -142,6 +146,8 @@ class Aggregating(Weighting):
 
     def combine(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The update vector and the row weights (see :func:`jacobian_step`)."""
+        from torchjd.aggregation import WeightedAggregator
+
         if isinstance(self.aggregator, WeightedAggregator):
             row_weights = self.aggregator.weighting(matrix)
             return row_weights @ matrix, row_weights

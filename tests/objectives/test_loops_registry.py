@@ -202,6 +202,55 @@ def _check_hypergrad(mode: str, run: list[dict[str, float]], static: list[dict[s
     assert _departs(run, static)
 
 
+def _combined(mode: str, run: list[dict[str, float]]) -> list[tuple[int, int]]:
+    """Per epoch, the steps whose shared parameters combine all three losses (A steps, joint steps) and
+    those that combine b and consistency only (B steps: a does not reach B, so its row weight is 1); none in
+    b_on_detached."""
+    if mode == "b_on_detached":
+        return []
+    if mode != "alternate":
+        return [(n, 0) for n in _steps(run, mode)]
+    done = [(m["opt_steps_a"], m["opt_steps_b"]) for m in run]
+    return [(int(a - pa), int(b - pb)) for (a, b), (pa, pb) in zip(done, [(0.0, 0.0), *done[:-1]], strict=True)]
+
+
+def _gradient_method(mode: str, run: list[dict[str, float]], static: list[dict[str, float]]) -> list[np.ndarray]:
+    """A gradient method (a torchjd aggregator of the shared parameters' task rows): in b_on_detached no
+    parameter is reached by all three losses, so the run is static weighting, to the bit; otherwise training
+    departs from it. Returns each epoch's row weights weight_i / w_i (none in b_on_detached)."""
+    if mode == "b_on_detached":
+        assert run == static
+        return []
+    assert _departs(run, static)
+    return [_weights(m) / np.array(BASE) for m in run]
+
+
+def _check_on_simplex(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """MGDA and IMTL-G: a step's row weights of the losses it combines sum to 1 (a loss it does not combine
+    keeps w_i), so each epoch's Σ_i weight_i / w_i is the mean over its steps of 1 + (losses left out)."""
+    for r, (full, b_only) in zip(_gradient_method(mode, run, static), _combined(mode, run), strict=True):
+        assert r.sum() == pytest.approx((full + 2 * b_only) / (full + b_only), rel=1e-5)
+
+
+def _check_mgda(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """The row weights are a convex combination (min-norm point of the hull): on the simplex, none negative."""
+    _check_on_simplex(mode, run, static, _)
+    assert all(np.all(r >= -1e-6) for r in _gradient_method(mode, run, static))
+
+
+def _check_above_mean(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """UPGrad and CAGrad: every row weight of a step's m combined losses is at least 1/m (UPGrad: each dual
+    variable v ≥ e_i / m; CAGrad: 1/m + λ w_i, λ, w_i ≥ 0); a loss a step does not combine keeps w_i."""
+    for r, (full, b_only) in zip(_gradient_method(mode, run, static), _combined(mode, run), strict=True):
+        bound = (full / 3 + b_only * np.array([1.0, 0.5, 0.5])) / (full + b_only)
+        assert np.all(r >= bound * (1 - 1e-5)), (r, bound)
+
+
+def _check_nash_mtl(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """The Nash bargaining weights α (Gα = 1/α, then scaled to the step norm limit) are positive."""
+    assert all(np.all(r > 0) for r in _gradient_method(mode, run, static))
+
+
 # One check per registered strategy: check(mode, the strategy's run, the static run, PCGrad's projections).
 CHECKS = {
     "static": _check_static,
@@ -212,6 +261,11 @@ CHECKS = {
     "pcgrad": _check_pcgrad,
     "famo": _check_famo,
     "hypergrad": _check_hypergrad,
+    "mgda": _check_mgda,
+    "upgrad": _check_above_mean,
+    "imtl_g": _check_on_simplex,
+    "cagrad": _check_above_mean,
+    "nash_mtl": _check_nash_mtl,
 }
 
 
