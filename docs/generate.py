@@ -521,7 +521,10 @@ def metrics_page(p: types.SimpleNamespace) -> str:
         "registry. `<m>` stands for each metric the problem declares for a task (`acc` for the built-ins: "
         "`val_b_acc`). A study's target (`study.metric`) must be one of the names marked *target*: an unweighted "
         "validation metric ([the target rule](study-file-rules.md#the-target-rule)). `sweep.evaluate` scores the "
-        "same names on the test split as `test_*` (`test_total_loss`, `test_b_acc`...).",
+        "same names on the test split as `test_*` (`test_total_loss`, `test_b_acc`...). A dual-loss problem with "
+        "named tasks (`objective.tasks`, e.g. `[seg, depth, normal]`) logs the same names with each task's name "
+        "in place of `a` and `b`, one per task: `train_seg_loss`, `weight_depth`, `val_normal_loss`, `val_seg_<m>`; "
+        "`val_total_loss` sums every task's validation loss.",
         "",
         "With `objective.repeats: r` > 1 ([noise](../explanation/noise.md)) each name is the mean over the r seeds "
         "(`peak_memory_mb` their highest), and each `val_*` name has a companion `<name>_sd` (`val_total_loss_sd`): "
@@ -551,8 +554,8 @@ def metrics_page(p: types.SimpleNamespace) -> str:
     ]
     for name, b in p.BUILTINS.items():
         loop = p.LOOPS[b.loop]
-        task_metrics = loop.problem.declared_metric_names(b.metrics)
-        names = ", ".join(f"`{m}`" for m in loop.logged_metrics(task_metrics, 2))
+        task_metrics = loop.problem.declared_metric_names(b.metrics, b.tasks)
+        names = ", ".join(f"`{m}`" for m in loop.logged_metrics(task_metrics, len(b.tasks)))
         lines.append(f"| `{name}` | `{b.loop}` | {names} |")
     return HEADER + "\n".join(lines).rstrip() + "\n"
 
