@@ -1,4 +1,4 @@
-"""``python -m benchmarks.docs [--check]``: writes the tables of docs/performance.md from the benchmarks' saved results.
+"""``python -m benchmarks.docs [--check]``: writes the benchmark tables of the docs from the benchmarks' saved results.
 
 Each table sits between marker comments naming its benchmark::
 
@@ -8,9 +8,11 @@ Each table sits between marker comments naming its benchmark::
 
 and is made from the JSON record that the benchmark's ``--save benchmarks/results/<name>.json`` wrote
 (:mod:`benchmarks.results`): the table, then the command, settings, date and machine that produced it. The
-text outside the markers is left as it is. ``--check`` writes nothing and exits 1 when a table differs from
-what its JSON gives, or a marker's JSON is missing (``tests/test_performance_doc.py`` runs the same check).
-To refresh a table, rerun its benchmark with ``--save`` and then this command.
+text outside the markers is left as it is. Blocks live in docs/performance.md, README.md and
+docs/explanation/parametrizations.md (:data:`DOCS`; ``benchmarks.weighting_compare``'s table in all three).
+``--check`` writes nothing and exits 1 when a table of any of them differs from what its JSON gives, or a
+marker's JSON is missing (``tests/test_performance_doc.py`` runs the same check). To refresh a table, rerun
+its benchmark with ``--save`` and then this command.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
+DOCS = (DOC, ROOT / "README.md", ROOT / "docs" / "explanation" / "parametrizations.md")  # pages with blocks
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCK = re.compile(r"(<!-- begin benchmarks\.(\w+) -->\n)(.*?)(<!-- end benchmarks\.\2 -->)", re.S)
 
@@ -146,11 +149,38 @@ def memory_bounded(record: dict[str, Any]) -> list[str]:
     return [*table(["measure", "value"], rows), "", made_by(record, "one training run")]
 
 
+def weighting_table(results: dict[str, Any]) -> list[str]:
+    """``benchmarks.weighting_compare``'s table: per method, the evaluation's columns (search value, retrained
+    validation and test values as ``sweep.evaluate`` prints them) and the cost per step."""
+    metrics, tests = results["metrics"], results["tests"]
+    header = ["method", "trial", "trials", *(f"best {m} (search, val)" for m in metrics)]
+    header += [*(f"{m} (retrained, val)" for m in metrics), *tests, "ms / step", "× static"]
+    rows = []
+    for r in results["rows"]:
+        rows.append([r["method"], f"#{r['trial']}", r["trials"], *(f"{v:.4g}" for v in r["search"])])
+        rows[-1] += [*(r["cells"][m] for m in (*metrics, *tests)), f"{r['ms_per_step']:.2f}", f"{r['ratio']:.2f}"]
+    return table(header, rows)
+
+
+def weighting_compare(record: dict[str, Any]) -> list[str]:
+    res, s = record["results"], record["settings"]
+    wall = res["wall_s"]
+    how = (
+        f"`{s['study']}`, {s['n_trials']} trials per method, each method's best trial retrained with "
+        f"{s['seeds']} fresh seeds and scored on the held-out test split (mean ± 95 % CI); search "
+        f"{wall['search']:.0f} s, evaluation {wall['evaluate']:.0f} s; ms / step: each best configuration's "
+        f"training steps after its first epoch, validation cut to one batch, {s['threads']} torch thread, "
+        f"{runs(s['repeats'])}, interleaved ({wall['cost']:.0f} s)"
+    )
+    return [*weighting_table(res), "", made_by(record, how)]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "overhead": overhead,
     "loop_overhead": loop_overhead,
     "parallel_trials": parallel_trials,
     "memory_bounded": memory_bounded,
+    "weighting_compare": weighting_compare,
 }
 
 
@@ -196,26 +226,39 @@ def stale(text: str, results: Path = RESULTS) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.docs", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table is not what its JSON gives")
-    p.add_argument("--doc", type=Path, default=DOC, help="the page (default docs/performance.md)")
+    p.add_argument(
+        "--doc",
+        type=Path,
+        action="append",
+        help="a page (repeatable; default: docs/performance.md, README.md, docs/explanation/parametrizations.md)",
+    )
     p.add_argument("--results", type=Path, default=RESULTS, help="the JSON records (default benchmarks/results)")
     args = p.parse_args(argv)
-    text = args.doc.read_text(encoding="utf-8")
+    status = 0
+    for doc in args.doc or DOCS:
+        status = max(status, page(doc, args.results, args.check))
+    return status
+
+
+def page(doc: Path, results: Path, check: bool) -> int:
+    """Check (``check``) or write the blocks of one page; the exit status."""
+    text = doc.read_text(encoding="utf-8")
     try:
         names = [m.group(2) for m in BLOCK.finditer(text)]
-        if args.check:
-            out = stale(text, args.results)
+        if check:
+            out = stale(text, results)
             if out:
-                print(f"{args.doc}: stale tables: {', '.join(out)}; run: python -m benchmarks.docs")
+                print(f"{doc}: stale tables: {', '.join(out)}; run: python -m benchmarks.docs")
                 return 1
-            print(f"{args.doc}: {len(names)} tables up to date ({', '.join(names)})")
+            print(f"{doc}: {len(names)} tables up to date ({', '.join(names)})")
             return 0
-        new = rewrite(text, args.results)
+        new = rewrite(text, results)
     except MissingResults as e:
-        print(f"{args.doc}: {e}", file=sys.stderr)
+        print(f"{doc}: {e}", file=sys.stderr)
         return 1
     if new != text:
-        args.doc.write_text(new, encoding="utf-8")
-    print(f"{args.doc}: {len(names)} tables written ({', '.join(names)})")
+        doc.write_text(new, encoding="utf-8")
+    print(f"{doc}: {len(names)} tables written ({', '.join(names)})")
     return 0
 
 

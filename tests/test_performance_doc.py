@@ -85,3 +85,31 @@ def test_the_goal_column_compares_the_rows_median_with_the_issues_goal(
     """``≤`` goals are met at or under the goal, ``≥`` at or over it, on the value as its cell shows it; a
     per-epoch goal is on the sweep cost, not the ratio."""
     assert docs.goal({"row": row, "median": median})[2] == status
+
+
+def test_every_page_with_benchmark_tables_is_up_to_date() -> None:
+    """README.md and docs/explanation/parametrizations.md may quote benchmarks too (the weighting table)."""
+    assert {p.relative_to(docs.ROOT).as_posix() for p in docs.DOCS} == {
+        "docs/performance.md",
+        "README.md",
+        "docs/explanation/parametrizations.md",
+    }
+    for page in docs.DOCS:
+        assert docs.stale(page.read_text(encoding="utf-8")) == [], f"{page}: run python -m benchmarks.docs"
+
+
+def test_the_check_covers_every_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without ``--doc`` the check reads every page of ``DOCS``: a stale table in the last one fails it."""
+    block = "<!-- begin benchmarks.loop_overhead -->\n{}<!-- end benchmarks.loop_overhead -->\n"
+    fresh, stale = tmp_path / "fresh.md", tmp_path / "README.md"
+    fresh.write_text(block.format(docs.render("loop_overhead")), encoding="utf-8")
+    stale.write_text("# sweep\n" + block.format("old\n"), encoding="utf-8")
+    monkeypatch.setattr(docs, "DOCS", (fresh, stale))
+    assert docs.main(["--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"{fresh}: 1 tables up to date" in out and f"{stale}: stale tables: loop_overhead" in out
+    assert docs.main([]) == 0  # writes the stale page
+    assert docs.main(["--check"]) == 0
+    assert stale.read_text(encoding="utf-8").startswith("# sweep\n<!-- begin benchmarks.loop_overhead -->\n\n| loop |")
