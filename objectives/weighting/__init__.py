@@ -10,8 +10,11 @@ Costs per step beyond the static baseline: ``gradnorm`` and ``pcgrad`` one backw
 ``famo`` one extra forward pass, ``hypergrad`` one backward pass per loss and one forward and backward
 of a validation batch per update; ``mgda``, ``upgrad``, ``imtl_g``, ``cagrad`` and ``nash_mtl`` one
 vectorized backward pass (the Jacobian) and a small m×m problem on the CPU (Frank-Wolfe, m QPs, a
-pseudo-inverse, one or up to 20 cvxpy solves);
-``uncertainty``, ``dwa`` and ``rlw`` nothing measurable.
+pseudo-inverse, one or up to 20 cvxpy solves); ``aligned_mtl``, ``gradvac``, ``graddrop``,
+``fairgrad``, ``excess_mtl`` and ``db_mtl`` one vectorized backward pass and an m×m eigendecomposition,
+an m(m−1) loop, a sign mask, a scipy least-squares solve, element-wise excess risks, an EMA;
+``uncertainty``, ``dwa``, ``rlw`` and the loss scalarizations ``imtl_l``, ``gls`` and ``stch`` nothing
+measurable.
 """
 
 from __future__ import annotations
@@ -24,17 +27,26 @@ import torch
 from pydantic import Field
 
 from objectives.weighting import (
+    aligned_mtl,
     cagrad,
+    db_mtl,
     dwa,
+    excess_mtl,
+    fairgrad,
     famo,
+    gls,
+    graddrop,
     gradnorm,
+    gradvac,
     hypergrad,
     imtl_g,
+    imtl_l,
     mgda,
     nash_mtl,
     pcgrad,
     rlw,
     static,
+    stch,
     uncertainty,
     upgrad,
 )
@@ -54,6 +66,15 @@ STRATEGIES: dict[str, ModuleType] = {
     "imtl_g": imtl_g,
     "cagrad": cagrad,
     "nash_mtl": nash_mtl,
+    "aligned_mtl": aligned_mtl,
+    "gradvac": gradvac,
+    "graddrop": graddrop,
+    "fairgrad": fairgrad,
+    "excess_mtl": excess_mtl,
+    "db_mtl": db_mtl,
+    "imtl_l": imtl_l,
+    "gls": gls,
+    "stch": stch,
 }
 
 # The config union is derived from the registry, so a new entry is its file plus its line above.

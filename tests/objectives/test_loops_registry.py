@@ -66,7 +66,12 @@ BASE = (0.4, 0.4, 0.2)  # the alternating runs' static weights (w_a, w_b, w_cons
 TERMS = AlternatingConfig.LOSSES
 MODES = typing.get_args(AlternatingConfig.model_fields["mode"].annotation)
 # Strategy options that make each strategy's effect on the weights large (the defaults where they already are).
-OPTIONS: dict[str, dict[str, object]] = {"uncertainty": {"init_log_var": 1.0}, "dwa": {"temperature": 0.1}}
+OPTIONS: dict[str, dict[str, object]] = {
+    "uncertainty": {"init_log_var": 1.0},
+    "dwa": {"temperature": 0.1},
+    "imtl_l": {"init": 1.0},
+    "stch": {"warmup_epochs": 1},
+}
 # Plain SGD: its step scales with the weights (Adam's would hardly change when all weights scale alike).
 SGD = {"type": "sgd", "lr": 0.05, "momentum": 0.0}
 
@@ -218,8 +223,10 @@ def _gradient_method(mode: str, run: list[dict[str, float]], static: list[dict[s
     """A gradient method (a torchjd aggregator of the shared parameters' task rows): in b_on_detached no
     parameter is reached by all three losses, so the run is static weighting, to the bit; otherwise training
     departs from it. Returns each epoch's row weights weight_i / w_i (none in b_on_detached)."""
-    if mode == "b_on_detached":
-        assert run == static
+    if mode == "b_on_detached":  # all but the process's peak memory (CPU: its peak RSS, which the runs share)
+        assert [{k: v for k, v in m.items() if k != "peak_memory_mb"} for m in run] == [
+            {k: v for k, v in m.items() if k != "peak_memory_mb"} for m in static
+        ]
         return []
     assert _departs(run, static)
     return [_weights(m) / np.array(BASE) for m in run]
@@ -251,6 +258,94 @@ def _check_nash_mtl(mode: str, run: list[dict[str, float]], static: list[dict[st
     assert all(np.all(r > 0) for r in _gradient_method(mode, run, static))
 
 
+def _check_gradvac(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """GradVac only adds positive multiples of other rows (φ < φ̂): every row weight is at least 1."""
+    assert all(np.all(r >= 1 - 1e-6) for r in _gradient_method(mode, run, static))
+
+
+def _check_graddrop(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """GradDrop masks the shared rows (not a weighted combination): the weights are the static ones."""
+    for m in run:
+        np.testing.assert_allclose(_weights(m), BASE, rtol=1e-6)
+    _gradient_method(mode, run, static)
+
+
+def _check_aligned_mtl(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """Aligned-MTL re-weights the shared rows by B 1/m (B = √λ_min V Λ^(−1/2) Vᵀ, not sign-constrained)."""
+    _gradient_method(mode, run, static)
+
+
+def _check_fairgrad(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """FairGrad's row weights w solve G w = w^(−1/α) with w > 0 (least squares with w ≥ 0, from 1/m)."""
+    assert all(np.all(r > 0) for r in _gradient_method(mode, run, static))
+
+
+def _check_excess_mtl(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """ExcessMTL's α is an exponentiated-gradient point of the simplex: positive, on the simplex."""
+    _check_on_simplex(mode, run, static, _)
+    assert all(np.all(r > 0) for r in _gradient_method(mode, run, static))
+
+
+def _check_db_mtl(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """DB-MTL's step weights are w_i α_i / L_i with α_i ≥ 1, so an epoch's mean weight_i / w_i is at least
+    the mean of 1 / L_i, itself at least 1 / (the epoch's mean L_i); the log losses make every mode,
+    b_on_detached included (heads get ∇L_i / L_i), depart from static weighting."""
+    for m in run:
+        assert np.all(_weights(m) / np.array(BASE) >= (1 - 1e-6) / _losses(m, "train"))
+    assert _departs(run, static)
+
+
+def _check_imtl_l(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """The weights are w_i e^{s_i}: with s_i starting at init = 1 the first epoch's are near w_i e (within 15%:
+    its steps already train the s_i); A's optimizer trains the s_i, so they change every epoch, and training
+    departs from static weighting in every mode (the loss scales reach every parameter, heads included)."""
+    ratios = [_weights(m) / np.array(BASE) for m in run]
+    np.testing.assert_allclose(ratios[0], math.e, rtol=0.15)
+    for before, after in itertools.pairwise(ratios):
+        assert np.all(before != after)
+    assert _departs(run, static)
+
+
+def _same_training(run: list[dict[str, float]], other: list[dict[str, float]]) -> bool:
+    """The same logged weights and validation losses, every epoch, to the bit."""
+    return all(
+        _weights(a).tolist() == _weights(b).tolist() and _losses(a, "val").tolist() == _losses(b, "val").tolist()
+        for a, b in zip(run, other, strict=True)
+    )
+
+
+def _check_gls(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """A step's weights are G w_i / (Σw L_i), G = Π_i L_i^{w_i / Σw}: weight_i L_i / w_i is G / Σw for every
+    loss, so with the epoch's mean losses each epoch's weight_i L̄_i / w_i is near the weighted geometric mean
+    of L̄ (Σw = 1; within 3%: means of per-step ratios). Halving every static weight changes nothing (to the
+    bit), and training departs from static weighting in every mode."""
+    for m in run:
+        losses = _losses(m, "train")
+        geometric = np.exp(np.sum(np.array(BASE) * np.log(losses)) / sum(BASE))
+        np.testing.assert_allclose(_weights(m) / np.array(BASE) * losses, geometric, rtol=0.03)
+    assert _same_training(run, _epochs(mode, "gls", tuple(w / 2 for w in BASE)))
+    assert _departs(run, static)
+
+
+def _check_stch(mode: str, run: list[dict[str, float]], static: list[dict[str, float]], _: object) -> None:
+    """warmup_epochs = 1: the first epoch trains on Σ λ_i log L_i, λ = 3 w / Σw, so weight_i L̄_i / w_i is near
+    3 (within 3%: means of per-step ratios); its mean losses are the nadir N, and later steps' weights are
+    3 λ_i softmax_i / L_i, so Σ_i weight_i L̄_i / w_i is near 9. The first epoch is a run whose warm-up lasts
+    all three epochs, to the bit, and each later one departs from it (the nadir is the first epoch's);
+    halving every static weight changes nothing, and training departs from static weighting in every mode."""
+    first, *later = run
+    np.testing.assert_allclose(_weights(first) / np.array(BASE) * _losses(first, "train"), 3.0, rtol=0.03)
+    for m in later:
+        assert np.sum(_weights(m) / np.array(BASE) * _losses(m, "train")) == pytest.approx(9.0, rel=0.03)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(OPTIONS, "stch", {"warmup_epochs": 5})
+        warm = _epochs(mode, "stch")
+    assert _same_training(run[:1], warm[:1])
+    assert all(_departs(run[:epoch], warm[:epoch]) for epoch in range(2, len(run) + 1))
+    assert _same_training(run, _epochs(mode, "stch", tuple(w / 2 for w in BASE)))
+    assert _departs(run, static)
+
+
 # One check per registered strategy: check(mode, the strategy's run, the static run, PCGrad's projections).
 CHECKS = {
     "static": _check_static,
@@ -266,6 +361,15 @@ CHECKS = {
     "imtl_g": _check_on_simplex,
     "cagrad": _check_above_mean,
     "nash_mtl": _check_nash_mtl,
+    "aligned_mtl": _check_aligned_mtl,
+    "gradvac": _check_gradvac,
+    "graddrop": _check_graddrop,
+    "fairgrad": _check_fairgrad,
+    "excess_mtl": _check_excess_mtl,
+    "db_mtl": _check_db_mtl,
+    "imtl_l": _check_imtl_l,
+    "gls": _check_gls,
+    "stch": _check_stch,
 }
 
 

@@ -330,7 +330,8 @@ def test_capabilities_and_names_with() -> None:
     assert capabilities("famo").losses_after_step
     assert not any(capabilities(name).losses_after_step for name in STRATEGIES if name != "famo")
     assert names_with(weights_before_step=True) == ("static", "dwa", "rlw")
-    gradient_methods = ("mgda", "upgrad", "imtl_g", "cagrad", "nash_mtl")
+    gradient_methods = ("mgda", "upgrad", "imtl_g", "cagrad", "nash_mtl", "aligned_mtl", "gradvac", "graddrop")
+    gradient_methods += ("fairgrad", "excess_mtl", "db_mtl")
     assert names_with(own_backward=True) == ("gradnorm", "pcgrad", "hypergrad", *gradient_methods)
     assert names_with(losses_after_step=True, weights_before_step=True) == ()
     assert names_with(reference_losses=True) == ("hypergrad",)
