@@ -56,7 +56,8 @@ class DualLossConfig(LoopCommon):
         1,
         description="one optimizer step every k batches, each batch's loss scaled by 1/k so the update equals one "
         "k× larger batch (an epoch's last, shorter group is scaled by its own size); the LR schedule counts "
-        "optimizer steps. Needs a strategy whose gradient is a weighted sum (`static`, `uncertainty`, `dwa`, `rlw`)",
+        "optimizer steps. Needs a strategy whose loss is linear in the losses (`static`, `uncertainty`, `dwa`, `rlw`, "
+        "`imtl_l`)",
     )
     grad_clip: PositiveFloat | None = Field(
         None, description="clip the model's gradient norm to this value before each optimizer step"
@@ -131,7 +132,7 @@ class DualLossConfig(LoopCommon):
 
     @model_validator(mode="after")
     def _accumulation_needs_a_plain_weighted_sum(self) -> DualLossConfig:
-        allowed = weighting.names_with(own_backward=False, losses_after_step=False)
+        allowed = weighting.names_with(own_backward=False, losses_after_step=False, weights_from_losses=False)
         if self.grad_accum_steps > 1 and self.weighting.type not in allowed:
             raise ValueError(
                 f"grad_accum_steps adds the gradients of several batches, which equals the large-batch "

@@ -65,6 +65,20 @@ def backward(
     """
     if not grad_scaler.is_enabled() and factor == 1.0:
         return strategy.backward(losses, base, params)
+    if not grad_scaler.is_enabled() and strategy.parameters():
+        # Learned terms (uncertainty's s_i/2, IMTL-L's −s_i) are part of the strategy's loss, not of Σ w_i L_i:
+        # the whole backward, scaled by the batch's share of its accumulation group, added to the group's sum.
+        every = [*params, *strategy.parameters()]
+        before = [p.grad for p in every]
+        for p in every:
+            p.grad = None
+        w = strategy.backward(losses, base, params)
+        for p, earlier in zip(every, before, strict=True):
+            if p.grad is not None:
+                p.grad = p.grad * factor if earlier is None else earlier + p.grad * factor
+            else:
+                p.grad = earlier
+        return w
     w = strategy.weights(losses, base).detach()
     grad_scaler.scale((w * losses).sum() * factor).backward()
     return w

@@ -89,6 +89,7 @@ class Capabilities:
     losses_after_step: bool
     own_backward: bool
     reference_losses: bool
+    weights_from_losses: bool
 
 
 def capabilities(name: str) -> Capabilities:

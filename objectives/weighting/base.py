@@ -31,12 +31,17 @@ class Weighting(Protocol):
             loss) rather than one backward of a weighted sum.
         reference_losses: :meth:`backward` may ask for the losses of a fresh reference batch (the
             validation split's): loops give it a function that computes them through :meth:`use_reference`.
+        weights_from_losses: :meth:`weights` depend on the step's own loss values (FAMO, GLS, STCH: the
+            loss is not linear in the losses), so a step over several batches added up (gradient
+            accumulation) is not the step over their union; a strategy without it whose backward is its
+            own (uncertainty's learned terms) is scaled as a whole when accumulated.
     """
 
     weights_before_step: ClassVar[bool] = True
     losses_after_step: ClassVar[bool] = False
     own_backward: ClassVar[bool] = False
     reference_losses: ClassVar[bool] = False
+    weights_from_losses: ClassVar[bool] = False
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Learned parameters the model's optimizer must also update (uncertainty's log-variances)."""

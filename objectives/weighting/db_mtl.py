@@ -47,6 +47,7 @@ class Config(Frozen):
 
 
 class DBMTL(Weighting):
+    weights_from_losses = True  # the weights are functions of the step's loss values
     weights_before_step = False  # the update depends on the step's gradients and on the EMA
     own_backward = True
 

@@ -31,6 +31,7 @@ EPS = 1e-8
 
 
 class FAMO(Weighting):
+    weights_from_losses = True  # the weights are functions of the step's loss values
     weights_before_step = False  # the weights z / (c L_i) depend on the step's losses
     losses_after_step = True
 

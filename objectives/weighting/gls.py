@@ -38,6 +38,7 @@ def geometric_mean(losses: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
 
 
 class GLS(Weighting):
+    weights_from_losses = True  # the weights are functions of the step's loss values
     weights_before_step = False  # the weights G w_i / (Σw L_i) depend on the step's losses
 
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:

@@ -47,6 +47,7 @@ class Config(Frozen):
 
 
 class STCH(Weighting):
+    weights_from_losses = True  # the weights are functions of the step's loss values
     weights_before_step = False  # the weights depend on the step's losses
 
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:

@@ -278,7 +278,8 @@ def _same_grads(first: Weighting, second: Weighting) -> bool:
 def _observed(name: str) -> Capabilities:
     """What the strategy does, probed from outside, in the terms it declares in its class.
 
-    weights_before_step: its weights do not depend on the step's losses, and a step through
+    weights_from_losses: its weights change with the step's losses. weights_before_step: its weights do
+    not depend on the step's losses, and a step through
     ``backward`` equals the accumulate path (weights first, then each loss back-propagated alone, as
     the dual loop does): same weights, same gradients (model and the strategy's own parameters) and
     the same state afterwards (the next weights). losses_after_step: ``after_step`` calls its
@@ -313,6 +314,7 @@ def _observed(name: str) -> Capabilities:
         losses_after_step=bool(called),
         own_backward=passes[0] > 1,
         reference_losses=bool(references),
+        weights_from_losses=not independent,
     )
 
 
