@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from objectives.frozen import Frozen
-from objectives.weighting.gradvac import PerReach
+from objectives.weighting.jacobian import PerReach
 
 
 class Config(Frozen):
@@ -43,7 +43,7 @@ class ExcessMTLStrategy(PerReach):
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         from torchjd.aggregation import ExcessMTL  # lazily: torchjd imports cvxpy, when installed (~1 s)
 
-        super().__init__(lambda: ExcessMTL(cfg.robust_step_size, cfg.n_warmup_steps))
+        super().__init__(lambda m: ExcessMTL(cfg.robust_step_size, cfg.n_warmup_steps), n_losses)
 
 
 build = ExcessMTLStrategy

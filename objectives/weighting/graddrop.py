@@ -14,23 +14,22 @@ static ones.
 Randomness: torchjd draws U with the global ``torch.rand``. Here every step first draws a seed from the
 strategy's own CPU generator (seeded with ``build``'s ``seed``), then runs torchjd's aggregator under
 ``torch.random.fork_rng`` with the global generators of the CPU and of the Jacobian's device seeded with
-it (:func:`seeded_rng`): the draws are deterministic per trial seed and the global RNG's state is left
-as it was. No host sync: the seed comes from a CPU generator and the RNG states are host-side.
+it (:func:`~objectives.weighting.jacobian.seeded_rng`): the draws are deterministic per trial seed and
+the global RNG's state is left as it was. No host sync: the seed comes from a CPU generator and the RNG
+states are host-side.
 
 Cost per step: one vectorized backward pass (the Jacobian) and a few element-wise passes over it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
 from pydantic import Field
 
 from objectives.frozen import Frozen
-from objectives.weighting.jacobian import Aggregating
+from objectives.weighting.jacobian import Aggregating, seeded_rng
 
 
 class Config(Frozen):
@@ -38,29 +37,6 @@ class Config(Frozen):
     leak: float = Field(
         0.0, ge=0, le=1, description="fraction of every task gradient kept whatever its sign (0: pure sign dropout)"
     )
-
-
-@contextmanager
-def seeded_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
-    """Run the block with the global generators of the CPU and of ``device`` seeded from ``generator``
-    (one draw of it), restoring their states afterwards: code that draws from the global RNG (torchjd's
-    ``torch.rand``, ``torch.randperm``) becomes deterministic per ``generator`` and leaves the global RNG
-    untouched."""
-    seed = int(torch.randint(0, 2**62, (), generator=generator))  # a CPU generator: no device sync
-    if device.type == "cpu":
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            yield
-        return
-    module = torch.get_device_module(device.type)
-    index = device.index if device.index is not None else module.current_device()
-    with torch.random.fork_rng(devices=[index], device_type=device.type):
-        torch.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.default_generators[index].manual_seed(seed)
-        else:
-            module.manual_seed(seed)
-        yield
 
 
 class GradDropStrategy(Aggregating):

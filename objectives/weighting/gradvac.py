@@ -13,7 +13,7 @@ weights of the corrected sum (Σ_i g_i = Σ_j c_j g_j).
 
 State: φ̂ is kept per parameter set the loop steps (the alternating loop's A and B steps have different
 active losses), each from zeros, for the strategy's life (one trial). Randomness: torchjd draws the
-orders with the global ``torch.randperm``; here under :func:`~objectives.weighting.graddrop.seeded_rng`
+orders with the global ``torch.randperm``; here under :func:`~objectives.weighting.jacobian.seeded_rng`
 from the strategy's own generator (deterministic per trial seed, the global RNG untouched).
 
 Cost per step: one vectorized backward pass (the Jacobian), the m×m Gramian and an m(m − 1) loop on the
@@ -22,18 +22,16 @@ CPU; one host sync per step on a GPU (torchjd moves the Gramian to the CPU and b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
 
 from objectives.frozen import Frozen
-from objectives.weighting.graddrop import seeded_rng
-from objectives.weighting.jacobian import Aggregating
+from objectives.weighting.jacobian import PerReach, seeded_rng
 
 if TYPE_CHECKING:
-    from torchjd.aggregation import Aggregator
+    pass
 
 
 class Config(Frozen):
@@ -42,29 +40,11 @@ class Config(Frozen):
     eps: float = Field(1e-8, ge=0, le=1, description="added to the denominators of the cosine and the correction")
 
 
-class PerReach(Aggregating):
-    """A stateful torchjd aggregator kept per parameter set (one :class:`~objectives.weighting.jacobian.Reach`):
-    each set's state (its number of rows, its parameters) is its own and is never reset."""
-
-    def __init__(self, make: Callable[[], Aggregator]) -> None:
-        super().__init__(make())
-        self.make = make
-        self.by_reach: dict[int, Aggregator] = {}
-
-    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        if losses.requires_grad:
-            reach = self.reaches(losses, [p for p in params if p.requires_grad])
-            if id(reach) not in self.by_reach:
-                self.by_reach[id(reach)] = self.make()
-            self.aggregator = self.by_reach[id(reach)]
-        return super().backward(losses, base, params)
-
-
 class GradVacStrategy(PerReach):
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
         from torchjd.aggregation import GradVac  # lazily: torchjd imports cvxpy, when installed (~1 s)
 
-        super().__init__(lambda: GradVac(beta=cfg.beta, eps=cfg.eps))
+        super().__init__(lambda m: GradVac(beta=cfg.beta, eps=cfg.eps), n_losses)
         self.generator = torch.Generator().manual_seed(seed)
 
     def combine(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

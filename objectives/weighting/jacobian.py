@@ -17,7 +17,8 @@ methods are made of: a method file only builds its aggregator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -163,3 +164,46 @@ class Aggregating(Weighting):
             return base.detach()
         factors = torch.ones_like(base).index_copy(0, reach.index, row_weights.to(base.dtype))
         return (base * factors).detach()
+
+
+class PerReach(Aggregating):
+    """A stateful torchjd aggregator (GradVac's targets, Nash-MTL's α, ExcessMTL's risks) kept per parameter
+    set (one :class:`Reach`): the alternating loop's A and B steps each keep their own state, which torchjd
+    would otherwise reset whenever the number of rows changes. ``make(m)`` builds one for ``m`` active
+    losses; none is ever reset within a trial."""
+
+    def __init__(self, make: Callable[[int], Aggregator], n_losses: int) -> None:
+        super().__init__(make(n_losses))
+        self.make = make
+        self.by_reach: dict[int, Aggregator] = {}
+
+    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        if losses.requires_grad:  # the aggregator of this parameter set (its Reach is kept for the trial)
+            reach = self.reaches(losses, [p for p in params if p.requires_grad])
+            if id(reach) not in self.by_reach:
+                self.by_reach[id(reach)] = self.make(len(reach.active))
+            self.aggregator = self.by_reach[id(reach)]
+        return super().backward(losses, base, params)
+
+
+@contextmanager
+def seeded_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
+    """Run the block with the global generators of the CPU and of ``device`` seeded from ``generator``
+    (one draw of it), restoring their states afterwards: code that draws from the global RNG (torchjd's
+    ``torch.rand``, ``torch.randperm``) becomes deterministic per ``generator`` and leaves the global RNG
+    untouched."""
+    seed = int(torch.randint(0, 2**62, (), generator=generator))  # a CPU generator: no device sync
+    if device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            yield
+        return
+    module = torch.get_device_module(device.type)
+    index = device.index if device.index is not None else module.current_device()
+    with torch.random.fork_rng(devices=[index], device_type=device.type):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.default_generators[index].manual_seed(seed)
+        else:
+            module.manual_seed(seed)
+        yield

@@ -25,7 +25,6 @@ steps up to ``optim_niter`` ECOS solves on the CPU (one host sync per step on a 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -33,10 +32,10 @@ from pydantic import Field, model_validator
 
 from objectives.frozen import Frozen
 from objectives.weighting.cagrad import require_solvers
-from objectives.weighting.jacobian import Aggregating
+from objectives.weighting.jacobian import PerReach
 
 if TYPE_CHECKING:
-    from torchjd.aggregation import Aggregator
+    pass
 
 
 class Config(Frozen):
@@ -51,31 +50,19 @@ class Config(Frozen):
         return self
 
 
-class NashMTLStrategy(Aggregating):
+class NashMTLStrategy(PerReach):
     def __init__(self, cfg: Config, n_losses: int, device: torch.device, seed: int) -> None:
-        self.cfg = cfg
-        super().__init__(self._make(n_losses))  # checks the solvers at build time too
-        self.by_reach: dict[int, Aggregator] = {}
-
-    def _make(self, n_tasks: int) -> Aggregator:
         from torchjd.aggregation import NashMTL  # lazily: torchjd imports cvxpy, when installed (~1 s)
 
-        cfg = self.cfg
-        return NashMTL(n_tasks, cfg.max_norm, cfg.update_weights_every, cfg.optim_niter)
+        # one NashMTL per parameter set, sized to its active losses (the alternating loop's B steps have two)
+        super().__init__(
+            lambda m: NashMTL(max(m, 1), cfg.max_norm, cfg.update_weights_every, cfg.optim_niter), n_losses
+        )  # builds one now: checks the solvers at build time too
 
     def combine(self, matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with warnings.catch_warnings():  # cvxpy's note that torchjd's problem is not DPP (nothing to act on)
             warnings.filterwarnings("ignore", message=".*not DPP.*", category=UserWarning)
             return super().combine(matrix)
-
-    def backward(self, losses: torch.Tensor, base: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        trained = [p for p in params if p.requires_grad]
-        if losses.requires_grad:  # the aggregator of this parameter set (its Reach is kept for the trial)
-            reach = self.reaches(losses, trained)
-            if id(reach) not in self.by_reach:
-                self.by_reach[id(reach)] = self._make(max(len(reach.active), 1))
-            self.aggregator = self.by_reach[id(reach)]
-        return super().backward(losses, base, params)
 
 
 build = NashMTLStrategy
