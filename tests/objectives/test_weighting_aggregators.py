@@ -11,26 +11,20 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch
-from torch import nn
 
 from objectives.weighting import STRATEGIES, make
+from tests.objectives.test_weighting_shared import _Net as SharedNet
 
 SEED = 5
 
 
-class _Net(nn.Module):
-    """A trunk shared by every task and one head per task."""
+class _Net(SharedNet):
+    """A trunk shared by every task and one head per task (the shared suite's net, without its unused
+    parameter)."""
 
     def __init__(self, k: int) -> None:
-        super().__init__()
-        torch.manual_seed(4)  # a seed whose task gradients conflict in the trunk, for 2 and 3 tasks
-        self.trunk = nn.Sequential(nn.Linear(3, 5), nn.Tanh())
-        self.heads = nn.ModuleList(nn.Linear(5, 1) for _ in range(k))
-        self.double()
-
-    def losses(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.trunk(x)
-        return torch.stack([((head(h) - 3.0 * (-1) ** i * (i + 1)) ** 2).mean() for i, head in enumerate(self.heads)])
+        super().__init__(k)
+        del self.unused
 
 
 X = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
