@@ -115,6 +115,16 @@ class LoopCommon(Frozen):
         return self.LOSSES
 
     @model_validator(mode="after")
+    def _compile_needs_one_backward(self) -> LoopCommon:
+        if self.compile is not False and self.weighting.type in weighting.names_with(own_backward=True):
+            raise ValueError(
+                f"compile: weighting {self.weighting.type} back-propagates each loss (or its Jacobian) through "
+                "the model, which a compiled backward cannot do (torch frees its buffers after one pass): use "
+                "compile: false with it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _fp16_needs_a_plain_weighted_sum(self) -> LoopCommon:
         if self.precision != "fp16":
             return self

@@ -19,6 +19,8 @@ def check_task_names(names: Sequence[str]) -> None:
     """
     if len(names) < 2:
         raise ValueError(f"a problem needs at least two tasks, got {list(names)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must differ: {list(names)} names one twice")
     for name in names:
         if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
             raise ValueError(f"task name {name!r}: use lowercase letters, digits and single underscores (e.g. seg)")

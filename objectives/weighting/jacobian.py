@@ -39,36 +39,70 @@ class Reach:
         shared: Indices of the parameters every active loss reaches (the shared encoder).
         own: Indices of the parameters some, but not all, active losses reach (task heads).
         index: ``active`` as a device tensor (to select the active losses without a host sync).
+        compiled: A ``torch.compile``'d function is in the graph: its backward cannot run inside ``vmap``,
+            so the Jacobian is taken one row at a time.
     """
 
     active: tuple[int, ...]
     shared: tuple[int, ...]
     own: tuple[int, ...]
     index: torch.Tensor
+    compiled: bool = False
+
+
+def _graph_leaves(node: object, wanted: dict[int, int]) -> tuple[set[int], bool]:
+    """The indices (``wanted``: id of a parameter → its index) of the parameters the autograd graph below
+    ``node`` accumulates into, and whether a compiled (``torch.compile``) function is on the way."""
+    found, compiled, seen, stack = set(), False, set(), [node]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if variable is not None and id(variable) in wanted:
+            found.add(wanted[id(variable)])
+        compiled = compiled or "Compiled" in type(fn).__name__ or "Compiled" in fn.name()  # type: ignore[attr-defined]
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)  # type: ignore[attr-defined]
+    return found, compiled
 
 
 class Reaches:
-    """Each parameter set's :class:`Reach`, found from the graph once (one backward pass per loss) and
-    kept for the strategy's life (one trial): a model's structure does not change between steps.
+    """Each parameter set's :class:`Reach`, found from the autograd graph once and kept for the strategy's
+    life (one trial): a model's structure does not change between steps.
 
-    A parameter counts as reached by a loss when that loss's gradient in it is not all zeros: a slice
-    of stacked losses sends zeros (not ``None``) into parameters it does not reach. A tensor whose
-    gradient is exactly zero at the first step (a dead unit everywhere) would count as not reached.
+    The losses come stacked (``torch.stack``, as every loop makes them): each stacked loss's own graph is
+    walked down to the parameters it accumulates into, so a task whose loss or gradient happens to be zero
+    at the first step (a batch without its labels) still counts. Losses not made by one ``stack`` fall back
+    to the values of one backward pass per loss (a gradient that is all zeros then counts as not reached).
+    Parameters reached by some losses but not by every one are ``own``: they get the sum of their rows,
+    i.e. their own tasks' gradients.
     """
 
     def __init__(self) -> None:
         self._known: dict[tuple[int, ...], Reach] = {}
 
+    def _by_values(self, losses: torch.Tensor, params: Sequence[torch.Tensor]) -> list[set[int]]:
+        reach: list[set[int]] = []
+        for i in range(len(losses)):
+            if not losses[i].requires_grad:
+                reach.append(set())
+                continue
+            grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+            reach.append({j for j, g in enumerate(grads) if g is not None and bool(g.ne(0).any())})
+        return reach
+
     def __call__(self, losses: torch.Tensor, params: Sequence[torch.Tensor]) -> Reach:
         key = tuple(id(p) for p in params)
         if key not in self._known:
-            reach: list[set[int]] = []
-            for i in range(len(losses)):
-                if not losses[i].requires_grad:
-                    reach.append(set())
-                    continue
-                grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
-                reach.append({j for j, g in enumerate(grads) if g is not None and bool(g.ne(0).any())})
+            fn, compiled = losses.grad_fn, False
+            if fn is not None and fn.name().startswith("StackBackward") and len(fn.next_functions) == len(losses):
+                wanted = {id(p): j for j, p in enumerate(params)}
+                walked = [_graph_leaves(next_fn, wanted) for next_fn, _ in fn.next_functions]
+                reach = [leaves for leaves, _ in walked]
+                compiled = any(flag for _, flag in walked)
+            else:
+                reach = self._by_values(losses, params)
             active = tuple(i for i, r in enumerate(reach) if r)
             shared = set.intersection(*(reach[i] for i in active)) if len(active) > 1 else set()
             own = set().union(*reach) - shared
@@ -77,6 +111,7 @@ class Reaches:
                 shared=tuple(sorted(shared)),
                 own=tuple(sorted(own)),
                 index=torch.tensor(active, dtype=torch.long, device=losses.device),
+                compiled=compiled,
             )
         return self._known[key]
 
@@ -111,7 +146,7 @@ def jacobian_step(
     shared = [params[j] for j in reach.shared]
     own = [params[j] for j in reach.own]
     # 1. One vectorized backward pass: every active loss's gradient in every parameter it may reach.
-    jacobians = jac(rows, [*shared, *own])
+    jacobians = jac(rows, [*shared, *own], parallel_chunk_size=1 if reach.compiled else None)
     # 2. The shared block, one row per task, goes to the method; heads take the sum of their rows,
     #    i.e. their own task's gradient (the other rows are zeros there).
     matrix = torch.cat([j.reshape(len(reach.active), -1) for j in jacobians[: len(shared)]], dim=1)

@@ -125,3 +125,34 @@ def test_pcgrad_projects_the_shared_parameters_only(k: int) -> None:
     for i, head in enumerate(net.heads):
         for p, want in zip(head.parameters(), heads[i], strict=True):
             torch.testing.assert_close(p.grad, want)
+
+
+def test_a_task_whose_loss_is_zero_at_the_first_step_keeps_its_head_and_its_row() -> None:
+    """Reach comes from the graph, not from the first step's values: a task without labels in the first
+    batch (a masked loss of 0) still gets its head's gradient and its row in the combination later."""
+    net = _Net(3)
+    params = list(net.parameters())
+    strategy = make(STRATEGIES["upgrad"].Config(), 3, torch.device("cpu"), 0)
+    for step, mask in enumerate((0.0, 1.0)):
+        for p in params:
+            p.grad = None
+        losses = net.losses(X)
+        losses = torch.stack([losses[0], losses[1], losses[2] * mask])
+        strategy.backward(losses, torch.full((3,), 1 / 3, dtype=torch.float64), params)
+        head = net.heads[2].weight.grad
+        assert head is not None and (bool(head.ne(0).any()) == bool(step)), step
+    assert strategy.reaches(losses, [p for p in params if p.requires_grad]).active == (0, 1, 2)
+
+
+def test_compile_with_a_gradient_method_is_refused_in_one_line() -> None:
+    from objectives.config import DualLossConfig
+
+    with pytest.raises(ValueError, match=r"compile: weighting upgrad .* use compile: false"):
+        DualLossConfig(problem="digits_pair", compile=True, weighting={"type": "upgrad"})
+
+
+def test_task_names_must_differ() -> None:
+    from objectives.names import check_task_names
+
+    with pytest.raises(ValueError, match="names one twice"):
+        check_task_names(["x", "x"])
